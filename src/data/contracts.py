@@ -1,0 +1,331 @@
+"""Written contracts of the raw CRM tables: columns, types, keys, allowed values, nullability.
+
+The contracts are data. The warehouse DDL, the ingest validation and the docs are all derived
+from :data:`CONTRACTS`, so they cannot drift apart.
+
+Conventions
+-----------
+* Every raw table has a single-column primary key and a ``customer_id`` (except ``offers``).
+* Timestamps are naive UTC ``TIMESTAMP``; dates are ``DATE``.
+* Money is ``DOUBLE`` in the company's currency. Returns are rows of ``transactions`` with
+  ``is_return = true`` and a negative ``amount`` and ``margin``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Allowed values shared by the generator, the contracts and the features.
+CUSTOMER_TYPES = ("B2C", "B2B")
+COMPANY_SIZES = ("micro", "small", "medium", "large")
+INDUSTRIES = ("retail", "manufacturing", "services", "technology", "healthcare", "finance")
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+GENDERS = ("F", "M", "X")
+REGIONS = ("north", "south", "east", "west", "central")
+ACQUISITION_CHANNELS = (
+    "paid_digital",
+    "organic_content",
+    "referral",
+    "live_event",
+    "partner",
+    "direct",
+)
+CATEGORIES = ("electronics", "home", "fashion", "grocery", "sports", "beauty", "services")
+SALES_CHANNELS = ("web", "app", "store", "phone", "sales_rep")
+INCOME_BANDS = ("low", "lower_middle", "middle", "upper_middle", "high")
+EDUCATION_LEVELS = ("secondary", "vocational", "bachelor", "master", "doctorate")
+PROFESSIONS = (
+    "student",
+    "clerical",
+    "skilled_trade",
+    "professional",
+    "manager",
+    "executive",
+    "retired",
+    "other",
+)
+REVENUE_BANDS = ("<1M", "1M-10M", "10M-100M", "100M-1B", ">1B")
+EVENT_TYPES = ("session", "product_view", "cart_add", "email_send", "email_open", "email_click")
+EVENT_CHANNELS = ("web", "app", "email")
+SOCIAL_KINDS = ("mention", "like", "share", "comment")
+SOCIAL_PLATFORMS = ("x", "facebook", "instagram", "linkedin", "review_site")
+TICKET_CATEGORIES = (
+    "fee_complaint",
+    "statement_unclear",
+    "product_issue",
+    "delivery",
+    "return_request",
+    "billing",
+    "general",
+)
+TICKET_STATUSES = ("open", "resolved", "unresolved")
+OFFER_KINDS = ("sales", "cross_sell", "retention", "service")
+OFFER_CHANNELS = ("email", "app", "web", "phone", "sales_rep")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table contract.
+
+    ``dtype`` is a DuckDB type name. ``allowed`` restricts values to a closed set; ``min`` and
+    ``max`` bound numeric values (inclusive). ``references`` names ``table.column`` of a foreign
+    key that must exist.
+    """
+
+    name: str
+    dtype: str
+    description: str
+    nullable: bool = False
+    allowed: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    references: str | None = None
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """The contract of one raw table."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    primary_key: str
+    time_column: str | None = None
+    checks: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    """Extra row-level rules as ``(name, SQL boolean expression that must hold)``."""
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.columns if not c.nullable]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"table {self.name!r} has no column {name!r}")
+
+    def ddl(self, table_name: str | None = None) -> str:
+        """``CREATE TABLE IF NOT EXISTS`` statement for this contract (types and nullability;
+        value rules are enforced by ingest validation, which reports every bad row instead of
+        failing on the first)."""
+        cols = ",\n  ".join(
+            f"{c.name} {c.dtype}{'' if c.nullable else ' NOT NULL'}" for c in self.columns
+        )
+        return (
+            f"CREATE TABLE IF NOT EXISTS {table_name or self.name} (\n  {cols},\n"
+            f"  PRIMARY KEY ({self.primary_key})\n)"
+        )
+
+
+def _c(name: str, dtype: str, description: str, **kw) -> Column:
+    return Column(name=name, dtype=dtype, description=description, **kw)
+
+
+CUSTOMERS = TableContract(
+    name="customers",
+    description="Demographic master data, one row per customer (B2C person or B2B company).",
+    primary_key="customer_id",
+    time_column="signup_date",
+    columns=(
+        _c("customer_id", "VARCHAR", "Stable customer identifier."),
+        _c("customer_type", "VARCHAR", "B2C person or B2B company.", allowed=CUSTOMER_TYPES),
+        _c("company_size", "VARCHAR", "B2B only.", nullable=True, allowed=COMPANY_SIZES),
+        _c("industry", "VARCHAR", "B2B only.", nullable=True, allowed=INDUSTRIES),
+        _c("age_band", "VARCHAR", "B2C only.", nullable=True, allowed=AGE_BANDS),
+        _c("gender", "VARCHAR", "B2C only.", nullable=True, allowed=GENDERS),
+        _c("region", "VARCHAR", "Sales region.", allowed=REGIONS),
+        _c("city", "VARCHAR", "City name."),
+        _c(
+            "acquisition_channel",
+            "VARCHAR",
+            "How the customer first came in.",
+            allowed=ACQUISITION_CHANNELS,
+        ),
+        _c("signup_date", "DATE", "First contact / account creation date."),
+        _c(
+            "contract_end_date",
+            "DATE",
+            "End of a fixed-term contract; null for non-contractual customers.",
+            nullable=True,
+        ),
+    ),
+    checks=(
+        (
+            "b2b_fields_only_for_companies",
+            "customer_type = 'B2B' OR (company_size IS NULL AND industry IS NULL)",
+        ),
+        (
+            "b2c_fields_only_for_people",
+            "customer_type = 'B2C' OR (age_band IS NULL AND gender IS NULL)",
+        ),
+        (
+            "contract_ends_after_signup",
+            "contract_end_date IS NULL OR contract_end_date >= signup_date",
+        ),
+    ),
+)
+
+TRANSACTIONS = TableContract(
+    name="transactions",
+    description=(
+        "Orders (one row per order), returns (is_return, negative amount and margin), "
+        "referral purchases (referrer_id) and the cost to serve each order."
+    ),
+    primary_key="transaction_id",
+    time_column="ts",
+    columns=(
+        _c("transaction_id", "VARCHAR", "Order or return identifier."),
+        _c("customer_id", "VARCHAR", "Buyer.", references="customers.customer_id"),
+        _c("ts", "TIMESTAMP", "When the order or return happened."),
+        _c("amount", "DOUBLE", "Net revenue; negative for returns."),
+        _c("margin", "DOUBLE", "Gross margin; negative for returns."),
+        _c("quantity", "INTEGER", "Units (positive, also for returns).", min=1),
+        _c("category", "VARCHAR", "Product category.", allowed=CATEGORIES),
+        _c("channel", "VARCHAR", "Sales channel.", allowed=SALES_CHANNELS),
+        _c("discount", "DOUBLE", "Discount granted, in money.", min=0),
+        _c("is_return", "BOOLEAN", "True for a return of earlier goods."),
+        _c(
+            "referrer_id",
+            "VARCHAR",
+            "Customer who referred this purchase, if any.",
+            nullable=True,
+            references="customers.customer_id",
+        ),
+        _c("cost_to_serve", "DOUBLE", "Logistics + handling cost of this order.", min=0),
+    ),
+    checks=(
+        ("returns_are_negative", "(is_return AND amount <= 0) OR (NOT is_return AND amount >= 0)"),
+        ("no_self_referral", "referrer_id IS NULL OR referrer_id <> customer_id"),
+    ),
+)
+
+THIRD_PARTY = TableContract(
+    name="third_party",
+    description="Third-party economic enrichment: household economics and firmographics.",
+    primary_key="customer_id",
+    time_column="observed_at",
+    columns=(
+        _c("customer_id", "VARCHAR", "Enriched customer.", references="customers.customer_id"),
+        _c("observed_at", "TIMESTAMP", "When the provider delivered this record."),
+        _c("profession", "VARCHAR", "B2C profession.", nullable=True, allowed=PROFESSIONS),
+        _c("education", "VARCHAR", "B2C education.", nullable=True, allowed=EDUCATION_LEVELS),
+        _c("income_band", "VARCHAR", "B2C income band.", nullable=True, allowed=INCOME_BANDS),
+        _c("household_size", "INTEGER", "B2C household size.", nullable=True, min=1, max=15),
+        _c("home_value", "DOUBLE", "B2C estimated home value.", nullable=True, min=0),
+        _c("affluence_score", "DOUBLE", "0-100 affluence / net worth index.", min=0, max=100),
+        _c("revenue_band", "VARCHAR", "B2B annual revenue band.", nullable=True,
+           allowed=REVENUE_BANDS),
+        _c("employee_count", "INTEGER", "B2B employees.", nullable=True, min=1),
+    ),
+)
+
+EVENTS = TableContract(
+    name="events",
+    description="Behavioural events: web/app sessions, product views, cart adds, email funnel.",
+    primary_key="event_id",
+    time_column="ts",
+    columns=(
+        _c("event_id", "VARCHAR", "Event identifier."),
+        _c("customer_id", "VARCHAR", "Actor.", references="customers.customer_id"),
+        _c("ts", "TIMESTAMP", "When it happened."),
+        _c("event_type", "VARCHAR", "What happened.", allowed=EVENT_TYPES),
+        _c("channel", "VARCHAR", "Where it happened.", allowed=EVENT_CHANNELS),
+        _c("category", "VARCHAR", "Product category viewed or added.", nullable=True,
+           allowed=CATEGORIES),
+    ),
+)
+
+SOCIAL = TableContract(
+    name="social",
+    description="Social media activity about the brand: mentions, likes, shares, comments.",
+    primary_key="social_id",
+    time_column="ts",
+    columns=(
+        _c("social_id", "VARCHAR", "Post or reaction identifier."),
+        _c("customer_id", "VARCHAR", "Author.", references="customers.customer_id"),
+        _c("ts", "TIMESTAMP", "When it was posted."),
+        _c("kind", "VARCHAR", "Kind of activity.", allowed=SOCIAL_KINDS),
+        _c("platform", "VARCHAR", "Where.", allowed=SOCIAL_PLATFORMS),
+        _c("sentiment", "DOUBLE", "Sentiment score -1..1 (null for likes/shares).",
+           nullable=True, min=-1, max=1),
+    ),
+)
+
+SUPPORT_TICKETS = TableContract(
+    name="support_tickets",
+    description="Customer service tickets with category, resolution and satisfaction.",
+    primary_key="ticket_id",
+    time_column="opened_at",
+    columns=(
+        _c("ticket_id", "VARCHAR", "Ticket identifier."),
+        _c("customer_id", "VARCHAR", "Customer.", references="customers.customer_id"),
+        _c("opened_at", "TIMESTAMP", "When the ticket was opened."),
+        _c("closed_at", "TIMESTAMP", "When it was closed; null while open.", nullable=True),
+        _c("category", "VARCHAR", "Reason for contact.", allowed=TICKET_CATEGORIES),
+        _c("status", "VARCHAR", "Current status (as of the extract).", allowed=TICKET_STATUSES),
+        _c("satisfaction", "INTEGER", "Post-contact satisfaction 1-5.", nullable=True,
+           min=1, max=5),
+    ),
+    checks=(
+        ("closed_after_opened", "closed_at IS NULL OR closed_at >= opened_at"),
+        ("open_means_not_closed", "status <> 'open' OR closed_at IS NULL"),
+    ),
+)
+
+OFFERS = TableContract(
+    name="offers",
+    description="Offer catalogue.",
+    primary_key="offer_id",
+    columns=(
+        _c("offer_id", "VARCHAR", "Offer identifier."),
+        _c("product", "VARCHAR", "Product or service offered."),
+        _c("category", "VARCHAR", "Product category.", allowed=CATEGORIES),
+        _c("kind", "VARCHAR", "Sales, cross-sell, retention or service offer.",
+           allowed=OFFER_KINDS),
+        _c("margin", "DOUBLE", "Expected margin if accepted."),
+        _c("channel", "VARCHAR", "Channel the offer is made through.", allowed=OFFER_CHANNELS),
+        _c("eligible_segments", "VARCHAR",
+           "Value segments (A-D) allowed, '|'-separated, e.g. 'A|B'."),
+    ),
+)
+
+OFFER_EVENTS = TableContract(
+    name="offer_events",
+    description=(
+        "Offers made to customers by the logging policy, with the probability it chose them "
+        "and whether the customer accepted."
+    ),
+    primary_key="offer_event_id",
+    time_column="ts",
+    columns=(
+        _c("offer_event_id", "VARCHAR", "Offer presentation identifier."),
+        _c("customer_id", "VARCHAR", "Customer.", references="customers.customer_id"),
+        _c("offer_id", "VARCHAR", "Offer made.", references="offers.offer_id"),
+        _c("ts", "TIMESTAMP", "When the offer was made."),
+        _c("channel", "VARCHAR", "Channel it was made through.", allowed=OFFER_CHANNELS),
+        _c("propensity", "DOUBLE", "Logging policy's probability of choosing this offer.",
+           min=1e-9, max=1),
+        _c("accepted", "BOOLEAN", "Customer accepted (true) or rejected (false)."),
+    ),
+)
+
+CONTRACTS: dict[str, TableContract] = {
+    t.name: t
+    for t in (
+        CUSTOMERS,
+        TRANSACTIONS,
+        THIRD_PARTY,
+        EVENTS,
+        SOCIAL,
+        SUPPORT_TICKETS,
+        OFFERS,
+        OFFER_EVENTS,
+    )
+}
+"""Every raw table, in load order (referenced tables first)."""
+
+RAW_TABLES: tuple[str, ...] = tuple(CONTRACTS)
