@@ -7,6 +7,7 @@ this module only finds and parses the files, so a typo in a YAML key fails loudl
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,8 +28,9 @@ class StrictModel(BaseModel):
 def config_dir() -> Path:
     """Folder holding the YAML configs.
 
-    ``CUSTOMER360_CONFIG_DIR`` wins; otherwise ``configs/`` in the working directory, then the
-    ``configs/`` folder of the source checkout this package was imported from.
+    ``CUSTOMER360_CONFIG_DIR`` wins; otherwise ``configs/`` in the working directory; otherwise
+    the configs shipped inside the package (``customer360.configs``, mapped from ``configs/``),
+    so a wheel install works from any folder.
     """
     env = os.environ.get("CUSTOMER360_CONFIG_DIR")
     if env:
@@ -36,7 +38,7 @@ def config_dir() -> Path:
     cwd = Path.cwd() / "configs"
     if cwd.is_dir():
         return cwd
-    return Path(__file__).resolve().parent.parent / "configs"
+    return Path(str(resources.files("customer360.configs")))
 
 
 def load_config(name_or_path: str | Path, model: type[ModelT]) -> ModelT:

@@ -1,0 +1,1 @@
+"""The YAML configs, shipped inside the package so wheel installs find them."""
