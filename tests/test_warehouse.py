@@ -1,0 +1,67 @@
+"""The warehouse file: location rules, creation, clear errors, bookkeeping tables."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from customer360.data.contracts import CONTRACTS
+from customer360.data.warehouse import (
+    connect,
+    get_meta,
+    require_tables,
+    resolve_db_path,
+    set_meta,
+    table_counts,
+)
+from customer360.errors import WarehouseError
+
+
+def test_explicit_path_beats_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUSTOMER360_DB", str(tmp_path / "env.duckdb"))
+    assert resolve_db_path(tmp_path / "flag.duckdb") == tmp_path / "flag.duckdb"
+    assert resolve_db_path() == tmp_path / "env.duckdb"
+    monkeypatch.delenv("CUSTOMER360_DB")
+    assert str(resolve_db_path()) == "data/customer360.duckdb"
+
+
+def test_missing_file_is_a_clear_error_not_an_empty_warehouse(tmp_path):
+    missing = tmp_path / "nope" / "typo.duckdb"
+    with pytest.raises(WarehouseError, match="does not exist.*customer360 generate"):
+        connect(missing)
+    assert not missing.exists()
+
+
+def test_create_builds_every_contract_table_with_its_columns(tmp_path):
+    with connect(tmp_path / "w.duckdb", create=True) as con:
+        for name, contract in CONTRACTS.items():
+            cols = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+            assert cols == contract.column_names
+        assert set(table_counts(con)) == {*CONTRACTS, "quarantine"}
+        assert all(v == 0 for v in table_counts(con).values())
+
+
+def test_primary_key_and_not_null_are_enforced_by_the_schema(tmp_path):
+    with connect(tmp_path / "w.duckdb", create=True) as con:
+        con.execute(
+            "INSERT INTO offers VALUES ('O1', 'card', 'home', 'sales', 10.0, 'email', 'A|B')"
+        )
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute(
+                "INSERT INTO offers VALUES ('O1', 'card', 'home', 'sales', 10.0, 'email', 'A')"
+            )
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute(
+                "INSERT INTO offers VALUES ('O2', NULL, 'home', 'sales', 10.0, 'email', 'A')"
+            )
+
+
+def test_meta_roundtrip_and_require_tables(tmp_path):
+    with connect(tmp_path / "w.duckdb", create=True) as con:
+        assert get_meta(con, "today") is None
+        set_meta(con, "today", "2026-06-30")
+        set_meta(con, "today", "2026-07-01")
+        assert get_meta(con, "today") == "2026-07-01"
+        require_tables(con, "customers", "transactions")
+        with pytest.raises(WarehouseError, match="feature_snapshots"):
+            require_tables(con, "customers", "feature_snapshots")
