@@ -1,0 +1,169 @@
+"""rfm_summary must equal lifetimes' summaries exactly, from any source, and reject bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import lifetimes
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lifetimes.utils import calibration_and_holdout_data, summary_data_from_transaction_data
+
+from customer360.errors import ContractError
+from customer360.features.rfm import rfm_summary
+
+CDNOW_SAMPLE = Path(lifetimes.__file__).parent / "datasets" / "CDNOW_sample.txt"
+
+
+def load_cdnow_raw() -> pd.DataFrame:
+    """The raw CDNOW 1/10 sample: customer id, YYYYMMDD date, units, dollars."""
+    return pd.read_csv(
+        CDNOW_SAMPLE,
+        sep=r"\s+",
+        header=None,
+        names=["cid", "cid_seq", "date", "units", "amount"],
+        dtype={"cid": str, "date": str},
+    )
+
+
+def _compare(mine: pd.DataFrame, ref: pd.DataFrame, pairs: dict[str, str]) -> None:
+    mine = mine.set_index("customer_id")
+    assert sorted(mine.index) == sorted(ref.index)
+    for ours, theirs in pairs.items():
+        np.testing.assert_allclose(
+            mine[ours].to_numpy(), ref.loc[mine.index, theirs].to_numpy(), rtol=1e-12, atol=1e-9,
+            err_msg=ours,
+        )
+
+
+def test_cdnow_matches_lifetimes_calibration_and_holdout():
+    raw = load_cdnow_raw()
+    mine = rfm_summary(
+        duckdb.connect(), raw, customer_col="cid", date_col="date", amount_col="amount",
+        calibration_end="1997-09-30", observation_end="1998-06-30", time_unit="W",
+    )
+    assert len(mine) == 2357
+    raw["dt"] = pd.to_datetime(raw["date"], format="%Y%m%d")
+    ref = calibration_and_holdout_data(
+        raw, "cid", "dt", calibration_period_end="1997-09-30",
+        observation_period_end="1998-06-30", freq="D", freq_multiplier=7,
+        monetary_value_col="amount",
+    )
+    _compare(mine, ref, {
+        "frequency": "frequency_cal", "recency": "recency_cal", "T": "T_cal",
+        "monetary_value": "monetary_value_cal", "frequency_holdout": "frequency_holdout",
+        "monetary_value_holdout": "monetary_value_holdout", "duration_holdout": "duration_holdout",
+    })
+    # the published T of a customer who joined on 1997-01-01 is 38.86 weeks
+    assert mine.loc[mine.customer_id == "00004", "T"].iloc[0] == pytest.approx(272 / 7)
+
+
+def _timestamped_log(seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 400
+    start = pd.Timestamp("2024-01-01")
+    return pd.DataFrame({
+        "customer": rng.choice([f"c{i:03d}" for i in range(60)], n),
+        "ts": start + pd.to_timedelta(rng.integers(0, 200 * 24 * 60, n), unit="min"),
+        "amount": rng.gamma(2.0, 20.0, n).round(2),
+    })
+
+
+def test_intraday_timestamps_and_same_day_purchases_match_summary_data():
+    tx = _timestamped_log()
+    for unit, mult in (("D", 1), ("W", 7)):
+        mine = rfm_summary(
+            duckdb.connect(), tx, customer_col="customer", date_col="ts", amount_col="amount",
+            calibration_end="2024-05-31", time_unit=unit,
+        )
+        ref = summary_data_from_transaction_data(
+            tx, "customer", "ts", monetary_value_col="amount",
+            observation_period_end="2024-05-31", freq="D", freq_multiplier=mult,
+        )
+        _compare(mine, ref, {c: c for c in ("frequency", "recency", "T", "monetary_value")})
+
+
+def test_table_csv_parquet_and_frame_sources_agree(tmp_path):
+    tx = _timestamped_log(5)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.register("tx_frame", tx)
+    con.execute("CREATE TABLE transactions AS SELECT * FROM tx_frame")
+    con.unregister("tx_frame")
+    tx.to_csv(tmp_path / "tx.csv", index=False)
+    tx.to_parquet(tmp_path / "tx.parquet")
+    kwargs = dict(customer_col="customer", date_col="ts", amount_col="amount",
+                  calibration_end="2024-04-30", observation_end="2024-07-31")
+    results = [rfm_summary(con, s, **kwargs) for s in
+               ("transactions", tmp_path / "tx.csv", str(tmp_path / "tx.parquet"), tx)]
+    for other in results[1:]:
+        pd.testing.assert_frame_equal(results[0], other, check_exact=False, rtol=1e-12)
+    assert results[0]["frequency_holdout"].sum() > 0
+    # no helper views are left behind
+    names = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    assert {r[0] for r in names} == {"transactions"}
+
+
+def test_no_amount_column_gives_rfm_only():
+    tx = _timestamped_log()
+    out = rfm_summary(duckdb.connect(), tx, customer_col="customer", date_col="ts",
+                      amount_col=None, calibration_end="2024-05-31")
+    assert list(out.columns) == ["customer_id", "frequency", "recency", "T"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 60), st.floats(-50, 500, allow_nan=False)),
+        min_size=1, max_size=40,
+    ),
+    st.integers(0, 70),
+)
+def test_property_matches_lifetimes_on_random_logs(rows, cal_offset):
+    tx = pd.DataFrame(rows, columns=["cid", "day", "amount"])
+    tx["date"] = pd.Timestamp("2025-01-01") + pd.to_timedelta(tx["day"], unit="D")
+    cal_end = pd.Timestamp("2025-01-01") + pd.Timedelta(days=cal_offset)
+    if (tx["date"] <= cal_end).sum() == 0:
+        return
+    mine = rfm_summary(duckdb.connect(), tx, customer_col="cid", date_col="date",
+                       amount_col="amount", calibration_end=cal_end)
+    ref = summary_data_from_transaction_data(
+        tx[tx["date"] <= cal_end], "cid", "date", monetary_value_col="amount",
+        observation_period_end=cal_end,
+    )
+    _compare(mine, ref, {c: c for c in ("frequency", "recency", "T", "monetary_value")})
+    assert (mine["recency"] <= mine["T"]).all()
+
+
+def test_missing_column_names_it_and_lists_columns(tmp_path):
+    path = tmp_path / "tx.csv"
+    _timestamped_log().to_csv(path, index=False)
+    with pytest.raises(ContractError, match=r"'cust_id'.*columns are: customer, ts, amount"):
+        rfm_summary(duckdb.connect(), path, customer_col="cust_id", date_col="ts",
+                    amount_col="amount", calibration_end="2024-05-31")
+
+
+def test_unparseable_date_is_reported_with_value_and_customer():
+    tx = pd.DataFrame({"c": ["a", "b"], "d": ["2024-01-01", "yesterday"], "x": [1.0, 2.0]})
+    with pytest.raises(ContractError, match=r"1 row.*'yesterday'.*customer 'b'"):
+        rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
+                    calibration_end="2024-05-31")
+
+
+def test_bad_arguments_and_nulls_are_rejected():
+    tx = pd.DataFrame({"c": ["a", "b"], "d": ["2024-01-01", "2024-01-02"], "x": [1.0, None]})
+    con = duckdb.connect()
+    kw = dict(customer_col="c", date_col="d", amount_col="x")
+    with pytest.raises(ContractError, match="null values.*'x': 1"):
+        rfm_summary(con, tx, **kw, calibration_end="2024-05-31")
+    with pytest.raises(ContractError, match="observation_end .* must be after"):
+        rfm_summary(con, tx, **kw, calibration_end="2024-05-31", observation_end="2024-05-01")
+    with pytest.raises(ContractError, match="time_unit"):
+        rfm_summary(con, tx, **kw, calibration_end="2024-05-31", time_unit="M")
+    with pytest.raises(ContractError, match="neither a table"):
+        rfm_summary(con, "no_such_table", **kw, calibration_end="2024-05-31")
+    with pytest.raises(ContractError, match="calibration_end"):
+        rfm_summary(con, tx, **kw, calibration_end="not a date")
