@@ -54,6 +54,44 @@ def _fmt(value: object) -> str:
 # --- warehouse: generate, ingest, counts (issue 2) ---------------------------------------------
 
 
+# generate (synthetic CRM generator; owner: GEN)
+@app.command()
+def generate(
+    customers: Annotated[int, typer.Option("--customers", help="Number of customers.")] = 50_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 42,
+    db: DbOption = None,
+    today: Annotated[
+        str | None,
+        typer.Option("--today", help="Synthetic today, YYYY-MM-DD (default 2026-06-30)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing warehouse file.")
+    ] = False,
+) -> None:
+    """Generate a synthetic CRM warehouse (raw tables + truth_* ground truth)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from customer360.data.synthetic import generate_warehouse
+    from customer360.data.warehouse import resolve_db_path
+
+    path = resolve_db_path(db)
+    with Progress(
+        TextColumn("[bold]generating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"
+        " customers"), TimeElapsedColumn(), console=console,
+    ) as progress:
+        task = progress.add_task("generate", total=customers)
+        counts = generate_warehouse(
+            path,
+            n_customers=customers,
+            seed=seed,
+            today=today,
+            overwrite=overwrite,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    print_table(f"Generated {path}", [{"table": t, "rows": n} for t, n in counts.items()])
+
+
+
 @app.command()
 def counts(db: DbOption = None) -> None:
     """Print the row count of every warehouse table."""

@@ -1,0 +1,937 @@
+"""Synthetic CRM warehouse with known ground truth.
+
+The generator simulates every customer's life on a weekly grid from 2023-01-01 to one year past
+the synthetic "today" and writes what a CRM would have recorded before today into the raw tables
+(see :mod:`customer360.data.contracts`). Everything the business cannot see goes to ``truth_*``
+tables that only tests and evaluation may read.
+
+The model
+---------
+* **Lifecycle.** Every customer is *active*, then possibly *at risk* (disengaging), then *gone*.
+  Prospects (about 20%) never buy. Active customers buy as a Poisson process with a latent
+  daily rate ``lam`` (gamma distributed; B2B lower); at-risk customers buy, browse and open
+  e-mails at a fraction ``AT_RISK_FACTOR`` of their usual intensity, so behaviour thins out in
+  the weeks before they leave.
+* **Hazard.** At the end of each week an active customer turns at-risk with probability
+  ``h = min(H_CAP, h0 * exp(B_FEE * fee13 + B_UNRES * unres13))`` where ``h0`` is the customer's
+  static weekly hazard (a beta-distributed dropout probability scaled by latent satisfaction and
+  engagement) and ``fee13``/``unres13`` count the customer's fee complaints and eventually
+  unresolved tickets opened in the 13 previous whole weeks. At-risk customers leave with
+  probability ``LEAVE_PROB`` per week. Contract customers may also leave at the end of the week
+  in which their contract ends (``CONTRACT_LEAVE_PROB``).
+* **Spend.** Net order value is gamma distributed around a customer mean ``mean_spend`` that is
+  itself gamma distributed (gamma-gamma) and grows with third-party affluence; B2B orders are
+  far larger. Margin = amount x the category's margin rate; some orders are returned later
+  (``is_return`` rows with negative amount and margin).
+* **Offers.** The true acceptance probability depends only on static customer attributes x
+  offer (:func:`true_acceptance`); a softmax logging policy over noisy scores chooses one offer
+  per offer event and its exact propensity is logged.
+
+Truth tables: ``truth_customers``, ``truth_future_transactions``, ``truth_tickets``,
+``truth_offer_acceptance``, ``truth_logging_policy`` (see :data:`TRUTH_DDL`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from customer360.data import contracts as k
+from customer360.data.warehouse import connect, create_schema, set_meta
+from customer360.errors import WarehouseError
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1"
+HISTORY_START = date(2023, 1, 1)
+DEFAULT_TODAY = date(2026, 6, 30)
+FUTURE_DAYS = 365
+CHUNK_SIZE = 50_000
+"""Customers per chunk. Fixed, because the random streams are per chunk: changing it changes
+the data of a given seed."""
+
+# --- lifecycle parameters (shared with the oracles) -----------------------------------------
+AT_RISK_FACTOR = 0.3
+"""Purchase / engagement intensity of an at-risk customer relative to an active one."""
+LEAVE_PROB = 0.15
+"""Weekly probability that an at-risk customer leaves."""
+CONTRACT_LEAVE_PROB = 0.4
+"""Probability that a contract customer leaves at the end of the week the contract ends."""
+B_FEE = 0.9
+B_UNRES = 0.8
+H_CAP = 0.5
+TICKET_WINDOW_WEEKS = 13
+PROSPECT_SHARE = 0.2
+B2B_SHARE = 0.2
+
+CATEGORY_MARGIN_RATE = np.array([0.12, 0.30, 0.45, 0.08, 0.28, 0.50, 0.60])
+"""Gross margin rate per category, in the order of :data:`contracts.CATEGORIES`."""
+CATEGORY_RETURN_PROB = np.array([0.08, 0.05, 0.15, 0.01, 0.06, 0.04, 0.02])
+
+CITIES = {
+    "north": ("Aberdeen", "Inverness", "Dundee"),
+    "south": ("Brighton", "Southampton", "Plymouth"),
+    "east": ("Norwich", "Cambridge", "Ipswich"),
+    "west": ("Bristol", "Cardiff", "Exeter"),
+    "central": ("Birmingham", "Leicester", "Nottingham"),
+}
+CITY_NAMES = tuple(c for r in k.REGIONS for c in CITIES[r])
+
+
+@dataclass(frozen=True)
+class Offer:
+    offer_id: str
+    product: str
+    category: str
+    kind: str
+    margin: float
+    channel: str
+    eligible_segments: str
+    base: float
+    """Logit intercept of acceptance."""
+    b2b: float
+    affluence: float
+    age: float
+    """Effect per age band step (older = positive)."""
+    taste: float
+    """Effect of the customer's latent taste for the offer's category."""
+    region: str | None = None
+    region_effect: float = 0.0
+
+
+OFFERS: tuple[Offer, ...] = (
+    Offer("O01", "Premium laptop bundle", "electronics", "sales", 180.0, "email", "A|B",
+          -3.6, 0.3, 1.0, -0.1, 1.3),
+    Offer("O02", "Smart home starter kit", "home", "cross_sell", 60.0, "app", "A|B|C",
+          -2.6, -0.8, 0.3, -0.15, 1.0, "south", 0.5),
+    Offer("O03", "Seasonal fashion voucher", "fashion", "sales", 25.0, "app", "A|B|C|D",
+          -1.6, -2.0, 0.1, -0.35, 1.2),
+    Offer("O04", "Grocery subscription", "grocery", "cross_sell", 15.0, "email", "B|C|D",
+          -1.2, -1.5, -0.4, 0.1, 0.8),
+    Offer("O05", "Fitness gear pack", "sports", "cross_sell", 40.0, "web", "A|B|C",
+          -2.2, -1.0, 0.2, -0.3, 1.2, "west", 0.4),
+    Offer("O06", "Beauty box", "beauty", "sales", 35.0, "app", "A|B|C|D",
+          -2.0, -2.5, 0.2, 0.0, 1.3),
+    Offer("O07", "Extended warranty", "services", "service", 45.0, "phone", "A|B|C|D",
+          -2.4, 0.8, 0.0, 0.25, 0.7),
+    Offer("O08", "Loyalty fee waiver", "services", "retention", 20.0, "email", "A|B|C|D",
+          -1.0, 0.0, -0.3, 0.1, 0.2),
+    Offer("O09", "Business equipment lease", "electronics", "sales", 400.0, "sales_rep", "A|B",
+          -5.5, 3.2, 0.6, 0.0, 0.8),
+    Offer("O10", "Managed services upgrade", "services", "cross_sell", 250.0, "sales_rep", "A|B",
+          -5.0, 2.8, 0.3, 0.0, 1.0, "central", 0.5),
+    Offer("O11", "Home office furniture", "home", "sales", 90.0, "web", "A|B|C",
+          -3.2, 0.5, 0.6, 0.1, 1.0),
+    Offer("O12", "Concierge support plan", "services", "retention", 70.0, "phone", "A|B",
+          -3.5, 0.6, 1.1, 0.3, 0.5, "north", 0.4),
+)
+OFFER_EVENT_RATE_PER_DAY = 2.0 / 365.0
+EMAIL_SENDS_PER_DAY = 1.0 / 30.0
+OFFER_EVENT_DAYS = 365
+LOGGING_TEMPERATURE = 1.0
+LOGGING_NOISE = 0.8
+
+TRUTH_DDL: dict[str, str] = {
+    "truth_customers": """
+CREATE TABLE truth_customers (
+  customer_id VARCHAR PRIMARY KEY,
+  is_prospect BOOLEAN NOT NULL,
+  purchase_rate_per_day DOUBLE NOT NULL,
+  at_risk_factor DOUBLE NOT NULL,
+  dropout_prob_weekly DOUBLE NOT NULL,
+  hazard_static_weekly DOUBLE NOT NULL,
+  leave_prob_weekly DOUBLE NOT NULL,
+  contract_leave_prob DOUBLE NOT NULL,
+  mean_spend DOUBLE NOT NULL,
+  expected_margin_per_order DOUBLE NOT NULL,
+  satisfaction_latent DOUBLE NOT NULL,
+  engagement_latent DOUBLE NOT NULL,
+  affluence_latent DOUBLE NOT NULL,
+  favourite_category VARCHAR NOT NULL,
+  at_risk_from DATE,
+  left_at DATE,
+  left_reason VARCHAR,
+  alive_at_today BOOLEAN NOT NULL
+)""",
+    "truth_future_transactions": None,  # same columns as transactions, filled below
+    "truth_tickets": """
+CREATE TABLE truth_tickets (
+  ticket_id VARCHAR PRIMARY KEY,
+  customer_id VARCHAR NOT NULL,
+  opened_at TIMESTAMP NOT NULL,
+  week_index INTEGER NOT NULL,
+  is_fee_complaint BOOLEAN NOT NULL,
+  eventually_unresolved BOOLEAN NOT NULL
+)""",
+    "truth_offer_acceptance": """
+CREATE TABLE truth_offer_acceptance (
+  customer_id VARCHAR NOT NULL,
+  offer_id VARCHAR NOT NULL,
+  p_accept DOUBLE NOT NULL,
+  PRIMARY KEY (customer_id, offer_id)
+)""",
+    "truth_logging_policy": """
+CREATE TABLE truth_logging_policy (
+  offer_event_id VARCHAR NOT NULL,
+  offer_id VARCHAR NOT NULL,
+  probability DOUBLE NOT NULL,
+  PRIMARY KEY (offer_event_id, offer_id)
+)""",
+}
+TRUTH_TABLES = tuple(TRUTH_DDL)
+
+_DAY_NS = 86_400 * 10**9
+
+
+def _ids(prefix: str, col: str, width: int) -> str:
+    return f"'{prefix}' || lpad(CAST({col} AS VARCHAR), {width}, '0')"
+
+
+def _nullable(values: np.ndarray, present: np.ndarray, dtype: str) -> pd.Series:
+    """Nullable integer column: ``values`` where ``present``, else null."""
+    return pd.Series(np.asarray(values).astype(np.int64), dtype=dtype).where(present)
+
+
+def _cat(values: tuple[str, ...], codes: np.ndarray) -> pd.Categorical:
+    """Categorical column from integer codes (-1 means null)."""
+    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int16), categories=list(values))
+
+
+@dataclass
+class _Chunk:
+    """Static attributes and simulated lifecycle of one chunk of customers (arrays of n)."""
+
+    gid: np.ndarray
+    is_b2b: np.ndarray
+    prospect: np.ndarray
+    interested: np.ndarray
+    region: np.ndarray
+    age: np.ndarray
+    signup: np.ndarray  # day index
+    lam: np.ndarray
+    mean_spend: np.ndarray
+    dropout: np.ndarray
+    h0: np.ndarray
+    sat: np.ndarray
+    eng: np.ndarray
+    aff: np.ndarray
+    taste: np.ndarray  # n x categories
+    contract_end: np.ndarray  # day index or -1
+    at_risk: np.ndarray  # day index (inf if never)
+    left: np.ndarray  # day index (inf if never)
+    left_contract: np.ndarray
+    tickets: dict[str, np.ndarray]
+
+
+class _Sim:
+    """One generation run: calendar constants and the per-chunk simulation."""
+
+    def __init__(self, n_customers: int, seed: int, today: date) -> None:
+        self.n = n_customers
+        self.seed = seed
+        self.today = today
+        self.today_day = (today - HISTORY_START).days
+        self.end_day = self.today_day + FUTURE_DAYS
+        self.n_weeks = math.ceil(self.end_day / 7)
+        self.origin = np.datetime64(HISTORY_START.isoformat(), "ns")
+
+    # -- static attributes --------------------------------------------------------------------
+    def customers(self, rng: np.random.Generator, lo: int, hi: int) -> _Chunk:
+        n = hi - lo
+        gid = np.arange(lo, hi, dtype=np.int64)
+        is_b2b = rng.random(n) < B2B_SHARE
+        prospect = rng.random(n) < PROSPECT_SHARE
+        interested = prospect & (rng.random(n) < 0.5)
+        region = rng.choice(len(k.REGIONS), n, p=[0.15, 0.25, 0.2, 0.2, 0.2])
+        age = rng.choice(len(k.AGE_BANDS), n, p=[0.1, 0.22, 0.22, 0.2, 0.15, 0.11])
+        # Signups: the business grows, so later days are denser. Quantiles of a truncated
+        # exponential keep customer ids in signup order (referrers are earlier customers).
+        growth = 0.5 / 365.0
+        u = (gid + rng.random(n)) / self.n
+        span = self.today_day
+        signup = np.floor(np.log1p(u * np.expm1(growth * span)) / growth).astype(np.int64)
+        signup = np.clip(signup, 0, self.today_day - 1)
+        aff = rng.standard_normal(n)
+        sat = rng.standard_normal(n)
+        eng = rng.standard_normal(n)
+        # Purchase rate (per day): gamma heterogeneity, B2B buys less often.
+        lam = np.where(is_b2b, rng.gamma(1.5, 0.008 / 1.5, n), rng.gamma(1.2, 0.02 / 1.2, n))
+        lam = lam * np.exp(0.15 * eng)
+        lam[prospect] = 0.0
+        # Gamma-gamma mean spend, higher for affluent customers and for companies.
+        base = np.where(is_b2b, 900.0, 55.0) * np.exp(0.3 * aff)
+        mean_spend = rng.gamma(6.0, base / 6.0)
+        dropout = rng.beta(1.3, 180.0, n)
+        h0 = dropout * np.exp(-0.35 * sat - 0.3 * eng) * np.where(is_b2b, 0.7, 1.0)
+        logits = 1.2 * rng.standard_normal((n, len(k.CATEGORIES)))
+        logits[:, 0] += np.where(is_b2b, 1.0, 0.0)
+        logits[:, 6] += np.where(is_b2b, 1.5, 0.0)
+        taste = np.exp(logits)
+        taste /= taste.sum(axis=1, keepdims=True)
+        has_contract = rng.random(n) < np.where(is_b2b, 0.45, 0.1)
+        years = rng.integers(1, 4, n)
+        contract_end = np.where(has_contract, signup + 365 * years, -1)
+        return _Chunk(
+            gid=gid, is_b2b=is_b2b, prospect=prospect, interested=interested, region=region,
+            age=age, signup=signup, lam=lam, mean_spend=mean_spend, dropout=dropout, h0=h0,
+            sat=sat, eng=eng, aff=aff, taste=taste, contract_end=contract_end,
+            at_risk=np.full(n, np.inf), left=np.full(n, np.inf),
+            left_contract=np.zeros(n, dtype=bool), tickets={},
+        )
+
+    # -- weekly lifecycle with tickets ------------------------------------------------------
+    def lifecycle(self, rng: np.random.Generator, c: _Chunk) -> None:
+        n = len(c.gid)
+        state = np.zeros(n, dtype=np.int8)  # 0 active, 1 at risk, 2 gone
+        buyer = ~c.prospect
+        fee_rate = 0.012 * np.exp(-0.6 * c.sat) * np.where(c.is_b2b, 1.3, 1.0)
+        other_rate = 0.03 * np.exp(-0.3 * c.sat)
+        fee_buf = np.zeros((TICKET_WINDOW_WEEKS, n), dtype=np.int16)
+        unres_buf = np.zeros((TICKET_WINDOW_WEEKS, n), dtype=np.int16)
+        fee13 = np.zeros(n, dtype=np.int32)
+        unres13 = np.zeros(n, dtype=np.int32)
+        contract_week = np.where(c.contract_end >= 0, c.contract_end // 7, -1)
+        rec: dict[str, list[np.ndarray]] = {k_: [] for k_ in ("idx", "week", "fee", "unres")}
+        for w in range(self.n_weeks):
+            start = 7 * w
+            frac = np.clip((start + 7 - c.signup) / 7.0, 0.0, 1.0)
+            live = buyer & (state < 2) & (frac > 0)
+            # Tickets of this week.
+            n_fee = rng.poisson(fee_rate * frac) * live
+            n_oth = rng.poisson(other_rate * frac) * live
+            p_unres = 0.2 + 0.1 * (state == 1)
+            u_fee = rng.binomial(n_fee, p_unres)
+            u_oth = rng.binomial(n_oth, p_unres)
+            has = np.flatnonzero(n_fee + n_oth)
+            if has.size:
+                for flag, cnt, unr in ((True, n_fee, u_fee), (False, n_oth, u_oth)):
+                    m = has[cnt[has] > 0]
+                    reps = cnt[m]
+                    idx = np.repeat(m, reps)
+                    # the first `unr` tickets of each customer-week are the unresolved ones
+                    rank = np.arange(idx.size) - np.repeat(np.cumsum(reps) - reps, reps)
+                    rec["idx"].append(idx)
+                    rec["week"].append(np.full(idx.size, w, dtype=np.int32))
+                    rec["fee"].append(np.full(idx.size, flag))
+                    rec["unres"].append(rank < np.repeat(unr[m], reps))
+            # Transitions at the end of week w use tickets of weeks [w-13, w-1].
+            end_day = start + 7
+            cw = contract_week == w
+            if cw.any():
+                leave = cw & live & (rng.random(n) < CONTRACT_LEAVE_PROB)
+                c.left[leave] = end_day
+                c.left_contract[leave] = True
+                c.at_risk[leave & (state == 0)] = end_day
+                state[leave] = 2
+            h = np.minimum(H_CAP, c.h0 * np.exp(B_FEE * fee13 + B_UNRES * unres13))
+            u = rng.random(n)
+            go = live & (state == 1) & (u < LEAVE_PROB)
+            risk = live & (state == 0) & (u < h)
+            c.left[go] = end_day
+            c.at_risk[risk] = end_day
+            state[go] = 2
+            state[risk] = 1
+            slot = w % TICKET_WINDOW_WEEKS
+            fee13 += n_fee - fee_buf[slot]
+            unres13 += (u_fee + u_oth) - unres_buf[slot]
+            fee_buf[slot] = n_fee
+            unres_buf[slot] = u_fee + u_oth
+        c.tickets = {
+            key: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64)) for key, v in rec.items()
+        }
+        # Prospects never "leave" (they never bought); their lifecycle fields stay empty.
+
+    # -- helpers ------------------------------------------------------------------------------
+    def ts(self, day: np.ndarray) -> np.ndarray:
+        """Float day offsets -> datetime64[ns] (second precision)."""
+        secs = np.floor(np.asarray(day, dtype=np.float64) * 86_400).astype(np.int64)
+        return self.origin + secs.astype("timedelta64[s]")
+
+    @staticmethod
+    def poisson_segments(
+        rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, rate: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Arrivals of independent Poisson processes on [lo, hi) with per-row rate.
+
+        Returns the row index of every arrival and its time."""
+        length = np.clip(hi - lo, 0.0, None)
+        counts = rng.poisson(rate * length)
+        idx = np.repeat(np.arange(lo.size), counts)
+        t = lo[idx] + rng.random(idx.size) * length[idx]
+        return idx, t
+
+    def two_phase(
+        self, rng: np.random.Generator, c: _Chunk, rate: np.ndarray, after_factor: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Arrivals at ``rate`` while active, ``AT_RISK_FACTOR * rate`` while at risk and
+        ``after_factor * rate`` after leaving, from signup to the end of the simulation."""
+        end = float(self.end_day)
+        sig = c.signup.astype(np.float64)
+        a_end = np.minimum(c.at_risk, end)
+        r_end = np.minimum(c.left, end)
+        i1, t1 = self.poisson_segments(rng, sig, a_end, rate)
+        i2, t2 = self.poisson_segments(rng, np.minimum(a_end, r_end), r_end,
+                                       rate * AT_RISK_FACTOR)
+        parts_i, parts_t = [i1, i2], [t1, t2]
+        if after_factor > 0:
+            i3, t3 = self.poisson_segments(rng, r_end, np.full(sig.size, end),
+                                           rate * after_factor)
+            parts_i.append(i3)
+            parts_t.append(t3)
+        return np.concatenate(parts_i), np.concatenate(parts_t)
+
+
+def true_acceptance(
+    is_b2b: np.ndarray,
+    age: np.ndarray,
+    aff: np.ndarray,
+    region: np.ndarray,
+    taste: np.ndarray,
+) -> np.ndarray:
+    """True acceptance probability of every customer x offer (n x len(OFFERS)).
+
+    Depends only on static attributes: customer type, age band index, latent affluence,
+    region index and the latent category taste.
+    """
+    cat_index = {c: i for i, c in enumerate(k.CATEGORIES)}
+    reg_index = {r: i for i, r in enumerate(k.REGIONS)}
+    out = np.empty((is_b2b.size, len(OFFERS)))
+    age_c = np.where(is_b2b, 0.0, age - 2.5)
+    for j, o in enumerate(OFFERS):
+        z = (
+            o.base
+            + o.b2b * is_b2b
+            + o.affluence * aff
+            + o.age * age_c
+            + o.taste * np.log(len(k.CATEGORIES) * taste[:, cat_index[o.category]])
+        )
+        if o.region is not None:
+            z = z + o.region_effect * (region == reg_index[o.region])
+        out[:, j] = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
+def generate_warehouse(
+    db_path: str | Path,
+    *,
+    n_customers: int,
+    seed: int,
+    today: date | str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Generate a synthetic CRM warehouse with known ground truth.
+
+    Parameters
+    ----------
+    db_path
+        DuckDB file to create.
+    n_customers
+        Number of customers (>= 10).
+    seed
+        Random seed; the same seed, size and today give identical data.
+    today
+        Synthetic "today" (default 2026-06-30); raw tables hold rows strictly before it.
+    on_progress
+        Called as ``on_progress(customers_done, n_customers)`` after each chunk.
+    overwrite
+        Replace an existing file. Without it an existing warehouse with data is an error.
+
+    Returns
+    -------
+    dict
+        Row count of every raw and truth table.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> counts = generate_warehouse(pathlib.Path(tempfile.mkdtemp()) / "w.duckdb",
+    ...                             n_customers=50, seed=1)
+    >>> counts["customers"]
+    50
+    """
+    if n_customers < 10:
+        raise WarehouseError(
+            f"n_customers={n_customers} is too small; generate at least 10 customers."
+        )
+    today_d = _parse_today(today)
+    if (today_d - HISTORY_START).days < 180:
+        raise WarehouseError(
+            f"today={today_d} leaves less than 180 days of history after {HISTORY_START}; "
+            "pass a later date."
+        )
+    db = Path(db_path)
+    if db.exists():
+        if not overwrite:
+            with duckdb.connect(str(db), read_only=True) as probe:
+                has = probe.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name='customers'"
+                ).fetchone()[0]
+                rows = probe.execute("SELECT count(*) FROM customers").fetchone()[0] if has else 0
+            if rows:
+                raise WarehouseError(
+                    f"Warehouse {db} already holds {rows} customers. Pass --overwrite "
+                    "(overwrite=True) to replace it, or choose another --db path."
+                )
+        db.unlink()
+        wal = db.with_name(db.name + ".wal")
+        if wal.exists():
+            wal.unlink()
+    sim = _Sim(n_customers, seed, today_d)
+    con = connect(db, create=True)
+    try:
+        create_schema(con)
+        _create_truth_tables(con)
+        _write_offers(con)
+        counters = dict.fromkeys(("txn", "event", "social", "ticket", "offer_event"), 0)
+        n_chunks = math.ceil(n_customers / CHUNK_SIZE)
+        for ci in range(n_chunks):
+            lo, hi = ci * CHUNK_SIZE, min(n_customers, (ci + 1) * CHUNK_SIZE)
+            rng = np.random.default_rng([seed, ci])
+            chunk = sim.customers(rng, lo, hi)
+            sim.lifecycle(rng, chunk)
+            _write_chunk(con, sim, rng, chunk, counters)
+            log.info("generated customers %d-%d of %d", lo, hi, n_customers)
+            if on_progress is not None:
+                on_progress(hi, n_customers)
+        for key, value in (
+            ("today", today_d.isoformat()),
+            ("seed", str(seed)),
+            ("n_customers", str(n_customers)),
+            ("generator_version", GENERATOR_VERSION),
+            ("history_start", HISTORY_START.isoformat()),
+        ):
+            set_meta(con, key, value)
+        counts = {
+            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in (*k.RAW_TABLES, *TRUTH_TABLES)
+        }
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return counts
+
+
+def _parse_today(today: date | str | None) -> date:
+    if today is None:
+        return DEFAULT_TODAY
+    if isinstance(today, date):
+        return today
+    try:
+        return date.fromisoformat(str(today))
+    except ValueError as exc:
+        raise WarehouseError(f"today={today!r} is not an ISO date (YYYY-MM-DD).") from exc
+
+
+def _create_truth_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for name, ddl in TRUTH_DDL.items():
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+        if ddl is None:
+            ddl = k.TRANSACTIONS.ddl(name)
+        con.execute(ddl)
+
+
+def _write_offers(con: duckdb.DuckDBPyConnection) -> None:
+    df = pd.DataFrame(
+        {
+            "offer_id": [o.offer_id for o in OFFERS],
+            "product": [o.product for o in OFFERS],
+            "category": [o.category for o in OFFERS],
+            "kind": [o.kind for o in OFFERS],
+            "margin": [o.margin for o in OFFERS],
+            "channel": [o.channel for o in OFFERS],
+            "eligible_segments": [o.eligible_segments for o in OFFERS],
+        }
+    )
+    con.register("_offers_df", df)
+    con.execute("INSERT INTO offers SELECT * FROM _offers_df")
+    con.unregister("_offers_df")
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, select: str) -> None:
+    con.register("_chunk_df", df)
+    try:
+        con.execute(f"INSERT INTO {table} SELECT {select} FROM _chunk_df")
+    finally:
+        con.unregister("_chunk_df")
+
+
+CUST_ID = _ids("C", "cid", 8)
+
+
+def _write_chunk(
+    con: duckdb.DuckDBPyConnection,
+    sim: _Sim,
+    rng: np.random.Generator,
+    c: _Chunk,
+    counters: dict[str, int],
+) -> None:
+    n = len(c.gid)
+    _write_customers(con, sim, rng, c)
+    _write_third_party(con, sim, rng, c)
+    _write_transactions(con, sim, rng, c, counters)
+    _write_tickets(con, sim, rng, c, counters)
+    _write_events(con, sim, rng, c, counters)
+    _write_social(con, sim, rng, c, counters)
+    _write_offer_events(con, sim, rng, c, counters)
+    log.debug("chunk of %d customers written", n)
+
+
+def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> None:
+    n = len(c.gid)
+    b2b = c.is_b2b
+    size = np.where(b2b, rng.choice(4, n, p=[0.4, 0.3, 0.2, 0.1]), -1)
+    industry = np.where(b2b, rng.integers(0, len(k.INDUSTRIES), n), -1)
+    age = np.where(b2b, -1, c.age)
+    gender = np.where(b2b, -1, rng.choice(3, n, p=[0.49, 0.49, 0.02]))
+    city = c.region * 3 + rng.integers(0, 3, n)
+    channel = rng.choice(len(k.ACQUISITION_CHANNELS), n, p=[0.3, 0.2, 0.12, 0.08, 0.1, 0.2])
+    channel[c.gid == 0] = 5  # the first customer cannot have been referred
+    contract_end = np.where(c.contract_end >= 0, c.contract_end, 0)
+    df = pd.DataFrame(
+        {
+            "cid": c.gid,
+            "customer_type": _cat(k.CUSTOMER_TYPES, b2b.astype(int)),
+            "company_size": _cat(k.COMPANY_SIZES, size),
+            "industry": _cat(k.INDUSTRIES, industry),
+            "age_band": _cat(k.AGE_BANDS, age),
+            "gender": _cat(k.GENDERS, gender),
+            "region": _cat(k.REGIONS, c.region),
+            "city": _cat(CITY_NAMES, city),
+            "acq": _cat(k.ACQUISITION_CHANNELS, channel),
+            "signup": c.signup,
+            "has_contract": c.contract_end >= 0,
+            "contract_end": contract_end,
+        }
+    )
+    c.acq_referral = channel == k.ACQUISITION_CHANNELS.index("referral")  # type: ignore[attr-defined]
+    start = f"DATE '{HISTORY_START.isoformat()}'"
+    _insert(
+        con,
+        "customers",
+        df,
+        f"{CUST_ID}, customer_type, company_size, industry, age_band, gender, region, city, "
+        f"acq, {start} + CAST(signup AS INTEGER), "
+        f"CASE WHEN has_contract THEN {start} + CAST(contract_end AS INTEGER) END",
+    )
+    fav = np.argmax(c.taste, axis=1)
+    n_cat = len(k.CATEGORIES)
+    exp_margin = c.mean_spend * (c.taste * CATEGORY_MARGIN_RATE * (1 - CATEGORY_RETURN_PROB)).sum(1)
+    at_risk = np.where(np.isfinite(c.at_risk), c.at_risk, 0).astype(np.int64)
+    left = np.where(np.isfinite(c.left), c.left, 0).astype(np.int64)
+    reason = np.where(~np.isfinite(c.left), -1, np.where(c.left_contract, 1, 0))
+    truth = pd.DataFrame(
+        {
+            "cid": c.gid,
+            "is_prospect": c.prospect,
+            "lam": c.lam,
+            "at_risk_factor": np.full(n, AT_RISK_FACTOR),
+            "dropout": c.dropout,
+            "h0": c.h0,
+            "leave": np.full(n, LEAVE_PROB),
+            "cleave": np.where(c.contract_end >= 0, CONTRACT_LEAVE_PROB, 0.0),
+            "mean_spend": c.mean_spend,
+            "exp_margin": exp_margin,
+            "sat": c.sat,
+            "eng": c.eng,
+            "aff": c.aff,
+            "fav": _cat(k.CATEGORIES, fav % n_cat),
+            "has_risk": np.isfinite(c.at_risk),
+            "at_risk": at_risk,
+            "has_left": np.isfinite(c.left),
+            "left_day": left,
+            "reason": _cat(("hazard", "contract"), reason),
+            "alive": c.left > sim.today_day,
+        }
+    )
+    _insert(
+        con,
+        "truth_customers",
+        truth,
+        f"{CUST_ID}, is_prospect, lam, at_risk_factor, dropout, h0, leave, cleave, mean_spend, "
+        f"exp_margin, sat, eng, aff, fav, "
+        f"CASE WHEN has_risk THEN {start} + CAST(at_risk AS INTEGER) END, "
+        f"CASE WHEN has_left THEN {start} + CAST(left_day AS INTEGER) END, reason, alive",
+    )
+
+
+def _affluence_score(aff: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(50 + 16 * aff + rng.normal(0, 6, aff.size), 0, 100).round(1)
+
+
+def _write_third_party(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> None:
+    n = len(c.gid)
+    observed = c.signup + rng.integers(1, 60, n) + rng.random(n)
+    keep = (rng.random(n) < 0.9) & (observed < sim.today_day)
+    b2b = c.is_b2b
+    income = np.clip(np.round(2 + 1.1 * c.aff + rng.normal(0, 0.6, n)), 0, 4).astype(int)
+    missing = lambda p: rng.random(n) < p  # noqa: E731
+    profession = np.where(b2b | missing(0.05), -1, rng.integers(0, len(k.PROFESSIONS), n))
+    education = np.where(
+        b2b | missing(0.05),
+        -1,
+        np.clip(np.round(1.5 + 0.8 * c.aff + rng.normal(0, 0.9, n)), 0, 4).astype(int),
+    )
+    hh = np.clip(rng.poisson(1.6, n) + 1, 1, 15)
+    home = np.round(rng.lognormal(12.3 + 0.35 * c.aff, 0.3), -3)
+    size = rng.choice(4, n, p=[0.4, 0.3, 0.2, 0.1])
+    revenue = np.clip(size + rng.integers(0, 2, n), 0, 4)
+    employees = np.maximum(1, np.round(np.exp(1.0 + 1.6 * size + rng.normal(0, 0.5, n))))
+    df = pd.DataFrame(
+        {
+            "cid": c.gid,
+            "observed": sim.ts(observed),
+            "profession": _cat(k.PROFESSIONS, profession),
+            "education": _cat(k.EDUCATION_LEVELS, education),
+            "income": _cat(k.INCOME_BANDS, np.where(b2b | missing(0.05), -1, income)),
+            "hh": _nullable(hh, ~b2b, "Int32"),
+            "home": pd.Series(np.where(b2b, np.nan, home)),
+            "aff": _affluence_score(c.aff, rng),
+            "revenue": _cat(k.REVENUE_BANDS, np.where(b2b, revenue, -1)),
+            "employees": _nullable(employees, b2b, "Int64"),
+        }
+    )[keep]
+    _insert(
+        con,
+        "third_party",
+        df,
+        f"{CUST_ID}, observed, profession, education, income, hh, home, aff, revenue, employees",
+    )
+
+
+def _write_transactions(
+    con, sim: _Sim, rng: np.random.Generator, c: _Chunk, counters: dict[str, int]
+) -> None:
+    idx, t = sim.two_phase(rng, c, c.lam)
+    order = np.lexsort((t, idx))
+    idx, t = idx[order], t[order]
+    m = idx.size
+    b2b = c.is_b2b[idx]
+    cum = np.cumsum(c.taste, axis=1)[idx]
+    cat = np.minimum((rng.random(m)[:, None] > cum).sum(1), len(k.CATEGORIES) - 1)
+    amount = np.round(rng.gamma(4.0, c.mean_spend[idx] / 4.0), 2)
+    margin = np.round(amount * CATEGORY_MARGIN_RATE[cat] * rng.uniform(0.85, 1.15, m), 2)
+    qty = 1 + np.where(b2b, rng.poisson(8.0, m), rng.poisson(0.6, m))
+    disc_rate = np.where(rng.random(m) < 0.3, rng.uniform(0.05, 0.3, m), 0.0)
+    discount = np.round(amount * disc_rate / (1 - disc_rate), 2)
+    # preferred channel per customer, occasionally another
+    pref = np.where(c.is_b2b, rng.choice([3, 4], len(c.gid)), rng.choice([0, 1, 2], len(c.gid)))
+    ch = np.where(rng.random(m) < 0.75, pref[idx], rng.integers(0, len(k.SALES_CHANNELS), m))
+    cts = np.round(np.array([4.0, 3.0, 6.0, 8.0, 25.0])[ch] + 0.02 * amount
+                   + rng.exponential(1.5, m), 2)
+    # referral: the first order of referral-acquired customers, referred by an earlier customer
+    first = np.ones(m, dtype=bool)
+    first[1:] = idx[1:] != idx[:-1]
+    referred = first & c.acq_referral[idx]  # type: ignore[attr-defined]
+    gid = c.gid[idx]
+    referrer = np.where(referred, np.floor(rng.random(m) * gid).astype(np.int64), -1)
+    # returns: a later row with the negated amount and margin, before the customer leaves
+    ret = rng.random(m) < CATEGORY_RETURN_PROB[cat]
+    rt = t + rng.uniform(3, 30, m)
+    ret &= (rt < c.left[idx]) & (rt < sim.end_day)
+    r = np.flatnonzero(ret)
+    all_idx = np.concatenate([idx, idx[r]])
+    all_t = np.concatenate([t, rt[r]])
+    is_ret = np.concatenate([np.zeros(m, bool), np.ones(r.size, bool)])
+    df = pd.DataFrame(
+        {
+            "cid": c.gid[all_idx],
+            "ts": sim.ts(all_t),
+            "amount": np.concatenate([amount, -amount[r]]),
+            "margin": np.concatenate([margin, -margin[r]]),
+            "qty": np.concatenate([qty, qty[r]]).astype(np.int32),
+            "cat": _cat(k.CATEGORIES, np.concatenate([cat, cat[r]])),
+            "ch": _cat(k.SALES_CHANNELS, np.concatenate([ch, ch[r]])),
+            "discount": np.concatenate([discount, np.zeros(r.size)]),
+            "is_return": is_ret,
+            "ref": np.concatenate([referrer, np.full(r.size, -1)]),
+            "cts": np.concatenate([cts, np.round(3.0 + rng.exponential(2.0, r.size), 2)]),
+        }
+    )
+    df["tid"] = np.arange(len(df), dtype=np.int64) + counters["txn"]
+    counters["txn"] += len(df)
+    select = (
+        f"{_ids('T', 'tid', 12)}, {CUST_ID}, ts, amount, margin, qty, cat, ch, discount, "
+        f"is_return, CASE WHEN ref >= 0 THEN {_ids('C', 'ref', 8)} END, cts"
+    )
+    past = all_t < sim.today_day
+    future = (~past) & (all_t < sim.end_day)
+    _insert(con, "transactions", df[past], select)
+    _insert(con, "truth_future_transactions", df[future], select)
+
+
+def _write_tickets(
+    con, sim: _Sim, rng: np.random.Generator, c: _Chunk, counters: dict[str, int]
+) -> None:
+    tk = c.tickets
+    idx, week = tk["idx"].astype(np.int64), tk["week"].astype(np.int64)
+    m = idx.size
+    lo = np.maximum(7.0 * week, c.signup[idx])
+    opened = lo + rng.random(m) * (7.0 * week + 7 - lo)
+    fee, unres = tk["fee"].astype(bool), tk["unres"].astype(bool)
+    other = rng.choice([1, 2, 3, 4, 5, 6], m, p=[0.2, 0.2, 0.2, 0.15, 0.1, 0.15])
+    cat = np.where(fee, 0, other)
+    closed = opened + np.where(unres, rng.exponential(10.0, m), rng.exponential(2.5, m)) + 0.01
+    is_open = closed >= sim.today_day
+    status = np.where(is_open, 0, np.where(unres, 2, 1))
+    score = np.clip(
+        np.round(3.4 + 0.8 * c.sat[idx] - 1.3 * unres - 0.6 * fee + rng.normal(0, 0.8, m)), 1, 5
+    ).astype(np.int64)
+    answered = (~is_open) & (rng.random(m) < 0.6)
+    df = pd.DataFrame(
+        {
+            "cid": c.gid[idx],
+            "opened": sim.ts(opened),
+            "closed": pd.Series(sim.ts(closed)).where(~is_open),
+            "cat": _cat(k.TICKET_CATEGORIES, cat),
+            "status": _cat(k.TICKET_STATUSES, status),
+            "sat": _nullable(score, answered, "Int32"),
+            "week": week.astype(np.int32),
+            "fee": fee,
+            "unres": unres,
+        }
+    )
+    df["kid"] = np.arange(m, dtype=np.int64) + counters["ticket"]
+    counters["ticket"] += m
+    tid = _ids("K", "kid", 10)
+    past = opened < sim.today_day
+    _insert(con, "support_tickets", df[past],
+            f"{tid}, {CUST_ID}, opened, closed, cat, status, sat")
+    _insert(con, "truth_tickets", df, f"{tid}, {CUST_ID}, opened, week, fee, unres")
+
+
+def _write_events(
+    con, sim: _Sim, rng: np.random.Generator, c: _Chunk, counters: dict[str, int]
+) -> None:
+    n = len(c.gid)
+    engage = 0.015 * np.exp(0.5 * c.eng) * (1 + 20 * c.lam)
+    engage = np.where(c.prospect, np.where(c.interested, 0.02, 0.001), engage)
+    parts = []
+    # sessions, product views and cart adds on web/app, thinning out at risk
+    for etype, mult in ((0, 1.0), (1, 2.0), (2, 0.3)):
+        i, t = sim.two_phase(rng, c, engage * mult, after_factor=0.05)
+        parts.append((i, t, np.full(i.size, etype), rng.choice([0, 1], i.size, p=[0.6, 0.4])))
+    # e-mail: sends to every signed-up customer, opens and clicks depend on engagement/state
+    end = np.full(n, float(sim.end_day))
+    si, st = sim.poisson_segments(rng, c.signup.astype(float), end, np.full(n, EMAIL_SENDS_PER_DAY))
+    state_at = np.where(st < c.at_risk[si], 0, np.where(st < c.left[si], 1, 2))
+    p_open = np.array([0.35, 0.12, 0.03])[state_at] * np.clip(np.exp(0.3 * c.eng[si]), 0.3, 2.5)
+    opened = rng.random(si.size) < np.minimum(p_open, 0.95)
+    clicked = opened & (rng.random(si.size) < 0.25)
+    ot = st + rng.exponential(0.5, si.size)
+    ct = ot + rng.exponential(0.02, si.size)
+    parts.append((si, st, np.full(si.size, 3), np.full(si.size, 2)))
+    parts.append((si[opened], ot[opened], np.full(opened.sum(), 4), np.full(opened.sum(), 2)))
+    parts.append((si[clicked], ct[clicked], np.full(clicked.sum(), 5), np.full(clicked.sum(), 2)))
+    idx = np.concatenate([p[0] for p in parts])
+    t = np.concatenate([p[1] for p in parts])
+    etype = np.concatenate([p[2] for p in parts])
+    ch = np.concatenate([p[3] for p in parts])
+    # views and cart adds carry a category drawn from the customer's taste
+    cum = np.cumsum(c.taste, axis=1)[idx]
+    cat = np.minimum((rng.random(idx.size)[:, None] > cum).sum(1), len(k.CATEGORIES) - 1)
+    cat = np.where((etype == 1) | (etype == 2), cat, -1)
+    keep = t < sim.today_day
+    df = pd.DataFrame(
+        {
+            "cid": c.gid[idx[keep]],
+            "ts": sim.ts(t[keep]),
+            "etype": _cat(k.EVENT_TYPES, etype[keep]),
+            "ch": _cat(k.EVENT_CHANNELS, ch[keep]),
+            "cat": _cat(k.CATEGORIES, cat[keep]),
+        }
+    )
+    df["eid"] = np.arange(len(df), dtype=np.int64) + counters["event"]
+    counters["event"] += len(df)
+    _insert(con, "events", df, f"{_ids('E', 'eid', 12)}, {CUST_ID}, ts, etype, ch, cat")
+
+
+def _write_social(
+    con, sim: _Sim, rng: np.random.Generator, c: _Chunk, counters: dict[str, int]
+) -> None:
+    n = len(c.gid)
+    active = rng.random(n) < 0.25
+    rate = np.where(active, 0.01 * np.exp(0.3 * np.abs(c.sat)), 0.0)
+    idx, t = sim.two_phase(rng, c, rate, after_factor=0.3)
+    t_keep = t < sim.today_day
+    idx, t = idx[t_keep], t[t_keep]
+    m = idx.size
+    kind = rng.choice(4, m, p=[0.3, 0.35, 0.1, 0.25])
+    state_at = np.where(t < c.at_risk[idx], 0.0, -0.6)
+    sentiment = np.tanh(0.7 * c.sat[idx] + state_at + rng.normal(0, 0.5, m))
+    has_sent = (kind == 0) | (kind == 3)
+    df = pd.DataFrame(
+        {
+            "cid": c.gid[idx],
+            "ts": sim.ts(t),
+            "kind": _cat(k.SOCIAL_KINDS, kind),
+            "platform": _cat(k.SOCIAL_PLATFORMS,
+                             np.where(c.is_b2b[idx], 3, rng.choice([0, 1, 2, 4], m))),
+            "sentiment": pd.Series(np.round(sentiment, 3)).where(has_sent),
+        }
+    )
+    df["sid"] = np.arange(m, dtype=np.int64) + counters["social"]
+    counters["social"] += m
+    _insert(con, "social", df, f"{_ids('S', 'sid', 11)}, {CUST_ID}, ts, kind, platform, sentiment")
+
+
+def _write_offer_events(
+    con, sim: _Sim, rng: np.random.Generator, c: _Chunk, counters: dict[str, int]
+) -> None:
+    n = len(c.gid)
+    n_off = len(OFFERS)
+    p = true_acceptance(c.is_b2b, c.age, c.aff, c.region, c.taste)
+    acc = pd.DataFrame(
+        {
+            "cid": np.repeat(c.gid, n_off),
+            "oid": _cat(tuple(o.offer_id for o in OFFERS), np.tile(np.arange(n_off), n)),
+            "p": p.ravel(),
+        }
+    )
+    _insert(con, "truth_offer_acceptance", acc, f"{CUST_ID}, oid, p")
+    lo = np.maximum(c.signup.astype(float), float(sim.today_day - OFFER_EVENT_DAYS))
+    hi = np.minimum(c.left, float(sim.today_day))
+    idx, t = sim.poisson_segments(rng, lo, hi, np.full(n, OFFER_EVENT_RATE_PER_DAY))
+    m = idx.size
+    margins = np.array([o.margin for o in OFFERS])
+    score = 0.35 * np.log(margins)[None, :] + LOGGING_NOISE * rng.standard_normal((m, n_off))
+    score -= score.max(axis=1, keepdims=True)
+    prob = np.exp(score / LOGGING_TEMPERATURE)
+    prob /= prob.sum(axis=1, keepdims=True)
+    cum = np.cumsum(prob, axis=1)
+    chosen = np.minimum((rng.random(m)[:, None] > cum).sum(1), n_off - 1)
+    propensity = prob[np.arange(m), chosen]
+    accepted = rng.random(m) < p[idx, chosen]
+    channels = np.array([k.OFFER_CHANNELS.index(o.channel) for o in OFFERS])
+    offer_cat = tuple(o.offer_id for o in OFFERS)
+    oe = np.arange(m, dtype=np.int64) + counters["offer_event"]
+    counters["offer_event"] += m
+    df = pd.DataFrame(
+        {
+            "oe": oe,
+            "cid": c.gid[idx],
+            "oid": _cat(offer_cat, chosen),
+            "ts": sim.ts(t),
+            "ch": _cat(k.OFFER_CHANNELS, channels[chosen]),
+            "prop": propensity,
+            "acc": accepted,
+        }
+    )
+    oe_id = _ids("OE", "oe", 10)
+    _insert(con, "offer_events", df, f"{oe_id}, {CUST_ID}, oid, ts, ch, prop, acc")
+    pol = pd.DataFrame(
+        {
+            "oe": np.repeat(oe, n_off),
+            "oid": _cat(offer_cat, np.tile(np.arange(n_off), m)),
+            "p": prob.ravel(),
+        }
+    )
+    _insert(con, "truth_logging_policy", pol, f"{oe_id}, oid, p")
