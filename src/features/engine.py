@@ -1,0 +1,154 @@
+"""Where feature SQL runs: the embedded DuckDB warehouse or Apache Spark.
+
+Feature SQL is written once, in DuckDB's dialect. :class:`DuckDBEngine` runs it as is;
+:class:`SparkEngine` transpiles it with sqlglot to Spark SQL and runs it on a SparkSession
+whose temporary views hold the raw tables (for example exported from the DuckDB file to
+Parquet with :meth:`SparkEngine.from_duckdb`). Both return pandas frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import duckdb
+import pandas as pd
+import sqlglot
+
+from customer360.data.contracts import RAW_TABLES
+from customer360.data.warehouse import require_tables
+from customer360.features.spec import FeatureError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("duckdb", "spark")
+
+
+class Engine(Protocol):
+    """Runs one DuckDB-dialect query and returns a pandas frame."""
+
+    name: str
+
+    def query(self, sql: str) -> pd.DataFrame: ...
+
+
+class DuckDBEngine:
+    """Runs feature SQL inside the DuckDB warehouse connection."""
+
+    name = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def query(self, sql: str) -> pd.DataFrame:
+        return self.con.execute(sql).df()
+
+
+def to_spark_sql(sql: str) -> str:
+    """Transpile one DuckDB-dialect statement to Spark SQL.
+
+    Examples
+    --------
+    >>> to_spark_sql("SELECT arg_max(a, b) FROM t")
+    'SELECT MAX_BY(a, b) FROM t'
+    """
+    statements = sqlglot.transpile(sql, read="duckdb", write="spark")
+    if len(statements) != 1:
+        raise FeatureError(f"Expected one SQL statement to transpile, got {len(statements)}.")
+    return statements[0]
+
+
+def local_spark(cores: int = 2, app_name: str = "customer360") -> SparkSession:
+    """A local-mode SparkSession set up for feature builds (UTC, Arrow, few partitions)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - pyspark is a test/extra dependency
+        raise FeatureError(
+            "The Spark engine needs pyspark: install the test extras (`pip install -e .[test]`)."
+        ) from exc
+    return (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(max(2, cores * 2)))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+
+
+class SparkEngine:
+    """Runs feature SQL on Spark after transpiling it from DuckDB's dialect.
+
+    Parameters
+    ----------
+    spark
+        A SparkSession whose catalog has the raw tables (temporary views are fine).
+    workdir
+        Folder of Parquet files this engine exported and owns; removed by :meth:`close`.
+    """
+
+    name = "spark"
+
+    def __init__(self, spark: SparkSession, *, workdir: Path | None = None) -> None:
+        self.spark = spark
+        self._workdir = workdir
+
+    @classmethod
+    def from_duckdb(
+        cls,
+        con: duckdb.DuckDBPyConnection,
+        spark: SparkSession | None = None,
+        *,
+        tables: tuple[str, ...] = RAW_TABLES,
+        workdir: str | Path | None = None,
+    ) -> SparkEngine:
+        """Export ``tables`` from the DuckDB warehouse to Parquet and register them in Spark.
+
+        Examples
+        --------
+        >>> engine = SparkEngine.from_duckdb(con)            # doctest: +SKIP
+        >>> engine.query("SELECT count(*) AS n FROM customers")  # doctest: +SKIP
+        """
+        require_tables(con, *tables)
+        spark = spark or local_spark()
+        own = workdir is None
+        folder = Path(tempfile.mkdtemp(prefix="c360_spark_")) if own else Path(workdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for table in tables:
+            path = folder / f"{table}.parquet"
+            con.execute(f"COPY {table} TO '{path}' (FORMAT PARQUET)")
+            spark.read.parquet(str(path)).createOrReplaceTempView(table)
+        log.info("exported %d tables to %s for Spark", len(tables), folder)
+        return cls(spark, workdir=folder if own else None)
+
+    def query(self, sql: str) -> pd.DataFrame:
+        return self.spark.sql(to_spark_sql(sql)).toPandas()
+
+    def close(self) -> None:
+        """Drop the Parquet files this engine exported (the session stays up)."""
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+
+def resolve_engine(con: duckdb.DuckDBPyConnection | None, engine: Any) -> Engine:
+    """Turn ``"duckdb"``, ``"spark"`` or an engine object into an :class:`Engine`."""
+    if not isinstance(engine, str):
+        if not hasattr(engine, "query"):
+            raise FeatureError(f"Engine {engine!r} has no query(sql) method.")
+        return engine
+    if engine not in ENGINES:
+        raise FeatureError(f"Unknown engine {engine!r}; use one of {', '.join(ENGINES)}.")
+    if con is None:
+        raise FeatureError(f"The {engine} engine needs a DuckDB warehouse connection.")
+    if engine == "duckdb":
+        return DuckDBEngine(con)
+    return SparkEngine.from_duckdb(con)
