@@ -1,0 +1,188 @@
+"""Wiring of the customer classification: warehouse -> features as of a date -> (optional)
+probabilistic CLV -> :func:`~customer360.models.segments.classify` -> Pareto report -> the
+DuckDB table ``customer_segments`` and output files.
+
+The logic lives in :mod:`customer360.models.segments`; this module only reads and writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from customer360.errors import Customer360Error, WarehouseError
+from customer360.models.segments import (
+    ParetoReport,
+    SegmentsConfig,
+    classify,
+    load_segments_config,
+    pareto_report,
+)
+
+log = logging.getLogger(__name__)
+
+SEGMENTS_TABLE = "customer_segments"
+OUTPUT_SUFFIXES = (".parquet", ".csv")
+
+
+def probabilistic_clv(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date, horizon_days: int
+) -> pd.DataFrame | None:
+    """``customer_id, prob__clv, ...`` from the probabilistic models, or None when unavailable.
+
+    None when :mod:`customer360.models.clv` is not installed, or when its fit fails with one of
+    our own errors (logged as a warning: the report then shows no mean CLV).
+    """
+    try:
+        from customer360.models.clv import probabilistic_scores
+    except ImportError as exc:
+        log.info("probabilistic CLV not available (%s); segments without CLV", exc)
+        return None
+    try:
+        return probabilistic_scores(con, as_of, horizon_days=horizon_days)
+    except Customer360Error as exc:
+        log.warning("probabilistic CLV failed, segments without CLV: %s", exc)
+        return None
+
+
+def run_segments(
+    con: duckdb.DuckDBPyConnection,
+    as_of: dt.date,
+    config: SegmentsConfig | None = None,
+    *,
+    with_clv: bool = True,
+    write_table: bool = True,
+) -> tuple[pd.DataFrame, ParetoReport]:
+    """Classify every customer as of ``as_of`` and build the Pareto report.
+
+    Parameters
+    ----------
+    con
+        Open warehouse (writable when ``write_table``).
+    as_of
+        Features are computed from rows strictly before this date.
+    config
+        Parsed ``configs/segments.yaml``; loaded when None.
+    with_clv
+        Fit the probabilistic CLV models (if available) for the ``clv`` column and mean CLV.
+    write_table
+        Replace this as-of date's rows of the table ``customer_segments``.
+
+    Returns
+    -------
+    (classified, report)
+        :func:`~customer360.models.segments.classify` output and its
+        :class:`~customer360.models.segments.ParetoReport`.
+    """
+    from customer360.features import build_features
+
+    config = config or load_segments_config()
+    features = build_features(con, as_of)
+    if features.empty:
+        raise WarehouseError(
+            f"no customers signed up before {as_of}; pick a later --as-of or load customers"
+        )
+    clv = probabilistic_clv(con, as_of, config.report.clv_horizon_days) if with_clv else None
+    classified = classify(features, config, clv=clv)
+    if "as_of" not in classified.columns:
+        classified.insert(1, "as_of", pd.Timestamp(as_of))
+    report = pareto_report(classified, features, config, clv=clv)
+    if write_table:
+        rows = write_segments_table(con, classified, as_of)
+        log.info("wrote %d rows to %s for as_of %s", rows, SEGMENTS_TABLE, as_of)
+    return classified, report
+
+
+def write_segments_table(
+    con: duckdb.DuckDBPyConnection, classified: pd.DataFrame, as_of: dt.date
+) -> int:
+    """Replace the rows of ``as_of`` in ``customer_segments`` (other dates are kept)."""
+    con.register("_segments_new", classified)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {SEGMENTS_TABLE} AS SELECT * FROM _segments_new LIMIT 0"
+        )
+        con.execute(f"DELETE FROM {SEGMENTS_TABLE} WHERE CAST(as_of AS DATE) = ?", [as_of])
+        con.execute(f"INSERT INTO {SEGMENTS_TABLE} BY NAME SELECT * FROM _segments_new")
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        con.execute("ROLLBACK")
+        raise WarehouseError(
+            f"cannot write table {SEGMENTS_TABLE}: {exc}. If its columns are from an older "
+            f"version, drop it (DROP TABLE {SEGMENTS_TABLE}) and rerun"
+        ) from exc
+    finally:
+        con.unregister("_segments_new")
+    return len(classified)
+
+
+def output_paths(output: Path) -> dict[str, Path]:
+    """Where :func:`write_outputs` puts each file: the customers file and its siblings."""
+    if output.suffix not in OUTPUT_SUFFIXES:
+        raise Customer360Error(
+            f"output {output} must end in one of {list(OUTPUT_SUFFIXES)} (Parquet or CSV)"
+        )
+    stem = output.with_suffix("")
+    return {
+        "customers": output,
+        "segments": Path(f"{stem}_segments.csv"),
+        "channels": Path(f"{stem}_channels.csv"),
+        "negative_contributors": Path(f"{stem}_negative_contributors.csv"),
+        "summary": Path(f"{stem}_pareto.json"),
+        "chart": Path(f"{stem}_pareto.png"),
+    }
+
+
+def write_outputs(classified: pd.DataFrame, report: ParetoReport, output: Path) -> dict[str, Path]:
+    """Write the classified customers (Parquet or CSV by suffix), the report tables, the
+    headline figures (JSON) and the Pareto chart (PNG) next to ``output``."""
+    paths = output_paths(Path(output))
+    paths["customers"].parent.mkdir(parents=True, exist_ok=True)
+    if paths["customers"].suffix == ".parquet":
+        classified.to_parquet(paths["customers"], index=False)
+    else:
+        classified.to_csv(paths["customers"], index=False)
+    report.segments.to_csv(paths["segments"], index=False)
+    report.channels.to_csv(paths["channels"], index=False)
+    report.negative_contributors.to_csv(paths["negative_contributors"], index=False)
+    paths["summary"].write_text(json.dumps(report.summary(), indent=2) + "\n")
+    plot_pareto(report, paths["chart"])
+    return paths
+
+
+def plot_pareto(report: ParetoReport, path: Path) -> Path:
+    """Cumulative margin share against customer share (buyers sorted by margin, best first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    try:
+        curve = report.curve
+        ax.plot(curve["customer_share"], curve["margin_share"], label="cumulative margin share")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="equal contribution")
+        ax.axvline(report.top_share, color="tab:red", linestyle=":")
+        ax.axhline(1.0, color="black", linewidth=0.5)
+        if report.margin_share_top == report.margin_share_top:  # not NaN
+            ax.annotate(
+                f"top {report.top_share:.0%}: {report.margin_share_top:.0%} of margin",
+                (report.top_share, report.margin_share_top),
+                textcoords="offset points",
+                xytext=(8, -14),
+            )
+        ax.set_xlabel("share of buyers (sorted by margin, best first)")
+        ax.set_ylabel("cumulative share of margin")
+        ax.set_title(f"Pareto of margin, as of {report.as_of or '?'} ({report.buyers} buyers)")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
