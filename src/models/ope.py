@@ -122,7 +122,8 @@ def evaluate_policy(
         warning.
     target
         ``(n, K)`` array: the target policy's probability of each action in each row's context
-        (rows sum to 1; a deterministic policy is one-hot).
+        (rows sum to 1; a deterministic policy is one-hot; an all-zero row means "make no
+        offer", worth 0).
     reward_model
         ``(n, K)`` predicted reward of each action in each context for DR; default: each
         action's mean logged reward.
@@ -164,10 +165,12 @@ def evaluate_policy(
         bad = int(np.flatnonzero(~np.isfinite(rewards))[0])
         raise Customer360Error(f"Reward at row {bad} is missing or not finite; fix the log.")
     row_sums = target.sum(axis=1)
-    if n_rows and not np.allclose(row_sums, 1.0, atol=1e-6):
-        bad = int(np.flatnonzero(~np.isclose(row_sums, 1.0, atol=1e-6))[0])
+    bad_rows = ~(np.isclose(row_sums, 1.0, atol=1e-6) | (row_sums == 0)) | (target < 0).any(1)
+    if bad_rows.any():
+        bad = int(np.flatnonzero(bad_rows)[0])
         raise Customer360Error(
-            f"Target policy probabilities of row {bad} sum to {row_sums[bad]:.4f}, not 1."
+            f"Target policy probabilities of row {bad} sum to {row_sums[bad]:.4f}; each row "
+            "must be a distribution (sum 1) or all zeros (make no offer, reward 0)."
         )
 
     warnings: list[str] = []

@@ -1,0 +1,631 @@
+"""Next best offer: eligibility rules, the acceptance-propensity model and the decision.
+
+* :func:`eligibility` crosses customers with the offer catalogue and names every exclusion
+  (``open_return_or_complaint``, ``segment_not_eligible``, ``already_held``,
+  ``recently_rejected``, ``channel_contact_cap``), vectorised over all pairs.
+* :class:`PropensityModel` is a calibrated LightGBM estimate of P(accept | customer, offer),
+  fitted with inverse-propensity weights so the logging policy's choices do not bias it.
+* :func:`recommend` ranks the eligible offers of every customer by expected value
+  ``P(accept) x margin`` (+ an optional retention term), optionally through Thompson sampling
+  (:mod:`customer360.models.bandit`), and returns the top ``k`` with reasons plus the excluded
+  offers with theirs.
+
+Thompson sampling lives in :mod:`customer360.models.bandit`, off-policy evaluation in
+:mod:`customer360.models.ope`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from customer360.config import StrictModel, load_config
+from customer360.errors import Customer360Error, ModelError
+
+log = logging.getLogger(__name__)
+
+OFFER_COLUMNS = ("offer_id", "category", "kind", "channel", "margin")
+"""Offer attributes the propensity model sees next to the customer features."""
+
+REASON_OPEN_ISSUE = "open_return_or_complaint"
+REASON_SEGMENT = "segment_not_eligible"
+REASON_HELD = "already_held"
+REASON_REJECTED = "recently_rejected"
+REASON_CONTACT_CAP = "channel_contact_cap"
+EXCLUSION_REASONS = (
+    REASON_OPEN_ISSUE,
+    REASON_SEGMENT,
+    REASON_HELD,
+    REASON_REJECTED,
+    REASON_CONTACT_CAP,
+)
+"""Every name an exclusion can carry (joined with '|' when several rules apply)."""
+
+RECOMMEND_COLUMNS = (
+    "customer_id",
+    "offer_id",
+    "status",
+    "rank",
+    "p_accept",
+    "score",
+    "expected_value",
+    "margin",
+    "kind",
+    "channel",
+    "reasons",
+)
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+class OfferOverride(StrictModel):
+    offer_id: str
+    product: str | None = None
+    category: str | None = None
+    kind: str | None = None
+    margin: float | None = None
+    channel: str | None = None
+    eligible_segments: str | None = None
+
+
+class CatalogueConfig(StrictModel):
+    source_table: str = "offers"
+    overrides: list[OfferOverride] = Field(default_factory=list)
+
+
+class EligibilityConfig(StrictModel):
+    open_issue_features: list[str] = Field(
+        default_factory=lambda: ["svc__open_returns__all", "svc__open_complaints__all"]
+    )
+    blocked_kinds_with_open_issue: list[str] = Field(
+        default_factory=lambda: ["sales", "cross_sell"]
+    )
+    segment_column: str = "value_segment"
+    contact_window_days: int = Field(30, gt=0)
+    contact_cap: dict[str, int] = Field(default_factory=dict)
+    exclude_held: bool = True
+    rejected_window_days: int = Field(90, ge=0)
+
+
+class PropensityConfig(StrictModel):
+    history_days: int = Field(365, gt=0)
+    as_of_step_months: int = Field(1, ge=1)
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    weight_clip: float = Field(50.0, ge=1)
+    calibrate: bool = True
+    num_boost_round: int = Field(300, ge=1)
+    early_stopping_rounds: int = Field(30, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    trials: int = Field(0, ge=0)
+    seed: int = 42
+
+
+class DecisionConfig(StrictModel):
+    k: int = Field(3, ge=1)
+    retention_weight: float = Field(0.0, ge=0)
+    retention_kinds: list[str] = Field(default_factory=lambda: ["retention"])
+    churn_column: str = "churn_risk"
+    clv_column: str = "clv"
+
+
+class BanditConfig(StrictModel):
+    prior_strength: float = Field(20.0, gt=0)
+    prior_mean: float = Field(0.1, gt=0, lt=1)
+    exploration: float = Field(1.0, ge=0)
+
+
+class OPEConfig(StrictModel):
+    n_boot: int = Field(500, ge=10)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    min_propensity: float = Field(1e-3, gt=0)
+    seed: int = 0
+
+
+class NBOConfig(StrictModel):
+    catalogue: CatalogueConfig = Field(default_factory=CatalogueConfig)
+    eligibility: EligibilityConfig = Field(default_factory=EligibilityConfig)
+    propensity: PropensityConfig = Field(default_factory=PropensityConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    bandit: BanditConfig = Field(default_factory=BanditConfig)
+    ope: OPEConfig = Field(default_factory=OPEConfig)
+
+
+def load_nbo_config(name_or_path: str = "nbo") -> NBOConfig:
+    """Parse ``configs/nbo.yaml`` (or the given file) into :class:`NBOConfig`."""
+    return load_config(name_or_path, NBOConfig)
+
+
+def apply_overrides(offers: pd.DataFrame, config: NBOConfig) -> pd.DataFrame:
+    """The catalogue: warehouse offers with the config's per-offer overrides applied."""
+    offers = offers.copy()
+    for override in config.catalogue.overrides:
+        values = override.model_dump(exclude_none=True)
+        hit = offers["offer_id"] == override.offer_id
+        if hit.any():
+            for col, val in values.items():
+                offers.loc[hit, col] = val
+        else:
+            missing = {"kind", "margin", "channel", "eligible_segments", "category"} - set(values)
+            if missing:
+                raise Customer360Error(
+                    f"configs/nbo.yaml catalogue.overrides adds offer {override.offer_id!r} "
+                    f"that is not in the warehouse; give it {sorted(missing)} too."
+                )
+            offers = pd.concat([offers, pd.DataFrame([values])], ignore_index=True)
+    return offers
+
+
+# --- eligibility --------------------------------------------------------------------------
+
+
+def _require(frame: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise Customer360Error(
+            f"{what} lacks column(s) {missing}; it has {list(frame.columns)[:12]}..."
+        )
+
+
+def _as_of_per_customer(customers: pd.DataFrame) -> pd.Series:
+    if "as_of" in customers.columns:
+        return pd.to_datetime(customers["as_of"]).astype("datetime64[us]")
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    return pd.Series(now, index=customers.index).astype("datetime64[us]")
+
+
+def eligibility(
+    customers: pd.DataFrame,
+    offers: pd.DataFrame,
+    config: NBOConfig,
+    history: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Every customer x offer pair with ``eligible`` and the named reasons it is excluded.
+
+    Parameters
+    ----------
+    customers
+        One row per customer: ``customer_id``, the value segment column (config
+        ``eligibility.segment_column``, A-D), the open-issue features and optionally ``as_of``
+        (the decision time; default now). Features are as built by ``build_features``.
+    offers
+        Catalogue: ``offer_id``, ``kind``, ``channel``, ``margin``, ``eligible_segments``
+        ('A|B').
+    history
+        Past offers: ``customer_id``, ``offer_id``, ``ts``, ``channel``, ``accepted`` (e.g.
+        ``offer_events`` plus recorded feedback). Only rows strictly before each customer's
+        ``as_of`` count.
+
+    Returns
+    -------
+    DataFrame
+        ``customer_id``, ``offer_id``, ``eligible`` (bool), ``reasons`` ('' when eligible,
+        else names from :data:`EXCLUSION_REASONS` joined by '|'), in customer-major order.
+    """
+    rules = config.eligibility
+    _require(customers, ["customer_id", rules.segment_column], "The customer frame")
+    _require(offers, ["offer_id", "kind", "channel", "eligible_segments"], "The offer catalogue")
+    n_c, n_o = len(customers), len(offers)
+    cust_idx = np.repeat(np.arange(n_c), n_o)
+    offer_idx = np.tile(np.arange(n_o), n_c)
+    flags: dict[str, np.ndarray] = {}
+
+    open_issue = np.zeros(n_c, dtype=bool)
+    for col in rules.open_issue_features:
+        _require(customers, [col], "The customer frame (open-issue rule)")
+        open_issue |= pd.to_numeric(customers[col], errors="coerce").fillna(0).to_numpy() > 0
+    blocked_kind = offers["kind"].isin(rules.blocked_kinds_with_open_issue).to_numpy()
+    flags[REASON_OPEN_ISSUE] = open_issue[cust_idx] & blocked_kind[offer_idx]
+
+    segments = customers[rules.segment_column].astype(str).to_numpy()
+    allowed = offers["eligible_segments"].fillna("").astype(str).str.split("|")
+    seg_levels = np.unique(segments)
+    # (offer, segment-level) membership table, then one fancy-indexing lookup for all pairs.
+    member = np.array([[lvl in set(a) for lvl in seg_levels] for a in allowed], dtype=bool)
+    seg_code = np.searchsorted(seg_levels, segments)
+    flags[REASON_SEGMENT] = (
+        ~member[offer_idx, seg_code[cust_idx]] if n_o and n_c else np.zeros(0, dtype=bool)
+    )
+
+    held = np.zeros(n_c * n_o, dtype=bool)
+    rejected = np.zeros(n_c * n_o, dtype=bool)
+    capped = np.zeros(n_c * n_o, dtype=bool)
+    if history is not None and len(history):
+        _require(history, ["customer_id", "offer_id", "ts", "accepted"], "The offer history")
+        pair_pos, chan_hits = _history_flags(customers, offers, history, config)
+        held[pair_pos["held"]] = rules.exclude_held
+        rejected[pair_pos["rejected"]] = True
+        capped = chan_hits
+    flags[REASON_HELD] = held
+    flags[REASON_REJECTED] = rejected
+    flags[REASON_CONTACT_CAP] = capped
+
+    reasons = np.full(n_c * n_o, "", dtype=object)
+    for name in EXCLUSION_REASONS:
+        mask = flags[name]
+        reasons[mask] = reasons[mask] + name + "|"
+    reasons = pd.Series(reasons, dtype=object).str.rstrip("|")
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].to_numpy()[cust_idx],
+            "offer_id": offers["offer_id"].to_numpy()[offer_idx],
+            "eligible": (reasons == "").to_numpy(),
+            "reasons": reasons.to_numpy(),
+        }
+    )
+
+
+def _history_flags(
+    customers: pd.DataFrame, offers: pd.DataFrame, history: pd.DataFrame, config: NBOConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Pair positions held / recently rejected, and the channel-cap mask, from the history.
+
+    ``customers`` may hold several rows per customer (one per decision, each with its own
+    ``as_of``): history is matched on ``customer_id`` and cut at each row's ``as_of``.
+    """
+    rules = config.eligibility
+    n_o = len(offers)
+    offer_pos = pd.Series(np.arange(n_o), index=offers["offer_id"].to_numpy())
+    rows = pd.DataFrame(
+        {
+            "row": np.arange(len(customers)),
+            "customer_id": customers["customer_id"].to_numpy(),
+            "decision_at": _as_of_per_customer(customers).to_numpy(),
+        }
+    )
+    hist = pd.DataFrame(
+        {
+            "customer_id": history["customer_id"].to_numpy(),
+            "offer_id": history["offer_id"].to_numpy(),
+            "ts": pd.to_datetime(history["ts"]).to_numpy().astype("datetime64[us]"),
+            "accepted": history["accepted"].astype(bool).to_numpy(),
+            "channel": history["channel"].astype(str).to_numpy()
+            if "channel" in history.columns
+            else offers.set_index("offer_id")["channel"]
+            .reindex(history["offer_id"].to_numpy())
+            .to_numpy(),
+        }
+    )
+    joined = rows.merge(hist, on="customer_id", how="inner")
+    joined = joined[joined["ts"].to_numpy() < joined["decision_at"].to_numpy()]
+    age_days = (joined["decision_at"] - joined["ts"]).to_numpy() / np.timedelta64(1, "D")
+    oi = offer_pos.reindex(joined["offer_id"].to_numpy()).to_numpy()
+    known = ~np.isnan(oi)
+    pair = joined["row"].to_numpy() * n_o + np.where(known, oi, 0).astype(np.int64)
+    accepted = joined["accepted"].to_numpy()
+    held = pair[known & accepted]
+    rejected = pair[known & ~accepted & (age_days <= rules.rejected_window_days)]
+
+    capped = np.zeros(len(customers) * n_o, dtype=bool)
+    if rules.contact_cap:
+        recent = joined[age_days <= rules.contact_window_days]
+        contacts = recent.groupby(["row", "channel"]).size().rename("n").reset_index()
+        contacts["cap"] = contacts["channel"].map(rules.contact_cap).astype(float)
+        at_cap = contacts[contacts["n"] >= contacts["cap"]]  # NaN cap (uncapped) never hits
+        if len(at_cap):
+            full = at_cap[["row", "channel"]].merge(
+                pd.DataFrame({"channel": offers["channel"].astype(str).to_numpy(),
+                              "o": np.arange(n_o)}),
+                on="channel",
+            )
+            capped[full["row"].to_numpy() * n_o + full["o"].to_numpy()] = True
+    return {"held": held, "rejected": rejected}, capped
+
+
+# --- propensity model ---------------------------------------------------------------------
+
+
+class PropensityModel:
+    """Calibrated LightGBM estimate of P(accept | customer features, offer).
+
+    Parameters
+    ----------
+    params
+        LightGBM parameters (objective is always binary).
+    num_boost_round, early_stopping_rounds
+        Boosting rounds; early stopping on the calibration set when given.
+    calibrate
+        Fit an isotonic map from raw scores to probabilities on the calibration set.
+    seed
+        Random seed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"x": rng.normal(size=400), "offer_id": rng.choice(["a", "b"], 400)})
+    >>> y = (rng.random(400) < 0.2 + 0.3 * (X["offer_id"] == "a")).astype(int)
+    >>> m = PropensityModel(num_boost_round=20, calibrate=False).fit(X, y)
+    >>> m.predict_proba(X).shape
+    (400,)
+    """
+
+    def __init__(
+        self,
+        *,
+        params: dict | None = None,
+        num_boost_round: int = 300,
+        early_stopping_rounds: int = 30,
+        calibrate: bool = True,
+        seed: int = 42,
+    ) -> None:
+        self.params = params
+        self.num_boost_round = num_boost_round
+        self.early_stopping_rounds = early_stopping_rounds
+        self.calibrate = calibrate
+        self.seed = seed
+
+    def _encode(self, X: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.feature_names_ if c not in X.columns]
+        if missing:
+            raise ModelError(
+                f"Propensity model input lacks column(s) {missing[:10]}; pass the customer "
+                f"features plus the offer columns {list(OFFER_COLUMNS)}."
+            )
+        out = np.empty((len(X), len(self.feature_names_)), dtype=np.float64)
+        for j, col in enumerate(self.feature_names_):
+            values = X[col]
+            if col in self.categories_:
+                codes = pd.Categorical(values.astype("string"), categories=self.categories_[col])
+                out[:, j] = np.where(codes.codes < 0, np.nan, codes.codes)
+            else:
+                out[:, j] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        return np.ascontiguousarray(out)
+
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y,
+        sample_weight=None,
+        *,
+        X_cal: pd.DataFrame | None = None,
+        y_cal=None,
+        cal_weight=None,
+    ) -> PropensityModel:
+        """Fit LightGBM on ``X`` (features + offer columns), then calibrate on ``X_cal``."""
+        import lightgbm as lgb
+
+        self.feature_names_ = [c for c in X.columns if c not in ("customer_id", "as_of")]
+        self.categories_ = {
+            c: sorted(X[c].dropna().astype(str).unique().tolist())
+            for c in self.feature_names_
+            if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))
+        }
+        cat_idx = [j for j, c in enumerate(self.feature_names_) if c in self.categories_]
+        params = {
+            "objective": "binary",
+            "verbosity": -1,
+            "seed": self.seed,
+            "num_threads": 2,
+            **(self.params or {}),
+        }
+        y = np.asarray(y, dtype=float)
+        train = lgb.Dataset(
+            self._encode(X), y, weight=sample_weight, categorical_feature=cat_idx,
+            feature_name=self.feature_names_, free_raw_data=True,
+        )
+        callbacks = []
+        valid_sets = []
+        if X_cal is not None and self.early_stopping_rounds:
+            valid_sets = [
+                lgb.Dataset(
+                    self._encode(X_cal), np.asarray(y_cal, dtype=float), weight=cal_weight,
+                    reference=train, categorical_feature=cat_idx,
+                )
+            ]
+            callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
+        self.booster_ = lgb.train(
+            params, train, num_boost_round=self.num_boost_round, valid_sets=valid_sets,
+            callbacks=callbacks,
+        )
+        self.calibrator_ = None
+        if self.calibrate and X_cal is not None:
+            from sklearn.isotonic import IsotonicRegression
+
+            raw = self._raw(X_cal)
+            self.calibrator_ = IsotonicRegression(
+                y_min=0.0, y_max=1.0, out_of_bounds="clip"
+            ).fit(raw, np.asarray(y_cal, dtype=float), sample_weight=cal_weight)
+        return self
+
+    def _raw(self, X: pd.DataFrame) -> np.ndarray:
+        if not hasattr(self, "booster_"):
+            raise ModelError("PropensityModel is not fitted; call fit() first.")
+        return self.booster_.predict(self._encode(X), num_iteration=self.booster_.best_iteration
+                                     or None)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated P(accept) per row of ``X``."""
+        raw = self._raw(X)
+        p = self.calibrator_.predict(raw) if self.calibrator_ is not None else raw
+        p = np.asarray(p, dtype=float)
+        if not np.isfinite(p).all():
+            raise ModelError("Propensity model produced non-finite probabilities.")
+        return p
+
+
+class _SupportsProba(Protocol):
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
+
+
+def predict_accept(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """P(accept) from a :class:`PropensityModel` or an MLflow pyfunc returning ``p_accept``."""
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X), dtype=float)
+    out = model.predict(X)
+    if isinstance(out, pd.DataFrame):
+        out = out["p_accept"] if "p_accept" in out.columns else out.iloc[:, 0]
+    return np.asarray(out, dtype=float).ravel()
+
+
+def pair_frame(
+    customers: pd.DataFrame, offers: pd.DataFrame, cust_idx: np.ndarray, offer_idx: np.ndarray
+) -> pd.DataFrame:
+    """Model input rows: customer feature columns + offer columns for each (customer, offer)."""
+    left = customers.iloc[cust_idx].reset_index(drop=True)
+    right = offers.iloc[offer_idx][list(OFFER_COLUMNS)].reset_index(drop=True)
+    left = left.drop(columns=[c for c in OFFER_COLUMNS if c in left.columns])
+    return pd.concat([left, right], axis=1)
+
+
+# --- decision -----------------------------------------------------------------------------
+
+
+def recommend(
+    features_df: pd.DataFrame,
+    offers_df: pd.DataFrame,
+    propensity_model: Any,
+    config: NBOConfig,
+    history: pd.DataFrame | None = None,
+    k: int | None = 3,
+    *,
+    bandit: Any | None = None,
+    rng: np.random.Generator | None = None,
+    include_excluded: bool = True,
+) -> pd.DataFrame:
+    """Top-``k`` offers per customer by expected value, plus the excluded offers and why.
+
+    Parameters
+    ----------
+    features_df
+        One row per customer: ``customer_id``, the model's feature columns, the value segment
+        (``value_segment``), optionally ``as_of`` and the retention inputs (``churn_risk``,
+        ``clv``) when ``decision.retention_weight > 0``.
+    offers_df
+        The catalogue (``offers`` table).
+    propensity_model
+        A fitted :class:`PropensityModel` or the registered ``nbo`` pyfunc.
+    history
+        Past offers for the held / rejected / contact-cap rules (see :func:`eligibility`).
+    k
+        Offers per customer (default ``config.decision.k`` when None).
+    bandit
+        A :class:`customer360.models.bandit.BanditState`: P(accept) becomes a Thompson draw
+        from the segment x offer posterior centred on the model's probability.
+    include_excluded
+        Also return every excluded pair with its reasons.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`RECOMMEND_COLUMNS`: ``status`` is ``recommended`` (``rank`` 1..k) or
+        ``excluded`` (``rank`` null, ``reasons`` = exclusion names); ``score`` is the ranking
+        value (equal to ``expected_value`` unless a bandit draw is used); ``reasons`` of a
+        recommendation spells out its expected value.
+    """
+    k = config.decision.k if k is None else k
+    dec = config.decision
+    if features_df["customer_id"].duplicated().any():
+        dup = features_df.loc[features_df["customer_id"].duplicated(), "customer_id"].iloc[0]
+        raise Customer360Error(
+            f"recommend() needs one row per customer; customer {dup!r} appears twice."
+        )
+    features_df = features_df.reset_index(drop=True)
+    offers_df = offers_df.reset_index(drop=True)
+    elig = eligibility(features_df, offers_df, config, history)
+    n_o = len(offers_df)
+    pos = np.flatnonzero(elig["eligible"].to_numpy())
+    cust_idx, offer_idx = pos // n_o, pos % n_o
+    X = pair_frame(features_df, offers_df, cust_idx, offer_idx)
+    p = predict_accept(propensity_model, X) if len(X) else np.zeros(0)
+    margin = offers_df["margin"].to_numpy(dtype=float)[offer_idx]
+    ev = p * margin
+    retention = np.zeros(len(pos))
+    if dec.retention_weight > 0:
+        _require(features_df, [dec.churn_column, dec.clv_column], "The customer frame (retention)")
+        is_ret = offers_df["kind"].isin(dec.retention_kinds).to_numpy()[offer_idx]
+        churn = features_df[dec.churn_column].to_numpy(dtype=float)[cust_idx]
+        clv = features_df[dec.clv_column].to_numpy(dtype=float)[cust_idx]
+        retention = np.where(is_ret, p * churn * clv * dec.retention_weight, 0.0)
+        ev = ev + retention
+    score = ev
+    if bandit is not None:
+        from customer360.models.bandit import thompson_draw
+
+        segs = features_df[config.eligibility.segment_column].astype(str).to_numpy()[cust_idx]
+        succ, fail = bandit.lookup(segs, offers_df["offer_id"].to_numpy()[offer_idx])
+        p_draw = thompson_draw(
+            succ, fail, p, config.bandit.prior_strength,
+            exploration=config.bandit.exploration, rng=rng or np.random.default_rng(),
+        )
+        score = p_draw * margin + retention * np.where(p > 0, p_draw / np.maximum(p, 1e-12), 0)
+
+    order = np.lexsort((-score, cust_idx))
+    ranked_c = cust_idx[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ranked_c)) + 1] if len(order) else np.zeros(0, int)
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.arange(len(order)) - group_start + 1
+    keep = order[rank <= k]
+    rec_rank = rank[rank <= k]
+    reasons = (
+        "P(accept) "
+        + pd.Series(p[keep]).map("{:.3f}".format)
+        + " x margin "
+        + pd.Series(margin[keep]).map("{:.2f}".format)
+        + np.where(
+            retention[keep] > 0,
+            " + retention " + pd.Series(retention[keep]).map("{:.2f}".format),
+            "",
+        )
+        + " = expected value "
+        + pd.Series(ev[keep]).map("{:.2f}".format)
+    )
+    rec = pd.DataFrame(
+        {
+            "customer_id": features_df["customer_id"].to_numpy()[cust_idx[keep]],
+            "offer_id": offers_df["offer_id"].to_numpy()[offer_idx[keep]],
+            "status": "recommended",
+            "rank": pd.array(rec_rank, dtype="Int64"),
+            "p_accept": p[keep],
+            "score": score[keep],
+            "expected_value": ev[keep],
+            "margin": margin[keep],
+            "kind": offers_df["kind"].to_numpy()[offer_idx[keep]],
+            "channel": offers_df["channel"].to_numpy()[offer_idx[keep]],
+            "reasons": reasons.to_numpy(dtype=object),
+        }
+    )
+    frames = [rec]
+    if include_excluded:
+        ex = elig[~elig["eligible"]]
+        ex_offer = offers_df.set_index("offer_id").loc[ex["offer_id"].to_numpy()]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "customer_id": ex["customer_id"].to_numpy(),
+                    "offer_id": ex["offer_id"].to_numpy(),
+                    "status": "excluded",
+                    "rank": pd.array([pd.NA] * len(ex), dtype="Int64"),
+                    "p_accept": np.nan,
+                    "score": np.nan,
+                    "expected_value": np.nan,
+                    "margin": ex_offer["margin"].to_numpy(dtype=float),
+                    "kind": ex_offer["kind"].to_numpy(),
+                    "channel": ex_offer["channel"].to_numpy(),
+                    "reasons": ex["reasons"].to_numpy(),
+                }
+            )
+        )
+    out = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(
+        len(f) for f in frames
+    ) else rec
+    out = out[list(RECOMMEND_COLUMNS)]
+    status_order = out["status"].map({"recommended": 0, "excluded": 1})
+    cust_order = pd.Series(
+        np.arange(len(features_df)), index=features_df["customer_id"].to_numpy()
+    ).reindex(out["customer_id"].to_numpy()).to_numpy()
+    sort_key = np.lexsort((out["rank"].fillna(10**9).to_numpy(), status_order.to_numpy(),
+                           cust_order))
+    return out.iloc[sort_key].reset_index(drop=True)
+
+
+def greedy_choice(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Index of the best allowed action per row of ``values`` (``(n, K)``), for policies."""
+    masked = np.where(allowed, values, -np.inf)
+    if (~allowed.any(axis=1)).any():
+        bad = int(np.flatnonzero(~allowed.any(axis=1))[0])
+        raise Customer360Error(f"Decision row {bad} has no eligible offer to choose from.")
+    return np.argmax(masked, axis=1)

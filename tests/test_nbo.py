@@ -1,0 +1,222 @@
+"""Next best offer on hand-built frames: every eligibility rule with its reason, the propensity
+model, the decision's ranking and output contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from customer360.errors import ConfigError, Customer360Error, ModelError
+from customer360.models.nbo import (
+    EXCLUSION_REASONS,
+    RECOMMEND_COLUMNS,
+    NBOConfig,
+    PropensityModel,
+    eligibility,
+    greedy_choice,
+    load_nbo_config,
+    recommend,
+)
+
+AS_OF = pd.Timestamp("2026-06-30")
+
+
+@pytest.fixture
+def config() -> NBOConfig:
+    return load_nbo_config()
+
+
+@pytest.fixture
+def offers() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "offer_id": ["O1", "O2", "O3", "O4", "O5"],
+            "product": ["p1", "p2", "p3", "p4", "p5"],
+            "category": ["electronics", "home", "services", "services", "fashion"],
+            "kind": ["sales", "cross_sell", "retention", "service", "sales"],
+            "margin": [100.0, 40.0, 20.0, 30.0, 10.0],
+            "channel": ["email", "app", "email", "phone", "web"],
+            "eligible_segments": ["A|B", "A|B|C|D", "A|B|C|D", "A|B|C|D", "C|D"],
+        }
+    )
+
+
+@pytest.fixture
+def customers() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": ["C1", "C2", "C3", "C4"],
+            "as_of": AS_OF,
+            "value_segment": ["A", "D", "B", "B"],
+            "svc__open_returns__all": [1, 0, 0, 0],
+            "svc__open_complaints__all": [0, 0, 0, 0],
+            "x": [1.0, -1.0, 0.5, 0.0],
+        }
+    )
+
+
+@pytest.fixture
+def history() -> pd.DataFrame:
+    day = pd.Timedelta(days=1)
+    rows = [
+        ("C3", "O2", AS_OF - 300 * day, "app", True),  # held
+        ("C3", "O3", AS_OF - 10 * day, "email", False),  # recently rejected
+        ("C3", "O4", AS_OF - 200 * day, "phone", False),  # rejected long ago: eligible again
+        ("C2", "O2", AS_OF + 1 * day, "app", True),  # after as_of: must not count
+    ]
+    rows += [("C4", "O3", AS_OF - (i + 1) * day, "email", False) for i in range(4)]
+    # C4's email contacts: 4 in the last 30 days -> cap (4) reached for every email offer
+    return pd.DataFrame(rows, columns=["customer_id", "offer_id", "ts", "channel", "accepted"])
+
+
+def _reason(frame: pd.DataFrame, customer: str, offer: str) -> str:
+    row = frame[(frame["customer_id"] == customer) & (frame["offer_id"] == offer)]
+    assert len(row) == 1
+    return row["reasons"].iloc[0]
+
+
+def test_each_eligibility_rule_excludes_with_its_reason(customers, offers, history, config):
+    elig = eligibility(customers, offers, config, history)
+    assert len(elig) == len(customers) * len(offers)
+    # open return: no sales / cross-sell, retention and service still allowed
+    assert _reason(elig, "C1", "O1") == "open_return_or_complaint"
+    assert _reason(elig, "C1", "O2") == "open_return_or_complaint"
+    assert _reason(elig, "C1", "O3") == "" and _reason(elig, "C1", "O4") == ""
+    # C1 is segment A: O5 is for C|D only (two reasons at once are both named)
+    assert _reason(elig, "C1", "O5") == "open_return_or_complaint|segment_not_eligible"
+    # segment D cannot get the A|B offer; future history is ignored
+    assert _reason(elig, "C2", "O1") == "segment_not_eligible"
+    assert _reason(elig, "C2", "O2") == ""
+    # held, recently rejected, rejected long ago
+    assert _reason(elig, "C3", "O2") == "already_held"
+    assert _reason(elig, "C3", "O3") == "recently_rejected"
+    assert _reason(elig, "C3", "O4") == ""
+    # contact cap on e-mail hits every e-mail offer of C4, not the others
+    assert _reason(elig, "C4", "O1") == "channel_contact_cap"
+    assert "channel_contact_cap" in _reason(elig, "C4", "O3")
+    assert _reason(elig, "C4", "O4") == ""
+    assert elig["eligible"].to_numpy().tolist() == (elig["reasons"] == "").tolist()
+    named = {r for rs in elig["reasons"] if rs for r in rs.split("|")}
+    assert named <= set(EXCLUSION_REASONS)
+
+
+def test_complaint_blocks_like_a_return_and_missing_columns_fail(customers, offers, config):
+    cust = customers.assign(
+        svc__open_returns__all=0, svc__open_complaints__all=[0, 2, 0, 0]
+    )
+    elig = eligibility(cust, offers, config)
+    assert _reason(elig, "C2", "O2") == "open_return_or_complaint"
+    with pytest.raises(Customer360Error, match="value_segment"):
+        eligibility(cust.drop(columns="value_segment"), offers, config)
+    with pytest.raises(Customer360Error, match="svc__open_returns__all"):
+        eligibility(cust.drop(columns="svc__open_returns__all"), offers, config)
+
+
+def test_config_is_strict(tmp_path):
+    bad = tmp_path / "nbo.yaml"
+    bad.write_text("decision:\n  kk: 3\n")
+    with pytest.raises(ConfigError, match="kk"):
+        load_nbo_config(str(bad))
+
+
+def _training_frame(rng, n):
+    cust = pd.DataFrame({"x": rng.normal(size=n), "seg": rng.choice(["u", "v"], n)})
+    offer_id = rng.choice(["O1", "O2", "O3", "O4", "O5"], n)
+    logit = -2 + 1.5 * cust["x"].to_numpy() * (offer_id == "O1") + 1.0 * (offer_id == "O4")
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    X = cust.assign(offer_id=offer_id, category="c", kind="k", channel="email", margin=1.0)
+    return X, y
+
+
+def test_propensity_model_learns_and_calibrates():
+    rng = np.random.default_rng(0)
+    X, y = _training_frame(rng, 4000)
+    Xc, yc = _training_frame(rng, 2000)
+    model = PropensityModel(num_boost_round=80, params={"num_leaves": 7}).fit(
+        X, y, np.ones(len(y)), X_cal=Xc, y_cal=yc
+    )
+    Xt, yt = _training_frame(rng, 4000)
+    p = model.predict_proba(Xt)
+    assert ((p >= 0) & (p <= 1)).all()
+    # calibrated: mean prediction close to the observed rate, better than chance ranking
+    assert abs(p.mean() - yt.mean()) < 0.02
+    from sklearn.metrics import roc_auc_score
+
+    offer_rate = pd.Series(y).groupby(X["offer_id"].to_numpy()).mean()
+    baseline = offer_rate.reindex(Xt["offer_id"].to_numpy()).to_numpy()
+    truth = -2 + 1.5 * Xt["x"].to_numpy() * (Xt["offer_id"] == "O1") + (Xt["offer_id"] == "O4")
+    auc, auc_base, auc_true = (roc_auc_score(yt, s) for s in (p, baseline, truth))
+    assert auc > auc_base + 0.02 and auc > auc_true - 0.03
+    with pytest.raises(ModelError, match="lacks column"):
+        model.predict_proba(Xt.drop(columns="x"))
+    with pytest.raises(ModelError, match="not fitted"):
+        PropensityModel().predict_proba(Xt)
+
+
+def test_recommend_ranks_by_expected_value_and_lists_exclusions(
+    customers, offers, history, config
+):
+    rng = np.random.default_rng(1)
+    X, y = _training_frame(rng, 3000)
+    model = PropensityModel(num_boost_round=50, calibrate=False).fit(
+        X.drop(columns="seg"), y
+    )
+    out = recommend(customers, offers, model, config, history=history, k=2)
+    assert list(out.columns) == list(RECOMMEND_COLUMNS)
+    rec = out[out["status"] == "recommended"]
+    exc = out[out["status"] == "excluded"]
+    # at most k per customer, ranks 1..n, ordered by score, EV = p x margin
+    assert rec.groupby("customer_id").size().max() == 2
+    for _, grp in rec.groupby("customer_id"):
+        assert grp["rank"].tolist() == list(range(1, len(grp) + 1))
+        assert grp["expected_value"].is_monotonic_decreasing
+    np.testing.assert_allclose(rec["expected_value"], rec["p_accept"] * rec["margin"])
+    assert rec["reasons"].str.contains("expected value").all()
+    # nothing excluded is recommended, every exclusion carries its reason
+    elig = eligibility(customers, offers, config, history)
+    bad_pairs = set(map(tuple, elig.loc[~elig["eligible"], ["customer_id", "offer_id"]].values))
+    assert not bad_pairs & set(map(tuple, rec[["customer_id", "offer_id"]].values))
+    assert set(map(tuple, exc[["customer_id", "offer_id"]].values)) == bad_pairs
+    assert (exc["reasons"] != "").all() and exc["rank"].isna().all()
+    # C1 (open return) only gets retention / service offers
+    assert set(rec.loc[rec["customer_id"] == "C1", "kind"]) <= {"retention", "service"}
+    # the top pick matches the greedy choice over the same model
+    greedy = out[(out["customer_id"] == "C2") & (out["rank"] == 1)]["offer_id"].iloc[0]
+    assert greedy == rec[rec["customer_id"] == "C2"].sort_values("score").iloc[-1]["offer_id"]
+
+
+def test_recommend_retention_term_and_bandit(customers, offers, config):
+    from customer360.models.bandit import BanditState
+
+    rng = np.random.default_rng(2)
+    X, y = _training_frame(rng, 2000)
+    model = PropensityModel(num_boost_round=30, calibrate=False).fit(X.drop(columns="seg"), y)
+    cfg = config.model_copy(
+        update={"decision": config.decision.model_copy(update={"retention_weight": 1.0})}
+    )
+    with pytest.raises(Customer360Error, match="churn_risk"):
+        recommend(customers, offers, model, cfg)
+    cust = customers.assign(churn_risk=0.5, clv=1000.0)
+    out = recommend(cust, offers, model, cfg, k=5, include_excluded=False)
+    ret = out[out["kind"] == "retention"]
+    np.testing.assert_allclose(
+        ret["expected_value"], ret["p_accept"] * (ret["margin"] + 0.5 * 1000.0)
+    )
+    # a bandit that has seen O4 accepted 500 times in segment D pushes it to the top for C2
+    state = BanditState.empty().updated(
+        pd.DataFrame({"segment": ["D"] * 500, "offer_id": ["O4"] * 500, "accepted": True})
+    )
+    top = recommend(customers, offers, model, config, k=1, bandit=state,
+                    rng=np.random.default_rng(0), include_excluded=False)
+    assert top.loc[top["customer_id"] == "C2", "offer_id"].item() == "O4"
+    with pytest.raises(Customer360Error, match="appears twice"):
+        recommend(pd.concat([customers, customers]), offers, model, config)
+
+
+def test_greedy_choice():
+    values = np.array([[1.0, 5.0, 3.0], [2.0, 1.0, 0.0]])
+    allowed = np.array([[True, False, True], [False, True, True]])
+    assert greedy_choice(values, allowed).tolist() == [2, 1]
+    with pytest.raises(Customer360Error, match="no eligible offer"):
+        greedy_choice(values, np.zeros_like(allowed))
