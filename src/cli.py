@@ -92,6 +92,92 @@ def generate(
 
 
 
+# ingest, quarantine (contract-checked loading of real data; owner: INGEST)
+@app.command()
+def ingest(
+    table: Annotated[str, typer.Argument(help="Target table, e.g. customers or transactions.")],
+    file: Annotated[Path, typer.Argument(help="A .csv, .csv.gz or .parquet file.")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map", help="Rename a file column before checking: FILE_COL=TABLE_COL (repeatable)."
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Load FILE into TABLE; rows breaking the table's contract go to the quarantine table.
+
+    The file is loaded atomically (all or nothing) and only once (same content = skipped).
+    """
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from customer360.data.ingest import ingest_file, parse_column_map
+    from customer360.data.warehouse import connect
+
+    column_map = parse_column_map(map_)
+    with connect(db, create=True) as con, Progress(
+        TextColumn(f"[bold]ingesting {escape(file.name)}"), BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("ingest", total=5)
+        report = ingest_file(
+            con, table, file, column_map,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if report.skipped_duplicate_file:
+        console.print(
+            f"Skipped {escape(report.file)}: identical content (sha256 {report.file_sha256[:12]}) "
+            f"was already ingested into {table}; nothing changed.", soft_wrap=True,
+        )
+        return
+    console.print(
+        f"{escape(report.file)} -> {table}: read {report.rows_read:,} = loaded "
+        f"{report.rows_loaded:,} + quarantined {report.rows_quarantined:,}", soft_wrap=True,
+    )
+    if report.ignored_columns:
+        console.print(f"Ignored file columns not in {table}: {', '.join(report.ignored_columns)}",
+                      soft_wrap=True, markup=False)
+    if report.defaulted_columns:
+        console.print(f"Optional columns not in the file, loaded as null: "
+                      f"{', '.join(report.defaulted_columns)}", soft_wrap=True, markup=False)
+    if report.rows_quarantined:
+        print_table("Top quarantine reasons",
+                    [{"reason": k, "rows": n} for k, n in report.top_reasons[:10]])
+        quoted = report.file.replace("'", "''")
+        console.print(
+            f"See the quarantined rows: customer360 quarantine --table {table} --file "
+            f"{report.file}\n  or in SQL: SELECT * FROM quarantine WHERE source_file = "
+            f"'{quoted}' ORDER BY row_number", soft_wrap=True, markup=False,
+        )
+
+
+@app.command()
+def quarantine(
+    table: Annotated[str | None, typer.Option("--table", help="Only this table.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Only rows of this file.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to show.")] = 20,
+    db: DbOption = None,
+) -> None:
+    """Show quarantined rows (newest first) with the reason each was refused."""
+    from customer360.data.ingest import read_quarantine
+    from customer360.data.warehouse import connect, require_tables
+
+    with connect(db, read_only=True) as con:
+        require_tables(con, "quarantine")
+        rows, total = read_quarantine(con, table=table, source_file=file, limit=limit)
+    if not rows:
+        console.print("No quarantined rows" + (f" for table {table}" if table else "") + ".")
+        return
+    shown = [
+        {**r, "file": Path(r["source_file"]).name, "raw_row": (r["raw_row"] or "")[:60]}
+        for r in rows
+    ]
+    print_table(f"Quarantine: {len(rows)} of {total:,} rows", shown,
+                ["table_name", "file", "row_number", "reason", "raw_row"])
+
+
 @app.command()
 def counts(db: DbOption = None) -> None:
     """Print the row count of every warehouse table."""

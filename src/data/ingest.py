@@ -453,7 +453,7 @@ def _plan_columns(
     sources = {c: feeding.get(c) for c in contract.column_names}
     defaulted = [c for c, src in sources.items() if src is None]
     if ignored:
-        logger.warning(
+        logger.info(
             "%s: columns not in table %s are ignored: %s", source_file, contract.name, ignored
         )
     return sources, ignored, defaulted
@@ -754,3 +754,68 @@ def _apply_late_rules(
 def _count(result: duckdb.DuckDBPyConnection) -> int:
     row = result.fetchone()
     return int(row[0]) if row else 0
+
+
+# --- helpers for the CLI ------------------------------------------------------------------------
+
+
+def parse_column_map(items: list[str] | None) -> dict[str, str]:
+    """Parse ``["src=dst", ...]`` (the CLI's repeated ``--map``) into ``{src: dst}``.
+
+    Examples
+    --------
+    >>> parse_column_map(["TxnID=transaction_id", "cust=customer_id"])
+    {'TxnID': 'transaction_id', 'cust': 'customer_id'}
+    """
+    mapping: dict[str, str] = {}
+    for item in items or []:
+        src, sep, dst = item.partition("=")
+        src, dst = src.strip(), dst.strip()
+        if not sep or not src or not dst:
+            raise IngestError(
+                f"--map expects SOURCE_COLUMN=TABLE_COLUMN, got {item!r}; "
+                "e.g. --map TxnID=transaction_id"
+            )
+        if src in mapping and mapping[src] != dst:
+            raise IngestError(
+                f"--map gives file column {src!r} two targets: {mapping[src]!r} and {dst!r}."
+            )
+        mapping[src] = dst
+    return mapping
+
+
+def read_quarantine(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    table: str | None = None,
+    source_file: str | Path | None = None,
+    limit: int = 20,
+) -> tuple[list[dict], int]:
+    """The newest quarantined rows (optionally of one table / file) and how many there are.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from customer360.data.warehouse import connect
+    >>> con = connect(pathlib.Path(tempfile.mkdtemp()) / "w.duckdb", create=True)
+    >>> read_quarantine(con, table="customers")
+    ([], 0)
+    """
+    if table is not None:
+        _contract(table)
+    where, params = [], []
+    if table is not None:
+        where.append("table_name = ?")
+        params.append(table)
+    if source_file is not None:
+        where.append("source_file = ?")
+        params.append(str(Path(source_file).resolve()))
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    total = con.execute(f"SELECT count(*) FROM quarantine {clause}", params).fetchone()[0]
+    cur = con.execute(
+        "SELECT table_name, source_file, row_number, reason, raw_row, ingested_at "
+        f"FROM quarantine {clause} ORDER BY ingested_at DESC, source_file, row_number LIMIT ?",
+        [*params, int(limit)],
+    )
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()], total
