@@ -456,21 +456,17 @@ def test_value_segment_shares(cfg):
     assert classify(frame(*rows), tilted)["value_segment"].value_counts()["A"] == 10
 
 
-def test_value_segment_negatives_prospects_and_ties(cfg):
-    profits = [50.0, 40.0, 30.0, 30.0, 20.0, 10.0, 5.0, 4.0, 3.0, -1.0]
+def test_value_segment_unprofitable_prospects_and_ties(cfg):
+    profits = [50.0, 40.0, 30.0, 30.0, 20.0, 10.0, 5.0, 4.0, 3.0, 2.0, 0.0, -1.0]
     rows = [{**BUYER, "txn__profitability__365d": p} for p in profits] + [PROSPECT]
     out = classify(frame(*rows), cfg)
-    # 10 buyers: A = ranks 0-1, B = 2-4, C = 5-7, D = 8-9; the 30s tie at rank 2 -> both B
-    assert out["value_segment"].tolist() == ["A", "A", "B", "B", "B", "C", "C", "C", "D", "D",
-                                             "D"]
-    keep_rank = with_setting(cfg, "value.negative_segment", None)
-    rows[0] = {**BUYER, "txn__profitability__365d": -100.0}
-    assert classify(frame(*rows), cfg)["value_segment"].iloc[0] == "D"
-    assert classify(frame(*rows), keep_rank)["value_segment"].iloc[0] == "D"  # worst rank anyway
-    shifted = [{**BUYER, "txn__profitability__365d": p - 100.0} for p in profits]
-    out = classify(frame(*shifted), keep_rank)
-    assert out["value_segment"].iloc[0] == "A"  # negative but ranked first: kept in A
-    assert classify(frame(*shifted), cfg)["value_segment"].eq("D").all()
+    # 10 profitable buyers: A = ranks 0-1, B = 2-4, C = 5-7, D = 8-9; the 30s tie at rank 2
+    # -> both B; break-even, loss-making and never-bought customers -> D
+    assert out["value_segment"].tolist() == [
+        "A", "A", "B", "B", "B", "C", "C", "C", "D", "D", "D", "D", "D",
+    ]
+    changed = with_setting(cfg, "value.unprofitable_segment", "C")
+    assert classify(frame(*rows), changed)["value_segment"].tolist()[-3:] == ["C", "C", "D"]
 
 
 def test_service_policy_lookup(cfg):
@@ -596,18 +592,21 @@ def test_pareto_report_known_answer(cfg):
     assert report.negative_contributors["customer_id"].tolist() == ["c007", "c006"]
     assert report.negative_contributors["profitability"].tolist() == [-10.0, -3.0]
     seg = report.segments.set_index("segment")
-    # value segments: A = c000, c001; B = c002-c004; C = c005, c008, c009 (0.5, 0, 0);
-    # D = c006, c007 (negative) and the prospect c010
-    assert seg["customers"].to_dict() == {"A": 2, "B": 3, "C": 3, "D": 3, "all": 11}
-    assert seg.loc["A", "margin"] == 70.0 and seg.loc["A", "revenue"] == 142.0
-    assert seg.loc["A", "mean_clv"] == 200.0 and seg.loc["C", "mean_clv"] == 5.0
-    assert math.isnan(seg.loc["B", "mean_clv"])
-    assert seg.loc["C", "churn_rate"] == pytest.approx(2 / 3)  # c008, c009 inactive
+    # value segments among the 6 profitable buyers (cut-offs 1, 3, 5): A = c000; B = c001,
+    # c002; C = c003, c004; D = c005 and the unprofitable c006-c009 and the prospect c010
+    assert seg["customers"].to_dict() == {"A": 1, "B": 2, "C": 2, "D": 6, "all": 11}
+    assert seg["buyers"].to_dict() == {"A": 1, "B": 2, "C": 2, "D": 5, "all": 10}
+    assert seg.loc["A", "margin"] == 50.0 and seg.loc["A", "revenue"] == 101.0
+    assert seg.loc["B", "profitability"] == 20.0
+    assert seg.loc["A", "mean_clv"] == 300.0 and seg.loc["B", "mean_clv"] == 100.0
+    assert seg.loc["D", "mean_clv"] == 5.0 and math.isnan(seg.loc["C", "mean_clv"])
+    assert seg.loc["D", "churn_rate"] == pytest.approx(2 / 5)  # c008, c009 inactive
     assert seg.loc["all", "churn_rate"] == pytest.approx(0.2)
-    assert seg.loc["A", "cost_to_acquire"] == 50.0  # two referrals at 25
-    assert seg.loc["D", "cost_to_acquire"] == 45.0 * 2 + 60.0
-    assert seg.loc["A", "cost_to_serve"] == 2.0
+    assert seg.loc["A", "cost_to_acquire"] == 25.0
+    assert seg.loc["D", "cost_to_acquire"] == 10.0 + 2 * 45.0 + 120.0 + 10.0 + 60.0
+    assert seg.loc["D", "cost_to_serve"] == 5.0
     assert seg.loc["A", "preferred_channel"] == "app"
+    assert seg.loc["B", "preferred_channel"] == "app"  # app / web tie: alphabetical first
     assert seg.loc["D", "preferred_channel"] == "web"  # the prospect's "none" is ignored
     channels = report.channels.set_index("acquisition_channel")
     assert channels.loc["paid_digital", "acquisition_cost"] == 90.0

@@ -21,10 +21,12 @@ Definitions (every threshold lives in the config):
   the result does not depend on row order. Recency is ranked so that more recent is better. The
   named segment comes from the (R, F) cell through the configured rules. Non-buyers score 0 and
   get the segment ``none``.
-* **value_segment** -- buyers ranked by profitability (margin - returns - cost to serve), best
-  first (ties share the better rank); the first ``shares[A]`` of them are A, and so on.
-  Negative profitability goes to ``value.negative_segment``; never-bought customers to
-  ``value.never_bought_segment``. :func:`service_policy` gives each segment's service policy.
+* **value_segment** -- the buyers with positive profitability (margin - returns - cost to
+  serve, over the feature's window) ranked best first (ties share the better rank); the first
+  ``shares[A]`` of them are A, the next ``shares[B]`` B, and so on. Buyers without positive
+  profitability (loss-making, break-even, or no purchase in the window) go to
+  ``value.unprofitable_segment``, never-bought customers to ``value.never_bought_segment``.
+  :func:`service_policy` gives each segment's service policy.
 * **lifecycle_stage** -- ``prospect`` (never bought), ``first_purchase`` (one order, at most
   ``first_purchase_max_days`` old), ``follow_up`` (one order, older), ``post_sale`` (repeat
   buyer, last order at most ``post_sale_max_days`` old), ``renewal_cross_sell`` (repeat buyer
@@ -166,7 +168,7 @@ class ServicePolicy(StrictModel):
 class ValueConfig(StrictModel):
     feature: str
     shares: dict[str, float] = Field(min_length=2)
-    negative_segment: str | None
+    unprofitable_segment: str
     never_bought_segment: str
 
     @model_validator(mode="after")
@@ -176,9 +178,9 @@ class ValueConfig(StrictModel):
         total = sum(self.shares.values())
         if abs(total - 1.0) > 1e-9:
             raise ValueError(f"shares must sum to 1, they sum to {total:.6g}")
-        for key in ("negative_segment", "never_bought_segment"):
+        for key in ("unprofitable_segment", "never_bought_segment"):
             seg = getattr(self, key)
-            if seg is not None and seg not in self.shares:
+            if seg not in self.shares:
                 raise ValueError(f"{key} {seg!r} is not one of the segments {list(self.shares)}")
         return self
 
@@ -486,16 +488,15 @@ def _volume_tier(f: pd.DataFrame, cfg: VolumeConfig) -> np.ndarray:
 def _value_segment(f: pd.DataFrame, cfg: ValueConfig, bought: np.ndarray) -> np.ndarray:
     labels = np.array(list(cfg.shares), dtype=object)
     out = np.full(len(f), cfg.never_bought_segment, dtype=object)
-    profit = _num(f, cfg.feature, fill=0.0)[bought]
-    n = len(profit)
+    profit = _num(f, cfg.feature, fill=0.0)
+    out[bought] = cfg.unprofitable_segment
+    ranked = bought & (profit > 0)
+    n = int(ranked.sum())
     if n:
-        rank0 = pd.Series(-profit).rank(method="min").to_numpy() - 1  # 0 = most profitable
+        rank0 = pd.Series(-profit[ranked]).rank(method="min").to_numpy() - 1  # 0 = best
         cutoffs = np.round(np.cumsum(list(cfg.shares.values())) * n).astype(np.int64)
         index = np.minimum(np.searchsorted(cutoffs, rank0, side="right"), len(labels) - 1)
-        segment = labels[index]
-        if cfg.negative_segment is not None:
-            segment = np.where(profit < 0, cfg.negative_segment, segment)
-        out[bought] = segment
+        out[ranked] = labels[index]
     return out
 
 
