@@ -65,11 +65,20 @@ LEAVE_PROB = 0.15
 """Weekly probability that an at-risk customer leaves."""
 CONTRACT_LEAVE_PROB = 0.4
 """Probability that a contract customer leaves at the end of the week the contract ends."""
-B_FEE = 0.9
-B_UNRES = 0.8
+B_FEE = 1.4
+"""Log-hazard per fee complaint opened in the previous 13 weeks."""
+B_UNRES = 1.0
+"""Log-hazard per eventually unresolved ticket opened in the previous 13 weeks."""
+B_FEE_EVER = 0.3
+"""Log-hazard per fee complaint ever (capped at FEE_EVER_CAP): complaints leave a grudge."""
+FEE_EVER_CAP = 3
 H_CAP = 0.5
+P_UNRESOLVED = (0.2, 0.3)
+"""Probability that a ticket ends unresolved, for active and at-risk customers."""
 TICKET_WINDOW_WEEKS = 13
-PROSPECT_SHARE = 0.2
+PROSPECT_SHARE = 0.17
+FIRST_PURCHASE_MEAN_DAYS = (10.0, 45.0)
+"""Mean wait from signup to the first purchase, B2C and B2B (exponential)."""
 B2B_SHARE = 0.2
 
 CATEGORY_MARGIN_RATE = np.array([0.12, 0.30, 0.45, 0.08, 0.28, 0.50, 0.60])
@@ -144,12 +153,16 @@ TRUTH_DDL: dict[str, str] = {
 CREATE TABLE truth_customers (
   customer_id VARCHAR PRIMARY KEY,
   is_prospect BOOLEAN NOT NULL,
+  first_purchase_at TIMESTAMP,
+  first_purchase_rate_per_day DOUBLE NOT NULL,
   purchase_rate_per_day DOUBLE NOT NULL,
   at_risk_factor DOUBLE NOT NULL,
   dropout_prob_weekly DOUBLE NOT NULL,
   hazard_static_weekly DOUBLE NOT NULL,
   leave_prob_weekly DOUBLE NOT NULL,
   contract_leave_prob DOUBLE NOT NULL,
+  fee_ticket_rate_weekly DOUBLE NOT NULL,
+  other_ticket_rate_weekly DOUBLE NOT NULL,
   mean_spend DOUBLE NOT NULL,
   expected_margin_per_order DOUBLE NOT NULL,
   satisfaction_latent DOUBLE NOT NULL,
@@ -188,7 +201,15 @@ CREATE TABLE truth_logging_policy (
 }
 TRUTH_TABLES = tuple(TRUTH_DDL)
 
-_DAY_NS = 86_400 * 10**9
+
+
+def __getattr__(name: str):
+    """The oracles live in :mod:`customer360.data.oracle`; re-exported here lazily."""
+    if name in ("oracle_churn_probability", "oracle_expected_margin"):
+        from customer360.data import oracle
+
+        return getattr(oracle, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _ids(prefix: str, col: str, width: int) -> str:
@@ -225,10 +246,15 @@ class _Chunk:
     aff: np.ndarray
     taste: np.ndarray  # n x categories
     contract_end: np.ndarray  # day index or -1
+    first: np.ndarray  # day of the first purchase (inf for prospects)
+    first_rate: np.ndarray  # 1 / mean wait to the first purchase
+    fee_rate: np.ndarray  # weekly fee complaint rate
+    other_rate: np.ndarray  # weekly rate of other tickets
     at_risk: np.ndarray  # day index (inf if never)
     left: np.ndarray  # day index (inf if never)
     left_contract: np.ndarray
     tickets: dict[str, np.ndarray]
+    acq_referral: np.ndarray | None = None
 
 
 class _Sim:
@@ -254,7 +280,7 @@ class _Sim:
         age = rng.choice(len(k.AGE_BANDS), n, p=[0.1, 0.22, 0.22, 0.2, 0.15, 0.11])
         # Signups: the business grows, so later days are denser. Quantiles of a truncated
         # exponential keep customer ids in signup order (referrers are earlier customers).
-        growth = 0.5 / 365.0
+        growth = 0.25 / 365.0
         u = (gid + rng.random(n)) / self.n
         span = self.today_day
         signup = np.floor(np.log1p(u * np.expm1(growth * span)) / growth).astype(np.int64)
@@ -279,10 +305,16 @@ class _Sim:
         has_contract = rng.random(n) < np.where(is_b2b, 0.45, 0.1)
         years = rng.integers(1, 4, n)
         contract_end = np.where(has_contract, signup + 365 * years, -1)
+        b2c_wait, b2b_wait = FIRST_PURCHASE_MEAN_DAYS
+        first_rate = 1.0 / np.where(is_b2b, b2b_wait, b2c_wait)
+        first = np.where(prospect, np.inf, signup + rng.exponential(1.0, n) / first_rate)
+        fee_rate = 0.012 * np.exp(-0.6 * sat) * np.where(is_b2b, 1.3, 1.0)
+        other_rate = 0.03 * np.exp(-0.3 * sat)
         return _Chunk(
             gid=gid, is_b2b=is_b2b, prospect=prospect, interested=interested, region=region,
             age=age, signup=signup, lam=lam, mean_spend=mean_spend, dropout=dropout, h0=h0,
-            sat=sat, eng=eng, aff=aff, taste=taste, contract_end=contract_end,
+            sat=sat, eng=eng, aff=aff, taste=taste, contract_end=contract_end, first=first,
+            first_rate=first_rate, fee_rate=fee_rate, other_rate=other_rate,
             at_risk=np.full(n, np.inf), left=np.full(n, np.inf),
             left_contract=np.zeros(n, dtype=bool), tickets={},
         )
@@ -291,9 +323,8 @@ class _Sim:
     def lifecycle(self, rng: np.random.Generator, c: _Chunk) -> None:
         n = len(c.gid)
         state = np.zeros(n, dtype=np.int8)  # 0 active, 1 at risk, 2 gone
-        buyer = ~c.prospect
-        fee_rate = 0.012 * np.exp(-0.6 * c.sat) * np.where(c.is_b2b, 1.3, 1.0)
-        other_rate = 0.03 * np.exp(-0.3 * c.sat)
+        fee_rate, other_rate = c.fee_rate, c.other_rate
+        fee_ever = np.zeros(n, dtype=np.int32)
         fee_buf = np.zeros((TICKET_WINDOW_WEEKS, n), dtype=np.int16)
         unres_buf = np.zeros((TICKET_WINDOW_WEEKS, n), dtype=np.int16)
         fee13 = np.zeros(n, dtype=np.int32)
@@ -302,12 +333,13 @@ class _Sim:
         rec: dict[str, list[np.ndarray]] = {k_: [] for k_ in ("idx", "week", "fee", "unres")}
         for w in range(self.n_weeks):
             start = 7 * w
-            frac = np.clip((start + 7 - c.signup) / 7.0, 0.0, 1.0)
-            live = buyer & (state < 2) & (frac > 0)
+            # hazard and tickets start with the first purchase
+            frac = np.clip((start + 7 - c.first) / 7.0, 0.0, 1.0)
+            live = (state < 2) & (frac > 0)
             # Tickets of this week.
             n_fee = rng.poisson(fee_rate * frac) * live
             n_oth = rng.poisson(other_rate * frac) * live
-            p_unres = 0.2 + 0.1 * (state == 1)
+            p_unres = np.where(state == 1, P_UNRESOLVED[1], P_UNRESOLVED[0])
             u_fee = rng.binomial(n_fee, p_unres)
             u_oth = rng.binomial(n_oth, p_unres)
             has = np.flatnonzero(n_fee + n_oth)
@@ -331,7 +363,7 @@ class _Sim:
                 c.left_contract[leave] = True
                 c.at_risk[leave & (state == 0)] = end_day
                 state[leave] = 2
-            h = np.minimum(H_CAP, c.h0 * np.exp(B_FEE * fee13 + B_UNRES * unres13))
+            h = weekly_hazard(c.h0, fee13, unres13, fee_ever)
             u = rng.random(n)
             go = live & (state == 1) & (u < LEAVE_PROB)
             risk = live & (state == 0) & (u < h)
@@ -341,6 +373,7 @@ class _Sim:
             state[risk] = 1
             slot = w % TICKET_WINDOW_WEEKS
             fee13 += n_fee - fee_buf[slot]
+            fee_ever += n_fee
             unres13 += (u_fee + u_oth) - unres_buf[slot]
             fee_buf[slot] = n_fee
             unres_buf[slot] = u_fee + u_oth
@@ -369,12 +402,18 @@ class _Sim:
         return idx, t
 
     def two_phase(
-        self, rng: np.random.Generator, c: _Chunk, rate: np.ndarray, after_factor: float = 0.0
+        self,
+        rng: np.random.Generator,
+        c: _Chunk,
+        rate: np.ndarray,
+        after_factor: float = 0.0,
+        start: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Arrivals at ``rate`` while active, ``AT_RISK_FACTOR * rate`` while at risk and
-        ``after_factor * rate`` after leaving, from signup to the end of the simulation."""
+        ``after_factor * rate`` after leaving, from ``start`` (default signup) to the end of the
+        simulation."""
         end = float(self.end_day)
-        sig = c.signup.astype(np.float64)
+        sig = c.signup.astype(np.float64) if start is None else np.minimum(start, end)
         a_end = np.minimum(c.at_risk, end)
         r_end = np.minimum(c.left, end)
         i1, t1 = self.poisson_segments(rng, sig, a_end, rate)
@@ -387,6 +426,18 @@ class _Sim:
             parts_i.append(i3)
             parts_t.append(t3)
         return np.concatenate(parts_i), np.concatenate(parts_t)
+
+
+def weekly_hazard(
+    h0: np.ndarray, fee13: np.ndarray, unres13: np.ndarray, fee_ever: np.ndarray
+) -> np.ndarray:
+    """Weekly probability that an active customer turns at risk.
+
+    ``fee13``/``unres13`` count fee complaints / eventually unresolved tickets opened in the 13
+    whole weeks before, ``fee_ever`` all fee complaints before; ``h0`` is the static hazard.
+    """
+    log_mult = B_FEE * fee13 + B_UNRES * unres13 + B_FEE_EVER * np.minimum(fee_ever, FEE_EVER_CAP)
+    return np.minimum(H_CAP, h0 * np.exp(log_mult))
 
 
 def true_acceptance(
@@ -612,7 +663,7 @@ def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> Non
             "contract_end": contract_end,
         }
     )
-    c.acq_referral = channel == k.ACQUISITION_CHANNELS.index("referral")  # type: ignore[attr-defined]
+    c.acq_referral = channel == k.ACQUISITION_CHANNELS.index("referral")
     start = f"DATE '{HISTORY_START.isoformat()}'"
     _insert(
         con,
@@ -628,16 +679,21 @@ def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> Non
     at_risk = np.where(np.isfinite(c.at_risk), c.at_risk, 0).astype(np.int64)
     left = np.where(np.isfinite(c.left), c.left, 0).astype(np.int64)
     reason = np.where(~np.isfinite(c.left), -1, np.where(c.left_contract, 1, 0))
+    has_first = c.first < sim.end_day
     truth = pd.DataFrame(
         {
             "cid": c.gid,
             "is_prospect": c.prospect,
+            "first_ts": pd.Series(sim.ts(np.where(has_first, c.first, 0.0))).where(has_first),
+            "first_rate": np.where(c.prospect, 0.0, c.first_rate),
             "lam": c.lam,
             "at_risk_factor": np.full(n, AT_RISK_FACTOR),
             "dropout": c.dropout,
             "h0": c.h0,
             "leave": np.full(n, LEAVE_PROB),
             "cleave": np.where(c.contract_end >= 0, CONTRACT_LEAVE_PROB, 0.0),
+            "fee_rate": np.where(c.prospect, 0.0, c.fee_rate),
+            "other_rate": np.where(c.prospect, 0.0, c.other_rate),
             "mean_spend": c.mean_spend,
             "exp_margin": exp_margin,
             "sat": c.sat,
@@ -656,7 +712,8 @@ def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> Non
         con,
         "truth_customers",
         truth,
-        f"{CUST_ID}, is_prospect, lam, at_risk_factor, dropout, h0, leave, cleave, mean_spend, "
+        f"{CUST_ID}, is_prospect, first_ts, first_rate, lam, at_risk_factor, dropout, h0, leave, "
+        f"cleave, fee_rate, other_rate, mean_spend, "
         f"exp_margin, sat, eng, aff, fav, "
         f"CASE WHEN has_risk THEN {start} + CAST(at_risk AS INTEGER) END, "
         f"CASE WHEN has_left THEN {start} + CAST(left_day AS INTEGER) END, reason, alive",
@@ -710,7 +767,10 @@ def _write_third_party(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> N
 def _write_transactions(
     con, sim: _Sim, rng: np.random.Generator, c: _Chunk, counters: dict[str, int]
 ) -> None:
-    idx, t = sim.two_phase(rng, c, c.lam)
+    # the first purchase, then a Poisson process at the latent rate
+    buyers = np.flatnonzero(c.first < sim.end_day)
+    idx, t = sim.two_phase(rng, c, c.lam, start=c.first)
+    idx, t = np.concatenate([buyers, idx]), np.concatenate([c.first[buyers], t])
     order = np.lexsort((t, idx))
     idx, t = idx[order], t[order]
     m = idx.size
@@ -730,7 +790,7 @@ def _write_transactions(
     # referral: the first order of referral-acquired customers, referred by an earlier customer
     first = np.ones(m, dtype=bool)
     first[1:] = idx[1:] != idx[:-1]
-    referred = first & c.acq_referral[idx]  # type: ignore[attr-defined]
+    referred = first & c.acq_referral[idx]
     gid = c.gid[idx]
     referrer = np.where(referred, np.floor(rng.random(m) * gid).astype(np.int64), -1)
     # returns: a later row with the negated amount and margin, before the customer leaves
@@ -902,7 +962,13 @@ def _write_offer_events(
     idx, t = sim.poisson_segments(rng, lo, hi, np.full(n, OFFER_EVENT_RATE_PER_DAY))
     m = idx.size
     margins = np.array([o.margin for o in OFFERS])
-    score = 0.35 * np.log(margins)[None, :] + LOGGING_NOISE * rng.standard_normal((m, n_off))
+    # the incumbent rule: prefer high-margin offers, B2B offers for companies, plus noise
+    b2b_pref = np.array([np.sign(o.b2b) for o in OFFERS])
+    score = (
+        0.35 * np.log(margins)[None, :]
+        + 0.5 * b2b_pref[None, :] * np.where(c.is_b2b[idx], 1.0, -0.3)[:, None]
+        + LOGGING_NOISE * rng.standard_normal((m, n_off))
+    )
     score -= score.max(axis=1, keepdims=True)
     prob = np.exp(score / LOGGING_TEMPERATURE)
     prob /= prob.sum(axis=1, keepdims=True)
