@@ -122,7 +122,14 @@ def rfm_summary(
         params = {"cal_end": cal_end, "unit": _UNIT_DAYS[time_unit]}
         if obs_end is not None:
             params["obs_end"] = obs_end
-        out = con.execute(sql, params).df()
+        try:
+            out = con.execute(sql, params).df()
+        except duckdb.ConversionException as exc:
+            raise ContractError(
+                f"Column {amount_col!r} of {where} must be numeric "
+                f"({str(exc).splitlines()[0]}). Fix or remove the rows whose amount is not a "
+                "number."
+            ) from exc
     for col in out.columns[1:]:
         out[col] = out[col].astype("float64")
     return out
