@@ -187,6 +187,187 @@ def counts(db: DbOption = None) -> None:
         rows = [{"table": k, "rows": v} for k, v in table_counts(con).items()]
     print_table("Warehouse tables", rows)
 
+# --- segments: customer classification and Pareto report (issue 4; owner: SEG) ----------------
+
+
+@app.command()
+def segments(
+    as_of: Annotated[
+        str,
+        typer.Option("--as-of", help="Classify as of this date (YYYY-MM-DD); features read "
+                     "rows strictly before it."),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", help="Customers file (.parquet or .csv); the report tables, "
+                     "the JSON figures and the Pareto chart (PNG) are written next to it."),
+    ] = Path("data/segments.parquet"),
+    db: DbOption = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Segments config (default: segments.yaml).")
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option("--group-by", help="Segment column of the table, e.g. rfm_segment "
+                     "(default: report.group_by of the config)."),
+    ] = None,
+    clv: Annotated[
+        bool,
+        typer.Option("--clv/--no-clv", help="Fit the probabilistic CLV models for the mean CLV "
+                     "per segment (skipped if they are not installed)."),
+    ] = True,
+) -> None:
+    """Classify every customer (status, RFM, value A-D, lifecycle, lenses...), write them to the
+    table customer_segments and --output, and print the segment table and the Pareto figures."""
+    import datetime as dt
+
+    from customer360.data.warehouse import connect
+    from customer360.models.segments import GROUPABLE, load_segments_config
+    from customer360.training.segments import output_paths, run_segments, write_outputs
+
+    try:
+        day = dt.date.fromisoformat(as_of)
+    except ValueError:
+        raise typer.BadParameter(f"{as_of!r} is not a date; use YYYY-MM-DD",
+                                 param_hint="--as-of") from None
+    cfg = load_segments_config(config)
+    if group_by is not None:
+        if group_by not in GROUPABLE:
+            raise typer.BadParameter(f"{group_by!r} is not one of {', '.join(GROUPABLE)}",
+                                     param_hint="--group-by")
+        cfg = cfg.model_copy(
+            update={"report": cfg.report.model_copy(update={"group_by": group_by})}
+        )
+    output_paths(output)  # a bad suffix fails before the work
+    with console.status(f"Classifying customers as of {day}..."), connect(db) as con:
+        classified, report = run_segments(con, day, cfg, with_clv=clv)
+    paths = write_outputs(classified, report, output)
+
+    print_table(f"Segments by {report.group_by}, as of {report.as_of}",
+                [_segment_row(r) for r in report.segments.to_dict("records")])
+    fig = report.summary()
+    pct = "n/a" if fig["referral_share_top"] is None else f"{fig['referral_share_top']:.1%}"
+    margin = "n/a" if fig["margin_share_top"] is None else f"{fig['margin_share_top']:.1%}"
+    console.print(
+        f"Pareto: the top {report.top_share:.0%} of {report.buyers:,} buyers bring {margin} of "
+        f"the margin; the top {report.top_share:.0%} of {report.referrers:,} referrers bring "
+        f"{pct} of the purchasing referrals; {fig['negative_contributors']:,} customers "
+        f"contribute negatively (total {fig['negative_contribution_total'] or 0:,.2f})."
+    )
+    if len(report.negative_contributors):
+        print_table("Most negative contributors (first 10)",
+                    report.negative_contributors.head(10).to_dict("records"))
+    print_table("Cost to acquire by acquisition channel", report.channels.to_dict("records"))
+    console.print(
+        f"Wrote {len(classified):,} customers to {paths['customers']} and table "
+        f"customer_segments; report: {paths['segments']}, {paths['summary']}, chart: "
+        f"{paths['chart']}", soft_wrap=True,
+    )
+
+
+def _segment_row(row: dict) -> dict:
+    """One row of the segment table with short headings and money rounded to whole units."""
+    import math
+
+    def money(x: float) -> str:
+        return "" if math.isnan(x) else f"{x:,.0f}"
+
+    return {
+        "segment": row["segment"],
+        "customers": f"{row['customers']:,}",
+        "buyers": f"{row['buyers']:,}",
+        "revenue": money(row["revenue"]),
+        "margin": money(row["margin"]),
+        "profit": money(row["profitability"]),
+        "mean CLV": money(row["mean_clv"]),
+        "churn": "" if math.isnan(row["churn_rate"]) else f"{row['churn_rate']:.0%}",
+        "serve cost": money(row["cost_to_serve"]),
+        "acq. cost": money(row["cost_to_acquire"]),
+        "channel": row["preferred_channel"],
+    }
+
+
+# --- serving: serve, score (issue 7; owner: SERVE) ----------------------------------------------
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 3000,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind (0.0.0.0 exposes it).")
+    ] = "127.0.0.1",
+) -> None:
+    """Start the BentoML service in the foreground (Ctrl-C stops it).
+
+    Needs the champion models (churn, clv, nbo) in the MLflow registry and a feature snapshot
+    in the warehouse; set CUSTOMER360_API_TOKEN to require a bearer token.
+    """
+    from customer360.serving.profile import champion_versions
+    from customer360.serving.schemas import load_serving_config
+    from customer360.serving.service import serve_command
+
+    config = load_serving_config()
+    versions = champion_versions(config.models, config.alias)  # refuse early, naming what lacks
+    cmd, env = serve_command(db, port=port, host=host)
+    console.print(
+        f"Serving {', '.join(f'{n} v{v}' for n, v in versions.items())} from "
+        f"{env['CUSTOMER360_DB']} on http://{host}:{port} (OpenAPI docs at /, Ctrl-C stops)",
+        soft_wrap=True,
+    )
+    raise typer.Exit(_run_foreground(cmd, env))
+
+
+def _run_foreground(cmd: list[str], env: dict[str, str]) -> int:
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+
+
+@app.command()
+def score(
+    as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date to score (YYYY-MM-DD).")],
+    output: Annotated[Path, typer.Option("--output", help="Parquet file to write.")],
+    db: DbOption = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option("--chunk-size", help="Customers per chunk (default: configs/serving.yaml)."),
+    ] = None,
+) -> None:
+    """Score every customer (segments, churn + reasons, CLV, top offers) into a Parquet file
+    and the DuckDB table customer_scores."""
+    import datetime as dt
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from customer360.serving.batch import score_customers
+
+    try:
+        day = dt.date.fromisoformat(as_of)
+    except ValueError:
+        raise typer.BadParameter(f"{as_of!r} is not a date; use YYYY-MM-DD",
+                                 param_hint="--as-of") from None
+    with Progress(
+        TextColumn("[bold]scoring"), BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} customers"), TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("score", total=None)
+        report = score_customers(
+            day, output, db=db, chunk_size=chunk_size,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    console.print(
+        f"Scored {report.rows:,} customers as of {report.as_of} in {report.seconds:.1f} s "
+        f"({report.chunks} chunks) -> {report.output} and table {report.table}; models "
+        f"{report.model_versions}", soft_wrap=True,
+    )
+
 
 def main() -> None:
     """Entry point: run the app and turn our own errors into one clear line and exit code 2."""

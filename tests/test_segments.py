@@ -3,6 +3,7 @@ their wiring (training/segments.py, ``customer360 segments``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -634,3 +635,76 @@ def test_pareto_report_uses_churn_labels_and_checks_inputs(cfg):
     segs = pareto_report(classified, data, by_status).segments
     # the prospect has the buyers' affluence and type: probable
     assert set(segs["segment"]) == {"active", "inactive", "probable", "all"}
+
+
+# --- wiring and CLI on the small synthetic warehouse ----------------------------------------------
+
+
+def test_segments_cli_on_the_small_warehouse(small_warehouse, tmp_path):
+    import duckdb
+    from typer.testing import CliRunner
+
+    from customer360.cli import app
+
+    output = tmp_path / "out" / "segments.parquet"
+    args = ["segments", "--as-of", "2026-06-30", "--db", str(small_warehouse),
+            "--output", str(output), "--no-clv"]
+    runner = CliRunner()
+    result = runner.invoke(app, args, env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "Segments by value_segment, as of 2026-06-30" in result.output
+    assert "Pareto: the top 20% of" in result.output
+
+    customers = pd.read_parquet(output)
+    assert tuple(customers.columns) == OUTPUT_COLUMNS
+    assert customers["customer_id"].is_unique
+    assert set(customers["value_segment"]) == {"A", "B", "C", "D"}
+    with duckdb.connect(str(small_warehouse), read_only=True) as con:
+        signed_up, buyers = con.execute(
+            "SELECT (SELECT count(*) FROM customers WHERE signup_date < DATE '2026-06-30'),"
+            " (SELECT count(DISTINCT customer_id) FROM transactions"
+            "  WHERE NOT is_return AND ts < TIMESTAMP '2026-06-30')"
+        ).fetchone()
+    assert len(customers) == signed_up
+    assert (customers["status"].isin(["active", "inactive"])).sum() == buyers
+
+    segments_table = pd.read_csv(tmp_path / "out" / "segments_segments.csv")
+    total = segments_table.set_index("segment").loc["all"]
+    assert total["customers"] == signed_up and total["buyers"] == buyers
+    summary = __import__("json").loads((tmp_path / "out" / "segments_pareto.json").read_text())
+    assert summary["buyers"] == buyers and 0.2 < summary["margin_share_top"] < 2
+    negatives = pd.read_csv(tmp_path / "out" / "segments_negative_contributors.csv")
+    assert len(negatives) == summary["negative_contributors"] > 0
+    assert (negatives["profitability"] < 0).all()
+    assert (tmp_path / "out" / "segments_pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+    # writing the same date again replaces its rows; another date adds its own
+    from customer360.data.warehouse import connect
+    from customer360.training.segments import write_segments_table
+
+    earlier = customers.head(10).assign(as_of=pd.Timestamp("2026-03-31"))
+    with connect(small_warehouse) as con:
+        write_segments_table(con, customers, dt.date(2026, 6, 30))
+        write_segments_table(con, earlier, dt.date(2026, 3, 31))
+        per_date = dict(con.execute(
+            "SELECT CAST(as_of AS DATE)::VARCHAR, count(*) FROM customer_segments GROUP BY 1"
+        ).fetchall())
+    assert per_date == {"2026-06-30": signed_up, "2026-03-31": 10}
+
+
+def test_segments_cli_refuses_bad_input(small_warehouse, tmp_path):
+    from typer.testing import CliRunner
+
+    from customer360.cli import app
+    from customer360.errors import Customer360Error
+
+    runner = CliRunner()
+    base = ["segments", "--db", str(small_warehouse), "--no-clv"]
+    result = runner.invoke(app, [*base, "--as-of", "30/06/2026"])
+    assert result.exit_code != 0 and "YYYY-MM-DD" in result.output
+    result = runner.invoke(app, [*base, "--as-of", "2026-06-30", "--group-by", "colour"])
+    assert result.exit_code != 0 and "rfm_segment" in result.output
+    result = runner.invoke(app, [*base, "--as-of", "2026-06-30", "--output",
+                                 str(tmp_path / "x.xlsx")])
+    assert isinstance(result.exception, Customer360Error)
+    assert ".parquet" in str(result.exception)
