@@ -1,0 +1,703 @@
+"""The integrated customer profile, shared by the BentoML service and batch scoring.
+
+One function, :meth:`ProfileScorer.score`, turns a frame of feature rows into a flat frame of
+scores (classifications, value segment and its service policy, churn probability and reason
+codes, ML and probabilistic CLV, P(alive), top offers with their eligibility reasons). The
+service answers with :func:`profile_from_row` applied to that frame; batch scoring writes the
+frame itself. Both therefore give the same numbers for the same customer and as-of date.
+
+Classifications are relative to the population (quantiles, ranks, revenue shares), so they are
+computed once for the whole snapshot (:class:`Population`) and looked up per customer, never
+recomputed on a single row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from customer360.errors import Customer360Error, ModelError, NotFoundError, WarehouseError
+from customer360.serving.schemas import ServingConfig
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_TABLE = "feature_snapshots"
+REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
+PROB_PREFIX = "prob__"
+
+
+class PayloadError(Customer360Error):
+    """A feature payload lacks a column the models need or holds a value of the wrong type."""
+
+
+def hash_id(customer_id: object) -> str:
+    """A short stable hash of a customer id, for logs (ids are never logged in clear).
+
+    Examples
+    --------
+    >>> hash_id("C0000001") == hash_id("C0000001") != hash_id("C0000002")
+    True
+    """
+    return hashlib.sha256(str(customer_id).encode()).hexdigest()[:12]
+
+
+# --- champion models --------------------------------------------------------------------------
+
+
+@dataclass
+class Champion:
+    """One loaded registered model: the pyfunc, its version and its input columns/types."""
+
+    name: str
+    version: str
+    model: Any
+    input_columns: list[str]
+    input_types: dict[str, str]
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Predict on the signature's columns of ``features``; always returns a DataFrame."""
+        out = self.model.predict(features[self.input_columns])
+        if isinstance(out, pd.DataFrame):
+            return out.reset_index(drop=True)
+        if isinstance(out, pd.Series):
+            return out.to_frame().reset_index(drop=True)
+        return pd.DataFrame(np.asarray(out).reshape(len(features), -1))
+
+
+def champion_versions(names: Iterable[str], alias: str = "champion") -> dict[str, str]:
+    """The version at ``alias`` of every registered model in ``names``.
+
+    Raises
+    ------
+    ModelError
+        Naming every model that is not registered or has no version at ``alias``, the store
+        looked in, and the commands that fix it.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from customer360.training.tracking import tracking_uri
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions: dict[str, str] = {}
+    missing: list[str] = []
+    for name in names:
+        try:
+            versions[name] = str(client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            missing.append(name)
+    if missing:
+        fixes = "; ".join(
+            f"`customer360 train {n}` then `customer360 promote {n}`"
+            if n != "nbo"
+            else "`customer360 nbo train` then `customer360 promote nbo`"
+            for n in missing
+        )
+        raise ModelError(
+            f"Cannot start: no registered model version with alias '{alias}' for "
+            f"{', '.join(missing)} in the MLflow store {uri}. Train and promote first ({fixes}), "
+            "or point MLFLOW_TRACKING_URI at the store that holds them."
+        )
+    return versions
+
+
+def load_champions(names: Iterable[str], alias: str = "champion") -> dict[str, Champion]:
+    """Load ``models:/<name>@<alias>`` for every name from the MLflow registry.
+
+    Raises
+    ------
+    ModelError
+        When any model lacks a version at ``alias`` (see :func:`champion_versions`) or has no
+        named input signature.
+    """
+    import mlflow
+
+    versions = champion_versions(names, alias)
+    loaded = {}
+    for name, version in versions.items():
+        model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        schema = model.metadata.get_input_schema()
+        if schema is None or not schema.has_input_names():
+            raise ModelError(
+                f"Registered model {name} version {version} has no named input signature; "
+                "log it with a signature (mlflow infer_signature) and register it again."
+            )
+        cols = list(schema.input_names())
+        kinds = schema.input_types()
+        types = {c: str(getattr(t, "name", t)) for c, t in zip(cols, kinds, strict=True)}
+        loaded[name] = Champion(name, version, model, cols, types)
+        log.info("loaded model %s version %s (%d inputs)", name, version, len(cols))
+    return loaded
+
+
+# --- features ---------------------------------------------------------------------------------
+
+
+def latest_as_of(con: duckdb.DuckDBPyConnection) -> dt.date:
+    """The most recent ``as_of`` in ``feature_snapshots``."""
+    from customer360.data.warehouse import table_exists
+
+    if not table_exists(con, SNAPSHOT_TABLE):
+        raise WarehouseError(
+            f"The warehouse has no {SNAPSHOT_TABLE} table. Run `customer360 features build "
+            "--as-of DATE` first."
+        )
+    row = con.execute(f"SELECT max(as_of) FROM {SNAPSHOT_TABLE}").fetchone()
+    if row is None or row[0] is None:
+        raise WarehouseError(
+            f"Table {SNAPSHOT_TABLE} is empty. Run `customer360 features build --as-of DATE`."
+        )
+    return _as_date(row[0])
+
+
+def _as_date(value: object) -> dt.date:
+    return pd.Timestamp(value).date()
+
+
+def load_snapshot(con: duckdb.DuckDBPyConnection, as_of: dt.date | None = None) -> pd.DataFrame:
+    """All feature rows of one snapshot (default: the latest), sorted by ``customer_id``."""
+    as_of = as_of or latest_as_of(con)
+    frame = con.execute(
+        f"SELECT * FROM {SNAPSHOT_TABLE} WHERE CAST(as_of AS DATE) = ? ORDER BY customer_id",
+        [as_of],
+    ).df()
+    if frame.empty:
+        raise WarehouseError(
+            f"{SNAPSHOT_TABLE} has no rows for as_of {as_of}. Run `customer360 features build "
+            f"--as-of {as_of}` first."
+        )
+    return frame
+
+
+# --- the population context -------------------------------------------------------------------
+
+
+@dataclass
+class Population:
+    """Everything population-level for one snapshot, computed once: classifications (relative
+    to everyone), probabilistic CLV scores, service policies, and the NBO context (offer
+    catalogue, offer history, bandit state)."""
+
+    as_of: dt.date
+    classifications: pd.DataFrame
+    prob: pd.DataFrame
+    policies: dict[str, dict[str, Any]]
+    offers: pd.DataFrame
+    history: pd.DataFrame
+    bandit: Any
+    segments_config: Any
+    nbo_config: Any
+    classify_base: pd.DataFrame | None = None
+
+    @classmethod
+    def build(
+        cls,
+        con: duckdb.DuckDBPyConnection,
+        features: pd.DataFrame,
+        as_of: dt.date,
+        config: ServingConfig,
+        *,
+        with_history: bool = True,
+    ) -> Population:
+        """Classify every customer of ``features`` and compute the probabilistic scores.
+
+        ``features`` needs at least the columns classification reads. ``with_history=False``
+        leaves the offer history empty (batch scoring loads it chunk by chunk).
+        """
+        from customer360.models.bandit import BanditState
+        from customer360.models.clv import probabilistic_scores
+        from customer360.models.nbo import apply_overrides, load_nbo_config
+        from customer360.models.segments import load_segments_config
+
+        segments_config = load_segments_config()
+        nbo_config = load_nbo_config()
+        prob = probabilistic_scores(con, as_of, horizon_days=config.prob_horizon_days)
+        classes = _classify(features, segments_config, prob)
+        offers = apply_overrides(
+            con.execute(f"SELECT * FROM {nbo_config.catalogue.source_table}").df(), nbo_config
+        )
+        return cls(
+            as_of=as_of,
+            classifications=classes,
+            prob=prob.set_index("customer_id"),
+            policies=_policies(classes, segments_config),
+            offers=offers,
+            history=load_offer_history(con) if with_history else pd.DataFrame(),
+            bandit=BanditState.load(con) if _has_feedback(con) else BanditState.empty(),
+            segments_config=segments_config,
+            nbo_config=nbo_config,
+            classify_base=features,
+        )
+
+    def classify_payload(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Classify payload rows relative to this population (rows appended, then classified)."""
+        base = self.classify_base
+        ids = [f"__payload_{i}" for i in range(len(features))]
+        rows = features.assign(customer_id=ids)
+        merged = pd.concat([base, rows], ignore_index=True) if base is not None else rows
+        classes = _classify(merged, self.segments_config, None)
+        return classes.loc[ids]
+
+
+def _has_feedback(con: duckdb.DuckDBPyConnection) -> bool:
+    from customer360.data.warehouse import table_exists
+    from customer360.models.bandit import FEEDBACK_TABLE
+
+    return table_exists(con, FEEDBACK_TABLE)
+
+
+def load_offer_history(
+    con: duckdb.DuckDBPyConnection, customers: str | None = None
+) -> pd.DataFrame:
+    """Past offers (logged ``offer_events`` plus recorded feedback) for the eligibility rules.
+
+    ``customers`` optionally names a registered relation with a ``customer_id`` column to
+    restrict the history to.
+    """
+    from customer360.models.bandit import FEEDBACK_TABLE
+
+    where = f"WHERE customer_id IN (SELECT customer_id FROM {customers})" if customers else ""
+    parts = [f"SELECT customer_id, offer_id, ts, channel, accepted FROM offer_events {where}"]
+    if _has_feedback(con):
+        parts.append(
+            "SELECT f.customer_id, f.offer_id, f.ts, o.channel, f.accepted "
+            f"FROM {FEEDBACK_TABLE} f LEFT JOIN offers o USING (offer_id) {where}"
+        )
+    return con.execute(" UNION ALL ".join(parts)).df()
+
+
+def _classify(
+    features: pd.DataFrame, segments_config: Any, prob: pd.DataFrame | None
+) -> pd.DataFrame:
+    from customer360.models.segments import classify
+
+    classes = classify(features, segments_config, clv=prob)
+    classes = classes.drop(columns=["as_of"], errors="ignore").set_index("customer_id")
+    return classes
+
+
+def _policies(classes: pd.DataFrame, segments_config: Any) -> dict[str, dict[str, Any]]:
+    from customer360.models.segments import service_policy
+
+    return {
+        str(seg): service_policy(str(seg), segments_config).model_dump()
+        for seg in segments_config.service_policies
+    }
+
+
+# --- payloads ---------------------------------------------------------------------------------
+
+
+_NUMERIC = {"double", "float", "long", "integer"}
+
+
+def required_payload_columns(
+    champions: Mapping[str, Champion], population: Population
+) -> dict[str, str]:
+    """Feature name -> type of every column a full feature payload must hold: the models'
+    inputs (less the offer attributes NBO adds itself), and what classification and
+    eligibility read."""
+    from customer360.models.nbo import OFFER_COLUMNS
+    from customer360.models.segments import required_features
+
+    required: dict[str, str] = {}
+    for champ in champions.values():
+        required.update(
+            {c: t for c, t in champ.input_types.items() if c not in OFFER_COLUMNS}
+        )
+    extra = [
+        *required_features(population.segments_config),
+        *population.nbo_config.eligibility.open_issue_features,
+    ]
+    base = population.classify_base
+    for col in extra:
+        if col not in required and col != "customer_id":
+            is_num = base is not None and col in base and pd.api.types.is_numeric_dtype(base[col])
+            required[col] = "double" if is_num else "string"
+    return required
+
+
+def payload_frame(payloads: list[Mapping[str, Any]], required: Mapping[str, str]) -> pd.DataFrame:
+    """Feature payloads -> a frame with every required column, type-checked.
+
+    Raises
+    ------
+    PayloadError
+        Naming the payload item and the field (``features.<name>``) that is missing or of the
+        wrong type.
+    """
+    for i, payload in enumerate(payloads):
+        missing = [c for c in required if c not in payload]
+        if missing:
+            shown = ", ".join(f"features.{c}" for c in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise PayloadError(
+                f"item {i}: missing field(s) {shown}{more}; a feature payload needs every "
+                "column listed by POST /schema_info."
+            )
+        for col, typ in required.items():
+            value = payload[col]
+            if value is None:
+                continue
+            is_num = isinstance(value, int | float) and not isinstance(value, bool)
+            bad = (
+                (typ in _NUMERIC and not is_num)
+                or (typ == "boolean" and not isinstance(value, bool))
+                or (typ == "string" and not isinstance(value, str))
+                or (is_num and not math.isfinite(float(value)))
+            )
+            if bad:
+                kind = {"boolean": "true or false", "string": "a string"}.get(
+                    typ, "a finite number"
+                )
+                raise PayloadError(
+                    f"item {i}: field features.{col} must be {kind}, got {value!r}."
+                )
+    frame = pd.DataFrame.from_records(list(payloads))
+    for col, typ in required.items():
+        if typ in _NUMERIC:
+            frame[col] = pd.to_numeric(frame[col]).astype("float64")
+    return frame
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+
+class ProfileScorer:
+    """Scores feature rows into the flat profile frame (see module docstring).
+
+    Parameters
+    ----------
+    champions
+        Loaded champion models by name (``churn``, ``clv``, ``nbo``).
+    population
+        The snapshot's population context.
+    config
+        Serving config (top-k offers, horizon).
+    seed
+        Seed of the Thompson draws (None: fresh randomness on every call).
+    """
+
+    def __init__(
+        self,
+        champions: Mapping[str, Champion],
+        population: Population,
+        config: ServingConfig,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        self.champions = dict(champions)
+        self.population = population
+        self.config = config
+        self.model_versions = {n: c.version for n, c in self.champions.items()}
+        self.required = required_payload_columns(self.champions, population)
+        # What recommend() reads: ids, the propensity model's inputs, the eligibility features.
+        self.nbo_columns = list(
+            dict.fromkeys(
+                [
+                    "customer_id",
+                    "as_of",
+                    *self.champions["nbo"].input_columns,
+                    *population.nbo_config.eligibility.open_issue_features,
+                ]
+            )
+        )
+        self.rng = np.random.default_rng(seed)
+
+    # Each part is vectorised over the rows of ``features``.
+    def churn(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``churn_probability`` and ``reason_1..3`` per row."""
+        out = self.champions["churn"].predict(features)
+        if "churn_probability" not in out.columns:
+            out = out.rename(columns={out.columns[0]: "churn_probability"})
+        frame = pd.DataFrame({"churn_probability": out["churn_probability"].astype(float)})
+        for col in REASON_COLUMNS:
+            frame[col] = out[col].astype(object).to_numpy() if col in out.columns else None
+        return frame
+
+    def clv(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``clv_ml`` per row."""
+        out = self.champions["clv"].predict(features)
+        col = "clv_ml" if "clv_ml" in out.columns else out.columns[0]
+        return pd.DataFrame({"clv_ml": out[col].astype(float).to_numpy()})
+
+    def prob_for(self, features: pd.DataFrame, *, payload: bool) -> pd.DataFrame:
+        """Probabilistic scores per row: looked up by id, or read from a payload's ``prob__``
+        fields when it has them (else null)."""
+        cols = list(self.population.prob.columns)
+        if not payload:
+            ids = features["customer_id"].to_numpy()
+            return self.population.prob.reindex(ids).reset_index(drop=True)
+        out = pd.DataFrame(np.nan, index=range(len(features)), columns=cols)
+        for col in cols:
+            if col in features:
+                out[col] = pd.to_numeric(features[col], errors="coerce").to_numpy()
+        return out
+
+    def classifications(self, features: pd.DataFrame, *, payload: bool) -> pd.DataFrame:
+        if payload:
+            classes = self.population.classify_payload(features)
+        else:
+            classes = self.population.classifications.reindex(features["customer_id"].to_numpy())
+        return classes.reset_index(drop=True)
+
+    def offers(
+        self,
+        features: pd.DataFrame,
+        scores: pd.DataFrame,
+        *,
+        payload: bool,
+        exclusions: bool,
+    ) -> pd.DataFrame:
+        """Top offers as wide columns ``offer_<rank>_<field>`` (and, when ``exclusions``, a
+        column ``excluded`` listing every excluded offer with its reason), same row order.
+
+        ``scores`` holds ``value_segment``, ``churn_probability`` and ``clv_ml`` per row (the
+        segment rules and the optional retention term need them)."""
+        from customer360.models.nbo import recommend
+
+        pop = self.population
+        decision = pop.nbo_config.decision
+        keep = [c for c in self.nbo_columns if c in features.columns]
+        frame = features[keep].assign(
+            value_segment=scores["value_segment"].to_numpy(),
+            **{
+                decision.churn_column: scores["churn_probability"].to_numpy(),
+                decision.clv_column: scores["clv_ml"].to_numpy(),
+            },
+        )
+        if payload:
+            frame["customer_id"] = [f"__payload_{i}" for i in range(len(frame))]
+        if "as_of" not in frame:
+            frame["as_of"] = pd.Timestamp(pop.as_of)
+        use_bandit = pop.nbo_config.bandit.exploration > 0 or pop.bandit.total > 0
+        recs = recommend(
+            frame,
+            pop.offers,
+            self.champions["nbo"].model,
+            pop.nbo_config,
+            None if payload else pop.history,
+            self.config.top_k_offers,
+            bandit=pop.bandit if use_bandit else None,
+            rng=self.rng,
+            include_excluded=exclusions,
+        )
+        ids = frame["customer_id"].to_numpy()
+        out = pd.DataFrame(_offer_columns(recs, ids, self.config.top_k_offers))
+        if exclusions:
+            out["excluded"] = _exclusions(recs, ids)
+        return out
+
+    def score(
+        self, features: pd.DataFrame, *, payload: bool = False, exclusions: bool = True
+    ) -> pd.DataFrame:
+        """The flat profile frame for ``features`` (one row each, same order).
+
+        Columns: ``customer_id``, ``as_of``, ``seg__*`` (classifications), ``value_segment``,
+        ``churn_probability``, ``reason_1..3``, ``clv_ml``, ``prob__*``,
+        ``offer_<rank>_{id,p_accept,expected_value,reason}`` and, with ``exclusions``,
+        ``excluded`` (a list per row).
+        """
+        features = features.reset_index(drop=True)
+        classes = self.classifications(features, payload=payload)
+        flat = pd.concat(
+            [
+                id_columns(features),
+                classes.add_prefix("seg__"),
+                pd.DataFrame({"value_segment": classes["value_segment"].to_numpy()}),
+                self.churn(features),
+                self.clv(features),
+                self.prob_for(features, payload=payload),
+            ],
+            axis=1,
+        )
+        offers = self.offers(features, flat, payload=payload, exclusions=exclusions)
+        return pd.concat([flat, offers], axis=1)
+
+    # --- feedback -----------------------------------------------------------------------------
+
+    def offer_ids(self) -> set[str]:
+        return set(self.population.offers["offer_id"].astype(str))
+
+    def record_feedback(
+        self, db_path: str, customer_id: str, offer_id: str, accepted: bool, segment: str
+    ) -> str:
+        """Append the feedback to the warehouse's durable log, then to the in-memory bandit
+        state and offer history, so the next recommendation already learns from it."""
+        from customer360.models.bandit import connect_with_retry, record_feedback
+
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        con = connect_with_retry(db_path, timeout_s=10.0)
+        try:
+            fid = record_feedback(
+                con, customer_id, offer_id, accepted, now.to_pydatetime(), segment
+            )
+        finally:
+            con.close()
+        pop = self.population
+        row = pd.DataFrame(
+            {"segment": [segment], "offer_id": [offer_id], "accepted": [bool(accepted)]}
+        )
+        pop.bandit = pop.bandit.updated(row)
+        return fid
+
+
+def id_columns(features: pd.DataFrame) -> pd.DataFrame:
+    """``customer_id`` and ``as_of`` (a date) of each row; null for payload rows."""
+    n = len(features)
+    ids = features["customer_id"].to_numpy() if "customer_id" in features else [None] * n
+    if "as_of" in features:
+        as_of = pd.to_datetime(features["as_of"]).dt.date.to_numpy()
+    else:
+        as_of = [None] * n
+    return pd.DataFrame({"customer_id": ids, "as_of": as_of})
+
+
+
+
+def _offer_columns(recs: pd.DataFrame, ids: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Top-k recommendations as wide columns ``offer_<rank>_<field>`` (vectorised pivot)."""
+    rec = recs[recs["status"] == "recommended"]
+    row = pd.Index(ids).get_indexer(rec["customer_id"].to_numpy())
+    rank = rec["rank"].to_numpy(dtype="int64")
+    sources = {
+        "id": rec["offer_id"].astype(object).to_numpy(),
+        "p_accept": rec["p_accept"].to_numpy(dtype=float),
+        "expected_value": rec["expected_value"].to_numpy(dtype=float),
+        "reason": rec["reasons"].astype(object).to_numpy(),
+    }
+    out: dict[str, np.ndarray] = {}
+    for j in range(1, k + 1):
+        hit = rank == j
+        for name, values in sources.items():
+            col = np.full(len(ids), None if values.dtype == object else np.nan, dtype=values.dtype)
+            col[row[hit]] = values[hit]
+            out[f"offer_{j}_{name}"] = col
+    return out
+
+
+def _exclusions(recs: pd.DataFrame, ids: np.ndarray) -> list[list[dict[str, str]]]:
+    """Excluded offers and their reasons per id (service answers only: a few rows)."""
+    exc = recs[recs["status"] == "excluded"]
+    grouped = {
+        cid: [
+            {"offer_id": str(o), "reason": str(r)}
+            for o, r in zip(g["offer_id"], g["reasons"], strict=True)
+        ]
+        for cid, g in exc.groupby("customer_id", sort=False)
+    }
+    return [grouped.get(c, []) for c in ids]
+
+
+# --- flat row -> nested profile ---------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def churn_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "customer_id": row.get("customer_id"),
+        "as_of": _clean(row.get("as_of")),
+        "churn_probability": float(row["churn_probability"]),
+        "reasons": [str(row[c]) for c in REASON_COLUMNS if _clean(row.get(c)) is not None],
+    }
+
+
+def clv_from_row(row: Mapping[str, Any], horizon_days: int) -> dict[str, Any]:
+    purchases = next((k for k in row if k.startswith("prob__expected_purchases")), None)
+    return {
+        "customer_id": row.get("customer_id"),
+        "as_of": _clean(row.get("as_of")),
+        "clv_ml": float(row["clv_ml"]),
+        "prob_clv": _clean(row.get("prob__clv")),
+        "p_alive": _clean(row.get("prob__p_alive")),
+        "expected_purchases": _clean(row.get(purchases)) if purchases else None,
+        "expected_spend": _clean(row.get("prob__expected_spend")),
+        "horizon_days": horizon_days,
+    }
+
+
+def offers_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    offers = []
+    rank = 1
+    while f"offer_{rank}_id" in row:
+        if _clean(row[f"offer_{rank}_id"]) is not None:
+            offers.append(
+                {
+                    "offer_id": row[f"offer_{rank}_id"],
+                    "rank": rank,
+                    "p_accept": _clean(row[f"offer_{rank}_p_accept"]),
+                    "expected_value": _clean(row[f"offer_{rank}_expected_value"]),
+                    "reasons": [row[f"offer_{rank}_reason"]],
+                }
+            )
+        rank += 1
+    excluded = row.get("excluded")
+    return {
+        "customer_id": row.get("customer_id"),
+        "as_of": _clean(row.get("as_of")),
+        "offers": offers,
+        "excluded": list(excluded) if excluded is not None else [],
+    }
+
+
+def profile_from_row(
+    row: Mapping[str, Any],
+    policies: Mapping[str, Mapping[str, Any]],
+    model_versions: Mapping[str, str],
+    horizon_days: int,
+) -> dict[str, Any]:
+    """The nested /customer360 answer from one row of the flat profile frame."""
+    classes = {k.removeprefix("seg__"): _clean(v) for k, v in row.items() if k.startswith("seg__")}
+    segment = _clean(row.get("value_segment"))
+    offers = offers_from_row(row)
+    return {
+        "customer_id": row.get("customer_id"),
+        "as_of": _clean(row.get("as_of")),
+        "classifications": classes,
+        "value_segment": segment,
+        "service_policy": dict(policies.get(segment, {})) if segment else {},
+        "churn": churn_from_row(row),
+        "clv": clv_from_row(row, horizon_days),
+        "p_alive": _clean(row.get("prob__p_alive")),
+        "offers": offers["offers"],
+        "excluded": offers["excluded"],
+        "model_versions": dict(model_versions),
+    }
+
+
+def unknown_customer(customer_id: str, as_of: dt.date) -> NotFoundError:
+    """The not-found error for a customer id absent from the snapshot."""
+    return NotFoundError(
+        f"customer {customer_id!r} is not in the feature snapshot as of {as_of}; check the id, "
+        "or rebuild the snapshot (`customer360 features build`) if the customer is new."
+    )

@@ -1,0 +1,179 @@
+"""Request and response models of the serving API, and the serving config.
+
+The HTTP schemas are pydantic models, so BentoML validates every request before our code runs
+and its OpenAPI page (``/docs``) documents them. Validation errors come back as 400 with the
+path of the wrong field (``loc``) in ``detail``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from customer360.config import StrictModel, load_config
+
+# --- config -----------------------------------------------------------------------------------
+
+
+class ServingConfig(StrictModel):
+    """``configs/serving.yaml``: what the service loads and how much it accepts."""
+
+    models: tuple[str, ...] = ("churn", "clv", "nbo")
+    alias: str = "champion"
+    max_batch_size: int = Field(500, ge=1, le=100_000)
+    max_latency_ms: int = Field(2000, ge=1)
+    top_k_offers: int = Field(3, ge=1, le=50)
+    token_env_var: str = "CUSTOMER360_API_TOKEN"
+    prob_horizon_days: int = Field(365, ge=1)
+    chunk_size: int = Field(20_000, ge=1)
+
+
+def load_serving_config(path: str | None = None) -> ServingConfig:
+    """Load ``configs/serving.yaml`` (or ``path``) into :class:`ServingConfig`.
+
+    Examples
+    --------
+    >>> load_serving_config().alias  # doctest: +SKIP
+    'champion'
+    """
+    return load_config(path or "serving", ServingConfig)
+
+
+# Read once at import: the batch size limit is part of the request schema below.
+SERVING_CONFIG = load_serving_config()
+
+# --- requests ---------------------------------------------------------------------------------
+
+CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+FeatureValue = float | int | bool | str | None
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CustomerRequest(_Request):
+    """One customer: either ``customer_id`` (features looked up in the latest feature snapshot)
+    or ``features`` (a full feature payload: every column the models need, by feature name)."""
+
+    customer_id: CustomerId | None = Field(
+        None, description="Customer id in the warehouse.", examples=["C0000001"]
+    )
+    features: dict[str, FeatureValue] | None = Field(
+        None,
+        description="Feature name -> value, instead of customer_id. Must hold every input "
+        "column of the champion models (see GET /schema).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CustomerRequest:
+        if (self.customer_id is None) == (self.features is None):
+            raise ValueError("give exactly one of customer_id or features")
+        return self
+
+
+def batch_request_model(max_size: int) -> type[BaseModel]:
+    """A request holding ``customers: list[CustomerRequest]`` of at most ``max_size`` items."""
+
+    class BatchRequest(_Request):
+        customers: list[CustomerRequest] = Field(
+            ..., min_length=1, max_length=max_size, description="Customers to score."
+        )
+
+    return BatchRequest
+
+
+BatchRequest = batch_request_model(SERVING_CONFIG.max_batch_size)
+
+
+class FeedbackRequest(_Request):
+    """An offer made to a customer was accepted or rejected."""
+
+    customer_id: CustomerId
+    offer_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    accepted: bool
+    channel: str | None = Field(None, max_length=32, description="Channel the offer went out on.")
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+class ChurnResult(BaseModel):
+    customer_id: str | None
+    as_of: dt.date | None
+    churn_probability: float = Field(..., ge=0, le=1)
+    reasons: list[str] = Field(..., description="Top drivers of churn risk, strongest first.")
+
+
+class ClvResult(BaseModel):
+    customer_id: str | None
+    as_of: dt.date | None
+    clv_ml: float = Field(..., description="Margin expected over the ML model's horizon.")
+    prob_clv: float | None = Field(None, description="BG/NBD + Gamma-Gamma CLV.")
+    p_alive: float | None = None
+    expected_purchases: float | None = None
+    expected_spend: float | None = None
+    horizon_days: int
+
+
+class Offer(BaseModel):
+    offer_id: str
+    rank: int
+    p_accept: float | None = None
+    expected_value: float | None = None
+    reasons: list[str] = Field(default_factory=list, description="Why the offer is eligible.")
+
+
+class Exclusion(BaseModel):
+    offer_id: str
+    reason: str
+
+
+class NboResult(BaseModel):
+    customer_id: str | None
+    as_of: dt.date | None
+    offers: list[Offer]
+    excluded: list[Exclusion] = Field(default_factory=list)
+
+
+class ProfileResult(BaseModel):
+    """The integrated customer profile returned by /customer360 (and written by batch scoring,
+    flattened)."""
+
+    customer_id: str | None
+    as_of: dt.date | None
+    classifications: dict[str, Any] = Field(
+        ..., description="Status, tiers, RFM segment, lifecycle, department lenses, ..."
+    )
+    value_segment: str | None
+    service_policy: dict[str, Any]
+    churn: ChurnResult
+    clv: ClvResult
+    p_alive: float | None
+    offers: list[Offer]
+    excluded: list[Exclusion]
+    model_versions: dict[str, str]
+
+
+class FeedbackResult(BaseModel):
+    recorded: bool
+    customer_id: str
+    offer_id: str
+    accepted: bool
+
+
+ResultT = TypeVar("ResultT")
+
+
+class BatchItem(BaseModel, Generic[ResultT]):
+    """One customer of a batch request: its result, or why it has none (e.g. unknown id).
+
+    A bad item never fails the others: adaptive batching merges requests from different
+    clients into one model call.
+    """
+
+    customer_id: str | None
+    result: ResultT | None = None
+    error: str | None = None

@@ -1,0 +1,427 @@
+"""The customer360 BentoML service (BentoML 1.4 class style).
+
+Run it with ``customer360 serve`` (or ``bentoml serve customer360.serving.service:Customer360``
+with ``CUSTOMER360_DB`` and ``MLFLOW_TRACKING_URI`` set). At start-up it loads the ``champion``
+versions of the registered models named in ``configs/serving.yaml`` and refuses to start,
+naming what is missing, when any is absent. It then reads the latest feature snapshot through a
+read-only connection, classifies the population and computes the probabilistic scores once,
+and closes the connection: requests are answered from memory, and the warehouse stays free for
+other readers. ``/feedback`` opens a short write connection per request (serialised in the
+process, retried while another process holds the file).
+
+Endpoints (all POST, JSON): ``/churn``, ``/clv``, ``/next_best_offer``, ``/customer360`` (one
+customer, by ``customer_id`` or full ``features`` payload), their batch variants
+``/churn_batch``, ``/clv_batch``, ``/next_best_offer_batch``, ``/customer360_batch`` (adaptive
+batching; body ``{"customers": [...]}``), ``/feedback`` and ``/schema_info``. BentoML adds
+``/healthz``, ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI page at ``/``
+(``/docs.json``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import bentoml
+import pandas as pd
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+from customer360.errors import Customer360Error, NotFoundError, WarehouseError
+from customer360.serving.profile import (
+    PayloadError,
+    Population,
+    ProfileScorer,
+    churn_from_row,
+    clv_from_row,
+    hash_id,
+    id_columns,
+    load_champions,
+    load_snapshot,
+    offers_from_row,
+    payload_frame,
+    profile_from_row,
+    unknown_customer,
+)
+from customer360.serving.schemas import (
+    SERVING_CONFIG,
+    BatchItem,
+    BatchRequest,
+    ChurnResult,
+    ClvResult,
+    CustomerRequest,
+    FeedbackRequest,
+    FeedbackResult,
+    NboResult,
+    ProfileResult,
+)
+
+log = logging.getLogger("customer360.serving")
+
+# Paths answered without a token: health probes and the OpenAPI page (it describes, never
+# returns, data).
+OPEN_PATHS = frozenset(
+    {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"}
+)
+OPEN_PREFIXES = ("/static_content/", "/assets/")
+
+
+class BearerTokenMiddleware:
+    """ASGI middleware: when the token env var is set, every non-health request needs
+    ``Authorization: Bearer <token>``; otherwise 401 (no body is read, nothing is logged)."""
+
+    def __init__(self, app: Any, env_var: str = SERVING_CONFIG.token_env_var) -> None:
+        self.app = app
+        self.env_var = env_var
+        token = os.environ.get(env_var, "")
+        self.expected = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if self.expected is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {
+                "error": "missing or invalid bearer token: send the header "
+                f"'Authorization: Bearer <token>' with the value of ${self.env_var}"
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
+class _RedactClientErrors(logging.Filter):
+    """BentoML logs the traceback of every failed request; for client errors (validation, 4xx)
+    that traceback would echo the request's values (customer ids among them). Keep only the
+    error type."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            code = getattr(getattr(exc, "error_code", None), "value", 500)
+            if type(exc).__name__ == "ValidationError" or code < 500:
+                record.msg = f"{record.getMessage()}: client error {type(exc).__name__}"
+                record.args = ()
+                record.exc_info = None
+                record.exc_text = None
+        return True
+
+
+def _install_log_redaction() -> None:
+    # MLflow warns on every call that NBO's pair frame has columns the model ignores.
+    logging.getLogger("mlflow.models.utils").setLevel(logging.ERROR)
+    redactor = _RedactClientErrors()
+    for name in ("bentoml._internal.server.http_app", "_bentoml_impl.server.app", "bentoml"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactClientErrors) for f in logger.filters):
+            logger.addFilter(redactor)
+
+
+_BATCH_OPTIONS: dict[str, Any] = {
+    "batchable": True,
+    "input_spec": BatchRequest,
+    "max_batch_size": SERVING_CONFIG.max_batch_size,
+    "max_latency_ms": SERVING_CONFIG.max_latency_ms,
+}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+SERVICE_IMPORT = "customer360.serving.service:Customer360"
+
+
+def serve_command(
+    db: str | os.PathLike | None, *, port: int, host: str = "127.0.0.1"
+) -> tuple[list[str], dict[str, str]]:
+    """The ``bentoml serve`` command line and environment that run this service.
+
+    The warehouse path and the MLflow store are passed through the environment
+    (``CUSTOMER360_DB``, ``MLFLOW_TRACKING_URI``, both made absolute), one worker.
+    """
+    import sys
+    from pathlib import Path
+
+    from customer360.data.warehouse import resolve_db_path
+    from customer360.training.tracking import tracking_uri
+
+    db_path = resolve_db_path(db).resolve()
+    if not db_path.exists():
+        raise WarehouseError(
+            f"Warehouse file {db_path} does not exist; pass --db or set CUSTOMER360_DB."
+        )
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    env = {
+        **os.environ,
+        "CUSTOMER360_DB": str(db_path),
+        "MLFLOW_TRACKING_URI": uri,
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT, "--port", str(port),
+           "--host", host]
+    return cmd, env
+
+
+def _db_path() -> str:
+    from customer360.data.warehouse import resolve_db_path
+
+    return str(resolve_db_path(None))
+
+
+@bentoml.service(
+    name="customer360",
+    workers=1,
+    traffic={"timeout": 60},
+)
+class Customer360:
+    """Churn, CLV, next best offer and the integrated customer profile."""
+
+    def __init__(self) -> None:
+        from customer360.data.warehouse import connect
+
+        _install_log_redaction()
+        self.config = SERVING_CONFIG
+        self.champions = load_champions(self.config.models, self.config.alias)
+        self.db_path = _db_path()
+        with connect(self.db_path, read_only=True) as con:
+            snapshot = load_snapshot(con)
+            as_of = pd.Timestamp(snapshot["as_of"].iloc[0]).date()
+            population = Population.build(con, snapshot, as_of, self.config)
+        self.as_of = as_of
+        self.snapshot = snapshot
+        self.row_of = pd.Index(snapshot["customer_id"].astype(str))
+        self.scorer = ProfileScorer(self.champions, population, self.config)
+        self.write_lock = threading.Lock()
+        log.info(
+            "customer360 service ready: %d customers as of %s, models %s",
+            len(snapshot),
+            as_of,
+            self.scorer.model_versions,
+        )
+
+    # --- resolving requests -------------------------------------------------------------------
+
+    def _rows(self, ids: list[str]) -> pd.DataFrame:
+        pos = self.row_of.get_indexer(ids)
+        return self.snapshot.iloc[pos]
+
+    def _score(
+        self, items: list[CustomerRequest], part: Callable[[pd.DataFrame, bool], pd.DataFrame]
+    ) -> list[dict[str, Any] | str]:
+        """Score each item with ``part(frame, payload)``; an item that cannot be scored becomes
+        its error message (a string) without failing the others."""
+        out: list[dict[str, Any] | str] = [""] * len(items)
+        by_id = [i for i, it in enumerate(items) if it.customer_id is not None]
+        known = [i for i in by_id if items[i].customer_id in self.row_of]
+        for i in set(by_id) - set(known):
+            out[i] = str(unknown_customer(items[i].customer_id, self.as_of))
+        if known:
+            frame = self._rows([items[i].customer_id for i in known])
+            for i, row in zip(known, part(frame, False).to_dict("records"), strict=True):
+                out[i] = row
+        payload_idx = [i for i, it in enumerate(items) if it.features is not None]
+        good: list[int] = []
+        payloads = []
+        for i in payload_idx:
+            try:
+                payload_frame([items[i].features], self.scorer.required)
+            except PayloadError as exc:
+                out[i] = str(exc).replace("item 0: ", "")
+                continue
+            good.append(i)
+            payloads.append(items[i].features)
+        if good:
+            frame = payload_frame(payloads, self.scorer.required)
+            for i, row in zip(good, part(frame, True).to_dict("records"), strict=True):
+                out[i] = row
+        return out
+
+    def _one(
+        self,
+        item: CustomerRequest,
+        part: Callable[[pd.DataFrame, bool], pd.DataFrame],
+        shape: Callable[[dict], dict],
+        model: type[BaseModel],
+    ) -> Any:
+        """Answer a single-customer request: 200 with ``model(**shape(row))``, 404/400 naming
+        the problem, 500 (logged without ids) for anything unexpected."""
+        try:
+            (result,) = self._score([item], part)
+        except Customer360Error as exc:
+            return _error(400, str(exc))
+        except Exception as exc:  # no request may take the worker down
+            return self._unexpected(exc, item.customer_id)
+        if isinstance(result, str):
+            status = 404 if item.customer_id is not None else 400
+            return _error(status, result)
+        try:
+            return model(**shape(result))
+        except Exception as exc:
+            return self._unexpected(exc, item.customer_id)
+
+    def _many(self, items: list[CustomerRequest], part, shape) -> list[BatchItem]:
+        try:
+            results = self._score(items, part)
+        except Exception as exc:
+            self._unexpected(exc, None)
+            results = ["internal error while scoring this batch; see the server log"] * len(items)
+        return [
+            BatchItem(customer_id=it.customer_id, error=r)
+            if isinstance(r, str)
+            else BatchItem(customer_id=it.customer_id, result=shape(r))
+            for it, r in zip(items, results, strict=True)
+        ]
+
+    def _unexpected(self, exc: Exception, customer_id: str | None) -> JSONResponse:
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "unexpected %s while serving customer %s\n%s",
+            type(exc).__name__,
+            hash_id(customer_id) if customer_id else "-",
+            frames,
+        )
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    # The scoring parts: each takes the feature rows and whether they came as payloads.
+    def _churn_part(self, frame: pd.DataFrame, payload: bool) -> pd.DataFrame:
+        return pd.concat([id_columns(frame), self.scorer.churn(frame)], axis=1)
+
+    def _clv_part(self, frame: pd.DataFrame, payload: bool) -> pd.DataFrame:
+        scorer = self.scorer
+        prob = scorer.prob_for(frame, payload=payload)
+        return pd.concat([id_columns(frame), scorer.clv(frame), prob], axis=1)
+
+    def _full_part(self, frame: pd.DataFrame, payload: bool) -> pd.DataFrame:
+        return self.scorer.score(frame, payload=payload)
+
+    def _clv_shape(self, row: dict) -> dict:
+        return clv_from_row(row, self.config.prob_horizon_days)
+
+    def _profile_shape(self, row: dict) -> dict:
+        return profile_from_row(
+            row,
+            self.scorer.population.policies,
+            self.scorer.model_versions,
+            self.config.prob_horizon_days,
+        )
+
+    # --- single-customer endpoints ------------------------------------------------------------
+
+    @bentoml.api(input_spec=CustomerRequest)
+    def churn(self, customer_id: str | None = None, features: dict | None = None) -> ChurnResult:
+        """Churn probability and its top three reason codes."""
+        item = CustomerRequest(customer_id=customer_id, features=features)
+        return self._one(item, self._churn_part, churn_from_row, ChurnResult)
+
+    @bentoml.api(input_spec=CustomerRequest)
+    def clv(self, customer_id: str | None = None, features: dict | None = None) -> ClvResult:
+        """ML CLV next to the probabilistic (BG/NBD + Gamma-Gamma) CLV and P(alive)."""
+        item = CustomerRequest(customer_id=customer_id, features=features)
+        return self._one(item, self._clv_part, self._clv_shape, ClvResult)
+
+    @bentoml.api(input_spec=CustomerRequest)
+    def next_best_offer(
+        self, customer_id: str | None = None, features: dict | None = None
+    ) -> NboResult:
+        """Top offers with expected value and eligibility reasons, and the excluded offers."""
+        item = CustomerRequest(customer_id=customer_id, features=features)
+        return self._one(item, self._full_part, offers_from_row, NboResult)
+
+    @bentoml.api(input_spec=CustomerRequest)
+    def customer360(
+        self, customer_id: str | None = None, features: dict | None = None
+    ) -> ProfileResult:
+        """The integrated profile: classifications, segment and service policy, churn with
+        reasons, CLV (ML and probabilistic), P(alive), top offers."""
+        item = CustomerRequest(customer_id=customer_id, features=features)
+        return self._one(item, self._full_part, self._profile_shape, ProfileResult)
+
+    # --- batch endpoints (adaptive batching merges concurrent requests) ----------------------
+
+    @bentoml.api(**_BATCH_OPTIONS)
+    def churn_batch(self, customers: list[CustomerRequest]) -> list[BatchItem[ChurnResult]]:
+        """/churn for a list of customers; unknown ids come back as per-item errors."""
+        return self._many(customers, self._churn_part, churn_from_row)
+
+    @bentoml.api(**_BATCH_OPTIONS)
+    def clv_batch(self, customers: list[CustomerRequest]) -> list[BatchItem[ClvResult]]:
+        """/clv for a list of customers."""
+        return self._many(customers, self._clv_part, self._clv_shape)
+
+    @bentoml.api(**_BATCH_OPTIONS)
+    def next_best_offer_batch(
+        self, customers: list[CustomerRequest]
+    ) -> list[BatchItem[NboResult]]:
+        """/next_best_offer for a list of customers."""
+        return self._many(customers, self._full_part, offers_from_row)
+
+    @bentoml.api(**_BATCH_OPTIONS)
+    def customer360_batch(
+        self, customers: list[CustomerRequest]
+    ) -> list[BatchItem[ProfileResult]]:
+        """/customer360 for a list of customers."""
+        return self._many(customers, self._full_part, self._profile_shape)
+
+    # --- feedback ------------------------------------------------------------------------------
+
+    @bentoml.api(input_spec=FeedbackRequest)
+    def feedback(
+        self, customer_id: str, offer_id: str, accepted: bool, channel: str | None = None
+    ) -> FeedbackResult:
+        """Record an offer's acceptance or rejection durably (the NBO feedback log in the
+        warehouse) and feed it to the NBO learning layer."""
+        if customer_id not in self.row_of:
+            return _error(404, str(unknown_customer(customer_id, self.as_of)))
+        known_offers = self.scorer.offer_ids()
+        if known_offers and offer_id not in known_offers:
+            return _error(
+                404, f"offer {offer_id!r} is not in the offer catalogue (configs/nbo.yaml)."
+            )
+        segment = self.scorer.population.classifications.at[customer_id, "value_segment"]
+        try:
+            with self.write_lock:
+                self.scorer.record_feedback(
+                    self.db_path, customer_id, offer_id, accepted, str(segment)
+                )
+        except WarehouseError as exc:
+            log.warning("feedback for customer %s not stored: %s", hash_id(customer_id), exc)
+            return _error(503, "the warehouse is busy (another process holds it); retry later")
+        except NotFoundError as exc:
+            return _error(404, str(exc))
+        except Exception as exc:
+            return self._unexpected(exc, customer_id)
+        log.info("feedback stored for customer %s offer %s", hash_id(customer_id), offer_id)
+        return FeedbackResult(
+            recorded=True, customer_id=customer_id, offer_id=offer_id, accepted=accepted
+        )
+
+    @bentoml.api
+    def schema_info(self) -> dict:
+        """The feature columns a payload must hold, the snapshot date and the model versions."""
+        return {
+            "as_of": self.as_of.isoformat(),
+            "customers": len(self.snapshot),
+            "model_versions": self.scorer.model_versions,
+            "feature_columns": self.scorer.required,
+            "max_batch_size": self.config.max_batch_size,
+        }
+
+
+Customer360.add_asgi_middleware(BearerTokenMiddleware)
