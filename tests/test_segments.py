@@ -708,3 +708,20 @@ def test_segments_cli_refuses_bad_input(small_warehouse, tmp_path):
                                  str(tmp_path / "x.xlsx")])
     assert isinstance(result.exception, Customer360Error)
     assert ".parquet" in str(result.exception)
+
+
+def test_run_segments_with_probabilistic_clv(small_warehouse_master, cfg):
+    from customer360.data.warehouse import connect
+    from customer360.training.segments import run_segments
+
+    with connect(small_warehouse_master, read_only=True) as con:
+        classified, report = run_segments(con, dt.date(2026, 6, 30), cfg, write_table=False)
+    buyers = classified["status"].isin(["active", "inactive"])
+    assert classified.loc[buyers, "clv"].notna().all()
+    assert (classified.loc[buyers, "clv"] >= 0).all()
+    mean_clv = classified.groupby("value_segment")["clv"].mean()
+    seg = report.segments.set_index("segment")
+    for name in "ABCD":
+        assert seg.loc[name, "mean_clv"] == pytest.approx(mean_clv[name])
+    # the most profitable segment is worth more than the least, in expectation too
+    assert seg.loc["A", "mean_clv"] > seg.loc["D", "mean_clv"]

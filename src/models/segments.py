@@ -268,7 +268,6 @@ class ReportConfig(StrictModel):
     group_by: Literal[GROUPABLE]  # type: ignore[valid-type]
     acquisition_cost: dict[str, float]
     preferred_channel_feature: str | None = None
-    clv_horizon_days: int = Field(default=365, gt=0)
 
     @field_validator("acquisition_cost")
     @classmethod

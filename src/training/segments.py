@@ -30,10 +30,9 @@ SEGMENTS_TABLE = "customer_segments"
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 
 
-def probabilistic_clv(
-    con: duckdb.DuckDBPyConnection, as_of: dt.date, horizon_days: int
-) -> pd.DataFrame | None:
-    """``customer_id, prob__clv, ...`` from the probabilistic models, or None when unavailable.
+def probabilistic_clv(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.DataFrame | None:
+    """``customer_id, prob__clv, ...`` from the probabilistic models (horizon, margin and
+    discount rate from ``configs/clv_probabilistic.yaml``), or None when unavailable.
 
     None when :mod:`customer360.models.clv` is not installed, or when its fit fails with one of
     our own errors (logged as a warning: the report then shows no mean CLV).
@@ -44,7 +43,7 @@ def probabilistic_clv(
         log.info("probabilistic CLV not available (%s); segments without CLV", exc)
         return None
     try:
-        return probabilistic_scores(con, as_of, horizon_days=horizon_days)
+        return probabilistic_scores(con, as_of)
     except Customer360Error as exc:
         log.warning("probabilistic CLV failed, segments without CLV: %s", exc)
         return None
@@ -87,7 +86,7 @@ def run_segments(
         raise WarehouseError(
             f"no customers signed up before {as_of}; pick a later --as-of or load customers"
         )
-    clv = probabilistic_clv(con, as_of, config.report.clv_horizon_days) if with_clv else None
+    clv = probabilistic_clv(con, as_of) if with_clv else None
     classified = classify(features, config, clv=clv)
     if "as_of" not in classified.columns:
         classified.insert(1, "as_of", pd.Timestamp(as_of))
