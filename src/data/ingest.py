@@ -439,12 +439,12 @@ def _plan_columns(
         feeding[target] = name
     missing = [c for c in contract.required_columns if c not in feeding]
     if missing:
-        suggestions = []
-        for col in missing:
-            close = [
-                n for n in ignored if n.strip().lower().replace(" ", "_") == col
-            ]
-            suggestions.append(f"--map {close[0]}={col}" if close else f"--map FILE_COLUMN={col}")
+        suggestions = [
+            f"--map {name}={col}"
+            for col in missing
+            for name in ignored
+            if name.strip().lower().replace(" ", "_") == col
+        ] or [f"--map FILE_COLUMN={missing[0]}"]
         raise IngestError(
             f"{source_file} lacks required column(s) {', '.join(missing)} of table "
             f"{contract.name}. The file has columns: {listed}. Rename the column(s) in the file "
