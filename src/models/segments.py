@@ -411,7 +411,9 @@ def _num(frame: pd.DataFrame, column: str, fill: float | None = None) -> np.ndar
 
 
 def _pick(conditions: list[np.ndarray], choices: list[str], default: str) -> np.ndarray:
-    return np.select(conditions, choices, default=default).astype(object)
+    """The choice of the first true condition per row (``default`` when none holds)."""
+    labels = np.array([*choices, default], dtype=object)
+    return labels[np.select(conditions, np.arange(len(choices)), default=len(choices))]
 
 
 def quantile_scores(values: np.ndarray, bins: int, *, higher_is_better: bool = True) -> np.ndarray:
