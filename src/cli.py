@@ -223,7 +223,7 @@ def segments(
 
     from customer360.data.warehouse import connect
     from customer360.models.segments import GROUPABLE, load_segments_config
-    from customer360.training.segments import output_paths, run_segments, write_outputs
+    from customer360.training.segments import output_paths, run_segments
 
     try:
         day = dt.date.fromisoformat(as_of)
@@ -238,10 +238,9 @@ def segments(
         cfg = cfg.model_copy(
             update={"report": cfg.report.model_copy(update={"group_by": group_by})}
         )
-    output_paths(output)  # a bad suffix fails before the work
     with console.status(f"Classifying customers as of {day}..."), connect(db) as con:
-        classified, report = run_segments(con, day, cfg, with_clv=clv)
-    paths = write_outputs(classified, report, output)
+        classified, report = run_segments(con, day, cfg, with_clv=clv, output=output)
+    paths = output_paths(output)
 
     print_table(f"Segments by {report.group_by}, as of {report.as_of}",
                 [_segment_row(r) for r in report.segments.to_dict("records")])

@@ -56,6 +56,7 @@ def run_segments(
     *,
     with_clv: bool = True,
     write_table: bool = True,
+    output: Path | None = None,
 ) -> tuple[pd.DataFrame, ParetoReport]:
     """Classify every customer as of ``as_of`` and build the Pareto report.
 
@@ -71,6 +72,8 @@ def run_segments(
         Fit the probabilistic CLV models (if available) for the ``clv`` column and mean CLV.
     write_table
         Replace this as-of date's rows of the table ``customer_segments``.
+    output
+        Also write the customers file and the report files there (see :func:`write_outputs`).
 
     Returns
     -------
@@ -80,6 +83,8 @@ def run_segments(
     """
     from customer360.features import build_features
 
+    if output is not None:
+        output_paths(Path(output))  # a bad suffix fails before the work
     config = config or load_segments_config()
     features = build_features(con, as_of)
     if features.empty:
@@ -94,6 +99,8 @@ def run_segments(
     if write_table:
         rows = write_segments_table(con, classified, as_of)
         log.info("wrote %d rows to %s for as_of %s", rows, SEGMENTS_TABLE, as_of)
+    if output is not None:
+        write_outputs(classified, report, output)
     return classified, report
 
 
