@@ -725,3 +725,14 @@ def test_run_segments_with_probabilistic_clv(small_warehouse_master, cfg):
         assert seg.loc[name, "mean_clv"] == pytest.approx(mean_clv[name])
     # the most profitable segment is worth more than the least, in expectation too
     assert seg.loc["A", "mean_clv"] > seg.loc["D", "mean_clv"]
+
+
+def test_every_feature_the_config_names_is_in_the_registry(cfg):
+    from customer360.features.registry import feature_names
+
+    rep = cfg.report
+    named = [*required_features(cfg), rep.margin_feature, rep.referral_feature,
+             rep.preferred_channel_feature, "txn__cost_to_serve__365d",
+             "demo__acquisition_channel__static"]
+    missing = sorted(set(named) - {"customer_id"} - set(feature_names()))
+    assert missing == []
