@@ -143,7 +143,7 @@ OFFERS: tuple[Offer, ...] = (
           -3.5, 0.6, 1.1, 0.3, 0.5, "north", 0.4),
 )
 OFFER_EVENT_RATE_PER_DAY = 2.0 / 365.0
-EMAIL_SENDS_PER_DAY = 1.0 / 30.0
+EMAIL_SENDS_PER_DAY = 1.0 / 40.0
 OFFER_EVENT_DAYS = 365
 LOGGING_TEMPERATURE = 1.0
 LOGGING_NOISE = 0.8
@@ -151,7 +151,7 @@ LOGGING_NOISE = 0.8
 TRUTH_DDL: dict[str, str] = {
     "truth_customers": """
 CREATE TABLE truth_customers (
-  customer_id VARCHAR PRIMARY KEY,
+  customer_id VARCHAR NOT NULL,
   is_prospect BOOLEAN NOT NULL,
   first_purchase_at TIMESTAMP,
   first_purchase_rate_per_day DOUBLE NOT NULL,
@@ -177,7 +177,7 @@ CREATE TABLE truth_customers (
     "truth_future_transactions": None,  # same columns as transactions, filled below
     "truth_tickets": """
 CREATE TABLE truth_tickets (
-  ticket_id VARCHAR PRIMARY KEY,
+  ticket_id VARCHAR NOT NULL,
   customer_id VARCHAR NOT NULL,
   opened_at TIMESTAMP NOT NULL,
   week_index INTEGER NOT NULL,
@@ -188,18 +188,23 @@ CREATE TABLE truth_tickets (
 CREATE TABLE truth_offer_acceptance (
   customer_id VARCHAR NOT NULL,
   offer_id VARCHAR NOT NULL,
-  p_accept DOUBLE NOT NULL,
-  PRIMARY KEY (customer_id, offer_id)
+  p_accept DOUBLE NOT NULL
 )""",
     "truth_logging_policy": """
 CREATE TABLE truth_logging_policy (
   offer_event_id VARCHAR NOT NULL,
   offer_id VARCHAR NOT NULL,
-  probability DOUBLE NOT NULL,
-  PRIMARY KEY (offer_event_id, offer_id)
+  probability DOUBLE NOT NULL
 )""",
 }
 TRUTH_TABLES = tuple(TRUTH_DDL)
+TRUTH_KEYS: dict[str, str] = {
+    "truth_customers": "customer_id",
+    "truth_future_transactions": "transaction_id",
+    "truth_tickets": "ticket_id",
+    "truth_offer_acceptance": "customer_id, offer_id",
+    "truth_logging_policy": "offer_event_id, offer_id",
+}
 
 
 
@@ -540,7 +545,8 @@ def generate_warehouse(
     con = connect(db, create=True)
     try:
         create_schema(con)
-        _create_truth_tables(con)
+        _create_tables_without_keys(con)
+        con.execute("SET preserve_insertion_order = false")
         _write_offers(con)
         counters = dict.fromkeys(("txn", "event", "social", "ticket", "offer_event"), 0)
         n_chunks = math.ceil(n_customers / CHUNK_SIZE)
@@ -561,6 +567,9 @@ def generate_warehouse(
             ("history_start", HISTORY_START.isoformat()),
         ):
             set_meta(con, key, value)
+        # keys are added once at the end: one bulk index build instead of row-by-row upkeep
+        for table, key in _primary_keys().items():
+            con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
         counts = {
             t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in (*k.RAW_TABLES, *TRUTH_TABLES)
@@ -582,12 +591,28 @@ def _parse_today(today: date | str | None) -> date:
         raise WarehouseError(f"today={today!r} is not an ISO date (YYYY-MM-DD).") from exc
 
 
-def _create_truth_tables(con: duckdb.DuckDBPyConnection) -> None:
+def _primary_keys() -> dict[str, str]:
+    return {**{t: c.primary_key for t, c in k.CONTRACTS.items()}, **TRUTH_KEYS}
+
+
+def _keyless_ddl(contract: k.TableContract, table: str) -> str:
+    """The contract's DDL without its primary key clause (added after the bulk load)."""
+    ddl = contract.ddl(table)
+    clause = f",\n  PRIMARY KEY ({contract.primary_key})\n)"
+    if not ddl.endswith(clause):
+        raise WarehouseError(f"Unexpected DDL shape for table {table}; cannot defer its key.")
+    return ddl[: -len(clause)] + "\n)"
+
+
+def _create_tables_without_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create the raw and truth tables with the contract columns, types and NOT NULLs but
+    without primary keys; :func:`generate_warehouse` adds the keys after loading."""
+    for name, contract in k.CONTRACTS.items():
+        con.execute(f"DROP TABLE {name}")
+        con.execute(_keyless_ddl(contract, name))
     for name, ddl in TRUTH_DDL.items():
         con.execute(f"DROP TABLE IF EXISTS {name}")
-        if ddl is None:
-            ddl = k.TRANSACTIONS.ddl(name)
-        con.execute(ddl)
+        con.execute(ddl or _keyless_ddl(k.TRANSACTIONS, name))
 
 
 def _write_offers(con: duckdb.DuckDBPyConnection) -> None:
@@ -873,7 +898,7 @@ def _write_events(
 ) -> None:
     n = len(c.gid)
     engage = 0.015 * np.exp(0.5 * c.eng) * (1 + 20 * c.lam)
-    engage = np.where(c.prospect, np.where(c.interested, 0.02, 0.001), engage)
+    engage = np.where(c.prospect, np.where(c.interested, 0.02, 0.0003), engage)
     parts = []
     # sessions, product views and cart adds on web/app, thinning out at risk
     for etype, mult in ((0, 1.0), (1, 2.0), (2, 0.3)):
