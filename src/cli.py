@@ -368,6 +368,99 @@ def score(
     )
 
 
+# --- clv: probabilistic CLV, BG/NBD, Pareto/NBD, Gamma-Gamma (issue 4; owner: PROB) -----------
+
+clv_app = typer.Typer(
+    help="Probabilistic CLV (BG/NBD, Pareto/NBD, Gamma-Gamma) on any transaction log or the "
+    "warehouse.",
+    no_args_is_help=True,
+)
+app.add_typer(clv_app, name="clv")
+
+
+@clv_app.command("fit")
+def clv_fit(
+    transactions: Annotated[
+        Path, typer.Option("--transactions", help="CSV or Parquet file, one row per transaction.")
+    ],
+    customer_col: Annotated[str, typer.Option("--customer-col", help="Customer id column.")],
+    date_col: Annotated[str, typer.Option("--date-col", help="Date column (ISO or YYYYMMDD).")],
+    amount_col: Annotated[
+        str, typer.Option("--amount-col", help="Amount column; negative rows are returns.")
+    ],
+    output: Annotated[Path, typer.Option("--output", help="Folder for params.json, "
+                                         "customers.parquet and the plots.")],
+    calibration_end: Annotated[str | None, typer.Option(
+        "--calibration-end", help="Last calibration day, YYYY-MM-DD (default: last date).")] = None,
+    holdout_end: Annotated[str | None, typer.Option(
+        "--holdout-end", help="Last holdout day, YYYY-MM-DD: evaluates on the holdout.")] = None,
+    time_unit: Annotated[str, typer.Option(
+        "--time-unit", help="days or weeks (weeks = days / 7).")] = "weeks",
+    discount_rate: Annotated[float | None, typer.Option(
+        "--discount-rate", help="Annual CLV discount rate (default from "
+        "configs/clv_probabilistic.yaml).")] = None,
+    margin_rate: Annotated[float, typer.Option(
+        "--margin-rate", help="Margin share of revenue used in CLV.")] = 1.0,
+    mlflow: Annotated[bool, typer.Option(
+        "--mlflow/--no-mlflow", help="Also log the run to MLflow (experiment clv_probabilistic).")
+    ] = False,
+) -> None:
+    """Fit BG/NBD, Pareto/NBD and Gamma-Gamma on your own transactions (no warehouse needed)."""
+    from customer360.training.probabilistic import run_transactions
+
+    report = run_transactions(
+        transactions, customer_col=customer_col, date_col=date_col, amount_col=amount_col,
+        output_dir=output, calibration_end=calibration_end, holdout_end=holdout_end,
+        time_unit=time_unit, discount_rate=discount_rate, margin_rate=margin_rate,
+        mlflow_log=mlflow,
+    )
+    _print_clv_report(report)
+
+
+@clv_app.command("warehouse")
+def clv_warehouse(
+    as_of: Annotated[str, typer.Option("--as-of", help="Evaluate as of this date (YYYY-MM-DD); "
+                                       "only purchases strictly before it are read.")],
+    output: Annotated[Path, typer.Option("--output", help="Output folder.")] = Path(
+        "outputs/clv_probabilistic"),
+    holdout_days: Annotated[int | None, typer.Option(
+        "--holdout-days", help="Days before as-of held out (default from config).")] = None,
+    discount_rate: Annotated[float | None, typer.Option(
+        "--discount-rate", help="Annual CLV discount rate.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Calibration/holdout evaluation of the probabilistic models on the warehouse (MLflow)."""
+    from customer360.data.warehouse import connect
+    from customer360.training.probabilistic import run_warehouse
+
+    with connect(db, read_only=True) as con:
+        report = run_warehouse(con, as_of, output, holdout_days=holdout_days,
+                               discount_rate=discount_rate)
+    _print_clv_report(report)
+    console.print(f"MLflow run {report.run_id} (experiment clv_probabilistic)")
+
+
+def _print_clv_report(report) -> None:
+    rows = [
+        {"model": name, "parameters": ", ".join(f"{k}={v:.4g}" for k, v in m["params"].items()),
+         "log-lik": m["log_likelihood"], "penalizer": m["penalizer_used"]}
+        for name, m in report.params["models"].items()
+    ]
+    print_table("Fitted models", rows)
+    hold = report.params.get("holdout")
+    if hold:
+        print_table(
+            f"Holdout ({hold['duration']:.4g} {report.params['time_unit']}): actual "
+            f"{hold['actual_total_repeat_purchases']:,.0f} repeat purchases",
+            [{"model": k, "predicted total": v["predicted_total_repeat_purchases"],
+              "MAE / customer": v["mae_per_customer"]}
+             for k, v in hold.items() if isinstance(v, dict)],
+        )
+    console.print(f"Wrote {report.output_dir}/params.json, customers.parquet "
+                  f"({len(report.customers):,} customers) and {len(report.plots)} plots.",
+                  soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: run the app and turn our own errors into one clear line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

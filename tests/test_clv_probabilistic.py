@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import re
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -227,19 +231,25 @@ def test_unfitted_and_nan_predictions_raise(cdnow_rfm):
 # --- warehouse scores ---------------------------------------------------------------------------
 
 
-def _tiny_warehouse(path, *, extra_future_rows: bool = False) -> duckdb.DuckDBPyConnection:
-    """customers + transactions tables with the contract's column names and types."""
+@functools.cache
+def _tiny_tables(extra_future_rows: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """customers + transactions with the contract's column names and types (built once)."""
     rng = np.random.default_rng(11)
     np.random.seed(11)  # lifetimes' simulator draws from the global generator
     sim = beta_geometric_nbd_model(np.full(300, 52.0), 0.5, 4.0, 0.8, 2.5, size=300)
     start = pd.Timestamp("2025-01-01")
-    rows = []
-    for cid, (freq, rec) in enumerate(zip(sim["frequency"], sim["recency"], strict=True)):
-        days = np.sort(rng.uniform(0, rec * 7, int(freq))) if freq else np.array([])
-        for d in np.concatenate([[0.0], days]):
-            rows.append((f"C{cid:04d}", start + pd.Timedelta(days=float(d)),
-                         float(rng.gamma(4, 10)), False))
-    tx = pd.DataFrame(rows, columns=["customer_id", "ts", "amount", "is_return"])
+    freq = sim["frequency"].to_numpy().astype(int)
+    owner = np.repeat(np.arange(300), freq + 1)
+    # first purchase on day 0, repeats uniformly inside each customer's active span
+    first = np.r_[0, np.cumsum(freq + 1)[:-1]]
+    days = rng.uniform(0, 1, len(owner)) * np.repeat(sim["recency"].to_numpy() * 7, freq + 1)
+    days[first] = 0.0
+    tx = pd.DataFrame({
+        "customer_id": [f"C{i:04d}" for i in owner],
+        "ts": start + pd.to_timedelta(days, unit="D"),
+        "amount": rng.gamma(4, 10, len(owner)) * np.repeat(rng.gamma(3, 1 / 3, 300), freq + 1),
+        "is_return": False,
+    })
     tx["margin"] = tx["amount"] * 0.3
     # a returns-only customer and a return row of a normal customer
     tx.loc[len(tx)] = ["RET1", start + pd.Timedelta(days=20), -30.0, True, -9.0]
@@ -249,6 +259,12 @@ def _tiny_warehouse(path, *, extra_future_rows: bool = False) -> duckdb.DuckDBPy
         tx.loc[len(tx)] = ["C0002", pd.Timestamp("2025-12-31 23:00"), 500.0, False, 150.0]
     customers = pd.DataFrame({"customer_id": [f"C{i:04d}" for i in range(300)] + ["RET1", "NEW"],
                               "signup_date": [start.date()] * 302})
+    return tx, customers
+
+
+def _tiny_warehouse(path, *, extra_future_rows: bool = False) -> duckdb.DuckDBPyConnection:
+    """A real DuckDB file holding the tiny customers + transactions tables."""
+    tx, customers = _tiny_tables(extra_future_rows)
     con = duckdb.connect(str(path))
     con.register("tx_df", tx)
     con.register("cu_df", customers)
@@ -279,3 +295,123 @@ def test_probabilistic_scores_cover_everyone_without_nan_or_leakage(tmp_path):
     # margin_rate defaults to the warehouse's margin share (0.3 here): CLV scales linearly
     full = probabilistic_scores(con, as_of, horizon_days=90, discount_rate=0.1, margin_rate=1.0)
     np.testing.assert_allclose(full["prob__clv"] * 0.3, scores["prob__clv"], rtol=1e-9)
+
+
+# --- BYO CLI and the MLflow-logged warehouse evaluation -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory) -> Path:
+    """A user's transaction log: ~300 simulated customers, returns as negative amounts."""
+    folder = tmp_path_factory.mktemp("byo")
+    con = _tiny_warehouse(folder / "src.duckdb")
+    path = folder / "my transactions.csv"
+    con.execute(
+        "SELECT customer_id AS client, strftime(ts, '%Y-%m-%d') AS order_date, amount AS value "
+        "FROM transactions ORDER BY ts"
+    ).df().to_csv(path, index=False)
+    return path
+
+
+def _invoke(*args: str):
+    from typer.testing import CliRunner
+
+    from customer360.cli import app
+
+    return CliRunner().invoke(app, ["clv", "fit", *args])
+
+
+def test_byo_cli_with_holdout_writes_params_customers_and_plots(small_csv, tmp_path):
+    out = tmp_path / "out"
+    result = _invoke(
+        "--transactions", str(small_csv), "--customer-col", "client", "--date-col", "order_date",
+        "--amount-col", "value", "--calibration-end", "2025-08-31", "--holdout-end", "2025-12-31",
+        "--time-unit", "weeks", "--discount-rate", "0.08", "--output", str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "Fitted models" in result.output and "Holdout" in result.output
+    params = json.loads((out / "params.json").read_text())
+    for name, keys in {"bgnbd": {"r", "alpha", "a", "b"}, "pareto_nbd": {"r", "alpha", "s", "beta"},
+                       "gamma_gamma": {"p", "q", "v"}}.items():
+        assert set(params["models"][name]["params"]) == keys
+        assert params["models"][name]["log_likelihood"] < 0
+    hold = params["holdout"]
+    customers = pd.read_parquet(out / "customers.parquet")
+    actual = customers["actual_purchases_holdout"].sum()
+    assert hold["actual_total_repeat_purchases"] == actual > 0
+    assert hold["duration"] == pytest.approx(122 / 7)
+    for name in ("bgnbd", "pareto_nbd"):
+        assert hold[name]["predicted_total_repeat_purchases"] == pytest.approx(
+            customers["expected_purchases" + ("" if name == "bgnbd" else "_pareto")].sum())
+        assert hold[name]["mae_per_customer"] == pytest.approx(
+            (customers["expected_purchases"] - customers["actual_purchases_holdout"]).abs().mean()
+        ) if name == "bgnbd" else hold[name]["mae_per_customer"] > 0
+    assert params["input"]["return_rows_excluded"] == 2
+    assert params["clv"]["annual_discount_rate"] == 0.08
+    # every customer of the file is present; the returns-only one has the documented defaults
+    assert customers["customer_id"].nunique() == 301
+    ret = customers.set_index("customer_id").loc["RET1"]
+    assert not ret["has_purchases"] and ret["p_alive"] == 0 and ret["clv"] == 0
+    scored = customers[customers["has_purchases"]]
+    assert not scored[["p_alive", "expected_purchases", "expected_spend", "clv"]].isna().any().any()
+    for png in ("p_alive_matrix.png", "frequency_recency_matrix.png", "holdout_by_frequency.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--customer-col", "customer"], r"no column\(s\) 'customer'; its columns are: client, "
+                                         r"order_date, value"),
+        (["--calibration-end", "2025-08-31", "--holdout-end", "2025-06-30"],
+         "--holdout-end 2025-06-30 must be after --calibration-end 2025-08-31"),
+        (["--calibration-end", "2025-13-45"], "calibration_end='2025-13-45' is not a date"),
+        (["--time-unit", "months"], "--time-unit must be days or weeks"),
+    ],
+)
+def test_byo_cli_rejects_bad_arguments_clearly(small_csv, tmp_path, args, message):
+    base = {"--customer-col": "client", "--date-col": "order_date", "--amount-col": "value"}
+    given = dict(zip(args[::2], args[1::2], strict=True))
+    merged = [x for k, v in {**base, **given}.items() for x in (k, v)]
+    result = _invoke("--transactions", str(small_csv), "--output", str(tmp_path / "o"), *merged)
+    assert isinstance(result.exception, ContractError), result.output
+    assert re.search(message, str(result.exception))
+
+
+def test_byo_cli_unparseable_dates_and_too_few_repeaters(tmp_path):
+    bad_dates = tmp_path / "bad.csv"
+    bad_dates.write_text("id,day,amt\na,2024-01-01,3\nb,31/02/2024,4\n")
+    result = _invoke("--transactions", str(bad_dates), "--customer-col", "id", "--date-col",
+                     "day", "--amount-col", "amt", "--output", str(tmp_path / "o"))
+    assert isinstance(result.exception, ContractError)
+    assert re.search(r"bad.csv: 1 row.*'31/02/2024'.*customer 'b'", str(result.exception))
+    few = tmp_path / "few.csv"
+    few.write_text("id,day,amt\n" + "".join(f"c{i},2024-01-0{1 + i % 3},5\n" for i in range(30))
+                   + "c1,2024-02-01,5\n")
+    result = _invoke("--transactions", str(few), "--customer-col", "id", "--date-col", "day",
+                     "--amount-col", "amt", "--output", str(tmp_path / "o"))
+    assert isinstance(result.exception, ModelError)
+    assert "at least 10 customers with a repeat purchase, got 1 of 30" in str(result.exception)
+
+
+def test_warehouse_evaluation_is_logged_to_mlflow(tmp_path):
+    import mlflow
+
+    from customer360.training.probabilistic import run_warehouse
+
+    con = _tiny_warehouse(tmp_path / "w.duckdb")
+    report = run_warehouse(con, "2026-01-01", tmp_path / "out", holdout_days=120)
+    run = mlflow.get_run(report.run_id)
+    exp = mlflow.get_experiment(run.info.experiment_id)
+    assert exp.name == "clv_probabilistic"
+    metrics = run.data.metrics
+    assert metrics["bgnbd_log_likelihood"] == pytest.approx(
+        report.params["models"]["bgnbd"]["log_likelihood"])
+    assert metrics["holdout_actual_total"] > 0
+    # the probabilistic models beat the no-dropout rate baseline on the holdout
+    assert metrics["bgnbd_holdout_mae"] < metrics["baseline_rate_holdout_mae"]
+    assert run.data.tags["as_of"] == "2026-01-01" and "git_commit" in run.data.tags
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(report.run_id, "plots")}
+    assert artifacts == {"plots/p_alive_matrix.png", "plots/frequency_recency_matrix.png",
+                         "plots/holdout_by_frequency.png"}
+    assert report.params["input"]["holdout_end"] == "2025-12-31"

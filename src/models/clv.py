@@ -552,6 +552,14 @@ def purchases_column(horizon_days: int) -> str:
     return f"prob__expected_purchases__{horizon_days}d"
 
 
+def warehouse_purchases(con, before: dt.date | str) -> pd.DataFrame:
+    """Non-return transactions (``customer_id, ts, amount``) strictly before ``before``."""
+    return con.execute(
+        "SELECT customer_id, ts, amount FROM transactions WHERE NOT is_return AND ts < ?",
+        [pd.Timestamp(before).to_pydatetime()],
+    ).df()
+
+
 def warehouse_rfm(con, as_of: dt.date | str, *, time_unit: str = "W") -> pd.DataFrame:
     """RFM summary of the warehouse purchases strictly before ``as_of`` (returns excluded).
 
@@ -561,13 +569,9 @@ def warehouse_rfm(con, as_of: dt.date | str, *, time_unit: str = "W") -> pd.Data
     from customer360.features.rfm import rfm_summary
 
     cal_end = (pd.Timestamp(as_of) - pd.Timedelta(days=1)).date()
-    source = con.sql(
-        "SELECT customer_id, ts, amount FROM transactions WHERE NOT is_return AND ts < ?",
-        params=[pd.Timestamp(as_of).to_pydatetime()],
-    ).df()
     return rfm_summary(
-        con, source, customer_col="customer_id", date_col="ts", amount_col="amount",
-        calibration_end=cal_end, time_unit=time_unit,
+        con, warehouse_purchases(con, as_of), customer_col="customer_id", date_col="ts",
+        amount_col="amount", calibration_end=cal_end, time_unit=time_unit,
     )
 
 
