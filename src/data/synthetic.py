@@ -54,6 +54,8 @@ GENERATOR_VERSION = "1"
 HISTORY_START = date(2023, 1, 1)
 DEFAULT_TODAY = date(2026, 6, 30)
 FUTURE_DAYS = 365
+DUCKDB_MEMORY_LIMIT = "4GB"
+"""DuckDB's share of memory while generating (numpy chunks add well under 1 GB)."""
 CHUNK_SIZE = 50_000
 """Customers per chunk. Fixed, because the random streams are per chunk: changing it changes
 the data of a given seed."""
@@ -547,6 +549,7 @@ def generate_warehouse(
         create_schema(con)
         _create_tables_without_keys(con)
         con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
         _write_offers(con)
         counters = dict.fromkeys(("txn", "event", "social", "ticket", "offer_event"), 0)
         n_chunks = math.ceil(n_customers / CHUNK_SIZE)
