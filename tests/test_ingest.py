@@ -228,6 +228,25 @@ def test_integers_are_not_rounded_and_non_finite_numbers_refused(con, tmp_path):
     assert con.execute("SELECT transaction_id, quantity FROM transactions").fetchall() == [("B", 3)]
 
 
+def test_column_with_no_value_of_the_right_type_is_a_file_error(con, tmp_path):
+    n = ingest_module.WHOLE_COLUMN_MIN_VALUES
+    rows = [txn(f"T{i}", amount=f"{i},50") for i in range(n)]  # decimal commas throughout
+    file = write_csv(tmp_path / "commas.csv", TX_COLUMNS, rows)
+    before = snapshot(con)
+    with pytest.raises(IngestError) as exc:
+        ingest_file(con, "transactions", file)
+    assert str(exc.value) == (
+        f"{file.resolve()}: column 'amount' (loading into transactions.amount) has no valid "
+        f"DOUBLE value: all {n} non-empty values fail, e.g. '0,50' at row 1. Check the file's "
+        "number/date format or the --map; nothing was ingested."
+    )
+    assert snapshot(con) == before
+    # one good value among them: the bad ones are just bad rows
+    rows[5] = txn("T5")
+    report = ingest_file(con, "transactions", write_csv(tmp_path / "c2.csv", TX_COLUMNS, rows))
+    assert (report.rows_loaded, report.rows_quarantined) == (1, n - 1)
+
+
 def test_column_map_renames_and_extra_columns_are_reported(con, tmp_path):
     columns = ["TxnID", "Customer", *TX_COLUMNS[2:], "note"]
     rows = [{**txn("M1"), "TxnID": "M1", "Customer": "C2", "note": "x"}]

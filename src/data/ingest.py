@@ -15,7 +15,9 @@ The work happens in DuckDB, not in Python row loops:
    row as JSON, and the file into ``ingest_log`` -- all in one transaction, so a crash or an
    error leaves the warehouse as it was.
 
-A file already in ``ingest_log`` (same SHA-256 of its content, same table) is skipped, so
+A column in which every one of at least :data:`WHOLE_COLUMN_MIN_VALUES` values has the wrong
+type is a file-level error (a wrong column or format, e.g. decimal commas), not that many bad
+rows. A file already in ``ingest_log`` (same SHA-256 of its content, same table) is skipped, so
 loading the same file twice adds nothing. Table checks follow SQL ``CHECK`` semantics: a check
 that evaluates to null (because an optional column is null) passes.
 """
@@ -44,6 +46,8 @@ RULE = "_c360_rule"
 RAW_PREFIX = "_c360_raw_"
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+WHOLE_COLUMN_MIN_VALUES = 100
+"""A column with at least this many values, none of them of the right type, fails the file."""
 _STEPS = 5
 
 # CSV dialect is fixed, not sniffed: the sniffer can silently treat lines starting with '#' as
@@ -109,6 +113,8 @@ class _Rule:
     """SQL boolean over the checked relation: true when the row breaks the rule."""
     detail: str
     """SQL VARCHAR expression over the checked relation: the quarantine reason."""
+    type_of: tuple[str, str, str] | None = None
+    """For a type rule: (file column, raw column, contract type)."""
 
 
 def _crash_point(step: str) -> None:
@@ -197,7 +203,10 @@ def ingest_file(
         report = _ingest_in_transaction(con, contract, path, source_file, sha, column_map, progress)
         con.commit()
     except BaseException:
-        con.rollback()
+        try:
+            con.rollback()
+        except duckdb.Error:  # keep the original error; the transaction is gone either way
+            logger.exception("rollback of the ingest of %s failed", source_file)
         raise
     logger.info(
         "%s -> %s: read %d = loaded %d + quarantined %d",
@@ -236,6 +245,7 @@ def _ingest_in_transaction(
     rows_read = con.execute(f"SELECT count(*) FROM {CHECKED}").fetchone()[0]
     if rows_read == 0:
         raise _empty_error(source_file)
+    _check_whole_column_types(con, contract, rules, source_file)
     progress(1)
     _apply_late_rules(con, contract, rules)
     progress(2)
@@ -573,6 +583,7 @@ def _rules(
                         key=f"{col.name}: not a valid {col.dtype}",
                         fails=f"{raw} IS NOT NULL AND NOT coalesce({ok}, false)",
                         detail=f"{prefix} || {_shown(raw)} || ' is not a valid {col.dtype}'",
+                        type_of=(src, raw, col.dtype),
                     )
                 )
         if not col.nullable:
@@ -718,6 +729,34 @@ def _build_checked(
         con.execute(sql)
     except (duckdb.InvalidInputException, duckdb.IOException, duckdb.ConversionException) as exc:
         raise _read_error(source_file, exc) from exc
+
+
+def _check_whole_column_types(
+    con: duckdb.DuckDBPyConnection, contract: TableContract, rules: list[_Rule], source_file: str
+) -> None:
+    """A column in which every one of many values has the wrong type is the wrong column (or a
+    wrong format such as decimal commas), not a set of bad rows: refuse the file."""
+    typed = [r for r in rules if r.type_of is not None]
+    if not typed:
+        return
+    aggregates = ", ".join(
+        f"count({raw}), count(*) FILTER (WHERE {r.fails}), "
+        f"arg_min({raw}, {ROW}) FILTER (WHERE {r.fails}), min({ROW}) FILTER (WHERE {r.fails})"
+        for r in typed
+        for raw in [r.type_of[1]]
+    )
+    stats = con.execute(f"SELECT {aggregates} FROM {CHECKED}").fetchone()
+    for i, rule in enumerate(typed):
+        present, bad, example, row = stats[4 * i : 4 * i + 4]
+        if present >= WHOLE_COLUMN_MIN_VALUES and bad == present:
+            src, _, dtype = rule.type_of
+            target = rule.key.split(":")[0]
+            raise IngestError(
+                f"{source_file}: column {src!r} (loading into {contract.name}.{target}) has no "
+                f"valid {dtype} value: all {present:,} non-empty values fail, e.g. "
+                f"{str(example)[:80]!r} at row {row}. Check the file's number/date format or "
+                "the --map; nothing was ingested."
+            )
 
 
 def _apply_late_rules(
