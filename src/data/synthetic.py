@@ -664,6 +664,15 @@ def _write_chunk(
     log.debug("chunk of %d customers written", n)
 
 
+def _draw_category(rng: np.random.Generator, taste: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """One category per row, drawn from the taste of customer ``idx`` (inverse CDF on the
+    row-offset cumulative tastes, so no rows x categories matrix is materialised)."""
+    n_cat = taste.shape[1]
+    flat = (np.cumsum(taste, axis=1) + np.arange(taste.shape[0])[:, None]).ravel()
+    pos = np.searchsorted(flat, idx + rng.random(idx.size), side="right") - idx * n_cat
+    return np.minimum(pos, n_cat - 1)
+
+
 def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> None:
     n = len(c.gid)
     b2b = c.is_b2b
@@ -803,8 +812,7 @@ def _write_transactions(
     idx, t = idx[order], t[order]
     m = idx.size
     b2b = c.is_b2b[idx]
-    cum = np.cumsum(c.taste, axis=1)[idx]
-    cat = np.minimum((rng.random(m)[:, None] > cum).sum(1), len(k.CATEGORIES) - 1)
+    cat = _draw_category(rng, c.taste, idx)
     amount = np.round(rng.gamma(4.0, c.mean_spend[idx] / 4.0), 2)
     margin = np.round(amount * CATEGORY_MARGIN_RATE[cat] * rng.uniform(0.85, 1.15, m), 2)
     qty = 1 + np.where(b2b, rng.poisson(8.0, m), rng.poisson(0.6, m))
@@ -924,9 +932,9 @@ def _write_events(
     etype = np.concatenate([p[2] for p in parts])
     ch = np.concatenate([p[3] for p in parts])
     # views and cart adds carry a category drawn from the customer's taste
-    cum = np.cumsum(c.taste, axis=1)[idx]
-    cat = np.minimum((rng.random(idx.size)[:, None] > cum).sum(1), len(k.CATEGORIES) - 1)
-    cat = np.where((etype == 1) | (etype == 2), cat, -1)
+    cat = np.full(idx.size, -1)
+    browse = (etype == 1) | (etype == 2)
+    cat[browse] = _draw_category(rng, c.taste, idx[browse])
     keep = t < sim.today_day
     df = pd.DataFrame(
         {
