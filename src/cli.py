@@ -67,14 +67,19 @@ def generate(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing warehouse file.")
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Generator parameters (default configs/synthetic.yaml)."),
+    ] = None,
 ) -> None:
     """Generate a synthetic CRM warehouse (raw tables + truth_* ground truth)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from customer360.data.synthetic import generate_warehouse
+    from customer360.data.synthetic import generate_warehouse, load_synthetic_config
     from customer360.data.warehouse import resolve_db_path
 
     path = resolve_db_path(db)
+    params = load_synthetic_config(config)
     with Progress(
         TextColumn("[bold]generating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"
         " customers"), TimeElapsedColumn(), console=console,
@@ -86,6 +91,7 @@ def generate(
             seed=seed,
             today=today,
             overwrite=overwrite,
+            config=params,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     print_table(f"Generated {path}", [{"table": t, "rows": n} for t, n in counts.items()])

@@ -108,6 +108,29 @@ def test_cli_generate_prints_counts(tmp_path):
         assert one(c, "SELECT count(*) FROM customers") == 120
 
 
+def test_config_file_matches_code_defaults_and_is_recorded(tmp_path):
+    assert syn.load_synthetic_config() == syn.SyntheticConfig()
+    cfg = syn.SyntheticConfig(b2b_share=0.9, prospect_share=0.0)
+    path = tmp_path / "cfg.duckdb"
+    syn.generate_warehouse(path, n_customers=200, seed=4, config=cfg)
+    with duckdb.connect(str(path), read_only=True) as c:
+        assert syn.warehouse_config(c) == cfg
+        assert one(c, "SELECT avg(CAST(customer_type = 'B2B' AS INTEGER)) FROM customers") > 0.8
+        assert one(c, "SELECT count(*) FROM truth_customers WHERE is_prospect") == 0
+
+
+def test_bad_config_is_rejected_with_the_key_named(tmp_path):
+    from customer360.errors import ConfigError
+
+    bad = tmp_path / "synthetic.yaml"
+    bad.write_text("b2b_share: 1.5\ncategory_margin_rate: {electronics: 0.1}\n")
+    with pytest.raises(ConfigError, match="b2b_share"):
+        syn.load_synthetic_config(bad)
+    bad.write_text("category_margin_rate: {electronics: 0.1}\n")
+    with pytest.raises(ConfigError, match="missing"):
+        syn.load_synthetic_config(bad)
+
+
 # --- contracts --------------------------------------------------------------------------------
 
 

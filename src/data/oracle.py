@@ -57,6 +57,7 @@ def _project(con: duckdb.DuckDBPyConnection, as_of: date, horizon_days: int) -> 
     if d < 0:
         raise WarehouseError(f"as_of={as_of} is before the history start {start}.")
     w = int(d // 7)
+    cfg = syn.warehouse_config(con)
     cust = con.execute(
         """
         SELECT t.customer_id, t.is_prospect,
@@ -128,10 +129,11 @@ def _project(con: duckdb.DuckDBPyConnection, as_of: date, horizon_days: int) -> 
     q_dead = (gone | prospect).astype(float)
     orders = np.zeros(n)
 
-    pu = syn.P_UNRESOLVED[0]
-    unres_mgf = 1 - pu + pu * np.exp(syn.B_UNRES)
+    pu = cfg.unresolved_prob_active
+    unres_mgf = 1 - pu + pu * np.exp(cfg.unresolved_log_hazard)
+    fee_mgf = np.exp(cfg.fee_complaint_log_hazard) * unres_mgf
     future_log = (
-        f["fee_ticket_rate_weekly"].to_numpy(float) * (np.exp(syn.B_FEE) * unres_mgf - 1)
+        f["fee_ticket_rate_weekly"].to_numpy(float) * (fee_mgf - 1)
         + f["other_ticket_rate_weekly"].to_numpy(float) * (unres_mgf - 1)
     )
     end = d + horizon_days
@@ -155,13 +157,9 @@ def _project(con: duckdb.DuckDBPyConnection, as_of: date, horizon_days: int) -> 
             p[s] = p[s] * (1 - ends)
             q[s] = q[s] * (1 - ends)
         col = min(j, window)  # column `window` of the suffix sums is all zeros
-        log_mult = (
-            syn.B_FEE * known_fee[:, col]
-            + syn.B_UNRES * known_unres[:, col]
-            + syn.B_FEE_EVER * np.minimum(fee_ever, syn.FEE_EVER_CAP)
-            + future_log * min(j, window)  # weeks of future tickets inside the window
-        )
-        h = np.minimum(syn.H_CAP, h0 * np.exp(log_mult))
+        # tickets not opened yet: their expected effect (weeks of the future inside the window)
+        h0_j = h0 * np.exp(future_log * min(j, window))
+        h = syn.weekly_hazard(h0_j, known_fee[:, col], known_unres[:, col], fee_ever, cfg)
         q_dead += q["R"] * leave
         p["R"] = p["R"] * (1 - leave) + p["A"] * h
         q["R"] = q["R"] * (1 - leave) + q["A"] * h

@@ -43,12 +43,15 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict, Field, model_validator
 
+from customer360.config import StrictModel, load_config
 from customer360.data import contracts as k
-from customer360.data.warehouse import connect, create_schema, set_meta
+from customer360.data.warehouse import connect, create_schema, get_meta, set_meta
 from customer360.errors import WarehouseError
 
 log = logging.getLogger(__name__)
+META_CONFIG_KEY = "generator_config"
 
 GENERATOR_VERSION = "1"
 HISTORY_START = date(2023, 1, 1)
@@ -60,32 +63,115 @@ CHUNK_SIZE = 50_000
 """Customers per chunk. Fixed, because the random streams are per chunk: changing it changes
 the data of a given seed."""
 
-# --- lifecycle parameters (shared with the oracles) -----------------------------------------
-AT_RISK_FACTOR = 0.3
-"""Purchase / engagement intensity of an at-risk customer relative to an active one."""
-LEAVE_PROB = 0.15
-"""Weekly probability that an at-risk customer leaves."""
-CONTRACT_LEAVE_PROB = 0.4
-"""Probability that a contract customer leaves at the end of the week the contract ends."""
-B_FEE = 1.4
-"""Log-hazard per fee complaint opened in the previous 13 weeks."""
-B_UNRES = 1.0
-"""Log-hazard per eventually unresolved ticket opened in the previous 13 weeks."""
-B_FEE_EVER = 0.3
-"""Log-hazard per fee complaint ever (capped at FEE_EVER_CAP): complaints leave a grudge."""
-FEE_EVER_CAP = 3
-H_CAP = 0.5
-P_UNRESOLVED = (0.2, 0.3)
-"""Probability that a ticket ends unresolved, for active and at-risk customers."""
 TICKET_WINDOW_WEEKS = 13
-PROSPECT_SHARE = 0.17
-FIRST_PURCHASE_MEAN_DAYS = (10.0, 45.0)
-"""Mean wait from signup to the first purchase, B2C and B2B (exponential)."""
-B2B_SHARE = 0.2
+"""Fee complaints and unresolved tickets raise the hazard for this many whole weeks."""
 
-CATEGORY_MARGIN_RATE = np.array([0.12, 0.30, 0.45, 0.08, 0.28, 0.50, 0.60])
-"""Gross margin rate per category, in the order of :data:`contracts.CATEGORIES`."""
-CATEGORY_RETURN_PROB = np.array([0.08, 0.05, 0.15, 0.01, 0.06, 0.04, 0.02])
+
+class SyntheticConfig(StrictModel):
+    """The knobs of the simulated world (``configs/synthetic.yaml``).
+
+    Rates are per day unless named ``_weekly``; ``*_log_hazard`` are additive effects on the log
+    of the weekly at-risk hazard. The config used is stored in ``warehouse_meta`` under
+    ``generator_config``, so the oracles project with the same parameters.
+    """
+
+    model_config = ConfigDict(**StrictModel.model_config, use_attribute_docstrings=True)
+
+    b2b_share: float = Field(0.2, ge=0, le=1)
+    prospect_share: float = Field(0.17, ge=0, le=1)
+    """Share of sign-ups that never buy."""
+    interested_prospect_share: float = Field(0.5, ge=0, le=1)
+    """Share of prospects that browse (sessions, product views) without buying."""
+    signup_growth_per_year: float = Field(0.25, ge=0)
+    """Exponential growth rate of the sign-up intensity."""
+    b2c_purchase_rate: float = Field(0.02, gt=0)
+    """Mean of the gamma-distributed B2C purchase rate (orders per day)."""
+    b2c_purchase_rate_shape: float = Field(1.2, gt=0)
+    b2b_purchase_rate: float = Field(0.008, gt=0)
+    b2b_purchase_rate_shape: float = Field(1.5, gt=0)
+    b2c_mean_spend: float = Field(55.0, gt=0)
+    """Population mean of the customer mean order value (B2C), before the affluence effect."""
+    b2b_mean_spend: float = Field(900.0, gt=0)
+    mean_spend_shape: float = Field(6.0, gt=0)
+    """Gamma shape of the customer mean order value across customers."""
+    order_value_shape: float = Field(4.0, gt=0)
+    """Gamma shape of a customer's order values around their mean (gamma-gamma)."""
+    affluence_spend_effect: float = 0.3
+    """Log mean spend per standard deviation of latent affluence."""
+    first_purchase_mean_days_b2c: float = Field(10.0, gt=0)
+    first_purchase_mean_days_b2b: float = Field(45.0, gt=0)
+    dropout_beta_a: float = Field(1.3, gt=0)
+    """Beta(a, b) of the base weekly dropout probability."""
+    dropout_beta_b: float = Field(180.0, gt=0)
+    b2b_hazard_factor: float = Field(0.7, gt=0)
+    satisfaction_log_hazard: float = -0.35
+    engagement_log_hazard: float = -0.3
+    fee_complaint_log_hazard: float = 1.4
+    """Per fee complaint opened in the previous 13 weeks."""
+    unresolved_log_hazard: float = 1.0
+    """Per eventually unresolved ticket opened in the previous 13 weeks."""
+    fee_grudge_log_hazard: float = 0.3
+    """Per fee complaint ever (up to ``fee_grudge_cap``): complaints leave a grudge."""
+    fee_grudge_cap: int = Field(3, ge=0)
+    hazard_cap: float = Field(0.5, gt=0, le=1)
+    at_risk_factor: float = Field(0.3, ge=0, le=1)
+    """Purchase and engagement intensity while at risk, relative to active."""
+    leave_prob_weekly: float = Field(0.15, gt=0, le=1)
+    """Weekly probability that an at-risk customer leaves."""
+    contract_share_b2c: float = Field(0.1, ge=0, le=1)
+    contract_share_b2b: float = Field(0.45, ge=0, le=1)
+    contract_leave_prob: float = Field(0.4, ge=0, le=1)
+    """Probability of leaving at the end of the week in which the contract ends."""
+    fee_ticket_rate_weekly: float = Field(0.012, ge=0)
+    """Fee complaints per week of an average-satisfaction B2C customer."""
+    other_ticket_rate_weekly: float = Field(0.03, ge=0)
+    unresolved_prob_active: float = Field(0.2, ge=0, le=1)
+    unresolved_prob_at_risk: float = Field(0.3, ge=0, le=1)
+    category_margin_rate: dict[str, float] = {
+        "electronics": 0.12, "home": 0.30, "fashion": 0.45, "grocery": 0.08,
+        "sports": 0.28, "beauty": 0.50, "services": 0.60,
+    }
+    category_return_prob: dict[str, float] = {
+        "electronics": 0.08, "home": 0.05, "fashion": 0.15, "grocery": 0.01,
+        "sports": 0.06, "beauty": 0.04, "services": 0.02,
+    }
+    discount_share: float = Field(0.3, ge=0, le=1)
+    """Share of orders with a discount (5-30% of the list price)."""
+    email_sends_per_day: float = Field(0.025, ge=0)
+    offer_events_per_year: float = Field(2.0, ge=0)
+    """Offer presentations per customer-year over the last year before today."""
+    logging_noise: float = Field(0.8, ge=0)
+    """Standard deviation of the logging policy's per-event score noise."""
+    logging_temperature: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _every_category(self) -> SyntheticConfig:
+        for name in ("category_margin_rate", "category_return_prob"):
+            keys = set(getattr(self, name))
+            if keys != set(k.CATEGORIES):
+                raise ValueError(
+                    f"{name} must give every category exactly once: "
+                    f"missing {sorted(set(k.CATEGORIES) - keys)}, "
+                    f"unknown {sorted(keys - set(k.CATEGORIES))}"
+                )
+        return self
+
+    def by_category(self, name: str) -> np.ndarray:
+        """``category_margin_rate`` or ``category_return_prob`` in category order."""
+        values = getattr(self, name)
+        return np.array([values[c] for c in k.CATEGORIES])
+
+
+def warehouse_config(con: duckdb.DuckDBPyConnection) -> SyntheticConfig:
+    """The :class:`SyntheticConfig` a warehouse was generated with (defaults if not recorded)."""
+    raw = get_meta(con, META_CONFIG_KEY)
+    return SyntheticConfig.model_validate_json(raw) if raw else SyntheticConfig()
+
+
+def load_synthetic_config(path: str | Path | None = None) -> SyntheticConfig:
+    """``configs/synthetic.yaml`` (or ``path``) as a :class:`SyntheticConfig`."""
+    return load_config(path or "synthetic", SyntheticConfig)
+
 
 CITIES = {
     "north": ("Aberdeen", "Inverness", "Dundee"),
@@ -144,11 +230,7 @@ OFFERS: tuple[Offer, ...] = (
     Offer("O12", "Concierge support plan", "services", "retention", 70.0, "phone", "A|B",
           -3.5, 0.6, 1.1, 0.3, 0.5, "north", 0.4),
 )
-OFFER_EVENT_RATE_PER_DAY = 2.0 / 365.0
-EMAIL_SENDS_PER_DAY = 1.0 / 40.0
 OFFER_EVENT_DAYS = 365
-LOGGING_TEMPERATURE = 1.0
-LOGGING_NOISE = 0.8
 
 TRUTH_DDL: dict[str, str] = {
     "truth_customers": """
@@ -267,7 +349,8 @@ class _Chunk:
 class _Sim:
     """One generation run: calendar constants and the per-chunk simulation."""
 
-    def __init__(self, n_customers: int, seed: int, today: date) -> None:
+    def __init__(self, n_customers: int, seed: int, today: date, cfg: SyntheticConfig) -> None:
+        self.cfg = cfg
         self.n = n_customers
         self.seed = seed
         self.today = today
@@ -278,16 +361,17 @@ class _Sim:
 
     # -- static attributes --------------------------------------------------------------------
     def customers(self, rng: np.random.Generator, lo: int, hi: int) -> _Chunk:
+        cfg = self.cfg
         n = hi - lo
         gid = np.arange(lo, hi, dtype=np.int64)
-        is_b2b = rng.random(n) < B2B_SHARE
-        prospect = rng.random(n) < PROSPECT_SHARE
-        interested = prospect & (rng.random(n) < 0.5)
+        is_b2b = rng.random(n) < cfg.b2b_share
+        prospect = rng.random(n) < cfg.prospect_share
+        interested = prospect & (rng.random(n) < cfg.interested_prospect_share)
         region = rng.choice(len(k.REGIONS), n, p=[0.15, 0.25, 0.2, 0.2, 0.2])
         age = rng.choice(len(k.AGE_BANDS), n, p=[0.1, 0.22, 0.22, 0.2, 0.15, 0.11])
         # Signups: the business grows, so later days are denser. Quantiles of a truncated
         # exponential keep customer ids in signup order (referrers are earlier customers).
-        growth = 0.25 / 365.0
+        growth = max(cfg.signup_growth_per_year, 1e-9) / 365.0
         u = (gid + rng.random(n)) / self.n
         span = self.today_day
         signup = np.floor(np.log1p(u * np.expm1(growth * span)) / growth).astype(np.int64)
@@ -296,27 +380,41 @@ class _Sim:
         sat = rng.standard_normal(n)
         eng = rng.standard_normal(n)
         # Purchase rate (per day): gamma heterogeneity, B2B buys less often.
-        lam = np.where(is_b2b, rng.gamma(1.5, 0.008 / 1.5, n), rng.gamma(1.2, 0.02 / 1.2, n))
+        b2b_shape, b2c_shape = cfg.b2b_purchase_rate_shape, cfg.b2c_purchase_rate_shape
+        lam = np.where(
+            is_b2b,
+            rng.gamma(b2b_shape, cfg.b2b_purchase_rate / b2b_shape, n),
+            rng.gamma(b2c_shape, cfg.b2c_purchase_rate / b2c_shape, n),
+        )
         lam = lam * np.exp(0.15 * eng)
         lam[prospect] = 0.0
         # Gamma-gamma mean spend, higher for affluent customers and for companies.
-        base = np.where(is_b2b, 900.0, 55.0) * np.exp(0.3 * aff)
-        mean_spend = rng.gamma(6.0, base / 6.0)
-        dropout = rng.beta(1.3, 180.0, n)
-        h0 = dropout * np.exp(-0.35 * sat - 0.3 * eng) * np.where(is_b2b, 0.7, 1.0)
+        base = np.where(is_b2b, cfg.b2b_mean_spend, cfg.b2c_mean_spend) * np.exp(
+            cfg.affluence_spend_effect * aff
+        )
+        mean_spend = rng.gamma(cfg.mean_spend_shape, base / cfg.mean_spend_shape)
+        dropout = rng.beta(cfg.dropout_beta_a, cfg.dropout_beta_b, n)
+        h0 = (
+            dropout
+            * np.exp(cfg.satisfaction_log_hazard * sat + cfg.engagement_log_hazard * eng)
+            * np.where(is_b2b, cfg.b2b_hazard_factor, 1.0)
+        )
         logits = 1.2 * rng.standard_normal((n, len(k.CATEGORIES)))
         logits[:, 0] += np.where(is_b2b, 1.0, 0.0)
         logits[:, 6] += np.where(is_b2b, 1.5, 0.0)
         taste = np.exp(logits)
         taste /= taste.sum(axis=1, keepdims=True)
-        has_contract = rng.random(n) < np.where(is_b2b, 0.45, 0.1)
+        has_contract = rng.random(n) < np.where(
+            is_b2b, cfg.contract_share_b2b, cfg.contract_share_b2c
+        )
         years = rng.integers(1, 4, n)
         contract_end = np.where(has_contract, signup + 365 * years, -1)
-        b2c_wait, b2b_wait = FIRST_PURCHASE_MEAN_DAYS
-        first_rate = 1.0 / np.where(is_b2b, b2b_wait, b2c_wait)
+        first_rate = 1.0 / np.where(
+            is_b2b, cfg.first_purchase_mean_days_b2b, cfg.first_purchase_mean_days_b2c
+        )
         first = np.where(prospect, np.inf, signup + rng.exponential(1.0, n) / first_rate)
-        fee_rate = 0.012 * np.exp(-0.6 * sat) * np.where(is_b2b, 1.3, 1.0)
-        other_rate = 0.03 * np.exp(-0.3 * sat)
+        fee_rate = cfg.fee_ticket_rate_weekly * np.exp(-0.6 * sat) * np.where(is_b2b, 1.3, 1.0)
+        other_rate = cfg.other_ticket_rate_weekly * np.exp(-0.3 * sat)
         return _Chunk(
             gid=gid, is_b2b=is_b2b, prospect=prospect, interested=interested, region=region,
             age=age, signup=signup, lam=lam, mean_spend=mean_spend, dropout=dropout, h0=h0,
@@ -328,6 +426,7 @@ class _Sim:
 
     # -- weekly lifecycle with tickets ------------------------------------------------------
     def lifecycle(self, rng: np.random.Generator, c: _Chunk) -> None:
+        cfg = self.cfg
         n = len(c.gid)
         state = np.zeros(n, dtype=np.int8)  # 0 active, 1 at risk, 2 gone
         fee_rate, other_rate = c.fee_rate, c.other_rate
@@ -346,7 +445,9 @@ class _Sim:
             # Tickets of this week.
             n_fee = rng.poisson(fee_rate * frac) * live
             n_oth = rng.poisson(other_rate * frac) * live
-            p_unres = np.where(state == 1, P_UNRESOLVED[1], P_UNRESOLVED[0])
+            p_unres = np.where(
+                state == 1, cfg.unresolved_prob_at_risk, cfg.unresolved_prob_active
+            )
             u_fee = rng.binomial(n_fee, p_unres)
             u_oth = rng.binomial(n_oth, p_unres)
             has = np.flatnonzero(n_fee + n_oth)
@@ -365,14 +466,14 @@ class _Sim:
             end_day = start + 7
             cw = contract_week == w
             if cw.any():
-                leave = cw & live & (rng.random(n) < CONTRACT_LEAVE_PROB)
+                leave = cw & live & (rng.random(n) < cfg.contract_leave_prob)
                 c.left[leave] = end_day
                 c.left_contract[leave] = True
                 c.at_risk[leave & (state == 0)] = end_day
                 state[leave] = 2
-            h = weekly_hazard(c.h0, fee13, unres13, fee_ever)
+            h = weekly_hazard(c.h0, fee13, unres13, fee_ever, cfg)
             u = rng.random(n)
-            go = live & (state == 1) & (u < LEAVE_PROB)
+            go = live & (state == 1) & (u < cfg.leave_prob_weekly)
             risk = live & (state == 0) & (u < h)
             c.left[go] = end_day
             c.at_risk[risk] = end_day
@@ -416,7 +517,7 @@ class _Sim:
         after_factor: float = 0.0,
         start: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Arrivals at ``rate`` while active, ``AT_RISK_FACTOR * rate`` while at risk and
+        """Arrivals at ``rate`` while active, ``at_risk_factor * rate`` while at risk and
         ``after_factor * rate`` after leaving, from ``start`` (default signup) to the end of the
         simulation."""
         end = float(self.end_day)
@@ -425,7 +526,7 @@ class _Sim:
         r_end = np.minimum(c.left, end)
         i1, t1 = self.poisson_segments(rng, sig, a_end, rate)
         i2, t2 = self.poisson_segments(rng, np.minimum(a_end, r_end), r_end,
-                                       rate * AT_RISK_FACTOR)
+                                       rate * self.cfg.at_risk_factor)
         parts_i, parts_t = [i1, i2], [t1, t2]
         if after_factor > 0:
             i3, t3 = self.poisson_segments(rng, r_end, np.full(sig.size, end),
@@ -436,15 +537,23 @@ class _Sim:
 
 
 def weekly_hazard(
-    h0: np.ndarray, fee13: np.ndarray, unres13: np.ndarray, fee_ever: np.ndarray
+    h0: np.ndarray,
+    fee13: np.ndarray,
+    unres13: np.ndarray,
+    fee_ever: np.ndarray,
+    cfg: SyntheticConfig,
 ) -> np.ndarray:
     """Weekly probability that an active customer turns at risk.
 
     ``fee13``/``unres13`` count fee complaints / eventually unresolved tickets opened in the 13
     whole weeks before, ``fee_ever`` all fee complaints before; ``h0`` is the static hazard.
     """
-    log_mult = B_FEE * fee13 + B_UNRES * unres13 + B_FEE_EVER * np.minimum(fee_ever, FEE_EVER_CAP)
-    return np.minimum(H_CAP, h0 * np.exp(log_mult))
+    log_mult = (
+        cfg.fee_complaint_log_hazard * fee13
+        + cfg.unresolved_log_hazard * unres13
+        + cfg.fee_grudge_log_hazard * np.minimum(fee_ever, cfg.fee_grudge_cap)
+    )
+    return np.minimum(cfg.hazard_cap, h0 * np.exp(log_mult))
 
 
 def true_acceptance(
@@ -485,6 +594,7 @@ def generate_warehouse(
     today: date | str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
+    config: SyntheticConfig | None = None,
 ) -> dict[str, int]:
     """Generate a synthetic CRM warehouse with known ground truth.
 
@@ -502,6 +612,9 @@ def generate_warehouse(
         Called as ``on_progress(customers_done, n_customers)`` after each chunk.
     overwrite
         Replace an existing file. Without it an existing warehouse with data is an error.
+    config
+        Parameters of the simulated world; default :class:`SyntheticConfig()` (the values of
+        ``configs/synthetic.yaml``).
 
     Returns
     -------
@@ -543,7 +656,7 @@ def generate_warehouse(
         wal = db.with_name(db.name + ".wal")
         if wal.exists():
             wal.unlink()
-    sim = _Sim(n_customers, seed, today_d)
+    sim = _Sim(n_customers, seed, today_d, config or SyntheticConfig())
     con = connect(db, create=True)
     try:
         create_schema(con)
@@ -568,6 +681,7 @@ def generate_warehouse(
             ("n_customers", str(n_customers)),
             ("generator_version", GENERATOR_VERSION),
             ("history_start", HISTORY_START.isoformat()),
+            (META_CONFIG_KEY, sim.cfg.model_dump_json()),
         ):
             set_meta(con, key, value)
         # keys are added once at the end: one bulk index build instead of row-by-row upkeep
@@ -712,7 +826,11 @@ def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> Non
     )
     fav = np.argmax(c.taste, axis=1)
     n_cat = len(k.CATEGORIES)
-    exp_margin = c.mean_spend * (c.taste * CATEGORY_MARGIN_RATE * (1 - CATEGORY_RETURN_PROB)).sum(1)
+    cfg = sim.cfg
+    net_rate = cfg.by_category("category_margin_rate") * (
+        1 - cfg.by_category("category_return_prob")
+    )
+    exp_margin = c.mean_spend * (c.taste * net_rate).sum(1)
     at_risk = np.where(np.isfinite(c.at_risk), c.at_risk, 0).astype(np.int64)
     left = np.where(np.isfinite(c.left), c.left, 0).astype(np.int64)
     reason = np.where(~np.isfinite(c.left), -1, np.where(c.left_contract, 1, 0))
@@ -724,11 +842,11 @@ def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> Non
             "first_ts": pd.Series(sim.ts(np.where(has_first, c.first, 0.0))).where(has_first),
             "first_rate": np.where(c.prospect, 0.0, c.first_rate),
             "lam": c.lam,
-            "at_risk_factor": np.full(n, AT_RISK_FACTOR),
+            "at_risk_factor": np.full(n, cfg.at_risk_factor),
             "dropout": c.dropout,
             "h0": c.h0,
-            "leave": np.full(n, LEAVE_PROB),
-            "cleave": np.where(c.contract_end >= 0, CONTRACT_LEAVE_PROB, 0.0),
+            "leave": np.full(n, cfg.leave_prob_weekly),
+            "cleave": np.where(c.contract_end >= 0, cfg.contract_leave_prob, 0.0),
             "fee_rate": np.where(c.prospect, 0.0, c.fee_rate),
             "other_rate": np.where(c.prospect, 0.0, c.other_rate),
             "mean_spend": c.mean_spend,
@@ -813,10 +931,13 @@ def _write_transactions(
     m = idx.size
     b2b = c.is_b2b[idx]
     cat = _draw_category(rng, c.taste, idx)
-    amount = np.round(rng.gamma(4.0, c.mean_spend[idx] / 4.0), 2)
-    margin = np.round(amount * CATEGORY_MARGIN_RATE[cat] * rng.uniform(0.85, 1.15, m), 2)
+    cfg = sim.cfg
+    shape = cfg.order_value_shape
+    amount = np.round(rng.gamma(shape, c.mean_spend[idx] / shape), 2)
+    margin_rate = cfg.by_category("category_margin_rate")
+    margin = np.round(amount * margin_rate[cat] * rng.uniform(0.85, 1.15, m), 2)
     qty = 1 + np.where(b2b, rng.poisson(8.0, m), rng.poisson(0.6, m))
-    disc_rate = np.where(rng.random(m) < 0.3, rng.uniform(0.05, 0.3, m), 0.0)
+    disc_rate = np.where(rng.random(m) < cfg.discount_share, rng.uniform(0.05, 0.3, m), 0.0)
     discount = np.round(amount * disc_rate / (1 - disc_rate), 2)
     # preferred channel per customer, occasionally another
     pref = np.where(c.is_b2b, rng.choice([3, 4], len(c.gid)), rng.choice([0, 1, 2], len(c.gid)))
@@ -830,7 +951,7 @@ def _write_transactions(
     gid = c.gid[idx]
     referrer = np.where(referred, np.floor(rng.random(m) * gid).astype(np.int64), -1)
     # returns: a later row with the negated amount and margin, before the customer leaves
-    ret = rng.random(m) < CATEGORY_RETURN_PROB[cat]
+    ret = rng.random(m) < cfg.by_category("category_return_prob")[cat]
     rt = t + rng.uniform(3, 30, m)
     ret &= (rt < c.left[idx]) & (rt < sim.end_day)
     r = np.flatnonzero(ret)
@@ -870,7 +991,7 @@ def _write_tickets(
     tk = c.tickets
     idx, week = tk["idx"].astype(np.int64), tk["week"].astype(np.int64)
     m = idx.size
-    lo = np.maximum(7.0 * week, c.signup[idx])
+    lo = np.maximum(7.0 * week, c.first[idx])  # tickets start with the first purchase
     opened = lo + rng.random(m) * (7.0 * week + 7 - lo)
     fee, unres = tk["fee"].astype(bool), tk["unres"].astype(bool)
     other = rng.choice([1, 2, 3, 4, 5, 6], m, p=[0.2, 0.2, 0.2, 0.15, 0.1, 0.15])
@@ -917,7 +1038,8 @@ def _write_events(
         parts.append((i, t, np.full(i.size, etype), rng.choice([0, 1], i.size, p=[0.6, 0.4])))
     # e-mail: sends to every signed-up customer, opens and clicks depend on engagement/state
     end = np.full(n, float(sim.end_day))
-    si, st = sim.poisson_segments(rng, c.signup.astype(float), end, np.full(n, EMAIL_SENDS_PER_DAY))
+    sends = np.full(n, sim.cfg.email_sends_per_day)
+    si, st = sim.poisson_segments(rng, c.signup.astype(float), end, sends)
     state_at = np.where(st < c.at_risk[si], 0, np.where(st < c.left[si], 1, 2))
     p_open = np.array([0.35, 0.12, 0.03])[state_at] * np.clip(np.exp(0.3 * c.eng[si]), 0.3, 2.5)
     opened = rng.random(si.size) < np.minimum(p_open, 0.95)
@@ -995,7 +1117,8 @@ def _write_offer_events(
     _insert(con, "truth_offer_acceptance", acc, f"{CUST_ID}, oid, p")
     lo = np.maximum(c.signup.astype(float), float(sim.today_day - OFFER_EVENT_DAYS))
     hi = np.minimum(c.left, float(sim.today_day))
-    idx, t = sim.poisson_segments(rng, lo, hi, np.full(n, OFFER_EVENT_RATE_PER_DAY))
+    cfg = sim.cfg
+    idx, t = sim.poisson_segments(rng, lo, hi, np.full(n, cfg.offer_events_per_year / 365.0))
     m = idx.size
     margins = np.array([o.margin for o in OFFERS])
     # the incumbent rule: prefer high-margin offers, B2B offers for companies, plus noise
@@ -1003,10 +1126,10 @@ def _write_offer_events(
     score = (
         0.35 * np.log(margins)[None, :]
         + 0.5 * b2b_pref[None, :] * np.where(c.is_b2b[idx], 1.0, -0.3)[:, None]
-        + LOGGING_NOISE * rng.standard_normal((m, n_off))
+        + cfg.logging_noise * rng.standard_normal((m, n_off))
     )
     score -= score.max(axis=1, keepdims=True)
-    prob = np.exp(score / LOGGING_TEMPERATURE)
+    prob = np.exp(score / cfg.logging_temperature)
     prob /= prob.sum(axis=1, keepdims=True)
     cum = np.cumsum(prob, axis=1)
     chosen = np.minimum((rng.random(m)[:, None] > cum).sum(1), n_off - 1)
