@@ -340,6 +340,12 @@ def test_unreadable_file_is_a_file_error(con, tmp_path, name, content, expected)
     assert snapshot(con) == before
 
 
+def test_read_only_warehouse_is_a_clear_error(db, tmp_path):
+    file = write_csv(tmp_path / "tx.csv", TX_COLUMNS, [txn("T1")])
+    with connect(db, read_only=True) as ro, pytest.raises(IngestError, match="writable"):
+        ingest_file(ro, "transactions", file)
+
+
 def test_missing_file_and_unknown_table(con, tmp_path):
     with pytest.raises(IngestError, match="does not exist"):
         ingest_file(con, "transactions", tmp_path / "nope.csv")

@@ -194,7 +194,13 @@ def ingest_file(
             "its own transaction; commit or roll back the connection's open transaction first."
         ) from exc
     try:
-        create_schema(con)
+        try:
+            create_schema(con)
+        except duckdb.Error as exc:
+            raise IngestError(
+                f"Cannot write to the warehouse to ingest {source_file}: {exc}. Open it "
+                "writable (connect(path), not read_only) and make sure no other process holds it."
+            ) from exc
         if _already_ingested(con, sha, table):
             con.rollback()
             logger.info("%s already ingested into %s; skipped", source_file, table)
