@@ -467,6 +467,234 @@ def _print_clv_report(report) -> None:
                   soft_wrap=True)
 
 
+# --- nbo: next best offer (issue 6; owner: NBO) -------------------------------------------------
+
+nbo_app = typer.Typer(
+    help="Next best offer: train the propensity model, evaluate policies off-policy, recommend, "
+    "simulate the Thompson-sampling layer, record feedback.",
+    no_args_is_help=True,
+)
+app.add_typer(nbo_app, name="nbo")
+
+NboConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="NBO config (default configs/nbo.yaml).")
+]
+
+
+def _nbo_config(path: Path | None):
+    from customer360.models.nbo import load_nbo_config
+
+    return load_nbo_config(str(path) if path else "nbo")
+
+
+def _print_policy_values(table) -> None:
+    t = table.copy()
+    t["DR 95% CI"] = [f"{lo:.2f}..{hi:.2f}" for lo, hi in zip(t["dr_low"], t["dr_high"],
+                                                             strict=True)]
+    names = {"dr": "DR", "ips": "IPS", "snips": "SNIPS", "ess": "ESS",
+             "acceptance_rate": "accept", "true_value": "true", "true_acceptance_rate":
+             "true accept"}
+    t = t.rename(columns=names)
+    cols = ["policy", "DR", "DR 95% CI", "IPS", "SNIPS", "ESS", "accept"]
+    cols += [c for c in ("true", "true accept") if c in t.columns]
+    print_table(
+        "Value per decision (reward = accepted x margin) on held-out logged offers",
+        t[cols].to_dict("records"), cols,
+    )
+
+
+def _print_recommendations(recs, title: str) -> None:
+    rows = recs[recs["status"] == "recommended"].rename(
+        columns={"customer_id": "customer", "offer_id": "offer", "expected_value": "EV"})
+    print_table(title, rows.to_dict("records"),
+                ["customer", "offer", "rank", "p_accept", "margin", "EV", "score", "kind",
+                 "channel"])
+
+
+@nbo_app.command("train")
+def nbo_train(
+    db: DbOption = None,
+    config: NboConfigOption = None,
+    trials: Annotated[int | None, typer.Option(
+        "--trials", help="Optuna trials (default: propensity.trials in the config).")] = None,
+    register: Annotated[bool, typer.Option(
+        "--register/--no-register", help="Register as `nbo` @challenger.")] = True,
+    show: Annotated[int, typer.Option(
+        "--show", help="Print the top offers of this many customers.")] = 3,
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="Also write policy_values.csv and metrics.json here.")] = None,
+) -> None:
+    """Train P(accept) on the warehouse's offer events; print the policy value table
+    (logging, learned, oracle) and top offers for a few customers."""
+    import json
+
+    from rich.progress import Progress
+
+    from customer360.data.warehouse import connect
+    from customer360.models.bandit import store_segments
+    from customer360.training.nbo import current_customers, recommend_for, train_nbo
+
+    cfg = _nbo_config(config)
+    with connect(db) as con, Progress(console=console, transient=True) as bar:
+        task = bar.add_task("nbo train", total=4)
+        result = train_nbo(con, cfg, trials=trials, register=register,
+                           on_progress=lambda d, t: bar.update(task, completed=d, total=t))
+        snaps = current_customers(con)
+        store_segments(con, snaps, snaps["as_of"].max())
+        bar.stop()
+        _print_policy_values(result.policy_values)
+        m = result.metrics
+        console.print(
+            f"Held-out P(accept): AUC {m['test_auc']:.3f} (offer-rate baseline "
+            f"{m['baseline_auc']:.3f}), Brier {m['test_brier']:.4f} "
+            f"(baseline {m['baseline_brier']:.4f}), calibration gap "
+            f"{m['test_calibration_gap']:.4f}", soft_wrap=True,
+        )
+        if "learned_over_logging" in m:
+            console.print(
+                f"True value: learned = {m['learned_over_logging']:.2f} x logging, "
+                f"{m['learned_over_oracle']:.2f} x oracle", soft_wrap=True,
+            )
+        for note in result.notes:
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+        if show > 0:
+            ids = snaps["customer_id"].sample(n=min(show, len(snaps)), random_state=0).tolist()
+            recs = recommend_for(con, ids, config=cfg, model=result.model, use_bandit=False)
+            _print_recommendations(recs, f"Top offers for {len(ids)} customers")
+    console.print(
+        f"MLflow run {result.run_id}; model {result.model_uri}"
+        + (f" registered as nbo v{result.version} @challenger" if result.version else ""),
+        soft_wrap=True,
+    )
+    if output:
+        output.mkdir(parents=True, exist_ok=True)
+        result.policy_values.to_csv(output / "policy_values.csv", index=False)
+        (output / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+        console.print(f"Wrote {output}/policy_values.csv and metrics.json")
+
+
+@nbo_app.command("evaluate")
+def nbo_evaluate(
+    logs: Annotated[Path, typer.Option("--logs", help="CSV or Parquet bandit log.")],
+    action_col: Annotated[str, typer.Option("--action-col", help="Chosen action column.")],
+    reward_col: Annotated[str, typer.Option("--reward-col", help="Reward column.")],
+    propensity_col: Annotated[str, typer.Option(
+        "--propensity-col", help="Logging policy's probability of the chosen action.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for ope.json.")],
+    policy: Annotated[str, typer.Option(
+        "--policy", help="uniform | logging | model.")] = "uniform",
+    context_cols: Annotated[str | None, typer.Option(
+        "--context-cols", help="Comma-separated context columns.")] = None,
+    context_prefix: Annotated[str | None, typer.Option(
+        "--context-prefix", help="Use every column starting with this prefix as context.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Registered model (name or URI) scoring context + action for "
+        "--policy model (default: a cross-fitted reward model learned on the logs).")] = None,
+    config: NboConfigOption = None,
+) -> None:
+    """Off-policy value (IPS, SNIPS, DR + 95% intervals, ESS, warnings) of a policy on your
+    own logs; writes OUTPUT/ope.json."""
+    import json
+
+    from customer360.training.nbo import evaluate_logs, read_logs
+
+    result = evaluate_logs(
+        read_logs(logs), action_col=action_col, reward_col=reward_col,
+        propensity_col=propensity_col,
+        context_cols=[c.strip() for c in context_cols.split(",")] if context_cols else None,
+        context_prefix=context_prefix, policy=policy, model=model, config=_nbo_config(config),
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "ope.json").write_text(json.dumps(result, indent=2))
+    print_table(
+        f"Policy '{policy}' on {result['n_used']:,} logged decisions "
+        f"(ESS {result['ess']:,.1f})",
+        [{"estimator": k, **v} for k, v in result["estimates"].items()],
+    )
+    for w in result["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    console.print(f"Wrote {output / 'ope.json'}")
+
+
+@nbo_app.command("recommend")
+def nbo_recommend(
+    customer: Annotated[list[str], typer.Option("--customer", help="Customer id (repeatable).")],
+    k: Annotated[int | None, typer.Option("--k", help="Offers per customer.")] = None,
+    bandit: Annotated[bool, typer.Option(
+        "--bandit/--no-bandit", help="Thompson-sample from the feedback-learned state.")] = True,
+    show_excluded: Annotated[bool, typer.Option(
+        "--show-excluded", help="Also list excluded offers with their reasons.")] = False,
+    db: DbOption = None,
+    config: NboConfigOption = None,
+) -> None:
+    """Top offers for customers (registered nbo@challenger model, eligibility, bandit)."""
+    from customer360.data.warehouse import connect
+    from customer360.training.nbo import recommend_for
+
+    with connect(db, read_only=True) as con:
+        recs = recommend_for(con, customer, config=_nbo_config(config), k=k, use_bandit=bandit)
+    _print_recommendations(recs, "Next best offers")
+    if show_excluded:
+        ex = recs[recs["status"] == "excluded"]
+        print_table("Excluded offers", ex[["customer_id", "offer_id", "kind", "channel",
+                                           "reasons"]].to_dict("records"))
+
+
+@nbo_app.command("simulate")
+def nbo_simulate(
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds of decisions.")] = 40,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Decisions per round.")] = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    persist: Annotated[bool, typer.Option(
+        "--persist/--no-persist", help="Append every simulated answer to nbo_feedback.")
+    ] = False,
+    db: DbOption = None,
+    config: NboConfigOption = None,
+) -> None:
+    """Thompson sampling against the synthetic truth: regret per round falls as it learns."""
+    from customer360.data.warehouse import connect
+    from customer360.training.nbo import simulate_bandit
+
+    with connect(db, read_only=not persist) as con:
+        out = simulate_bandit(con, _nbo_config(config), rounds=rounds, batch_size=batch_size,
+                              seed=seed, persist=persist)
+    step = max(1, rounds // 8)
+    print_table(
+        "Thompson sampling per value segment x offer (regret vs the customer-level oracle)",
+        out.iloc[::step].to_dict("records"),
+        ["round", "regret", "cumulative_regret", "expected_reward", "oracle_reward",
+         "acceptance_rate"],
+    )
+    tenth = max(1, rounds // 10)
+    console.print(
+        f"Mean regret per decision: first {tenth} rounds {out['regret'].head(tenth).mean():.3f}"
+        f", last {tenth} rounds {out['regret'].tail(tenth).mean():.3f}", soft_wrap=True,
+    )
+
+
+@nbo_app.command("feedback")
+def nbo_feedback(
+    customer: Annotated[str, typer.Option("--customer", help="Customer id.")],
+    offer: Annotated[str, typer.Option("--offer", help="Offer id.")],
+    accepted: Annotated[bool, typer.Option("--accepted/--rejected", help="The answer.")],
+    segment: Annotated[str | None, typer.Option(
+        "--segment", help="Value segment (default: the one stored by `nbo train`).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Record one acceptance or rejection in the durable feedback log."""
+    from customer360.data.warehouse import resolve_db_path
+    from customer360.models.bandit import BanditState, connect_with_retry, record_feedback
+
+    con = connect_with_retry(resolve_db_path(db))
+    try:
+        fid = record_feedback(con, customer, offer, accepted, segment=segment)
+        total = BanditState.load(con).total
+    finally:
+        con.close()
+    console.print(f"Recorded feedback {fid}; the log now holds {total:,} answers.")
+
+
 def main() -> None:
     """Entry point: run the app and turn our own errors into one clear line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

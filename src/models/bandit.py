@@ -257,11 +257,19 @@ class BanditState:
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection) -> BanditState:
-        """Aggregate the durable feedback log into the current state."""
-        ensure_tables(con)
+        """Aggregate the durable feedback log into the current state (empty when no feedback
+        was ever recorded). Reads only, so a read-only connection works."""
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+            [FEEDBACK_TABLE],
+        ).fetchall()[0][0]
+        if not exists:
+            return cls.empty()
         frame = con.execute(
-            f"SELECT segment, offer_id, successes::BIGINT AS successes, "
-            f"failures::BIGINT AS failures FROM {STATE_VIEW}"
+            f"SELECT segment, offer_id, "
+            f"sum(CASE WHEN accepted THEN 1 ELSE 0 END)::BIGINT AS successes, "
+            f"sum(CASE WHEN accepted THEN 0 ELSE 1 END)::BIGINT AS failures "
+            f"FROM {FEEDBACK_TABLE} GROUP BY segment, offer_id"
         ).df()
         if frame.empty:
             return cls.empty()

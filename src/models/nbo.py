@@ -17,7 +17,7 @@ Thompson sampling lives in :mod:`customer360.models.bandit`, off-policy evaluati
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -96,12 +96,20 @@ class PropensityConfig(StrictModel):
     history_days: int = Field(365, gt=0)
     as_of_step_months: int = Field(1, ge=1)
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    calibration_fraction: float = Field(0.15, gt=0, lt=1)
     weight_clip: float = Field(50.0, ge=1)
-    calibrate: bool = True
+    calibrate: Literal["sigmoid", "isotonic", "none"] = "sigmoid"
+    # Per-offer logistic base margin on these columns (empty: plain LightGBM).
+    linear_features: list[str] = Field(default_factory=list)
+    linear_C: float = Field(1.0, gt=0)
+    refit: bool = False
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(30, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)
+    # Customer features the model sees (null: every registry feature).
+    feature_columns: list[str] | None = None
     trials: int = Field(0, ge=0)
+    search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = 42
 
 
@@ -318,6 +326,91 @@ def _history_flags(
 
 # --- propensity model ---------------------------------------------------------------------
 
+PAIR_FEATURES = {
+    # pair feature -> (customer feature, offer column): 1 when they agree, NaN when unknown
+    "pair__top_category_match": ("txn__top_category__all", "category"),
+    "pair__preferred_channel_match": ("beh__preferred_channel__365d", "channel"),
+}
+
+
+def add_pair_features(X: pd.DataFrame) -> pd.DataFrame:
+    """Customer x offer agreement features the trees would otherwise need many splits for.
+
+    Computed from columns already in the model input, so callers pass only customer features
+    plus offer columns.
+    """
+    extra = {}
+    for name, (cust_col, offer_col) in PAIR_FEATURES.items():
+        if cust_col in X.columns and offer_col in X.columns:
+            left = X[cust_col].astype("string")
+            same = (left == X[offer_col].astype("string")).astype("Float64")
+            extra[name] = same.where(left.notna()).astype(float).to_numpy()
+    if not extra:
+        return X
+    base = X.drop(columns=[c for c in extra if c in X.columns])
+    return pd.concat([base, pd.DataFrame(extra, index=X.index)], axis=1)
+
+
+
+class OfferLinearBase:
+    """Per-offer logistic regression used as LightGBM's starting margin.
+
+    Design: offer one-hot x ``[1, features]`` (numeric features standardised, categorical ones
+    one-hot), L2-penalised with strength ``1 / C``. Few logged acceptances cannot teach trees
+    every offer x customer interaction; this base gives each offer its own slopes and the
+    boosting on top corrects what it misses.
+    """
+
+    def __init__(self, *, features: list[str], C: float = 1.0) -> None:
+        self.features = features
+        self.C = C
+
+    def _design(self, X: pd.DataFrame) -> np.ndarray:
+        blocks = [np.ones((len(X), 1))]
+        for col in self.features:
+            if col in self.levels_:
+                codes = pd.Categorical(X[col].astype("string"), categories=self.levels_[col])
+                blocks.append(np.eye(len(self.levels_[col]))[np.maximum(codes.codes, 0)]
+                              * (codes.codes >= 0)[:, None])
+            else:
+                v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float)
+                mean, std = self.scale_[col]
+                blocks.append(np.nan_to_num((v - mean) / std, nan=0.0)[:, None])
+        base = np.hstack(blocks)
+        codes = pd.Categorical(X["offer_id"].astype("string"), categories=self.offers_).codes
+        onehot = np.eye(len(self.offers_))[np.maximum(codes, 0)] * (codes >= 0)[:, None]
+        return (onehot[:, :, None] * base[:, None, :]).reshape(len(X), -1)
+
+    def fit(self, X: pd.DataFrame, y, sample_weight=None) -> OfferLinearBase:
+        from sklearn.linear_model import LogisticRegression
+
+        missing = [c for c in self.features if c not in X.columns]
+        if missing:
+            raise ModelError(f"The linear base needs column(s) {missing}; see linear_features.")
+        self.offers_ = sorted(X["offer_id"].astype(str).unique().tolist())
+        self.levels_, self.scale_ = {}, {}
+        for col in self.features:
+            if pd.api.types.is_numeric_dtype(X[col]) or pd.api.types.is_bool_dtype(X[col]):
+                v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float)
+                std = float(np.nanstd(v)) if np.isfinite(v).any() else 1.0
+                self.scale_[col] = (float(np.nanmean(v)) if np.isfinite(v).any() else 0.0,
+                                    std if std > 0 else 1.0)
+            else:
+                self.levels_[col] = sorted(X[col].dropna().astype(str).unique().tolist())
+        w = None if sample_weight is None else np.asarray(sample_weight, float)
+        self.glm_ = LogisticRegression(C=self.C, max_iter=5000).fit(
+            self._design(X), np.asarray(y, dtype=int),
+            sample_weight=None if w is None else w / w.mean(),
+        )
+        return self
+
+    def logit(self, X: pd.DataFrame) -> np.ndarray:
+        return self.glm_.decision_function(self._design(X))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
 
 class PropensityModel:
     """Calibrated LightGBM estimate of P(accept | customer features, offer).
@@ -329,7 +422,10 @@ class PropensityModel:
     num_boost_round, early_stopping_rounds
         Boosting rounds; early stopping on the calibration set when given.
     calibrate
-        Fit an isotonic map from raw scores to probabilities on the calibration set.
+        ``"sigmoid"`` (Platt scaling of the logit on the calibration set; smooth, so it keeps
+        the ranking of P(accept) x margin across offers), ``"isotonic"``, or ``None``/False.
+    linear_features, linear_C
+        When given, boosting starts from an :class:`OfferLinearBase` on these columns.
     seed
         Random seed.
 
@@ -349,16 +445,21 @@ class PropensityModel:
         params: dict | None = None,
         num_boost_round: int = 300,
         early_stopping_rounds: int = 30,
-        calibrate: bool = True,
+        calibrate: str | bool | None = "sigmoid",
+        linear_features: list[str] | None = None,
+        linear_C: float = 1.0,
         seed: int = 42,
     ) -> None:
         self.params = params
         self.num_boost_round = num_boost_round
         self.early_stopping_rounds = early_stopping_rounds
         self.calibrate = calibrate
+        self.linear_features = linear_features
+        self.linear_C = linear_C
         self.seed = seed
 
     def _encode(self, X: pd.DataFrame) -> np.ndarray:
+        X = add_pair_features(X)
         missing = [c for c in self.feature_names_ if c not in X.columns]
         if missing:
             raise ModelError(
@@ -375,6 +476,11 @@ class PropensityModel:
                 out[:, j] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
         return np.ascontiguousarray(out)
 
+    def _base_logit(self, X: pd.DataFrame) -> np.ndarray:
+        if self.base_ is None:
+            return np.zeros(len(X))
+        return self.base_.logit(add_pair_features(X))
+
     def fit(
         self,
         X: pd.DataFrame,
@@ -388,6 +494,8 @@ class PropensityModel:
         """Fit LightGBM on ``X`` (features + offer columns), then calibrate on ``X_cal``."""
         import lightgbm as lgb
 
+        self.input_columns_ = [c for c in X.columns if c not in ("customer_id", "as_of")]
+        X = add_pair_features(X)
         self.feature_names_ = [c for c in X.columns if c not in ("customer_id", "as_of")]
         self.categories_ = {
             c: sorted(X[c].dropna().astype(str).unique().tolist())
@@ -403,9 +511,15 @@ class PropensityModel:
             **(self.params or {}),
         }
         y = np.asarray(y, dtype=float)
+        self.base_ = None
+        if self.linear_features:
+            self.base_ = OfferLinearBase(features=self.linear_features, C=self.linear_C).fit(
+                X, y, sample_weight
+            )
         train = lgb.Dataset(
             self._encode(X), y, weight=sample_weight, categorical_feature=cat_idx,
-            feature_name=self.feature_names_, free_raw_data=True,
+            feature_name=self.feature_names_, init_score=self._base_logit(X),
+            free_raw_data=True,
         )
         callbacks = []
         valid_sets = []
@@ -414,6 +528,7 @@ class PropensityModel:
                 lgb.Dataset(
                     self._encode(X_cal), np.asarray(y_cal, dtype=float), weight=cal_weight,
                     reference=train, categorical_feature=cat_idx,
+                    init_score=self._base_logit(X_cal),
                 )
             ]
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
@@ -423,24 +538,41 @@ class PropensityModel:
         )
         self.calibrator_ = None
         if self.calibrate and X_cal is not None:
-            from sklearn.isotonic import IsotonicRegression
+            z = self._logit(X_cal)
+            y_c = np.asarray(y_cal, dtype=float)
+            if self.calibrate == "isotonic":
+                from sklearn.isotonic import IsotonicRegression
 
-            raw = self._raw(X_cal)
-            self.calibrator_ = IsotonicRegression(
-                y_min=0.0, y_max=1.0, out_of_bounds="clip"
-            ).fit(raw, np.asarray(y_cal, dtype=float), sample_weight=cal_weight)
+                self.calibrator_ = IsotonicRegression(
+                    y_min=0.0, y_max=1.0, out_of_bounds="clip"
+                ).fit(_sigmoid(z), y_c, sample_weight=cal_weight)
+            else:
+                from sklearn.linear_model import LogisticRegression
+
+                platt = LogisticRegression(C=1e6, max_iter=1000).fit(
+                    z[:, None], y_c.astype(int), sample_weight=cal_weight
+                )
+                self.calibrator_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
         return self
 
-    def _raw(self, X: pd.DataFrame) -> np.ndarray:
+    def _logit(self, X: pd.DataFrame) -> np.ndarray:
         if not hasattr(self, "booster_"):
             raise ModelError("PropensityModel is not fitted; call fit() first.")
-        return self.booster_.predict(self._encode(X), num_iteration=self.booster_.best_iteration
-                                     or None)
+        boost = self.booster_.predict(
+            self._encode(X), num_iteration=self.booster_.best_iteration or None, raw_score=True
+        )
+        return boost + self._base_logit(X)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated P(accept) per row of ``X``."""
-        raw = self._raw(X)
-        p = self.calibrator_.predict(raw) if self.calibrator_ is not None else raw
+        z = self._logit(X)
+        if self.calibrator_ is None:
+            p = _sigmoid(z)
+        elif isinstance(self.calibrator_, tuple):
+            slope, intercept = self.calibrator_
+            p = _sigmoid(slope * z + intercept)
+        else:
+            p = self.calibrator_.predict(_sigmoid(z))
         p = np.asarray(p, dtype=float)
         if not np.isfinite(p).all():
             raise ModelError("Propensity model produced non-finite probabilities.")
