@@ -360,10 +360,13 @@ class ParetoNBDModel(_TransactionModel):
 
     def _fit_kwargs(self, n_customers: int, n_rows: int) -> dict[str, Any]:
         # lifetimes' Pareto objective is sum(w * ll) / mean(w): on unique rows it is the plain
-        # objective times n_rows / n_customers, so the absolute tolerance must shrink alike.
+        # objective times n_rows / n_customers, so Nelder-Mead's absolute function tolerance
+        # shrinks alike; the parameter tolerance stays that of a plain fit with tol=1e-6.
         kwargs: dict[str, Any] = {
             "initial_params": np.ones(4),
-            "tol": 1e-6 * n_rows / n_customers,
+            "tol": 1e-6,
+            "xatol": 1e-6,
+            "fatol": 1e-6 * n_rows / n_customers,
         }
         if self.max_iter is not None:
             kwargs["maxiter"] = self.max_iter
