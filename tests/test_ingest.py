@@ -294,7 +294,7 @@ def test_missing_required_column_names_it_and_suggests_map(con, tmp_path):
     assert "lacks required column(s) transaction_id of table transactions" in msg
     assert str(file.resolve()) in msg
     assert "The file has columns: Transaction ID, customer_id" in msg
-    assert "--map Transaction ID=transaction_id" in msg
+    assert "--map 'Transaction ID=transaction_id'" in msg
     assert snapshot(con) == before
 
 
@@ -320,13 +320,13 @@ def test_empty_file_is_a_file_error(con, tmp_path, content):
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
-        ("garbage.csv", os.urandom(3000), "Cannot read"),
+        ("garbage.csv", os.urandom(3000), "cannot be parsed as CSV"),
         ("garbage.csv.gz", b"not gzip at all" * 10, "Cannot read"),
         ("garbage.parquet", b"PAR1 definitely not parquet", "Cannot read"),
         ("ragged.csv", (TX_HEADER + TX_LINE * 3000 + TX_LINE.replace("\n", ",x\n")).encode(),
-         "Cannot read"),
+         "line 3002 has 13 fields but the header has 12"),
         ("latin1.csv", (TX_HEADER + TX_LINE.replace("home", "h\xf8me")).encode("latin-1"),
-         "Cannot read"),
+         "it is not UTF-8 encoded"),
         ("notes.txt", b"hello", "unsupported file type"),
     ],
 )

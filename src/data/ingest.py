@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -387,19 +388,26 @@ def _empty_error(source_file: str) -> IngestError:
 
 
 def _read_error(source_file: str, exc: Exception) -> IngestError:
+    """Turn DuckDB's long reader error into one line: what is wrong, where, how to fix it."""
     text = str(exc)
-    where = re.search(r"CSV Error on Line: \d+", text)
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    fields = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
     original = re.search(r"Original Line: ?(.*)", text)
-    first = text.splitlines()[0] if text else type(exc).__name__
-    detail = "; ".join(
-        part
-        for part in (
-            first,
-            where.group(0) if where else "",
-            f"line: {original.group(1)[:120]!r}" if original else "",
+    if fields and line:
+        detail = (
+            f"line {line.group(1)} has {fields.group(2)} fields but the header has "
+            f"{fields.group(1)}" + (f" ({original.group(1)[:100]!r})" if original else "")
         )
-        if part
-    )
+    elif "Invalid unicode" in text:
+        detail = "it is not UTF-8 encoded" + (f" (near line {line.group(1)})" if line else "")
+    elif "Error when sniffing file" in text:
+        detail = (
+            "it cannot be parsed as CSV (lines with different numbers of fields, unbalanced "
+            "quotes, or not text at all)"
+        )
+    else:
+        first = text.splitlines()[0] if text else type(exc).__name__
+        detail = re.sub(r"^[A-Za-z ]*Error: ", "", first).rstrip(".")
     if source_file.lower().endswith(".parquet"):
         hint = "Check that it is a complete, uncorrupted Parquet file."
     else:
@@ -456,7 +464,7 @@ def _plan_columns(
     missing = [c for c in contract.required_columns if c not in feeding]
     if missing:
         suggestions = [
-            f"--map {name}={col}"
+            "--map " + shlex.quote(f"{name}={col}")
             for col in missing
             for name in ignored
             if name.strip().lower().replace(" ", "_") == col
