@@ -497,30 +497,38 @@ _example_ids = iter(range(10**9))
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    kinds=st.lists(
-        st.one_of(st.just(None), st.integers(0, len(BAD_CHANGES) - 1)), min_size=1, max_size=30
-    ),
-    duplicate_every=st.integers(0, 5),
+    st.lists(
+        st.tuples(
+            st.integers(0, 12),  # key: a small range, so keys repeat
+            st.one_of(st.none(), st.integers(0, len(BAD_CHANGES) - 1)),  # None = a good row
+        ),
+        min_size=1,
+        max_size=30,
+    )
 )
-def test_property_good_rows_load_and_counts_reconcile(property_con, kinds, duplicate_every):
+def test_property_good_rows_load_and_counts_reconcile(property_con, spec):
+    """Random mixes of good and bad rows with repeated keys: read = loaded + quarantined, and
+    exactly the first good occurrence of each key loads (with its own values)."""
     prefix = f"E{next(_example_ids)}_"
-    rows, good_ids, bad_rows = [], [], []
-    for i, kind in enumerate(kinds):
+    rows, expected_loaded, expected_quarantined = [], {}, []
+    for row_number, (key, kind) in enumerate(spec, start=1):
+        tid = f"{prefix}{key}"
         if kind is None:
-            rows.append(txn(f"{prefix}G{i}"))
-            good_ids.append(f"{prefix}G{i}")
+            rows.append(txn(tid, amount=str(row_number)))
         else:
-            rows.append(txn(f"{prefix}B{i}", **BAD_CHANGES[kind]))
-            bad_rows.append(len(rows))
-        if duplicate_every and i % duplicate_every == 0 and kind is None:
-            rows.append(txn(f"{prefix}G{i}", amount="77"))  # same key again: quarantined
-            bad_rows.append(len(rows))
+            rows.append(txn(tid, **BAD_CHANGES[kind]))
+        if kind is None and tid not in expected_loaded:
+            expected_loaded[tid] = float(row_number)
+        else:
+            expected_quarantined.append(row_number)
+    con = property_con
     with tempfile.TemporaryDirectory() as folder:
-        file = write_csv(Path(folder) / f"{prefix}tx.csv", TX_COLUMNS, rows)
-        con = property_con
-        report = ingest_file(con, "transactions", file)
-    loaded = sorted(r[0] for r in con.execute(
-        "SELECT transaction_id FROM transactions WHERE starts_with(transaction_id, ?)", [prefix]
+        report = ingest_file(
+            con, "transactions", write_csv(Path(folder) / f"{prefix}tx.csv", TX_COLUMNS, rows)
+        )
+    loaded = dict(con.execute(
+        "SELECT transaction_id, amount FROM transactions WHERE starts_with(transaction_id, ?)",
+        [prefix],
     ).fetchall())
     quarantined = [r[0] for r in con.execute(
         "SELECT row_number FROM quarantine WHERE source_file = ? ORDER BY 1", [report.file]
@@ -528,8 +536,8 @@ def test_property_good_rows_load_and_counts_reconcile(property_con, kinds, dupli
     assert not report.skipped_duplicate_file
     assert report.rows_read == len(rows) == report.rows_loaded + report.rows_quarantined
     assert sum(report.reasons.values()) == report.rows_quarantined
-    assert loaded == sorted(good_ids)
-    assert quarantined == bad_rows
+    assert loaded == expected_loaded
+    assert quarantined == expected_quarantined
 
 
 # --- CLI ----------------------------------------------------------------------------------------
