@@ -1,0 +1,761 @@
+"""Shared tabular helpers for the churn and ML-CLV models.
+
+One place for what both LightGBM models need: typing a messy table automatically (numbers
+stored as text, blanks, stray spaces), turning it into a contiguous float matrix LightGBM can
+read, fitting a booster with early stopping, the evaluation metrics, the logistic-regression
+baseline and the diagnostic plots. Everything here is pure: frames in, arrays/figures out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from customer360.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+# OpenMP threads that busy-wait starve each other (and every other process) on a shared,
+# loaded machine: LightGBM with 2 threads ran 15x slower than with 1 until they were told to
+# sleep while idle. Only a default; read when the OpenMP runtime starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a"})
+_NUMBER_RE = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)?(\.\d*)?([eE][+-]?\d+)?$")
+NUMERIC_SHARE = 0.95
+MAX_CATEGORIES = 200
+
+
+# --- automatic typing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnNote:
+    """Something the typing step did to a column that the user should know about."""
+
+    column: str
+    action: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """How a table's columns are read as model inputs.
+
+    ``columns`` is the model's input order; ``categories[c]`` lists the levels of categorical
+    column ``c`` (code = position, unseen level = missing). ``notes`` records every column that
+    was dropped or partly read as missing, so nothing disappears silently.
+    """
+
+    columns: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    notes: tuple[ColumnNote, ...] = ()
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [i for i, c in enumerate(self.columns) if c in self.categories]
+
+    def to_dict(self) -> dict:
+        return {
+            "columns": list(self.columns),
+            "categories": {k: list(v) for k, v in self.categories.items()},
+            "notes": [asdict(n) for n in self.notes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TableSchema:
+        return cls(
+            columns=tuple(data["columns"]),
+            categories={k: tuple(v) for k, v in data["categories"].items()},
+            notes=tuple(ColumnNote(**n) for n in data.get("notes", [])),
+        )
+
+
+def clean_text(values: pd.Series) -> pd.Series:
+    """Strip whitespace and turn blank / NA-like tokens into missing (object dtype)."""
+    text = values.astype("string").str.strip()
+    is_missing = text.isna() | text.str.lower().isin(MISSING_TOKENS)
+    return text.astype(object).where(~is_missing.to_numpy(dtype=bool), None)
+
+
+def parse_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Parse text numbers such as ``" 1,234.5 "``.
+
+    Returns the float values (missing where blank or unparseable) and a boolean mask of the
+    non-blank values that could not be parsed.
+    """
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        floats = pd.to_numeric(values, errors="coerce").astype("float64")
+        return floats, pd.Series(False, index=values.index)
+    text = clean_text(values)
+    present = text.notna()
+    compact = text.astype("string").str.replace(" ", "", regex=False)
+    well_formed = compact.str.match(_NUMBER_RE).fillna(False).astype(bool) & present
+    floats = pd.to_numeric(
+        compact.where(well_formed).str.replace(",", "", regex=False), errors="coerce"
+    ).astype("float64")
+    bad = present & floats.isna()
+    return floats, bad
+
+
+def infer_schema(frame: pd.DataFrame, *, exclude: Sequence[str] = ()) -> TableSchema:
+    """Decide, column by column, how ``frame`` is read as model input.
+
+    Numeric columns stay numeric; text columns whose non-blank values are (almost all) numbers
+    become numeric; other text columns with at most ``MAX_CATEGORIES`` levels become
+    categorical. Constant columns and free-text / identifier-like columns are left out, each
+    with a note saying why.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"spend": [" 1,234.5 ", "12", ""], "plan": ["a", "b", "a"]})
+    >>> s = infer_schema(df)
+    >>> s.columns, s.categories
+    (('spend', 'plan'), {'plan': ('a', 'b')})
+    """
+    columns: list[str] = []
+    categories: dict[str, tuple[str, ...]] = {}
+    notes: list[ColumnNote] = []
+    excluded = set(exclude)
+    for name in frame.columns:
+        if name in excluded:
+            continue
+        col = frame[name]
+        floats, bad = parse_numbers(col)
+        present = int((floats.notna() | bad).sum())
+        n_bad = int(bad.sum())
+        if present == 0:
+            notes.append(ColumnNote(name, "dropped", "every value is blank"))
+            continue
+        if n_bad == 0 or (present - n_bad) / present >= NUMERIC_SHARE:
+            if floats.nunique(dropna=True) <= 1 and not floats.isna().any():
+                notes.append(ColumnNote(name, "dropped", "constant: the same value in every row"))
+                continue
+            if n_bad:
+                examples = ", ".join(repr(v) for v in col[bad].astype(str).unique()[:3])
+                notes.append(
+                    ColumnNote(
+                        name,
+                        "read as missing",
+                        f"{n_bad} value(s) are not numbers (e.g. {examples}); fix them in the "
+                        "file to use them",
+                    )
+                )
+            columns.append(name)
+            continue
+        text = clean_text(col)
+        levels = text.dropna().value_counts()
+        if len(levels) <= 1 and not text.isna().any():
+            notes.append(ColumnNote(name, "dropped", "constant: the same value in every row"))
+        elif len(levels) > MAX_CATEGORIES:
+            notes.append(
+                ColumnNote(
+                    name,
+                    "dropped",
+                    f"text with {len(levels)} distinct values (identifier, date or free text); "
+                    "convert it to a number or a category with fewer levels to use it",
+                )
+            )
+        else:
+            columns.append(name)
+            categories[name] = tuple(sorted(str(v) for v in levels.index))
+    if not columns:
+        raise ModelError(
+            "No usable feature column: every column was dropped ("
+            + "; ".join(f"{n.column}: {n.detail}" for n in notes)
+            + "). Add numeric or categorical columns."
+        )
+    for note in notes:
+        log.info("column %s %s: %s", note.column, note.action, note.detail)
+    return TableSchema(tuple(columns), categories, tuple(notes))
+
+
+def to_matrix(frame: pd.DataFrame, schema: TableSchema) -> np.ndarray:
+    """The model matrix: float64, C-contiguous, columns in ``schema.columns`` order.
+
+    Categorical columns hold the level's code (missing or unseen level -> NaN), which is what
+    LightGBM's categorical features expect. Raises when an input column is missing.
+    """
+    missing = [c for c in schema.columns if c not in frame.columns]
+    if missing:
+        raise ModelError(
+            f"Input lacks {len(missing)} column(s) the model was trained on: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. "
+            "Pass a table with the same columns as the training table."
+        )
+    out = np.empty((len(frame), len(schema.columns)), dtype=np.float64)
+    for j, name in enumerate(schema.columns):
+        col = frame[name]
+        if name in schema.categories:
+            codes = pd.Categorical(clean_text(col), categories=list(schema.categories[name])).codes
+            out[:, j] = np.where(codes < 0, np.nan, codes)
+        elif pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            out[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            out[:, j] = parse_numbers(col)[0].to_numpy()
+    return out
+
+
+# --- LightGBM ------------------------------------------------------------------------------------
+
+
+def fit_booster(
+    params: dict,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    categorical: Sequence[int] = (),
+    num_boost_round: int = 1000,
+    early_stopping_rounds: int = 50,
+    callbacks: Sequence[Callable] = (),
+):
+    """Train a LightGBM booster with early stopping on the validation set.
+
+    ``params`` must name the objective and metric; the first metric decides early stopping.
+    Returns the booster; ``booster.best_iteration`` and ``booster.best_score`` tell where it
+    stopped.
+    """
+    import lightgbm as lgb
+
+    full = {"verbosity": -1, "feature_pre_filter": False, **params}
+    train = lgb.Dataset(X_train, y_train, categorical_feature=list(categorical), free_raw_data=True)
+    valid = lgb.Dataset(X_val, y_val, reference=train, categorical_feature=list(categorical))
+    try:
+        return lgb.train(
+            full,
+            train,
+            num_boost_round=num_boost_round,
+            valid_sets=[valid],
+            valid_names=["valid"],
+            callbacks=[
+                lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False),
+                *callbacks,
+            ],
+        )
+    except lgb.basic.LightGBMError as exc:
+        raise ModelError(f"LightGBM failed to train with params {params}: {exc}") from exc
+
+
+def feature_importance(booster, names: Sequence[str]) -> pd.Series:
+    """Total gain per feature, largest first."""
+    gain = booster.feature_importance(importance_type="gain")
+    return pd.Series(gain, index=list(names)).sort_values(ascending=False)
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Mean |predicted - observed| over ``bins`` equal-width probability bins, weighted by
+    the share of rows in each bin."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    sum_p = np.bincount(idx, weights=p, minlength=bins)
+    sum_y = np.bincount(idx, weights=y, minlength=bins)
+    used = count > 0
+    return float(np.sum(np.abs(sum_p[used] - sum_y[used])) / len(y))
+
+
+def lift_at(y: np.ndarray, score: np.ndarray, share: float = 0.1) -> float:
+    """Positive rate among the top ``share`` by score divided by the overall positive rate."""
+    y = np.asarray(y, dtype=float)
+    k = max(1, int(round(share * len(y))))
+    top = np.argsort(-np.asarray(score, dtype=float), kind="stable")[:k]
+    base = y.mean()
+    return float(y[top].mean() / base) if base > 0 else float("nan")
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, Brier, log-loss, lift at 10 % and ECE of probabilities ``p``."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    y = np.asarray(y, dtype=int)
+    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    if len(np.unique(y)) < 2:
+        raise ModelError(
+            "Cannot evaluate: the evaluation rows hold only one class. Use more rows or "
+            "another snapshot."
+        )
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "lift_at_10": lift_at(y, p, 0.1),
+        "ece": expected_calibration_error(y, p),
+    }
+
+
+def gini(actual: np.ndarray, score: np.ndarray) -> float:
+    """Gini of ``actual`` ordered by ``score`` (descending); ties keep input order."""
+    actual = np.asarray(actual, dtype=float)
+    order = np.argsort(-np.asarray(score, dtype=float), kind="stable")
+    cum = np.cumsum(actual[order]) / actual.sum()
+    n = len(actual)
+    return float(np.sum(cum - np.arange(1, n + 1) / n) / n)
+
+
+def normalized_gini(actual: np.ndarray, score: np.ndarray) -> float:
+    """Gini of the score divided by the Gini of a perfect ordering (1 = perfect, 0 = random)."""
+    return gini(actual, score) / gini(actual, actual)
+
+
+def decile_table(actual: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
+    """Mean predicted and actual value per decile of the prediction (decile 1 = highest)."""
+    predicted = np.asarray(predicted, dtype=float)
+    order = np.argsort(-predicted, kind="stable")
+    decile = np.empty(len(order), dtype=int)
+    decile[order] = np.arange(len(order)) * 10 // len(order) + 1
+    frame = pd.DataFrame({"decile": decile, "predicted": predicted, "actual": actual})
+    return frame.groupby("decile", sort=True)[["predicted", "actual"]].mean()
+
+
+def value_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Normalized Gini, Spearman, decile-level MAPE and total error of value predictions.
+
+    ``decile_mape`` is sum_d |pred_d - actual_d| / sum_d |actual_d| over the ten deciles of the
+    prediction (weighted, so near-zero deciles of a zero-inflated target cannot blow it up);
+    ``total_error`` is (sum predicted - sum actual) / sum actual, signed.
+    """
+    from scipy.stats import spearmanr
+
+    actual = np.asarray(actual, dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    deciles = decile_table(actual, predicted)
+    return {
+        "normalized_gini": normalized_gini(actual, predicted),
+        "spearman": float(spearmanr(actual, predicted).statistic),
+        "decile_mape": float(
+            np.abs(deciles["predicted"] - deciles["actual"]).sum() / deciles["actual"].abs().sum()
+        ),
+        "total_error": float((predicted.sum() - actual.sum()) / actual.sum()),
+    }
+
+
+# --- baselines -----------------------------------------------------------------------------------
+
+
+def logistic_baseline(X: np.ndarray, y: np.ndarray, schema: TableSchema, *, seed: int = 0):
+    """A plain logistic regression on the same matrix: median-imputed, standardised numerics
+    and one-hot categoricals. Returns the fitted sklearn pipeline (``predict_proba`` on the
+    same kind of matrix)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    cat = schema.categorical_indices
+    num = [i for i in range(len(schema.columns)) if i not in set(cat)]
+    prep = ColumnTransformer(
+        [
+            (
+                "num",
+                make_pipeline(
+                    SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()
+                ),
+                num,
+            ),
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value=-1),
+                    OneHotEncoder(handle_unknown="ignore"),
+                ),
+                cat,
+            ),
+        ]
+    )
+    model = make_pipeline(prep, LogisticRegression(max_iter=500, C=1.0, random_state=seed))
+    return model.fit(X, y)
+
+
+# --- reason codes --------------------------------------------------------------------------------
+
+
+def top_contributions(contrib: np.ndarray, k: int = 3) -> np.ndarray:
+    """Indices of the ``k`` largest absolute contributions per row (largest first).
+
+    ``contrib`` is LightGBM's ``pred_contrib`` output without the bias column.
+    """
+    k = min(k, contrib.shape[1])
+    mag = np.abs(contrib)
+    part = np.argpartition(-mag, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(mag, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def reason_phrases(
+    X: np.ndarray,
+    contrib: np.ndarray,
+    schema: TableSchema,
+    descriptions: Sequence[str],
+    medians: np.ndarray,
+    *,
+    k: int = 3,
+    up: str = "raises risk",
+    down: str = "lowers risk",
+) -> np.ndarray:
+    """Plain-language reasons, shape (n, k): "<description> is high (raises risk)".
+
+    A numeric value is "high" at or above its training median, "low" below it, "missing" when
+    blank; a categorical value is named ("customer type is B2B (lowers risk)").
+    """
+    n = X.shape[0]
+    if n == 0:
+        return np.empty((0, k), dtype=object)
+    top = top_contributions(contrib, k)
+    rows = np.arange(n)[:, None]
+    values = X[rows, top]
+    signs = contrib[rows, top]
+    desc = np.asarray(descriptions, dtype=object)[top]
+    level = np.where(values >= medians[top], "high", "low").astype(object)
+    level[np.isnan(values)] = "missing"
+    for j in schema.categorical_indices:
+        hit = top == j
+        if hit.any():
+            cats = np.asarray([*schema.categories[schema.columns[j]], "missing"], dtype=object)
+            codes = values[hit]
+            level[hit] = cats[np.where(np.isnan(codes), len(cats) - 1, codes).astype(int)]
+    direction = np.where(signs > 0, f" ({up})", f" ({down})").astype(object)
+    return desc + " is " + level + direction
+
+
+def plain_description(name: str) -> str:
+    """A readable description for a column without a registry entry (``days_since_x`` ->
+    ``days since x``)."""
+    return name.replace("__", " ").replace("_", " ").strip()
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6, 4.5), dpi=100)
+
+
+def plot_roc(y: np.ndarray, curves: dict[str, np.ndarray]):
+    """ROC curves of several scores on the same labels."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = _figure()
+    for name, score in curves.items():
+        fpr, tpr, _ = roc_curve(y, score)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, score):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pr(y: np.ndarray, curves: dict[str, np.ndarray]):
+    """Precision-recall curves of several scores on the same labels."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig, ax = _figure()
+    for name, score in curves.items():
+        precision, recall, _ = precision_recall_curve(y, score)
+        ax.plot(recall, precision, label=f"{name} (AP {average_precision_score(y, score):.3f})")
+    ax.axhline(np.mean(y), color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_calibration(y: np.ndarray, curves: dict[str, np.ndarray], bins: int = 10):
+    """Reliability diagram: observed rate vs mean predicted probability per bin."""
+    fig, ax = _figure()
+    y = np.asarray(y, dtype=float)
+    for name, p in curves.items():
+        idx = np.minimum((np.asarray(p) * bins).astype(int), bins - 1)
+        count = np.bincount(idx, minlength=bins)
+        used = count > 0
+        mean_p = np.bincount(idx, weights=p, minlength=bins)[used] / count[used]
+        mean_y = np.bincount(idx, weights=y, minlength=bins)[used] / count[used]
+        ax.plot(mean_p, mean_y, marker="o", label=name)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="mean predicted probability", ylabel="observed rate", title="Calibration (test)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gain(y: np.ndarray, curves: dict[str, np.ndarray]):
+    """Cumulative gain: share of positives caught vs share of customers targeted."""
+    fig, ax = _figure()
+    y = np.asarray(y, dtype=float)
+    share = np.arange(1, len(y) + 1) / len(y)
+    for name, score in curves.items():
+        order = np.argsort(-np.asarray(score, dtype=float), kind="stable")
+        ax.plot(share, np.cumsum(y[order]) / y.sum(), label=name)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="random")
+    ax.set(
+        xlabel="share of customers targeted",
+        ylabel="share of positives caught",
+        title="Cumulative gain (test)",
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_importance(importance: pd.Series, top: int = 20):
+    """Horizontal bar chart of the largest gains."""
+    fig, ax = _figure()
+    head = importance.head(top)[::-1]
+    ax.barh(list(head.index), head.to_numpy())
+    ax.set(xlabel="total gain", title="Feature importance")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_shap_summary(contrib: np.ndarray, X: np.ndarray, names: Sequence[str], top: int = 15):
+    """Beeswarm-like SHAP summary from LightGBM ``pred_contrib`` (bias column removed):
+    one row per feature, points coloured by the feature's value rank."""
+    fig, ax = _figure()
+    mean_abs = np.abs(contrib).mean(axis=0)
+    order = np.argsort(-mean_abs)[:top][::-1]
+    rng = np.random.default_rng(0)
+    for row, j in enumerate(order):
+        values = X[:, j]
+        colour = pd.Series(values).rank(pct=True).fillna(0.5).to_numpy()
+        jitter = rng.uniform(-0.3, 0.3, size=len(values))
+        ax.scatter(contrib[:, j], row + jitter, c=colour, cmap="coolwarm", s=3, alpha=0.6)
+    ax.set_yticks(range(len(order)), [names[j] for j in order], fontsize=7)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set(xlabel="contribution to the raw score (SHAP)", title="SHAP summary (red = high value)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_deciles(actual: np.ndarray, curves: dict[str, np.ndarray]):
+    """Mean actual vs mean predicted value per decile of each prediction."""
+    fig, ax = _figure()
+    width = 0.8 / (len(curves) + 1)
+    first = decile_table(actual, next(iter(curves.values())))
+    x = first.index.to_numpy()
+    for i, (name, pred) in enumerate(curves.items()):
+        table = decile_table(actual, pred)
+        ax.bar(x + i * width, table["predicted"], width, label=f"{name} predicted")
+        ax.plot(x + i * width, table["actual"], marker="o", lw=0.8, label=f"actual by {name}")
+    ax.set(xlabel="decile of prediction (1 = highest)", ylabel="mean value", title="Deciles (test)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --- the fitted-booster base shared by the churn and CLV models ---------------------------------
+
+
+def _estimator_base():
+    from sklearn.base import BaseEstimator
+
+    return BaseEstimator
+
+
+class BoostedTabularModel(_estimator_base()):
+    """Base of the LightGBM models: typing, fitting with early stopping, saving, loading.
+
+    Subclasses set ``objective`` (LightGBM params fixed by the task) and add their own output
+    (calibrated probability, value). Hyperparameters go to ``__init__``; data only to ``fit``.
+    """
+
+    objective: dict = {}
+    kind: str = "tabular"
+
+    def __init__(
+        self,
+        *,
+        params: dict | None = None,
+        num_boost_round: int = 1000,
+        early_stopping_rounds: int = 50,
+        seed: int = 0,
+        n_jobs: int = 2,
+    ) -> None:
+        self.params = params
+        self.num_boost_round = num_boost_round
+        self.early_stopping_rounds = early_stopping_rounds
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def lgb_params(self) -> dict:
+        """The full LightGBM parameter dict: task objective + tuned params + seed/threads."""
+        return {
+            **self.objective,
+            **(self.params or {}),
+            "seed": self.seed,
+            "deterministic": True,
+            "num_threads": self.n_jobs,
+        }
+
+    def _fit_booster(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        X_val: pd.DataFrame,
+        y_val: np.ndarray,
+        *,
+        schema: TableSchema | None,
+        descriptions: dict[str, str] | None,
+        callbacks: Sequence[Callable],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self.schema_ = schema or infer_schema(X)
+        train_m = to_matrix(X, self.schema_)
+        val_m = to_matrix(X_val, self.schema_)
+        booster = fit_booster(
+            self.lgb_params(),
+            train_m,
+            np.asarray(y, dtype=float),
+            val_m,
+            np.asarray(y_val, dtype=float),
+            categorical=self.schema_.categorical_indices,
+            num_boost_round=self.num_boost_round,
+            early_stopping_rounds=self.early_stopping_rounds,
+            callbacks=callbacks,
+        )
+        self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
+        self.best_score_ = float(next(iter(booster.best_score["valid"].values())))
+        # Keep only the trees up to the best iteration, so every later predict uses them.
+        import lightgbm as lgb
+
+        self.booster_ = lgb.Booster(model_str=booster.model_to_string(self.best_iteration_))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-missing column -> NaN median
+            self.medians_ = np.nan_to_num(np.nanmedian(train_m, axis=0), nan=0.0)
+        descriptions = descriptions or {}
+        self.descriptions_ = [
+            descriptions.get(c) or plain_description(c) for c in self.schema_.columns
+        ]
+        return train_m, val_m
+
+    def matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """``X`` as the model's contiguous float matrix (typing applied)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "booster_")
+        return to_matrix(X, self.schema_)
+
+    def predict_raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """LightGBM's raw score (log-odds for churn, log of the mean for Tweedie)."""
+        m = X if isinstance(X, np.ndarray) else self.matrix(X)
+        return self.booster_.predict(m, raw_score=True)
+
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Per-feature SHAP contributions to the raw score (bias column dropped)."""
+        m = X if isinstance(X, np.ndarray) else self.matrix(X)
+        return self.booster_.predict(m, pred_contrib=True)[:, :-1]
+
+    def importance(self) -> pd.Series:
+        return feature_importance(self.booster_, self.schema_.columns)
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        return None
+
+    def save(self, path) -> None:
+        """Write ``booster.txt`` and ``meta.json`` into the folder ``path``."""
+        import json
+        from pathlib import Path
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster_.save_model(str(folder / "booster.txt"))
+        meta = {
+            "kind": self.kind,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "hyperparameters": {
+                "params": self.params,
+                "num_boost_round": self.num_boost_round,
+                "early_stopping_rounds": self.early_stopping_rounds,
+                "seed": self.seed,
+                "n_jobs": self.n_jobs,
+            },
+            "schema": self.schema_.to_dict(),
+            "medians": self.medians_.tolist(),
+            "descriptions": self.descriptions_,
+            "best_iteration": self.best_iteration_,
+            "best_score": self.best_score_,
+            **self._extra_state(),
+        }
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path) -> BoostedTabularModel:
+        """Read a model written by :meth:`save` (the subclass is taken from ``meta.json``)."""
+        import importlib
+        import json
+        from pathlib import Path
+
+        import lightgbm as lgb
+
+        folder = Path(path)
+        meta = json.loads((folder / "meta.json").read_text())
+        module, _, name = meta["class"].rpartition(".")
+        klass = getattr(importlib.import_module(module), name)
+        model = klass(**meta["hyperparameters"])
+        model.booster_ = lgb.Booster(model_file=str(folder / "booster.txt"))
+        model.schema_ = TableSchema.from_dict(meta["schema"])
+        model.medians_ = np.asarray(meta["medians"], dtype=float)
+        model.descriptions_ = meta["descriptions"]
+        model.best_iteration_ = meta["best_iteration"]
+        model.best_score_ = meta["best_score"]
+        model._load_extra_state(meta)
+        return model
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def model_input_example(X: pd.DataFrame, schema: TableSchema, rows: int = 5) -> pd.DataFrame:
+    """A few rows of the model's input columns with clean types (floats for numerics, text for
+    categoricals), used as the MLflow input example and to infer the signature."""
+    head = X.head(rows)
+    out = {}
+    for name in schema.columns:
+        if name in schema.categories:
+            out[name] = clean_text(head[name]).astype(object)
+        else:
+            out[name] = parse_numbers(head[name])[0].astype("float64")
+    return pd.DataFrame(out, index=range(len(head)))
+
+
+def _python_model_base():
+    from mlflow.pyfunc import PythonModel
+
+    return PythonModel
+
+
+class BoostedModelPyfunc(_python_model_base()):
+    """MLflow pyfunc wrapper of a saved :class:`BoostedTabularModel` (artifact ``model_dir``).
+
+    ``predict`` returns the model's ``predict_frame``: churn -> ``churn_probability``,
+    ``reason_1..3``; CLV -> ``clv_ml``. The loaded model keeps a LightGBM Booster and predicts
+    on a contiguous float matrix.
+    """
+
+    def load_context(self, context) -> None:
+        self.model = BoostedTabularModel.load(context.artifacts["model_dir"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        return self.model.predict_frame(model_input)

@@ -1,0 +1,515 @@
+"""Churn training: warehouse snapshots or a user's own table -> Optuna -> MLflow -> registry.
+
+Two entry points share one job (:func:`run_churn_job`):
+
+- :func:`train_churn` builds stacked as-of snapshots from the warehouse, splits them by time
+  (train on earlier snapshots, validate and test on later ones), and compares the calibrated
+  LightGBM with a logistic regression, an untuned LightGBM, 1 - P(alive) from BG/NBD and, on
+  synthetic data, the oracle's true churn probabilities;
+- :func:`train_churn_table` does the same on any customer table with a binary label column
+  (typed automatically; random stratified split because one table has no time axis).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from customer360.config import StrictModel, load_config
+from customer360.errors import ConfigError, ModelError
+from customer360.models.churn import ChurnClassifier
+from customer360.models.tabular import (
+    TableSchema,
+    classification_metrics,
+    infer_schema,
+    logistic_baseline,
+    model_input_example,
+    plot_calibration,
+    plot_gain,
+    plot_importance,
+    plot_pr,
+    plot_roc,
+    plot_shap_summary,
+    to_matrix,
+)
+from customer360.training.common import (
+    Evaluation,
+    TrainingConfig,
+    TrainResult,
+    data_fingerprint,
+    feature_descriptions,
+    load_snapshots,
+    model_feature_columns,
+    random_split,
+    run_training_job,
+    snapshot_dates,
+    time_split,
+    warehouse_today,
+)
+
+log = logging.getLogger(__name__)
+
+PRIMARY_METRIC = "roc_auc"
+MODEL_LABEL = "lightgbm_tuned"
+
+
+class ByoConfig(StrictModel):
+    """Bring-your-own-table settings: shares of rows held out for validation and test."""
+
+    model_name: str = "churn_byo"
+    validation_fraction: float = 0.2
+    test_fraction: float = 0.2
+
+
+class ChurnConfig(TrainingConfig):
+    """``configs/churn.yaml``."""
+
+    experiment: str = "churn"
+    model_name: str = "churn"
+    calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    stack_probabilistic: bool = True
+    untuned_rounds: int = 100
+    byo: ByoConfig = ByoConfig()
+
+
+def load_churn_config(path: str | Path | None = None) -> ChurnConfig:
+    """Parse ``configs/churn.yaml`` (or ``path``)."""
+    return load_config(path or "churn", ChurnConfig)
+
+
+@dataclass
+class ChurnData:
+    """Prepared train / validation / test parts for one churn job."""
+
+    X_train: pd.DataFrame
+    y_train: np.ndarray
+    X_val: pd.DataFrame
+    y_val: np.ndarray
+    X_test: pd.DataFrame
+    y_test: np.ndarray
+    schema: TableSchema
+    descriptions: dict[str, str]
+    test_identity: str
+    tags: dict[str, object]
+    extra_baselines: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- warehouse -----------------------------------------------------------------------------------
+
+
+def churn_label(horizon_days: int) -> str:
+    return f"label__churn__{horizon_days}d"
+
+
+def prepare_warehouse_data(con, config: ChurnConfig) -> ChurnData:
+    """Stacked snapshots -> time-based split, plus the BG/NBD and oracle scores on the test
+    snapshot."""
+    from customer360.features.registry import FEATURE_SET_VERSION
+
+    horizon = config.horizon_days
+    today = warehouse_today(con)
+    dates = snapshot_dates(today, horizon, config.snapshots)
+    data, notes = load_snapshots(con, dates, horizon, with_probabilistic=config.stack_probabilistic)
+    label = churn_label(horizon)
+    if label not in data.columns:
+        raise ModelError(f"build_training_set returned no {label} column; check horizon_days.")
+    data = data[data[label].notna()].reset_index(drop=True)
+    split = time_split(
+        data["as_of"], horizon, validation=config.snapshots.validation, test=config.snapshots.test
+    )
+    features = model_feature_columns(data)
+    train, val, test = data[split.train], data[split.validation], data[split.test]
+    schema = infer_schema(train[features])
+    extra: dict[str, np.ndarray] = {}
+    if "prob__p_alive" in test.columns and test["prob__p_alive"].notna().all():
+        extra["bgnbd_1_minus_p_alive"] = 1.0 - test["prob__p_alive"].to_numpy(dtype=float)
+    oracle = oracle_churn_scores(con, test, horizon)
+    if oracle is not None:
+        extra["oracle"] = oracle
+    y = {
+        k: part[label].to_numpy(dtype=int) for k, part in (("tr", train), ("va", val), ("te", test))
+    }
+    identity = "as_of=" + ",".join(map(str, split.test_dates)) + f";H={horizon};rows={len(test)}"
+    identity += ";hash=" + data_fingerprint(test[["customer_id", "as_of", label]])
+    return ChurnData(
+        X_train=train[features],
+        y_train=y["tr"],
+        X_val=val[features],
+        y_val=y["va"],
+        X_test=test[features],
+        y_test=y["te"],
+        schema=schema,
+        descriptions=feature_descriptions(features),
+        test_identity=identity,
+        tags={
+            "source": "warehouse",
+            "feature_set_version": FEATURE_SET_VERSION,
+            "horizon_days": horizon,
+            "as_of_train": ",".join(map(str, split.train_dates)),
+            "as_of_validation": ",".join(map(str, split.validation_dates)),
+            "as_of_test": ",".join(map(str, split.test_dates)),
+            "rows_train": len(train),
+            "rows_validation": len(val),
+            "rows_test": len(test),
+        },
+        extra_baselines=extra,
+        notes=notes,
+    )
+
+
+def oracle_churn_scores(con, test: pd.DataFrame, horizon_days: int) -> np.ndarray | None:
+    """The generator's true churn probabilities for the test rows (synthetic warehouses only);
+    ``None`` when the warehouse has no ground truth."""
+    from customer360.data.warehouse import table_exists
+
+    if not table_exists(con, "truth_customers"):
+        return None
+    try:
+        from customer360.data.oracle import oracle_churn_probability
+    except ImportError:
+        return None
+    parts = []
+    for as_of, rows in test.groupby("as_of", sort=False):
+        truth = oracle_churn_probability(con, pd.Timestamp(as_of).date(), horizon_days)
+        parts.append(rows[["customer_id"]].merge(truth, on="customer_id", how="left"))
+    scores = pd.concat(parts)["p_churn"].to_numpy(dtype=float)
+    if np.isnan(scores).any():
+        raise ModelError(
+            f"The oracle has no churn probability for {int(np.isnan(scores).sum())} test "
+            "customer(s); the warehouse's truth tables do not match its raw tables."
+        )
+    return scores
+
+
+def train_churn(
+    con,
+    config: ChurnConfig | None = None,
+    *,
+    trials: int | None = None,
+    register: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train, evaluate, log and register the churn model from the warehouse.
+
+    Parameters
+    ----------
+    con
+        Warehouse connection.
+    config
+        :class:`ChurnConfig` (default ``configs/churn.yaml``).
+    trials
+        Optuna trials (default: the config's).
+    register
+        Register the model as ``config.model_name`` with alias ``challenger``.
+    on_progress
+        ``on_progress(done, total)`` after each trial.
+
+    Returns
+    -------
+    TrainResult
+        Run id, model URI, registered version, test metrics and baseline metrics.
+
+    Examples
+    --------
+    >>> from customer360.data.warehouse import connect           # doctest: +SKIP
+    >>> result = train_churn(connect(), trials=5)                 # doctest: +SKIP
+    >>> sorted(result.metrics)[:3]                                # doctest: +SKIP
+    ['brier', 'brier_uncalibrated', 'ece']
+    """
+    config = config or load_churn_config()
+    data = prepare_warehouse_data(con, config)
+    return run_churn_job(
+        data,
+        config,
+        trials=config.trials if trials is None else trials,
+        register=register,
+        model_name=config.model_name,
+        on_progress=on_progress,
+    )
+
+
+# --- bring your own table -------------------------------------------------------------------------
+
+AFFIRMATIVE = ("1", "true", "yes", "y", "churn", "churned", "t")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file, with clear errors for a missing file or unknown format."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Table file {path} does not exist; pass the path of a CSV or Parquet.")
+    suffix = path.suffix.lower()
+    if suffix in {".csv", ".txt", ".tsv"}:
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", skipinitialspace=False)
+    if suffix in {".parquet", ".pq"}:
+        return pd.read_parquet(path)
+    raise ConfigError(f"Cannot read {path}: use a .csv, .tsv or .parquet file.")
+
+
+def binary_labels(
+    values: pd.Series, *, column: str, positive_label: str | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Turn a label column into 0/1.
+
+    Returns ``(y, present, positive)``: ``y`` for the rows in ``present`` (rows with a blank
+    label are not trainable and are reported by the caller), and the value taken as positive.
+    Without ``positive_label`` the positive class must be evident (1/0, true/false, yes/no,
+    or two numbers, the larger being positive).
+    """
+    from customer360.models.tabular import clean_text
+
+    text = clean_text(values)
+    present = text.notna().to_numpy()
+    if not present.any():
+        raise ConfigError(f"Label column {column!r} is blank in every row.")
+    as_text = text[present].astype(str)
+    numeric = pd.to_numeric(as_text, errors="coerce")
+    if numeric.notna().all():
+        as_text = numeric.map(lambda v: f"{v:g}")
+    levels = sorted(as_text.unique())
+    if len(levels) != 2:
+        shown = ", ".join(repr(v) for v in levels[:10])
+        raise ConfigError(
+            f"Label column {column!r} must hold exactly two values (churned / stayed); it holds "
+            f"{len(levels)}: {shown}. Pick a binary column or map it to two values first."
+        )
+    if positive_label is not None:
+        wanted = str(positive_label).strip()
+        if numeric.notna().all() and pd.notna(pd.to_numeric(wanted, errors="coerce")):
+            wanted = f"{float(wanted):g}"
+        matches = [v for v in levels if v.lower() == wanted.lower()]
+        if not matches:
+            raise ConfigError(
+                f"Positive label {positive_label!r} does not occur in column {column!r}; its "
+                f"values are {levels[0]!r} and {levels[1]!r}."
+            )
+        positive = matches[0]
+    elif numeric.notna().all():
+        positive = max(levels, key=float)
+    else:
+        hits = [v for v in levels if v.lower() in AFFIRMATIVE]
+        if len(hits) != 1:
+            raise ConfigError(
+                f"Cannot tell which value of {column!r} means churn ({levels[0]!r} or "
+                f"{levels[1]!r}); pass --positive-label."
+            )
+        positive = hits[0]
+    return (as_text == positive).to_numpy(dtype=int), present, positive
+
+
+def train_churn_table(
+    table: pd.DataFrame | str | Path,
+    label: str,
+    *,
+    positive_label: str | None = None,
+    id_col: str | None = None,
+    model_name: str | None = None,
+    trials: int | None = None,
+    config: ChurnConfig | None = None,
+    register: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train a churn model on any customer table with a binary label column.
+
+    Columns are typed automatically (numbers stored as text, blanks, stray spaces); rows are
+    split at random (stratified) into train / validation / test; the tuned, calibrated model
+    is reported beside a logistic regression and an untuned LightGBM on the same test rows.
+
+    Examples
+    --------
+    >>> result = train_churn_table("customers.csv", "churned", trials=10)  # doctest: +SKIP
+    >>> sorted(result.baselines)                                          # doctest: +SKIP
+    ['lightgbm_untuned', 'logistic_regression']
+    """
+    config = config or load_churn_config()
+    frame = read_table(table) if isinstance(table, str | Path) else table
+    source = str(table) if isinstance(table, str | Path) else "DataFrame"
+    if label not in frame.columns:
+        raise ConfigError(
+            f"Label column {label!r} is not in {source}; its columns are "
+            f"{', '.join(map(str, frame.columns[:30]))}."
+        )
+    if id_col is not None and id_col not in frame.columns:
+        raise ConfigError(
+            f"Id column {id_col!r} is not in {source}; its columns are "
+            f"{', '.join(map(str, frame.columns[:30]))}."
+        )
+    y_all, present, positive = binary_labels(
+        frame[label], column=label, positive_label=positive_label
+    )
+    notes = []
+    if not present.all():
+        notes.append(
+            f"{int((~present).sum())} row(s) with a blank {label!r} were left out of training "
+            "and evaluation."
+        )
+    rows = frame[present].reset_index(drop=True)
+    counts = np.bincount(y_all, minlength=2)
+    if counts.min() < 10:
+        raise ConfigError(
+            f"Label column {label!r} has only {counts.min()} row(s) of one class; need at least "
+            "10 of each to train and evaluate."
+        )
+    exclude = [label] + ([id_col] if id_col else [])
+    schema = infer_schema(rows, exclude=exclude)
+    notes += [f"column {n.column!r} {n.action}: {n.detail}" for n in schema.notes]
+    train, val, test = random_split(
+        y_all,
+        validation=config.byo.validation_fraction,
+        test=config.byo.test_fraction,
+        seed=config.seed,
+    )
+    features = list(schema.columns)
+    key_cols = [id_col] if id_col else []
+    data = ChurnData(
+        X_train=rows.loc[train, features],
+        y_train=y_all[train],
+        X_val=rows.loc[val, features],
+        y_val=y_all[val],
+        X_test=rows.loc[test, features],
+        y_test=y_all[test],
+        schema=schema,
+        descriptions={},
+        test_identity=f"table={Path(source).name};rows={int(test.sum())};hash="
+        + data_fingerprint(
+            rows.loc[test, [*key_cols, *features]].astype(str).assign(_y=y_all[test])
+        ),
+        tags={
+            "source": "table",
+            "table": source,
+            "label": label,
+            "positive_label": positive,
+            "id_col": id_col or "",
+            "split": "random stratified (one table has no time axis)",
+            "rows_train": int(train.sum()),
+            "rows_validation": int(val.sum()),
+            "rows_test": int(test.sum()),
+        },
+    )
+    return run_churn_job(
+        data,
+        config,
+        trials=config.trials if trials is None else trials,
+        register=register,
+        model_name=model_name or config.byo.model_name,
+        on_progress=on_progress,
+        notes=notes,
+    )
+
+
+# --- the shared job -------------------------------------------------------------------------------
+
+
+def run_churn_job(
+    data: ChurnData,
+    config: ChurnConfig,
+    *,
+    trials: int,
+    register: bool,
+    model_name: str,
+    on_progress: Callable[[int, int], None] | None = None,
+    notes: list[str] | None = None,
+) -> TrainResult:
+    """Tune, refit, calibrate, evaluate against baselines, log and register one churn model
+    inside one MLflow parent run."""
+
+    def fit(params: dict, callbacks=(), *, final: bool = False, rounds=None):
+        model = ChurnClassifier(
+            params=params,
+            num_boost_round=rounds or config.num_boost_round,
+            early_stopping_rounds=rounds or config.early_stopping_rounds,
+            calibration=config.calibration,
+            seed=config.seed,
+            n_jobs=config.n_jobs,
+        )
+        return model.fit(
+            data.X_train,
+            data.y_train,
+            X_val=data.X_val,
+            y_val=data.y_val,
+            schema=data.schema,
+            descriptions=data.descriptions,
+            callbacks=callbacks,
+            calibrate=final,
+        )
+
+    return run_training_job(
+        config=config,
+        model_name=model_name,
+        trials=trials,
+        register=register,
+        fit=fit,
+        tuning_metric="binary_logloss",
+        evaluate=lambda model: evaluate_churn(model, data, config, fit),
+        champion_input=data.X_test,
+        champion_score=lambda pred: classification_metrics(data.y_test, pred["churn_probability"]),
+        primary_metric=PRIMARY_METRIC,
+        example=model_input_example(data.X_train, data.schema),
+        tags=data.tags,
+        test_identity=data.test_identity,
+        notes=[*data.notes, *(notes or [])],
+        on_progress=on_progress,
+    )
+
+
+def evaluate_churn(model: ChurnClassifier, data: ChurnData, config: ChurnConfig, fit) -> Evaluation:
+    """Test metrics of the calibrated model and of every baseline on the same rows, the
+    calibration report and the plots."""
+    test_m = model.matrix(data.X_test)
+    p_test = model.predict_proba(test_m)
+    p_raw = model.predict_uncalibrated(test_m)
+    metrics = classification_metrics(data.y_test, p_test)
+    metrics["brier_uncalibrated"] = classification_metrics(data.y_test, p_raw)["brier"]
+    scores = baseline_scores(data, config, fit, test_m)
+    baselines = {name: classification_metrics(data.y_test, s) for name, s in scores.items()}
+    notes = []
+    for name in ("logistic_regression", "lightgbm_untuned"):
+        if baselines[name][PRIMARY_METRIC] > metrics[PRIMARY_METRIC]:
+            notes.append(
+                f"The tuned model's test ROC-AUC {metrics[PRIMARY_METRIC]:.4f} is below "
+                f"{name}'s {baselines[name][PRIMARY_METRIC]:.4f} on the same rows: more trials "
+                "or more data may help, or the table is close to linear."
+            )
+    if "oracle" in baselines:
+        metrics["roc_auc_vs_oracle"] = metrics["roc_auc"] / baselines["oracle"]["roc_auc"]
+    curves = {MODEL_LABEL: p_test}
+    curves.update(
+        {
+            k: v
+            for k, v in scores.items()
+            if k in ("logistic_regression", "bgnbd_1_minus_p_alive", "oracle")
+        }
+    )
+    import mlflow
+
+    mlflow.set_tag("calibration_method", model.calibrator_.method)
+    figures = {
+        "roc": plot_roc(data.y_test, curves),
+        "pr": plot_pr(data.y_test, curves),
+        "calibration": plot_calibration(data.y_test, {"calibrated": p_test, "uncalibrated": p_raw}),
+        "cumulative_gain": plot_gain(data.y_test, curves),
+        "feature_importance": plot_importance(model.importance()),
+        "shap_summary": plot_shap_summary(model.contributions(test_m), test_m, data.schema.columns),
+    }
+    extra = {f"val_calibration_{k}": v for k, v in model.calibration_report_.items()}
+    return Evaluation(metrics, baselines, figures, notes, extra)
+
+
+def baseline_scores(data: ChurnData, config: ChurnConfig, fit, test_m: np.ndarray) -> dict:
+    """Test-set scores of the baselines: logistic regression and an untuned LightGBM trained
+    on the same rows, plus whatever the data brought (1 - P(alive), oracle)."""
+    train_m = to_matrix(data.X_train, data.schema)
+    logistic = logistic_baseline(train_m, data.y_train, data.schema, seed=config.seed)
+    untuned = fit({}, rounds=config.untuned_rounds)
+    return {
+        "logistic_regression": logistic.predict_proba(test_m)[:, 1],
+        "lightgbm_untuned": untuned.predict_uncalibrated(test_m),
+        **data.extra_baselines,
+    }

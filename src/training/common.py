@@ -1,0 +1,666 @@
+"""Training machinery shared by churn, CLV (and usable by NBO).
+
+- config pieces: :class:`ParamRange` search spaces and :class:`SnapshotPlan` as-of dates;
+- time-based splitting of stacked snapshots with a leakage guard;
+- :func:`tune`: an Optuna study (seeded TPE, median pruning on the validation metric) whose
+  trials are nested MLflow runs under the caller's parent run;
+- :func:`lightgbm_pruning_callback`: reports LightGBM's validation metric to Optuna;
+- :func:`log_and_register`: logs a fitted model as an MLflow pyfunc with signature and input
+  example, registers it and points the ``challenger`` alias at it;
+- :func:`evaluate_champion`: scores the current champion on the challenger's test rows, so
+  promotion compares both on the same data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import model_validator
+
+from customer360.config import StrictModel
+from customer360.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+TAG_TEST_SNAPSHOT = "test_snapshot"
+TAG_PRIMARY_METRIC = "primary_metric"
+TAG_GREATER_IS_BETTER = "primary_metric_greater_is_better"
+TAG_CHAMPION_EVALUATED = "champion_version_evaluated"
+
+
+# --- config pieces -------------------------------------------------------------------------------
+
+
+class ParamRange(StrictModel):
+    """One hyperparameter's search range: ``low``/``high`` (``log``, ``integer``) or
+    ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: list[float | int | str | bool] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamRange:
+        if self.choices is None and (self.low is None or self.high is None):
+            raise ValueError("give either choices or both low and high")
+        if self.choices is None and self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.choices is None and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    def suggest(self, trial, name: str):
+        """Draw this parameter for an Optuna ``trial``."""
+        if self.choices is not None:
+            return trial.suggest_categorical(name, self.choices)
+        if self.integer:
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+class SnapshotPlan(StrictModel):
+    """Which as-of dates to train, validate and test on.
+
+    The latest as-of is ``today - horizon_days`` (so its label window ends at the last
+    observed day); earlier ones follow every ``step_days``. The last ``test`` snapshots are
+    the test set, the ``validation`` ones before them validate, the rest train.
+    """
+
+    count: int = 5
+    step_days: int = 90
+    validation: int = 1
+    test: int = 1
+
+    @model_validator(mode="after")
+    def _enough(self) -> SnapshotPlan:
+        if self.count < self.validation + self.test + 1:
+            raise ValueError(
+                f"count {self.count} leaves no training snapshot after {self.validation} "
+                f"validation + {self.test} test snapshot(s)"
+            )
+        return self
+
+
+class TrainingConfig(StrictModel):
+    """Settings every LightGBM training job shares (churn and CLV configs extend it)."""
+
+    experiment: str
+    model_name: str
+    horizon_days: int = 90
+    snapshots: SnapshotPlan = SnapshotPlan()
+    trials: int = 20
+    seed: int = 42
+    n_jobs: int = 2
+    num_boost_round: int = 1000
+    early_stopping_rounds: int = 50
+    pruning_warmup_rounds: int = 20
+    search_space: dict[str, ParamRange] = {}
+    fixed_params: dict[str, float | int | str | bool] = {}
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> TrainingConfig:
+        if self.snapshots.step_days < self.horizon_days:
+            raise ValueError(
+                f"snapshots.step_days ({self.snapshots.step_days}) is shorter than horizon_days "
+                f"({self.horizon_days}): the label window of one snapshot would overlap the "
+                "next, leaking later periods into training. Use step_days >= horizon_days."
+            )
+        return self
+
+
+def snapshot_dates(today: dt.date, horizon_days: int, plan: SnapshotPlan) -> list[dt.date]:
+    """As-of dates, oldest first: ``today - horizon - k * step`` for ``k = count-1 .. 0``.
+
+    Examples
+    --------
+    >>> snapshot_dates(dt.date(2026, 6, 30), 90, SnapshotPlan(count=3, step_days=90))
+    [datetime.date(2025, 10, 3), datetime.date(2026, 1, 1), datetime.date(2026, 4, 1)]
+    """
+    last = today - dt.timedelta(days=horizon_days)
+    return [last - dt.timedelta(days=k * plan.step_days) for k in range(plan.count - 1, -1, -1)]
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Row masks of a time-based split and the as-of dates in each part."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    train_dates: tuple[dt.date, ...]
+    validation_dates: tuple[dt.date, ...]
+    test_dates: tuple[dt.date, ...]
+
+
+def time_split(
+    as_of: pd.Series, horizon_days: int, *, validation: int = 1, test: int = 1
+) -> TimeSplit:
+    """Split stacked snapshots by time: latest ``test`` dates test, the ``validation`` dates
+    before them validate, all earlier dates train.
+
+    Raises when a training or validation label window ``[T, T + H)`` would reach into a later
+    part, i.e. when the snapshots are closer together than the horizon.
+
+    Examples
+    --------
+    >>> d = pd.Series(pd.to_datetime(["2025-01-01", "2025-04-01", "2025-07-01", "2025-10-01"]))
+    >>> s = time_split(d, 90)
+    >>> s.train.tolist(), s.validation.tolist(), s.test.tolist()
+    ([True, True, False, False], [False, False, True, False], [False, False, False, True])
+    """
+    dates = pd.to_datetime(as_of).dt.date
+    distinct = sorted(dates.unique())
+    if len(distinct) < validation + test + 1:
+        raise ModelError(
+            f"Need at least {validation + test + 1} as-of snapshots for a time-based split "
+            f"(train, {validation} validation, {test} test); got {len(distinct)}: "
+            f"{[str(d) for d in distinct]}. Add snapshots in the config."
+        )
+    test_dates = tuple(distinct[-test:])
+    val_dates = tuple(distinct[-test - validation : -test])
+    train_dates = tuple(distinct[: -test - validation])
+    horizon = dt.timedelta(days=horizon_days)
+    for earlier, later, what in (
+        (
+            train_dates,
+            val_dates,
+            "training",
+        ),
+        (val_dates, test_dates, "validation"),
+        (train_dates, test_dates, "training"),
+    ):
+        if max(earlier) + horizon > min(later):
+            raise ModelError(
+                f"The {what} snapshot {max(earlier)} has a label window reaching "
+                f"{max(earlier) + horizon}, past the later snapshot {min(later)}: that would "
+                "let later-period rows into training. Space snapshots at least horizon_days "
+                "apart."
+            )
+    return TimeSplit(
+        train=dates.isin(train_dates).to_numpy(),
+        validation=dates.isin(val_dates).to_numpy(),
+        test=dates.isin(test_dates).to_numpy(),
+        train_dates=train_dates,
+        validation_dates=val_dates,
+        test_dates=test_dates,
+    )
+
+
+def random_split(
+    y: np.ndarray, *, validation: float, test: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified random train/validation/test masks for a single-snapshot table (BYO)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    rest, test_idx = train_test_split(idx, test_size=test, stratify=y, random_state=seed)
+    train_idx, val_idx = train_test_split(
+        rest, test_size=validation / (1 - test), stratify=y[rest], random_state=seed
+    )
+    masks = []
+    for chosen in (train_idx, val_idx, test_idx):
+        mask = np.zeros(len(y), dtype=bool)
+        mask[chosen] = True
+        masks.append(mask)
+    return masks[0], masks[1], masks[2]
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """Order-independent short hash of a frame's rows (identifies the test data)."""
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    total = int(np.sum(row_hashes, dtype=np.uint64))
+    return hashlib.sha256(f"{total}:{len(frame)}".encode()).hexdigest()[:16]
+
+
+# --- Optuna + MLflow -----------------------------------------------------------------------------
+
+
+def lightgbm_pruning_callback(trial, *, warmup: int = 20, every: int = 5) -> Callable:
+    """A LightGBM callback reporting the first validation metric to ``trial`` and pruning.
+
+    Reports every ``every`` rounds after ``warmup`` rounds; raises ``optuna.TrialPruned``
+    when the pruner says so.
+    """
+    import optuna
+
+    def _callback(env) -> None:
+        step = env.iteration + 1
+        if step < warmup or step % every:
+            return
+        _, _, value, _ = env.evaluation_result_list[0][:4]
+        trial.report(float(value), step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at round {step} with validation metric {value:.5g}")
+
+    return _callback
+
+
+@dataclass
+class TuningResult:
+    """The best parameters of a study and its bookkeeping."""
+
+    best_params: dict
+    best_value: float
+    n_trials: int
+    n_pruned: int
+    seconds_per_trial: float
+    study: Any = field(repr=False, default=None)
+
+
+def tune(
+    objective: Callable[[dict, list[Callable]], float],
+    space: dict[str, ParamRange],
+    *,
+    trials: int,
+    seed: int,
+    metric: str,
+    direction: str = "minimize",
+    fixed_params: dict | None = None,
+    warmup_rounds: int = 20,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> TuningResult:
+    """Run an Optuna study; each trial is a nested MLflow run of the active parent run.
+
+    Parameters
+    ----------
+    objective
+        ``objective(params, callbacks) -> validation metric``: fits one model with the drawn
+        ``params`` (plus ``fixed_params``), passing ``callbacks`` to LightGBM (pruning).
+    space
+        Parameter name -> :class:`ParamRange`.
+    trials
+        Number of trials; 0 skips tuning and returns ``fixed_params``.
+    metric
+        Name of the validation metric, logged on each trial run as ``val_<metric>``.
+    """
+    import time
+
+    import mlflow
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fixed = dict(fixed_params or {})
+    if trials <= 0:
+        return TuningResult(fixed, float("nan"), 0, 0, 0.0)
+    study = optuna.create_study(
+        direction=direction,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_rounds),
+    )
+    started = time.perf_counter()
+
+    def _objective(trial) -> float:
+        params = {**fixed, **{k: r.suggest(trial, k) for k, r in space.items()}}
+        with mlflow.start_run(run_name=f"trial-{trial.number:03d}", nested=True):
+            mlflow.log_params(params)
+            try:
+                value = objective(params, [lightgbm_pruning_callback(trial, warmup=warmup_rounds)])
+            except optuna.TrialPruned:
+                mlflow.set_tag("optuna_state", "pruned")
+                last = trial.storage.get_trial(trial._trial_id).intermediate_values
+                if last:
+                    mlflow.log_metric(f"val_{metric}", list(last.values())[-1])
+                raise
+            mlflow.set_tag("optuna_state", "complete")
+            mlflow.log_metric(f"val_{metric}", value)
+            if not math.isfinite(value):
+                raise ModelError(f"Trial {trial.number} gave a non-finite {metric}: {value}")
+            return value
+
+    def _progress(study, trial) -> None:
+        if on_progress is not None:
+            on_progress(len(study.trials), trials)
+
+    study.optimize(_objective, n_trials=trials, callbacks=[_progress], catch=())
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise ModelError(f"All {trials} Optuna trials were pruned; raise trials or the warmup.")
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    return TuningResult(
+        best_params={**fixed, **study.best_params},
+        best_value=float(study.best_value),
+        n_trials=len(study.trials),
+        n_pruned=pruned,
+        seconds_per_trial=(time.perf_counter() - started) / len(study.trials),
+        study=study,
+    )
+
+
+@dataclass
+class TrainResult:
+    """What a training job produced.
+
+    ``metrics`` are the model's test metrics; ``baselines`` maps baseline name -> its test
+    metrics on the same rows (``oracle`` included on synthetic data); ``notes`` are
+    plain-language findings worth printing (e.g. a baseline that beat the tuned model).
+    """
+
+    run_id: str
+    model_uri: str
+    version: str | None
+    metrics: dict
+    baselines: dict
+    notes: list[str] = field(default_factory=list)
+    test_snapshot: str = ""
+    experiment_id: str = ""
+
+
+def log_figures(figures: dict[str, Any]) -> None:
+    """Log matplotlib figures as ``plots/<name>.png`` artifacts of the active run and close
+    them."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"plots/{name}.png")
+        plt.close(fig)
+
+
+def log_metric_table(prefix: str, metrics: dict[str, float]) -> None:
+    """Log ``{name: value}`` as ``<prefix>_<name>`` metrics (non-finite values skipped)."""
+    import mlflow
+
+    mlflow.log_metrics(
+        {f"{prefix}_{k}": float(v) for k, v in metrics.items() if np.isfinite(float(v))}
+    )
+
+
+def log_and_register(
+    model,
+    example: pd.DataFrame,
+    *,
+    model_name: str,
+    register: bool,
+) -> tuple[str, str | None]:
+    """Log ``model`` (a fitted BoostedTabularModel) as a pyfunc with signature and input
+    example; register it as ``model_name`` with alias ``challenger`` when ``register``.
+
+    Returns the model URI and the registered version (``None`` when not registered).
+    """
+    import lightgbm
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from customer360.models.tabular import BoostedModelPyfunc
+
+    signature = infer_signature(example, model.predict_frame(example))
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(tmp)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=BoostedModelPyfunc(),
+            artifacts={"model_dir": tmp},
+            signature=signature,
+            input_example=example,
+            pip_requirements=[
+                f"lightgbm=={lightgbm.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                f"pandas=={pd.__version__}",
+                f"numpy=={np.__version__}",
+                "customer360",
+            ],
+            registered_model_name=model_name if register else None,
+        )
+    version = None
+    if register:
+        version = str(info.registered_model_version)
+        mlflow.MlflowClient().set_registered_model_alias(model_name, CHALLENGER, version)
+        log.info("registered %s version %s as @%s", model_name, version, CHALLENGER)
+    return info.model_uri, version
+
+
+def evaluate_champion(
+    model_name: str,
+    X_test: pd.DataFrame,
+    score: Callable[[pd.DataFrame], dict[str, float]],
+) -> tuple[str, dict[str, float]] | None:
+    """Score the current ``champion`` of ``model_name`` on the challenger's test rows.
+
+    ``score(predictions_frame) -> metrics``. Returns ``(version, metrics)``, or ``None`` when
+    there is no champion or it cannot read these rows (different input columns).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    try:
+        champion = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+        metrics = score(champion.predict(X_test))
+    except (MlflowException, ModelError, KeyError, ValueError) as exc:
+        log.warning(
+            "champion %s v%s cannot score this test data: %s", model_name, version.version, exc
+        )
+        return None
+    return str(version.version), metrics
+
+
+def mlflow_ui_command() -> str:
+    """The command that opens the MLflow UI on the current store."""
+    from customer360.training.tracking import tracking_uri
+
+    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri()}"
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
+    """Raise a clear error naming the missing columns of ``frame``."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ConfigError(
+            f"{where} lacks column(s) {', '.join(missing)}; available: "
+            f"{', '.join(map(str, frame.columns[:30]))}."
+        )
+
+
+# --- warehouse snapshots -------------------------------------------------------------------------
+
+
+def warehouse_today(con) -> dt.date:
+    """The warehouse's first day without data (``warehouse_meta.today`` or the day after the
+    last transaction), as the feature pipeline defines it."""
+    from customer360.features.assembler import data_end
+
+    end = data_end(con)
+    if end is None:
+        raise ModelError("The warehouse has no transactions; generate or ingest data first.")
+    return end
+
+
+def load_snapshots(
+    con, as_of_dates: Sequence[dt.date], horizon_days: int, *, with_probabilistic: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    """Features + labels of every as-of date, stacked, optionally with the BG/NBD +
+    Gamma-Gamma scores of the same as-of date (``prob__*`` columns) joined on.
+
+    Returns the frame (``as_of`` as ``datetime64``) and notes: when the probabilistic models
+    cannot be fitted on one snapshot (e.g. too few repeat buyers early in the history), that
+    snapshot's ``prob__*`` columns stay missing (LightGBM handles missing values) and a note
+    says so.
+    """
+    from customer360.features import build_training_set
+
+    data = build_training_set(con, list(as_of_dates), horizon_days)
+    data["as_of"] = pd.to_datetime(data["as_of"])
+    notes: list[str] = []
+    if with_probabilistic:
+        from customer360.models.clv import probabilistic_scores
+
+        parts = []
+        for d in as_of_dates:
+            try:
+                scores = probabilistic_scores(con, d, horizon_days=horizon_days)
+            except ModelError as exc:
+                notes.append(
+                    f"BG/NBD + Gamma-Gamma failed on the {d} snapshot; its prob__ "
+                    f"features are missing: {exc}"
+                )
+                log.warning(notes[-1])
+                continue
+            parts.append(scores.assign(as_of=pd.Timestamp(d)))
+        if not parts:
+            raise ModelError("BG/NBD + Gamma-Gamma failed on every snapshot: " + "; ".join(notes))
+        prob = pd.concat(parts, ignore_index=True)
+        prob["as_of"] = prob["as_of"].astype(data["as_of"].dtype)
+        data = data.merge(prob, on=["customer_id", "as_of"], how="left", validate="one_to_one")
+    return data, notes
+
+
+def model_feature_columns(frame: pd.DataFrame) -> list[str]:
+    """Registry features present in ``frame`` (registry order) followed by ``prob__*``."""
+    from customer360.features.registry import feature_names
+
+    names = [c for c in feature_names() if c in frame.columns]
+    return names + [c for c in frame.columns if str(c).startswith("prob__")]
+
+
+def feature_descriptions(columns: Sequence[str]) -> dict[str, str]:
+    """Plain descriptions from the feature registry (and for the ``prob__`` stack)."""
+    from customer360.features.registry import describe
+    from customer360.features.registry import get as get_feature
+
+    prob = {
+        "prob__p_alive": "probability the customer is still active",
+        "prob__expected_spend": "expected spend per purchase",
+        "prob__clv": "probabilistic lifetime value",
+    }
+    out = {}
+    for c in columns:
+        if c.startswith("prob__expected_purchases"):
+            out[c] = "expected purchases in the horizon"
+        elif c in prob:
+            out[c] = prob[c]
+        else:
+            try:
+                get_feature(c)
+            except Exception:  # noqa: BLE001 - unknown names fall back to the column name
+                continue
+            out[c] = describe(c)
+    return out
+
+
+# --- one training job ----------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """What a model-specific evaluation hands back to :func:`run_training_job`."""
+
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    figures: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    extra_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def run_training_job(
+    *,
+    config: TrainingConfig,
+    model_name: str,
+    trials: int,
+    register: bool,
+    fit: Callable[..., Any],
+    tuning_metric: str,
+    evaluate: Callable[[Any], Evaluation],
+    champion_input: pd.DataFrame,
+    champion_score: Callable[[pd.DataFrame], dict[str, float]],
+    primary_metric: str,
+    example: pd.DataFrame,
+    tags: dict[str, object],
+    test_identity: str,
+    notes: Sequence[str] = (),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """One MLflow parent run: tags + resolved config, Optuna trials as nested runs, the refit
+    best model, its evaluation against baselines (metrics, plots), the current champion scored
+    on the same test rows, and the logged / registered pyfunc.
+
+    Parameters
+    ----------
+    fit
+        ``fit(params, callbacks=(), final=False) -> model`` with ``model.best_score_`` the
+        validation ``tuning_metric`` (lower is better); ``final=True`` for the refit.
+    evaluate
+        Test-set evaluation of the refit model.
+    champion_input, champion_score
+        The test rows' model input, and how to score the champion pyfunc's predictions on them.
+    primary_metric
+        Test metric promotion compares (greater is better).
+    """
+    import mlflow
+
+    from customer360.training.tracking import run_tags, setup_mlflow
+
+    experiment_id = setup_mlflow(config.experiment)
+    with mlflow.start_run(run_name=f"{model_name}-train") as run:
+        mlflow.set_tags(run_tags(model_name=model_name, **tags))
+        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+        tuning = tune(
+            lambda params, callbacks: fit(params, callbacks).best_score_,
+            config.search_space,
+            trials=trials,
+            seed=config.seed,
+            metric=tuning_metric,
+            fixed_params=config.fixed_params,
+            warmup_rounds=config.pruning_warmup_rounds,
+            on_progress=on_progress,
+        )
+        mlflow.log_params({f"best_{k}": v for k, v in tuning.best_params.items()})
+        mlflow.log_metrics(
+            {
+                "n_trials": tuning.n_trials,
+                "n_pruned": tuning.n_pruned,
+                "seconds_per_trial": tuning.seconds_per_trial,
+            }
+        )
+        model = fit(tuning.best_params, final=True)
+        mlflow.log_metric("best_iteration", model.best_iteration_)
+        result = evaluate(model)
+        log_metric_table("test", result.metrics)
+        for name, values in result.baselines.items():
+            log_metric_table(f"baseline_{name}", values)
+        if result.extra_metrics:
+            mlflow.log_metrics(result.extra_metrics)
+        champion = evaluate_champion(model_name, champion_input, champion_score)
+        if champion is not None:
+            mlflow.set_tag(TAG_CHAMPION_EVALUATED, champion[0])
+            log_metric_table("champion_test", champion[1])
+        mlflow.set_tags(
+            {
+                TAG_TEST_SNAPSHOT: test_identity,
+                TAG_PRIMARY_METRIC: primary_metric,
+                TAG_GREATER_IS_BETTER: "true",
+            }
+        )
+        log_figures(result.figures)
+        all_notes = [*notes, *result.notes]
+        if all_notes:
+            mlflow.log_text("\n".join(all_notes), "notes.txt")
+        model_uri, version = log_and_register(
+            model, example, model_name=model_name, register=register
+        )
+    return TrainResult(
+        run_id=run.info.run_id,
+        model_uri=model_uri,
+        version=version,
+        metrics=result.metrics,
+        baselines=result.baselines,
+        notes=all_notes,
+        test_snapshot=test_identity,
+        experiment_id=experiment_id,
+    )
