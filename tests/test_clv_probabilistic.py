@@ -415,3 +415,23 @@ def test_warehouse_evaluation_is_logged_to_mlflow(tmp_path):
     assert artifacts == {"plots/p_alive_matrix.png", "plots/frequency_recency_matrix.png",
                          "plots/holdout_by_frequency.png"}
     assert report.params["input"]["holdout_end"] == "2025-12-31"
+
+
+def test_scores_on_the_synthetic_warehouse_track_the_oracles(small_warehouse_master):
+    """On generated data the BG/NBD + GG scores rank customers like the generator's truth."""
+    from customer360.data.oracle import oracle_churn_probability, oracle_expected_margin
+    from customer360.data.warehouse import connect
+
+    with connect(small_warehouse_master, read_only=True) as con:
+        as_of = con.execute("SELECT value FROM warehouse_meta WHERE key = 'today'").fetchall()[0][0]
+        scores = probabilistic_scores(con, as_of)
+        churn = oracle_churn_probability(con, as_of, 90)
+        margin = oracle_expected_margin(con, as_of, 365)
+        n_signed_up = con.execute(
+            "SELECT count(*) FROM customers WHERE signup_date < ?", [as_of]).fetchall()[0][0]
+    assert len(scores) == n_signed_up and not scores.isna().any().any()
+    both = scores.merge(churn, on="customer_id").merge(margin, on="customer_id")
+    rho_churn = both[purchases_column(90)].corr(both["p_churn"], method="spearman")
+    rho_value = both["prob__clv"].corr(both["expected_margin"], method="spearman")
+    assert rho_churn < -0.5, rho_churn
+    assert rho_value > 0.5, rho_value
