@@ -13,7 +13,7 @@ import pytest
 
 from customer360.data.contract_docs import render_contracts_markdown
 from customer360.data.contracts import CONTRACTS, TableContract
-from customer360.data.ingest import ingest_file
+from customer360.data.ingest import format_bound, ingest_file
 from customer360.data.warehouse import connect
 
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "data-contracts.md"
@@ -145,10 +145,6 @@ def _cases(kind: str) -> list[tuple[str, str]]:
     return out
 
 
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
 @pytest.mark.parametrize(("table", "column"), _cases("type"))
 def test_wrong_type_is_quarantined(shared_con, tmp_path, table, column):
     dtype = CONTRACTS[table].column(column).dtype
@@ -177,18 +173,20 @@ def test_value_not_allowed_is_quarantined(shared_con, tmp_path, table, column):
 @pytest.mark.parametrize(("table", "column"), _cases("min"))
 def test_below_minimum_is_quarantined(shared_con, tmp_path, table, column):
     minimum = CONTRACTS[table].column(column).min
-    report, reason = quarantine_one(shared_con, tmp_path, table, {column: _num(minimum - 1)})
-    assert report.reasons == {f"{column}: below minimum {_num(minimum)}": 1}
+    too_low = {column: format_bound(minimum - 1)}
+    report, reason = quarantine_one(shared_con, tmp_path, table, too_low)
+    assert report.reasons == {f"{column}: below minimum {format_bound(minimum)}": 1}
     assert reason.startswith(f"column {column}: ")
-    assert reason.endswith(f" is below the minimum {_num(minimum)}")
+    assert reason.endswith(f" is below the minimum {format_bound(minimum)}")
 
 
 @pytest.mark.parametrize(("table", "column"), _cases("max"))
 def test_above_maximum_is_quarantined(shared_con, tmp_path, table, column):
     maximum = CONTRACTS[table].column(column).max
-    report, reason = quarantine_one(shared_con, tmp_path, table, {column: _num(maximum + 1)})
-    assert report.reasons == {f"{column}: above maximum {_num(maximum)}": 1}
-    assert reason.endswith(f" is above the maximum {_num(maximum)}")
+    too_high = {column: format_bound(maximum + 1)}
+    report, reason = quarantine_one(shared_con, tmp_path, table, too_high)
+    assert report.reasons == {f"{column}: above maximum {format_bound(maximum)}": 1}
+    assert reason.endswith(f" is above the maximum {format_bound(maximum)}")
 
 
 def test_min_and_max_are_inclusive(shared_con, tmp_path):

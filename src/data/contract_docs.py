@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from customer360.data.contracts import CONTRACTS, Column, TableContract
+from customer360.data.ingest import format_bound
 
 HEADER = """\
 # Data contracts
@@ -37,16 +38,12 @@ def _rule_text(col: Column) -> str:
     if col.allowed is not None:
         parts.append("one of " + ", ".join(f"`{v}`" for v in col.allowed))
     if col.min is not None:
-        parts.append(f">= {_num(col.min)}")
+        parts.append(f">= {format_bound(col.min)}")
     if col.max is not None:
-        parts.append(f"<= {_num(col.max)}")
+        parts.append(f"<= {format_bound(col.max)}")
     if col.references:
         parts.append(f"references `{col.references}`")
     return "; ".join(parts)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
 def _cell(text: str) -> str:

@@ -536,7 +536,8 @@ def _raw(i: int) -> str:
     return _q(f"{RAW_PREFIX}{i}")
 
 
-def _num(x: float) -> str:
+def format_bound(x: float) -> str:
+    """A contract bound as written in reasons and docs: ``1`` not ``1.0``, ``1e-09`` as is."""
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
@@ -623,11 +624,11 @@ def _rules(
         for bound, op, side in ((col.min, "<", "below"), (col.max, ">", "above")):
             if bound is None:
                 continue
-            limit = f"{'minimum' if side == 'below' else 'maximum'} {_num(bound)}"
+            limit = f"{'minimum' if side == 'below' else 'maximum'} {format_bound(bound)}"
             rules.append(
                 _Rule(
                     key=f"{col.name}: {side} {limit}",
-                    fails=f"{value} {op} {_num(bound)}",
+                    fails=f"{value} {op} {format_bound(bound)}",
                     detail=(
                         f"{prefix} || CAST({value} AS VARCHAR) || "
                         f"{_lit(f' is {side} the {limit}')}"
