@@ -101,7 +101,7 @@ def _pyplot():
     return plt
 
 
-def plot_holdout_by_frequency(table: pd.DataFrame, path: Path, unit_label: str) -> Path:
+def plot_holdout_by_frequency(table: pd.DataFrame, path: Path, holdout_label: str) -> Path:
     """Actual vs predicted mean holdout purchases by calibration frequency."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -112,8 +112,8 @@ def plot_holdout_by_frequency(table: pd.DataFrame, path: Path, unit_label: str) 
         ax.plot(x, table[name], "--s", label=name)
     ax.set_xticks(x, labels)
     ax.set_xlabel("repeat purchases in calibration")
-    ax.set_ylabel(f"mean purchases in holdout ({unit_label})")
-    ax.set_title("Holdout purchases by calibration frequency")
+    ax.set_ylabel("mean repeat purchases in the holdout")
+    ax.set_title(f"Holdout ({holdout_label}): purchases by calibration frequency")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -154,7 +154,10 @@ def plot_matrix(
     image[valid] = values
     fig, ax = plt.subplots(figsize=(6.5, 5))
     shown = ax.imshow(
-        np.ma.masked_invalid(image), origin="lower", aspect="auto", cmap="viridis",
+        np.ma.masked_invalid(image),
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
         extent=(recs[0], recs[-1], -0.5, max_frequency + 0.5),
     )
     fig.colorbar(shown, ax=ax)
@@ -212,30 +215,42 @@ def fit_and_report(
         "pareto_nbd": pareto.expected_purchases(rfm, horizon),
     }
     clv_kwargs = {
-        "months": months, "annual_discount_rate": annual_discount_rate,
-        "margin_rate": margin_rate, "time_unit": time_unit,
+        "months": months,
+        "annual_discount_rate": annual_discount_rate,
+        "margin_rate": margin_rate,
+        "time_unit": time_unit,
     }
-    customers = pd.DataFrame({
-        "customer_id": rfm["customer_id"].to_numpy(),
-        "frequency": rfm["frequency"].to_numpy(),
-        "recency": rfm["recency"].to_numpy(),
-        "T": rfm["T"].to_numpy(),
-        "monetary_value": rfm["monetary_value"].to_numpy(),
-        "p_alive": bg.p_alive(rfm),
-        "expected_purchases": predictions["bgnbd"],
-        "expected_spend": gg.expected_spend(rfm),
-        "clv": customer_clv(bg, gg, rfm, **clv_kwargs),
-        "p_alive_pareto": pareto.p_alive(rfm),
-        "expected_purchases_pareto": predictions["pareto_nbd"],
-        "clv_pareto": customer_clv(pareto, gg, rfm, **clv_kwargs),
-    })
+    customers = pd.DataFrame(
+        {
+            "customer_id": rfm["customer_id"].to_numpy(),
+            "frequency": rfm["frequency"].to_numpy(),
+            "recency": rfm["recency"].to_numpy(),
+            "T": rfm["T"].to_numpy(),
+            "monetary_value": rfm["monetary_value"].to_numpy(),
+            "p_alive": bg.p_alive(rfm),
+            "expected_purchases": predictions["bgnbd"],
+            "expected_spend": gg.expected_spend(rfm),
+            "clv": customer_clv(bg, gg, rfm, **clv_kwargs),
+            "p_alive_pareto": pareto.p_alive(rfm),
+            "expected_purchases_pareto": predictions["pareto_nbd"],
+            "clv_pareto": customer_clv(pareto, gg, rfm, **clv_kwargs),
+        }
+    )
     if holdout:
         customers["actual_purchases_holdout"] = rfm["frequency_holdout"].to_numpy()
     if extra_customers is not None and len(extra_customers):
         defaults = pd.DataFrame({"customer_id": extra_customers.to_numpy()}).assign(
-            frequency=np.nan, recency=np.nan, T=np.nan, monetary_value=np.nan,
-            p_alive=0.0, expected_purchases=0.0, expected_spend=gg.population_mean_spend_,
-            clv=0.0, p_alive_pareto=0.0, expected_purchases_pareto=0.0, clv_pareto=0.0,
+            frequency=np.nan,
+            recency=np.nan,
+            T=np.nan,
+            monetary_value=np.nan,
+            p_alive=0.0,
+            expected_purchases=0.0,
+            expected_spend=gg.population_mean_spend_,
+            clv=0.0,
+            p_alive_pareto=0.0,
+            expected_purchases_pareto=0.0,
+            clv_pareto=0.0,
         )
         customers = pd.concat([customers, defaults], ignore_index=True)
     customers["has_purchases"] = customers["frequency"].notna()
@@ -244,24 +259,41 @@ def fit_and_report(
         **(context or {}),
         "time_unit": unit_label,
         "expected_purchases_horizon": horizon,
-        "clv": {"months": months, "annual_discount_rate": annual_discount_rate,
-                "margin_rate": margin_rate},
+        "clv": {
+            "months": months,
+            "annual_discount_rate": annual_discount_rate,
+            "margin_rate": margin_rate,
+        },
         "customers_with_purchases": len(rfm),
         "customers_without_purchases": int(0 if extra_customers is None else len(extra_customers)),
         "models": {
             "bgnbd": _model_summary(bg),
             "pareto_nbd": _model_summary(pareto),
-            "gamma_gamma": {**_model_summary(gg), "customers_excluded": gg.n_excluded_,
-                            "population_mean_spend": gg.population_mean_spend_},
+            "gamma_gamma": {
+                **_model_summary(gg),
+                "customers_excluded": gg.n_excluded_,
+                "population_mean_spend": gg.population_mean_spend_,
+            },
         },
     }
     plots = [
-        plot_matrix(bg, output_dir / "p_alive_matrix.png", kind="p_alive",
-                    max_frequency=cfg.plot_max_frequency, age=float(rfm["T"].max()),
-                    unit_label=unit_label),
-        plot_matrix(bg, output_dir / "frequency_recency_matrix.png", kind="frequency_recency",
-                    max_frequency=cfg.plot_max_frequency, age=float(rfm["T"].max()),
-                    horizon=horizon, unit_label=unit_label),
+        plot_matrix(
+            bg,
+            output_dir / "p_alive_matrix.png",
+            kind="p_alive",
+            max_frequency=cfg.plot_max_frequency,
+            age=float(rfm["T"].max()),
+            unit_label=unit_label,
+        ),
+        plot_matrix(
+            bg,
+            output_dir / "frequency_recency_matrix.png",
+            kind="frequency_recency",
+            max_frequency=cfg.plot_max_frequency,
+            age=float(rfm["T"].max()),
+            horizon=horizon,
+            unit_label=unit_label,
+        ),
     ]
     if holdout:
         metrics = holdout_metrics(rfm, predictions)
@@ -279,8 +311,11 @@ def fit_and_report(
         }
         table = holdout_by_frequency(rfm, predictions, cfg.plot_max_frequency)
         table.to_csv(output_dir / "holdout_by_frequency.csv")
-        plots.append(plot_holdout_by_frequency(
-            table, output_dir / "holdout_by_frequency.png", unit_label))
+        plots.append(
+            plot_holdout_by_frequency(
+                table, output_dir / "holdout_by_frequency.png", f"{horizon:.4g} {unit_label}"
+            )
+        )
     (output_dir / "params.json").write_text(json.dumps(params, indent=2, default=_json_default))
     customers.to_parquet(output_dir / "customers.parquet", index=False)
     return ClvReport(output_dir=output_dir, params=params, customers=customers, plots=plots)
@@ -315,15 +350,20 @@ def log_to_mlflow(report: ClvReport, *, tags: dict[str, Any]) -> str:
     from customer360.training.tracking import run_tags, setup_mlflow
 
     setup_mlflow(EXPERIMENT)
-    with mlflow.start_run(run_name=tags.get("run_name", "probabilistic"),
-                          tags=run_tags(**tags)) as run:
-        mlflow.log_params({
-            "time_unit": report.params["time_unit"],
-            "expected_purchases_horizon": report.params["expected_purchases_horizon"],
-            **{f"clv_{k}": v for k, v in report.params["clv"].items()},
-            **{f"{m}_penalizer": v["penalizer_used"]
-               for m, v in report.params["models"].items()},
-        })
+    with mlflow.start_run(
+        run_name=tags.get("run_name", "probabilistic"), tags=run_tags(**tags)
+    ) as run:
+        mlflow.log_params(
+            {
+                "time_unit": report.params["time_unit"],
+                "expected_purchases_horizon": report.params["expected_purchases_horizon"],
+                **{f"clv_{k}": v for k, v in report.params["clv"].items()},
+                **{
+                    f"{m}_penalizer": v["penalizer_used"]
+                    for m, v in report.params["models"].items()
+                },
+            }
+        )
         mlflow.log_metrics(flat_metrics(report.params))
         for path in report.plots:
             mlflow.log_artifact(str(path), artifact_path="plots")
@@ -427,8 +467,14 @@ def run_transactions(
         if calibration_end is None:
             calibration_end = str(rfm_summary_last_day(con, purchases, customer_col, date_col))
         rfm = rfm_summary(
-            con, purchases, customer_col=customer_col, date_col=date_col, amount_col=amount_col,
-            calibration_end=calibration_end, observation_end=holdout_end, time_unit=unit,
+            con,
+            purchases,
+            customer_col=customer_col,
+            date_col=date_col,
+            amount_col=amount_col,
+            calibration_end=calibration_end,
+            observation_end=holdout_end,
+            time_unit=unit,
         )
     except ContractError as exc:
         raise ContractError(f"{transactions}: {exc}") from exc
@@ -441,19 +487,33 @@ def run_transactions(
     months = cfg.clv_months
     rate = cfg.annual_discount_rate if discount_rate is None else discount_rate
     report = fit_and_report(
-        rfm, output_dir, cfg=cfg, time_unit=unit, months=months,
-        annual_discount_rate=rate, margin_rate=margin_rate, extra_customers=extra,
+        rfm,
+        output_dir,
+        cfg=cfg,
+        time_unit=unit,
+        months=months,
+        annual_discount_rate=rate,
+        margin_rate=margin_rate,
+        extra_customers=extra,
         context={
             "input": {
-                "file": str(transactions), "rows": len(frame),
+                "file": str(transactions),
+                "rows": len(frame),
                 "return_rows_excluded": int(is_return.sum()),
-                "calibration_end": str(calibration_end), "holdout_end": holdout_end,
+                "calibration_end": str(calibration_end),
+                "holdout_end": holdout_end,
             }
         },
     )
     if mlflow_log:
-        log_to_mlflow(report, tags={"run_name": "byo", "source": str(transactions),
-                                    "calibration_end": calibration_end})
+        log_to_mlflow(
+            report,
+            tags={
+                "run_name": "byo",
+                "source": str(transactions),
+                "calibration_end": calibration_end,
+            },
+        )
     return report
 
 
@@ -461,8 +521,14 @@ def rfm_summary_last_day(
     con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, customer_col: str, date_col: str
 ) -> dt.date:
     """The last purchase day in ``frame`` (parsed the way rfm_summary parses dates)."""
-    probe = rfm_summary(con, frame, customer_col=customer_col, date_col=date_col,
-                        amount_col=None, calibration_end="2262-04-01")
+    probe = rfm_summary(
+        con,
+        frame,
+        customer_col=customer_col,
+        date_col=date_col,
+        amount_col=None,
+        calibration_end="2262-04-01",
+    )
     gap = float((probe["T"] - probe["recency"]).min())  # far end minus the last purchase day
     last = pd.Timestamp("2262-04-01") - pd.Timedelta(days=gap)
     return last.date()
@@ -491,24 +557,46 @@ def run_warehouse(
     obs_end = (as_of_ts - pd.Timedelta(days=1)).date()
     purchases = warehouse_purchases(con, as_of_ts)
     rfm = rfm_summary(
-        con, purchases, customer_col="customer_id", date_col="ts", amount_col="amount",
-        calibration_end=cal_end, observation_end=obs_end, time_unit=cfg.time_unit,
+        con,
+        purchases,
+        customer_col="customer_id",
+        date_col="ts",
+        amount_col="amount",
+        calibration_end=cal_end,
+        observation_end=obs_end,
+        time_unit=cfg.time_unit,
     )
     margin = margin_rate if margin_rate is not None else cfg.margin_rate
     if margin is None:
         margin = warehouse_margin_rate(con, cal_end + dt.timedelta(days=1))
     rate = cfg.annual_discount_rate if discount_rate is None else discount_rate
     report = fit_and_report(
-        rfm, output_dir, cfg=cfg, time_unit=cfg.time_unit, months=cfg.clv_months,
-        annual_discount_rate=rate, margin_rate=margin,
-        context={"input": {"warehouse_as_of": str(as_of_ts.date()),
-                           "calibration_end": str(cal_end), "holdout_end": str(obs_end)}},
+        rfm,
+        output_dir,
+        cfg=cfg,
+        time_unit=cfg.time_unit,
+        months=cfg.clv_months,
+        annual_discount_rate=rate,
+        margin_rate=margin,
+        context={
+            "input": {
+                "warehouse_as_of": str(as_of_ts.date()),
+                "calibration_end": str(cal_end),
+                "holdout_end": str(obs_end),
+            }
+        },
     )
     if mlflow_log:
-        log_to_mlflow(report, tags={
-            "run_name": f"warehouse-{as_of_ts.date()}", "as_of": as_of_ts.date(),
-            "calibration_end": cal_end, "holdout_days": days, "customers": len(rfm),
-            "purchase_rows": len(purchases),
-        })
+        log_to_mlflow(
+            report,
+            tags={
+                "run_name": f"warehouse-{as_of_ts.date()}",
+                "as_of": as_of_ts.date(),
+                "calibration_end": cal_end,
+                "holdout_days": days,
+                "customers": len(rfm),
+                "purchase_rows": len(purchases),
+            },
+        )
     log.info("probabilistic CLV on %d customers written to %s", len(rfm), output_dir)
     return report
