@@ -119,10 +119,13 @@ def ingest(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from customer360.data.ingest import ingest_file, parse_column_map
-    from customer360.data.warehouse import connect
+    from customer360.data.warehouse import connect, resolve_db_path
 
     column_map = parse_column_map(map_)
-    with connect(db, create=True) as con, Progress(
+    warehouse = resolve_db_path(db)
+    if not warehouse.exists():
+        console.print(f"Creating a new, empty warehouse {warehouse}", markup=False)
+    with connect(warehouse, create=True) as con, Progress(
         TextColumn(f"[bold]ingesting {escape(file.name)}"), BarColumn(),
         TextColumn("step {task.completed}/{task.total}"), TimeElapsedColumn(),
         console=console, transient=True,
@@ -139,7 +142,8 @@ def ingest(
         )
         return
     console.print(
-        f"{escape(report.file)} -> {table}: read {report.rows_read:,} = loaded "
+        f"{escape(report.file)} -> {table} in {escape(str(warehouse))}: read "
+        f"{report.rows_read:,} = loaded "
         f"{report.rows_loaded:,} + quarantined {report.rows_quarantined:,}", soft_wrap=True,
     )
     if report.ignored_columns:
@@ -151,11 +155,20 @@ def ingest(
     if report.rows_quarantined:
         print_table("Top quarantine reasons",
                     [{"reason": k, "rows": n} for k, n in report.top_reasons[:10]])
+        if any(" not found in " in reason for reason in report.reasons):
+            from customer360.data.contracts import CONTRACTS
+
+            console.print(
+                "Unknown keys: load referenced tables first, in this order: "
+                f"{', '.join(CONTRACTS)}.", soft_wrap=True, markup=False,
+            )
+        import shlex
+
         quoted = report.file.replace("'", "''")
         console.print(
             f"See the quarantined rows: customer360 quarantine --table {table} --file "
-            f"{report.file}\n  or in SQL: SELECT * FROM quarantine WHERE source_file = "
-            f"'{quoted}' ORDER BY row_number", soft_wrap=True, markup=False,
+            f"{shlex.quote(report.file)}\n  or in SQL: SELECT * FROM quarantine WHERE "
+            f"source_file = '{quoted}' ORDER BY row_number", soft_wrap=True, markup=False,
         )
 
 
