@@ -123,18 +123,25 @@ def ingest(
 
     column_map = parse_column_map(map_)
     warehouse = resolve_db_path(db)
-    if not warehouse.exists():
+    created = not warehouse.exists()
+    if created:
         console.print(f"Creating a new, empty warehouse {warehouse}", markup=False)
-    with connect(warehouse, create=True) as con, Progress(
-        TextColumn(f"[bold]ingesting {escape(file.name)}"), BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"), TimeElapsedColumn(),
-        console=console, transient=True,
-    ) as progress:
-        task = progress.add_task("ingest", total=5)
-        report = ingest_file(
-            con, table, file, column_map,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    try:
+        with connect(warehouse, create=True) as con, Progress(
+            TextColumn(f"[bold]ingesting {escape(file.name)}"), BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"), TimeElapsedColumn(),
+            console=console, transient=True,
+        ) as progress:
+            task = progress.add_task("ingest", total=5)
+            report = ingest_file(
+                con, table, file, column_map,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except BaseException:
+        if created:  # a failed ingest leaves no trace, not even a new empty warehouse
+            for leftover in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        raise
     if report.skipped_duplicate_file:
         console.print(
             f"Skipped {escape(report.file)}: identical content (sha256 {report.file_sha256[:12]}) "

@@ -570,6 +570,11 @@ def test_cli_error_is_one_clear_line_and_exit_code_2(db, tmp_path):
     assert bad.returncode == 2
     assert "error:" in bad.stdout and "lacks required column(s) transaction_id" in bad.stdout
     assert "--map" in bad.stdout
+    # into a warehouse that did not exist: it is not left behind either
+    fresh = tmp_path / "fresh.duckdb"
+    bad = subprocess.run([*cmd[:-1], str(fresh)], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert bad.returncode == 2 and not fresh.exists()
 
 
 # --- cross-check with the generator: its tables satisfy the contracts ---------------------------
