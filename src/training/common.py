@@ -76,7 +76,9 @@ class SnapshotPlan(StrictModel):
 
     The latest as-of is ``today - horizon_days`` (so its label window ends at the last
     observed day); earlier ones follow every ``step_days``. The last ``test`` snapshots are
-    the test set, the ``validation`` ones before them validate, the rest train.
+    the test set, the ``validation`` ones before them validate, the rest train. With
+    ``step_days < horizon_days`` the snapshots whose label window would overlap a later part
+    are purged (see :func:`time_split`), so more, overlapping training snapshots are allowed.
     """
 
     count: int = 5
@@ -110,16 +112,6 @@ class TrainingConfig(StrictModel):
     search_space: dict[str, ParamRange] = {}
     fixed_params: dict[str, float | int | str | bool] = {}
 
-    @model_validator(mode="after")
-    def _no_overlap(self) -> TrainingConfig:
-        if self.snapshots.step_days < self.horizon_days:
-            raise ValueError(
-                f"snapshots.step_days ({self.snapshots.step_days}) is shorter than horizon_days "
-                f"({self.horizon_days}): the label window of one snapshot would overlap the "
-                "next, leaking later periods into training. Use step_days >= horizon_days."
-            )
-        return self
-
 
 def snapshot_dates(today: dt.date, horizon_days: int, plan: SnapshotPlan) -> list[dt.date]:
     """As-of dates, oldest first: ``today - horizon - k * step`` for ``k = count-1 .. 0``.
@@ -135,7 +127,8 @@ def snapshot_dates(today: dt.date, horizon_days: int, plan: SnapshotPlan) -> lis
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """Row masks of a time-based split and the as-of dates in each part."""
+    """Row masks of a time-based split and the as-of dates in each part (``purged``: dates
+    used nowhere because their label window would overlap a later part)."""
 
     train: np.ndarray
     validation: np.ndarray
@@ -143,16 +136,18 @@ class TimeSplit:
     train_dates: tuple[dt.date, ...]
     validation_dates: tuple[dt.date, ...]
     test_dates: tuple[dt.date, ...]
+    purged_dates: tuple[dt.date, ...] = ()
 
 
 def time_split(
     as_of: pd.Series, horizon_days: int, *, validation: int = 1, test: int = 1
 ) -> TimeSplit:
-    """Split stacked snapshots by time: latest ``test`` dates test, the ``validation`` dates
-    before them validate, all earlier dates train.
+    """Split stacked snapshots by time, never letting a later part's period into an earlier
+    part's labels.
 
-    Raises when a training or validation label window ``[T, T + H)`` would reach into a later
-    part, i.e. when the snapshots are closer together than the horizon.
+    The latest ``test`` dates test. Validation takes the latest ``validation`` dates whose
+    label window ``[T, T + H)`` ends by the first test date; training takes every date whose
+    window ends by the first validation date. Dates in between are purged (used nowhere).
 
     Examples
     --------
@@ -160,35 +155,28 @@ def time_split(
     >>> s = time_split(d, 90)
     >>> s.train.tolist(), s.validation.tolist(), s.test.tolist()
     ([True, True, False, False], [False, False, True, False], [False, False, False, True])
+    >>> monthly = pd.Series(pd.date_range("2025-01-01", periods=6, freq="MS"))
+    >>> [str(d) for d in time_split(monthly, 60).purged_dates]
+    ['2025-05-01', '2025-03-01', '2025-02-01']
     """
     dates = pd.to_datetime(as_of).dt.date
     distinct = sorted(dates.unique())
-    if len(distinct) < validation + test + 1:
-        raise ModelError(
-            f"Need at least {validation + test + 1} as-of snapshots for a time-based split "
-            f"(train, {validation} validation, {test} test); got {len(distinct)}: "
-            f"{[str(d) for d in distinct]}. Add snapshots in the config."
-        )
-    test_dates = tuple(distinct[-test:])
-    val_dates = tuple(distinct[-test - validation : -test])
-    train_dates = tuple(distinct[: -test - validation])
     horizon = dt.timedelta(days=horizon_days)
-    for earlier, later, what in (
-        (
-            train_dates,
-            val_dates,
-            "training",
-        ),
-        (val_dates, test_dates, "validation"),
-        (train_dates, test_dates, "training"),
-    ):
-        if max(earlier) + horizon > min(later):
-            raise ModelError(
-                f"The {what} snapshot {max(earlier)} has a label window reaching "
-                f"{max(earlier) + horizon}, past the later snapshot {min(later)}: that would "
-                "let later-period rows into training. Space snapshots at least horizon_days "
-                "apart."
-            )
+    test_dates = tuple(distinct[-test:]) if test > 0 else ()
+    before_test = [d for d in distinct if test_dates and d + horizon <= min(test_dates)]
+    val_dates = tuple(before_test[-validation:]) if validation > 0 else ()
+    train_dates = tuple(d for d in before_test if val_dates and d + horizon <= min(val_dates))
+    if len(test_dates) < test or len(val_dates) < validation or not train_dates:
+        raise ModelError(
+            f"Cannot split the as-of snapshots {[str(d) for d in distinct]} by time with a "
+            f"{horizon_days}-day horizon: need {test} test date(s), {validation} validation "
+            "date(s) whose label window ends by the first test date, and training dates whose "
+            "window ends by the first validation date. Add earlier snapshots in the config."
+        )
+    used = set(train_dates) | set(val_dates) | set(test_dates)
+    purged = tuple(d for d in reversed(distinct) if d not in used)
+    if purged:
+        log.info("time split: purged snapshots %s (label windows overlap a later part)", purged)
     return TimeSplit(
         train=dates.isin(train_dates).to_numpy(),
         validation=dates.isin(val_dates).to_numpy(),
@@ -196,6 +184,7 @@ def time_split(
         train_dates=train_dates,
         validation_dates=val_dates,
         test_dates=test_dates,
+        purged_dates=purged,
     )
 
 
