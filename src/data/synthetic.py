@@ -3,32 +3,37 @@
 The generator simulates every customer's life on a weekly grid from 2023-01-01 to one year past
 the synthetic "today" and writes what a CRM would have recorded before today into the raw tables
 (see :mod:`customer360.data.contracts`). Everything the business cannot see goes to ``truth_*``
-tables that only tests and evaluation may read.
+tables that only tests and evaluation may read. Parameters: :class:`SyntheticConfig`
+(``configs/synthetic.yaml``).
 
 The model
 ---------
-* **Lifecycle.** Every customer is *active*, then possibly *at risk* (disengaging), then *gone*.
-  Prospects (about 20%) never buy. Active customers buy as a Poisson process with a latent
-  daily rate ``lam`` (gamma distributed; B2B lower); at-risk customers buy, browse and open
-  e-mails at a fraction ``AT_RISK_FACTOR`` of their usual intensity, so behaviour thins out in
-  the weeks before they leave.
-* **Hazard.** At the end of each week an active customer turns at-risk with probability
-  ``h = min(H_CAP, h0 * exp(B_FEE * fee13 + B_UNRES * unres13))`` where ``h0`` is the customer's
-  static weekly hazard (a beta-distributed dropout probability scaled by latent satisfaction and
-  engagement) and ``fee13``/``unres13`` count the customer's fee complaints and eventually
-  unresolved tickets opened in the 13 previous whole weeks. At-risk customers leave with
-  probability ``LEAVE_PROB`` per week. Contract customers may also leave at the end of the week
-  in which their contract ends (``CONTRACT_LEAVE_PROB``).
-* **Spend.** Net order value is gamma distributed around a customer mean ``mean_spend`` that is
-  itself gamma distributed (gamma-gamma) and grows with third-party affluence; B2B orders are
-  far larger. Margin = amount x the category's margin rate; some orders are returned later
-  (``is_return`` rows with negative amount and margin).
+* **Lifecycle.** Sign-ups grow over the history. Prospects (``prospect_share``) never buy; some
+  of them browse. Everyone else makes a first purchase after an exponential wait, then buys as a
+  Poisson process with a latent daily rate (gamma distributed; B2B lower) while *active*. An
+  active customer may turn *at risk*: they then buy, browse and open e-mails at
+  ``at_risk_factor`` of their usual intensity (behaviour thins out), and leave (*gone*) with
+  probability ``leave_prob_weekly`` per week.
+* **Hazard.** At the end of each week an active customer turns at risk with probability
+  :func:`weekly_hazard`: a static weekly hazard ``h0`` (a beta-distributed dropout probability
+  scaled by latent satisfaction, which also drives social sentiment and ticket satisfaction, and
+  latent engagement, which drives browsing) times ``exp`` of the effects of fee complaints and
+  eventually unresolved tickets opened in the 13 previous whole weeks plus a capped "grudge" per
+  fee complaint ever. Contract customers may also leave at the end of the week in which their
+  contract ends.
+* **Spend.** Net order value is gamma distributed around a customer mean that is itself gamma
+  distributed (gamma-gamma) and grows with latent affluence (seen through the third-party
+  affluence score); B2B orders are far larger. Margin = amount x the category's margin rate;
+  some orders are returned later (``is_return`` rows with negative amount and margin, never
+  after the customer left); first orders of referral-acquired customers name an earlier
+  customer as referrer.
 * **Offers.** The true acceptance probability depends only on static customer attributes x
   offer (:func:`true_acceptance`); a softmax logging policy over noisy scores chooses one offer
   per offer event and its exact propensity is logged.
 
 Truth tables: ``truth_customers``, ``truth_future_transactions``, ``truth_tickets``,
-``truth_offer_acceptance``, ``truth_logging_policy`` (see :data:`TRUTH_DDL`).
+``truth_offer_acceptance``, ``truth_logging_policy`` (see :data:`TRUTH_DDL`). The oracles that
+read them live in :mod:`customer360.data.oracle`.
 """
 
 from __future__ import annotations
