@@ -247,6 +247,21 @@ def test_column_with_no_value_of_the_right_type_is_a_file_error(con, tmp_path):
     assert (report.rows_loaded, report.rows_quarantined) == (1, n - 1)
 
 
+def test_required_column_empty_throughout_is_a_file_error(con, tmp_path):
+    n = ingest_module.WHOLE_COLUMN_MIN_VALUES
+    rows = [txn(f"T{i}", channel="") for i in range(n)]
+    file = write_csv(tmp_path / "blank.csv", TX_COLUMNS, rows)
+    before = snapshot(con)
+    with pytest.raises(IngestError) as exc:
+        ingest_file(con, "transactions", file)
+    assert str(exc.value) == (
+        f"{file.resolve()}: column 'channel' (loading into transactions.channel, which is "
+        f"required) is empty in all {n} rows. Fill it, or map the right column with --map; "
+        "nothing was ingested."
+    )
+    assert snapshot(con) == before
+
+
 def test_column_map_renames_and_extra_columns_are_reported(con, tmp_path):
     columns = ["TxnID", "Customer", *TX_COLUMNS[2:], "note"]
     rows = [{**txn("M1"), "TxnID": "M1", "Customer": "C2", "note": "x"}]

@@ -27,8 +27,9 @@ already in the warehouse"; then duplicate primary keys within the file (the firs
 occurrence is loaded). A table check that evaluates to null passes (SQL `CHECK` semantics).
 Types: an empty CSV field is null; `DOUBLE` values must be finite numbers; `INTEGER` values
 must be whole (`1.5` is refused, not rounded); a timestamp with a UTC offset is converted to
-naive UTC. A column in which none of at least 100 values has the right type refuses the whole
-file (a wrong column or format, e.g. decimal commas) instead of quarantining every row.
+naive UTC. In a file of 100 rows or more, a required column that is empty throughout, or a
+column in which no value has the right type, refuses the whole file (a wrong column or format,
+e.g. decimal commas) instead of quarantining every row.
 Tables are listed in load order: load referenced tables first.
 """
 

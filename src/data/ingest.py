@@ -15,10 +15,11 @@ The work happens in DuckDB, not in Python row loops:
    row as JSON, and the file into ``ingest_log`` -- all in one transaction, so a crash or an
    error leaves the warehouse as it was.
 
-A column in which every one of at least :data:`WHOLE_COLUMN_MIN_VALUES` values has the wrong
-type is a file-level error (a wrong column or format, e.g. decimal commas), not that many bad
-rows. A file already in ``ingest_log`` (same SHA-256 of its content, same table) is skipped, so
-loading the same file twice adds nothing. Table checks follow SQL ``CHECK`` semantics: a check
+In a file of at least :data:`WHOLE_COLUMN_MIN_VALUES` rows, a required column that is empty
+throughout, or a column in which no value has the right type, is a file-level error (a wrong
+column or format, e.g. decimal commas), not that many bad rows. A file already in
+``ingest_log`` (same SHA-256 of its content, same table) is skipped, so loading the same file
+twice adds nothing. Table checks follow SQL ``CHECK`` semantics: a check
 that evaluates to null (because an optional column is null) passes.
 """
 
@@ -48,7 +49,8 @@ RAW_PREFIX = "_c360_raw_"
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 WHOLE_COLUMN_MIN_VALUES = 100
-"""A column with at least this many values, none of them of the right type, fails the file."""
+"""From this many rows on, a column that is wholly empty (required) or wholly of the wrong type
+fails the file instead of quarantining every row."""
 _STEPS = 5
 
 # CSV dialect is fixed, not sniffed: the sniffer can silently treat lines starting with '#' as
@@ -252,7 +254,7 @@ def _ingest_in_transaction(
     rows_read = con.execute(f"SELECT count(*) FROM {CHECKED}").fetchone()[0]
     if rows_read == 0:
         raise _empty_error(source_file)
-    _check_whole_column_types(con, contract, rules, source_file)
+    _check_whole_columns(con, contract, sources, raw_index, rules, rows_read, source_file)
     progress(1)
     _apply_late_rules(con, contract, rules)
     progress(2)
@@ -746,23 +748,39 @@ def _build_checked(
         raise _read_error(source_file, exc) from exc
 
 
-def _check_whole_column_types(
-    con: duckdb.DuckDBPyConnection, contract: TableContract, rules: list[_Rule], source_file: str
+def _check_whole_columns(
+    con: duckdb.DuckDBPyConnection,
+    contract: TableContract,
+    sources: dict[str, str | None],
+    raw_index: dict[str, int],
+    rules: list[_Rule],
+    rows_read: int,
+    source_file: str,
 ) -> None:
-    """A column in which every one of many values has the wrong type is the wrong column (or a
-    wrong format such as decimal commas), not a set of bad rows: refuse the file."""
-    typed = [r for r in rules if r.type_of is not None]
-    if not typed:
+    """Refuse the file when a whole column is wrong rather than some rows: a required column
+    that is empty in every row, or a column in which every value has the wrong type (the wrong
+    column, or a format such as decimal commas). Only for files of at least
+    :data:`WHOLE_COLUMN_MIN_VALUES` rows, so small files still quarantine row by row."""
+    if rows_read < WHOLE_COLUMN_MIN_VALUES:
         return
-    aggregates = ", ".join(
+    required = [c for c in contract.required_columns if sources[c] is not None]
+    typed = [r for r in rules if r.type_of is not None]
+    aggregates = [f"count({_raw(raw_index[sources[c]])})" for c in required] + [
         f"count({raw}), count(*) FILTER (WHERE {r.fails}), "
         f"arg_min({raw}, {ROW}) FILTER (WHERE {r.fails}), min({ROW}) FILTER (WHERE {r.fails})"
         for r in typed
         for raw in [r.type_of[1]]
-    )
-    stats = con.execute(f"SELECT {aggregates} FROM {CHECKED}").fetchone()
+    ]
+    stats = con.execute(f"SELECT {', '.join(aggregates)} FROM {CHECKED}").fetchone()
+    for col, present in zip(required, stats, strict=False):
+        if present == 0:
+            raise IngestError(
+                f"{source_file}: column {sources[col]!r} (loading into {contract.name}.{col}, "
+                f"which is required) is empty in all {rows_read:,} rows. Fill it, or map the "
+                "right column with --map; nothing was ingested."
+            )
     for i, rule in enumerate(typed):
-        present, bad, example, row = stats[4 * i : 4 * i + 4]
+        present, bad, example, row = stats[len(required) + 4 * i : len(required) + 4 * i + 4]
         if present >= WHOLE_COLUMN_MIN_VALUES and bad == present:
             src, _, dtype = rule.type_of
             target = rule.key.split(":")[0]
