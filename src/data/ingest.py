@@ -249,7 +249,7 @@ def _ingest_in_transaction(
         _check_parquet_types(contract, sources, file_types, source_file)
     raw_index = {name: i for i, (name, _) in enumerate(file_columns)}
 
-    rules = _rules(contract, sources, raw_index, file_types)
+    rules = _rules(contract, sources, raw_index)
     _build_checked(con, reader, contract, file_columns, sources, rules, source_file)
     rows_read = con.execute(f"SELECT count(*) FROM {CHECKED}").fetchone()[0]
     if rows_read == 0:
@@ -583,7 +583,6 @@ def _rules(
     contract: TableContract,
     sources: dict[str, str | None],
     raw_index: dict[str, int],
-    file_types: dict[str, str],
 ) -> list[_Rule]:
     """Every row rule of the contract, in the order the first failure is reported."""
     rules: list[_Rule] = []
@@ -618,9 +617,7 @@ def _rules(
                 _Rule(
                     key=f"{col.name}: value not allowed",
                     fails=f"CAST({value} AS VARCHAR) NOT IN ({allowed})",
-                    detail=(
-                        f"{prefix} || {_shown(value)} || {listing}"
-                    ),
+                    detail=f"{prefix} || {_shown(value)} || {listing}",
                 )
             )
         for bound, op, side in ((col.min, "<", "below"), (col.max, ">", "above")):
