@@ -444,13 +444,22 @@ class GammaGammaModel(_FittedCheck):
             cols, weights = {"frequency": freq, "monetary_value": money}, np.ones(len(freq))
 
         def fit_once(penalty: float):
+            # lifetimes' default (unconstrained BFGS) first, so results equal a plain fit; when
+            # it fails or lands on q <= 1 (infinite mean spend), refit with q >= 1 enforced.
             fitter = GammaGammaFitter(penalizer_coef=penalty)
-            # q >= 1 keeps the prior mean spend p * v / (q - 1) finite
+            try:
+                fitter.fit(cols["frequency"], cols["monetary_value"], weights=weights)
+                if fitter.params_["q"] > 1:
+                    return fitter, {k: float(v) for k, v in fitter.params_.items()}
+                reason = f"q={fitter.params_['q']:.4g} <= 1"
+            except ConvergenceError:
+                reason = "no convergence"
+            log.info("Gamma-Gamma: unconstrained fit gave %s; refitting with q >= 1", reason)
+            fitter = GammaGammaFitter(penalizer_coef=penalty)
             fitter.fit(
                 cols["frequency"], cols["monetary_value"], weights=weights, q_constraint=True
             )
-            params = {k: float(v) for k, v in fitter.params_.items()}
-            return fitter, params
+            return fitter, {k: float(v) for k, v in fitter.params_.items()}
 
         self.fitter_, self.params_, self.penalizer_used_ = self._fit_with_retries(
             fit_once, n_ok, f"{len(X) - n_ok} excluded: no repeat purchase or spend <= 0"
