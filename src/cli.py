@@ -715,6 +715,200 @@ def nbo_feedback(
     console.print(f"Recorded feedback {fid}; the log now holds {total:,} answers.")
 
 
+# --- train / promote / predict: churn and ML-CLV (issue 5; owner: ML) ---------------------------
+
+train_app = typer.Typer(
+    help="Train a model: Optuna-tuned LightGBM, tracked and registered in MLflow (@challenger).",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+
+TrialsOption = Annotated[
+    int | None, typer.Option("--trials", help="Optuna trials (default: the config's).", min=0)
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Config YAML (default: configs/<model>.yaml).")
+]
+NoRegisterOption = Annotated[
+    bool, typer.Option("--no-register", help="Log the run but do not register the model.")
+]
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines and download bars drown the table; keep warnings and errors."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _run_with_trial_bar(label: str, job):
+    """Run ``job(on_progress)`` under a rich progress bar of the Optuna trials."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    _quiet_mlflow()
+    with Progress(
+        TextColumn(f"[bold]{label}[/] trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return job(on_progress)
+
+
+def _print_training_result(title: str, result, metrics: list[str]) -> None:
+    from customer360.training.common import mlflow_ui_command
+
+    rows = [{"model": "lightgbm_tuned", **result.metrics}]
+    rows += [{"model": name, **values} for name, values in result.baselines.items()]
+    print_table(f"{title}: test metrics vs baselines (same rows)", rows, ["model", *metrics])
+    for name in ("roc_auc_vs_oracle", "gini_vs_oracle"):
+        if name in result.metrics:
+            console.print(f"{name.replace('_', ' ')}: {result.metrics[name]:.3f}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    where = f"model {result.model_uri} (not registered)"
+    if result.version:
+        where = f"registered version {result.version} as @challenger"
+    console.print(f"MLflow run {result.run_id}: {where}; test data {result.test_snapshot}")
+    console.print(f"Browse the runs: {mlflow_ui_command()}  (then http://127.0.0.1:5000)")
+
+
+@train_app.command("churn")
+def train_churn_cmd(
+    db: DbOption = None,
+    trials: TrialsOption = None,
+    config: ConfigOption = None,
+    table: Annotated[
+        Path | None,
+        typer.Option("--table", help="Train on your own CSV/Parquet table, not the warehouse."),
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Label column of --table (two values).")
+    ] = None,
+    positive_label: Annotated[
+        str | None, typer.Option("--positive-label", help="Value of --label that means churn.")
+    ] = None,
+    id_col: Annotated[
+        str | None, typer.Option("--id-col", help="Customer id column of --table (not a feature).")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model-name", help="Registered model name (default: config's).")
+    ] = None,
+    no_register: NoRegisterOption = False,
+) -> None:
+    """Train the churn model (calibrated LightGBM + reason codes) on the warehouse or a table."""
+    from customer360.errors import ConfigError
+    from customer360.training.churn import load_churn_config, train_churn, train_churn_table
+
+    cfg = load_churn_config(config)
+    if table is None:
+        if label or positive_label or id_col:
+            raise ConfigError("--label, --positive-label and --id-col go with --table FILE.")
+        if model_name:
+            cfg = cfg.model_copy(update={"model_name": model_name})
+        from customer360.data.warehouse import connect
+
+        with connect(db, read_only=True) as con:
+            result = _run_with_trial_bar(
+                "churn",
+                lambda cb: train_churn(
+                    con, cfg, trials=trials, register=not no_register, on_progress=cb
+                ),
+            )
+    else:
+        if not label:
+            raise ConfigError("--table needs --label COLUMN (the churn flag column).")
+        result = _run_with_trial_bar(
+            "churn",
+            lambda cb: train_churn_table(
+                table,
+                label,
+                positive_label=positive_label,
+                id_col=id_col,
+                model_name=model_name,
+                trials=trials,
+                config=cfg,
+                register=not no_register,
+                on_progress=cb,
+            ),
+        )
+    _print_training_result(
+        "Churn", result, ["roc_auc", "pr_auc", "brier", "log_loss", "lift_at_10", "ece"]
+    )
+
+
+@train_app.command("clv")
+def train_clv_cmd(
+    db: DbOption = None,
+    trials: TrialsOption = None,
+    config: ConfigOption = None,
+    no_register: NoRegisterOption = False,
+) -> None:
+    """Train the ML-CLV model (margin within the horizon; Tweedie LightGBM on BG/NBD + GG)."""
+    from customer360.data.warehouse import connect
+    from customer360.training.clv import load_clv_ml_config, train_clv
+
+    cfg = load_clv_ml_config(config)
+    with connect(db, read_only=True) as con:
+        result = _run_with_trial_bar(
+            "clv",
+            lambda cb: train_clv(con, cfg, trials=trials, register=not no_register, on_progress=cb),
+        )
+    _print_training_result(
+        "ML-CLV", result, ["normalized_gini", "spearman", "decile_mape", "total_error"]
+    )
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="Registered model name, e.g. churn or clv.")],
+) -> None:
+    """Move @champion to @challenger if it beats the champion on the same test data."""
+    from customer360.training.promote import promote as promote_model
+
+    _quiet_mlflow()
+    decision = promote_model(model)
+    if decision.promoted:
+        console.print(f"[green]{decision.message}[/]")
+        return
+    console.print(f"[bold red]not promoted:[/] {decision.message}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        str, typer.Option("--model", help="NAME[@ALIAS] (default alias: champion) or NAME/VERSION.")
+    ],
+    table: Annotated[Path, typer.Option("--table", help="CSV/Parquet table to score.")],
+    output: Annotated[Path, typer.Option("--output", help="Where to write (.csv or .parquet).")],
+    id_col: Annotated[
+        str | None, typer.Option("--id-col", help="Id column to copy to the output.")
+    ] = None,
+) -> None:
+    """Score a table with a registered model: id, probability (or value) and reason codes."""
+    from customer360.training.churn import read_table
+    from customer360.training.common import predict_table
+
+    _quiet_mlflow()
+    scored = predict_table(model, read_table(table), id_col=id_col)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() in {".parquet", ".pq"}:
+        scored.to_parquet(output, index=False)
+    else:
+        scored.to_csv(output, index=False)
+    console.print(f"Wrote {len(scored):,} scored rows to {output}")
+
+
 def main() -> None:
     """Entry point: run the app and turn our own errors into one clear line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -653,3 +653,81 @@ def run_training_job(
         test_snapshot=test_identity,
         experiment_id=experiment_id,
     )
+
+
+# --- scoring a table with a registered model -----------------------------------------------------
+
+
+def model_uri_from_ref(ref: str) -> tuple[str, str, str]:
+    """``NAME[@ALIAS]`` (default alias ``champion``) or ``NAME/VERSION`` -> (uri, name,
+    alias-or-version)."""
+    if ref.startswith("models:/"):
+        ref = ref.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return f"models:/{name}@{alias}", name, alias
+    if "/" in ref:
+        name, version = ref.split("/", 1)
+        return f"models:/{name}/{version}", name, version
+    return f"models:/{ref}@{CHAMPION}", ref, CHAMPION
+
+
+def load_registered_model(ref: str):
+    """Load ``NAME[@ALIAS]`` as an MLflow pyfunc, with clear errors for an unknown model or
+    alias."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from customer360.training.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(tracking_uri())
+    uri, name, which = model_uri_from_ref(ref)
+    client = mlflow.MlflowClient()
+    if "/" not in uri.removeprefix("models:/"):
+        from customer360.training.promote import alias_version
+
+        alias_version(client, name, which)  # raises NotFoundError with the known names
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        from customer360.errors import NotFoundError
+
+        raise NotFoundError(f"Cannot load model {ref!r} ({uri}): {exc}") from exc
+
+
+def predict_table(ref: str, table: pd.DataFrame, *, id_col: str | None = None) -> pd.DataFrame:
+    """Score a (possibly messy) table with a registered model.
+
+    Returns the id column (``id_col``, else the training run's id column or ``customer_id``
+    when present, else the 1-based ``row`` number) followed by the model's outputs (churn:
+    ``churn_probability``, ``reason_1..3``; CLV: ``clv_ml``). Text numbers, blanks and stray
+    spaces are read the way training read them.
+    """
+    import mlflow
+
+    loaded = load_registered_model(ref)
+    if id_col is not None and id_col not in table.columns:
+        raise ConfigError(
+            f"Id column {id_col!r} is not in the table; its columns are "
+            f"{', '.join(map(str, table.columns[:30]))}."
+        )
+    if id_col is None:
+        run_id = loaded.metadata.run_id
+        trained_id = (
+            mlflow.MlflowClient().get_run(run_id).data.tags.get("id_col") if run_id else None
+        )
+        for candidate in (trained_id, "customer_id"):
+            if candidate and candidate in table.columns:
+                id_col = candidate
+                break
+    # The pyfunc's own predict enforces the signature's clean types; a user's file may hold
+    # numbers as text, so score through the wrapped model, which types columns itself.
+    model = loaded.unwrap_python_model().model
+    scored = model.predict_frame(table.reset_index(drop=True))
+    ids = (
+        table[id_col].reset_index(drop=True).rename(id_col)
+        if id_col
+        else pd.Series(np.arange(1, len(table) + 1), name="row")
+    )
+    return pd.concat([ids, scored], axis=1)
