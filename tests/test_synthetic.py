@@ -65,6 +65,11 @@ def test_existing_warehouse_is_not_overwritten_without_consent(tmp_path):
         syn.generate_warehouse(path, n_customers=50, seed=2)
     counts = syn.generate_warehouse(path, n_customers=60, seed=2, overwrite=True)
     assert counts["customers"] == 60
+    junk = tmp_path / "notes.duckdb"
+    junk.write_text("not a database")
+    with pytest.raises(WarehouseError, match="cannot be read"):
+        syn.generate_warehouse(junk, n_customers=50, seed=1)
+    assert junk.read_text() == "not a database"
 
 
 @pytest.mark.parametrize(

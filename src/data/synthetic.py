@@ -645,13 +645,11 @@ def generate_warehouse(
             "pass a later date."
         )
     db = Path(db_path)
+    if db.is_dir():
+        raise WarehouseError(f"{db} is a directory; pass a file path such as {db / 'w.duckdb'}.")
     if db.exists():
         if not overwrite:
-            with duckdb.connect(str(db), read_only=True) as probe:
-                has = probe.execute(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_name='customers'"
-                ).fetchone()[0]
-                rows = probe.execute("SELECT count(*) FROM customers").fetchone()[0] if has else 0
+            rows = _customer_rows(db)
             if rows:
                 raise WarehouseError(
                     f"Warehouse {db} already holds {rows} customers. Pass --overwrite "
@@ -700,6 +698,22 @@ def generate_warehouse(
     finally:
         con.close()
     return counts
+
+
+def _customer_rows(db: Path) -> int:
+    """Customers held by an existing file (0 for an empty warehouse); a clear error for a file
+    that is not a readable DuckDB warehouse."""
+    try:
+        with duckdb.connect(str(db), read_only=True) as probe:
+            has = probe.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'customers'"
+            ).fetchone()[0]
+            return probe.execute("SELECT count(*) FROM customers").fetchone()[0] if has else 0
+    except duckdb.Error as exc:
+        raise WarehouseError(
+            f"{db} exists but cannot be read as a DuckDB warehouse ({exc}). Pass --overwrite "
+            "(overwrite=True) to replace it, or choose another --db path."
+        ) from exc
 
 
 def _parse_today(today: date | str | None) -> date:
