@@ -204,7 +204,15 @@ def oracle_churn_probability(
 
     Examples
     --------
-    >>> oracle_churn_probability(con, "2026-03-31", 90)  # doctest: +SKIP
+    >>> import pathlib, tempfile
+    >>> from customer360.data.synthetic import generate_warehouse
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.duckdb"
+    >>> _ = generate_warehouse(path, n_customers=200, seed=1)
+    >>> with duckdb.connect(str(path), read_only=True) as con:
+    ...     p = oracle_churn_probability(con, "2026-03-31", 90)
+    ...     m = oracle_expected_margin(con, "2026-03-31", 90)
+    >>> bool(p["p_churn"].between(0, 1).all()), bool((m["expected_margin"] >= 0).all())
+    (True, True)
     """
     pr = _project(con, _as_date(as_of), horizon_days)
     p = pr.p_no_purchase
