@@ -448,7 +448,7 @@ def clv_warehouse(
     as_of: Annotated[str, typer.Option("--as-of", help="Evaluate as of this date (YYYY-MM-DD); "
                                        "only purchases strictly before it are read.")],
     output: Annotated[Path, typer.Option("--output", help="Output folder.")] = Path(
-        "outputs/clv_probabilistic"),
+        "out/clv_probabilistic"),
     holdout_days: Annotated[int | None, typer.Option(
         "--holdout-days", help="Days before as-of held out (default from config).")] = None,
     discount_rate: Annotated[float | None, typer.Option(
