@@ -904,7 +904,11 @@ def _write_third_party(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> N
     keep = (rng.random(n) < 0.9) & (observed < sim.today_day)
     b2b = c.is_b2b
     income = np.clip(np.round(2 + 1.1 * c.aff + rng.normal(0, 0.6, n)), 0, 4).astype(int)
-    missing = lambda p: rng.random(n) < p  # noqa: E731
+
+    def missing(share: float) -> np.ndarray:
+        """Rows the provider could not fill."""
+        return rng.random(n) < share
+
     profession = np.where(b2b | missing(0.05), -1, rng.integers(0, len(k.PROFESSIONS), n))
     education = np.where(
         b2b | missing(0.05),
