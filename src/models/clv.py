@@ -27,7 +27,7 @@ import datetime as dt
 import io
 import logging
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ DAYS_PER_UNIT = {"D": 1.0, "W": 7.0}
 class ClvProbabilisticConfig(StrictModel):
     """``configs/clv_probabilistic.yaml``: see the comments in that file."""
 
-    time_unit: str = "W"
+    time_unit: Literal["D", "W"] = "W"
     horizon_days: int = 90
     clv_months: int = 12
     annual_discount_rate: float = 0.10
@@ -225,7 +225,6 @@ class _TransactionModel(_FittedCheck):
     """Shared fit/predict of the two purchase-count models (subclasses pick the fitter)."""
 
     _fitter_cls: ClassVar[type]
-    _param_names: ClassVar[tuple[str, ...]]
 
     def __init__(
         self,
@@ -555,9 +554,6 @@ def customer_clv(
 
 
 # --- warehouse scoring ---------------------------------------------------------------------------
-
-SCORE_COLUMNS = ("prob__p_alive", "prob__expected_spend", "prob__clv")
-
 
 def purchases_column(horizon_days: int) -> str:
     """Name of the expected-purchases score column for a horizon."""
