@@ -180,8 +180,8 @@ def record_feedback(
     >>> BanditState.load(con).counts.loc[("A", "O1"), "successes"]
     np.int64(1)
     """
-    ensure_tables(con)
     if segment is None:
+        ensure_tables(con)
         row = con.execute(
             f"SELECT value_segment FROM {SEGMENTS_TABLE} WHERE customer_id = ?", [customer_id]
         ).fetchone()
@@ -200,12 +200,22 @@ def record_feedback(
     now = pd.Timestamp.now(tz="UTC").tz_localize(None).to_pydatetime()
     params = [fid, str(customer_id), str(offer_id), str(segment), bool(accepted), ts or now, now]
     _retry(
-        lambda: con.execute(
-            f"INSERT OR IGNORE INTO {FEEDBACK_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)", params
+        lambda: _insert_creating(
+            con, f"INSERT OR IGNORE INTO {FEEDBACK_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)", params
         ),
         what=f"record feedback for customer {customer_id}",
     )
     return fid
+
+
+def _insert_creating(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> None:
+    """Run an insert; on the very first feedback create the tables and run it again (the hot
+    path stays a single statement)."""
+    try:
+        con.execute(sql, params)
+    except duckdb.CatalogException:
+        ensure_tables(con)
+        con.execute(sql, params)
 
 
 def record_feedback_batch(con: duckdb.DuckDBPyConnection, feedback: pd.DataFrame) -> int:

@@ -365,7 +365,8 @@ class OfferLinearBase:
         self.features = features
         self.C = C
 
-    def _design(self, X: pd.DataFrame) -> np.ndarray:
+    def _parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Shared customer block ``[1, features]`` and the offer code of every row."""
         blocks = [np.ones((len(X), 1))]
         for col in self.features:
             if col in self.levels_:
@@ -376,8 +377,11 @@ class OfferLinearBase:
                 v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float)
                 mean, std = self.scale_[col]
                 blocks.append(np.nan_to_num((v - mean) / std, nan=0.0)[:, None])
-        base = np.hstack(blocks)
         codes = pd.Categorical(X["offer_id"].astype("string"), categories=self.offers_).codes
+        return np.hstack(blocks), codes
+
+    def _design(self, X: pd.DataFrame) -> np.ndarray:
+        base, codes = self._parts(X)
         onehot = np.eye(len(self.offers_))[np.maximum(codes, 0)] * (codes >= 0)[:, None]
         return (onehot[:, :, None] * base[:, None, :]).reshape(len(X), -1)
 
@@ -405,7 +409,12 @@ class OfferLinearBase:
         return self
 
     def logit(self, X: pd.DataFrame) -> np.ndarray:
-        return self.glm_.decision_function(self._design(X))
+        """Linear predictor per row; computed per offer block, never materialising the
+        (rows x offers x features) design."""
+        base, codes = self._parts(X)
+        coef = self.glm_.coef_[0].reshape(len(self.offers_), base.shape[1])
+        rows = coef[np.maximum(codes, 0)] * (codes >= 0)[:, None]  # unknown offer: intercept
+        return np.einsum("ij,ij->i", base, rows) + self.glm_.intercept_[0]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
