@@ -394,27 +394,42 @@ def test_byo_cli_unparseable_dates_and_too_few_repeaters(tmp_path):
     assert "at least 10 customers with a repeat purchase, got 1 of 30" in str(result.exception)
 
 
-def test_warehouse_evaluation_is_logged_to_mlflow(tmp_path):
+def test_clv_warehouse_cli_evaluates_and_logs_to_mlflow(tmp_path):
     import mlflow
+    from typer.testing import CliRunner
 
-    from customer360.training.probabilistic import run_warehouse
+    from customer360.cli import app
 
-    con = _tiny_warehouse(tmp_path / "w.duckdb")
-    report = run_warehouse(con, "2026-01-01", tmp_path / "out", holdout_days=120)
-    run = mlflow.get_run(report.run_id)
-    exp = mlflow.get_experiment(run.info.experiment_id)
-    assert exp.name == "clv_probabilistic"
+    _tiny_warehouse(tmp_path / "w.duckdb").close()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "clv", "warehouse", "--as-of", "2026-01-01", "--holdout-days", "120",
+        "--db", str(tmp_path / "w.duckdb"), "--output", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    run_id = re.search(r"MLflow run (\w+)", result.output).group(1)
+    run = mlflow.get_run(run_id)
+    assert mlflow.get_experiment(run.info.experiment_id).name == "clv_probabilistic"
+    params = json.loads((out / "params.json").read_text())
     metrics = run.data.metrics
     assert metrics["bgnbd_log_likelihood"] == pytest.approx(
-        report.params["models"]["bgnbd"]["log_likelihood"])
+        params["models"]["bgnbd"]["log_likelihood"])
     assert metrics["holdout_actual_total"] > 0
     # the probabilistic models beat the no-dropout rate baseline on the holdout
     assert metrics["bgnbd_holdout_mae"] < metrics["baseline_rate_holdout_mae"]
     assert run.data.tags["as_of"] == "2026-01-01" and "git_commit" in run.data.tags
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(report.run_id, "plots")}
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
     assert artifacts == {"plots/p_alive_matrix.png", "plots/frequency_recency_matrix.png",
                          "plots/holdout_by_frequency.png"}
-    assert report.params["input"]["holdout_end"] == "2025-12-31"
+    assert params["input"]["holdout_end"] == "2025-12-31"
+
+
+def test_missing_warehouse_tables_are_a_clear_error(tmp_path):
+    from customer360.errors import WarehouseError
+
+    con = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    with pytest.raises(WarehouseError, match="lacks table"):
+        probabilistic_scores(con, "2026-01-01")
 
 
 def test_scores_on_the_synthetic_warehouse_track_the_oracles(small_warehouse_master):

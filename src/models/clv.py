@@ -562,6 +562,9 @@ def purchases_column(horizon_days: int) -> str:
 
 def warehouse_purchases(con, before: dt.date | str) -> pd.DataFrame:
     """Non-return transactions (``customer_id, ts, amount``) strictly before ``before``."""
+    from customer360.data.warehouse import require_tables
+
+    require_tables(con, "transactions", "customers")
     return con.execute(
         "SELECT customer_id, ts, amount FROM transactions WHERE NOT is_return AND ts < ?",
         [pd.Timestamp(before).to_pydatetime()],
@@ -633,6 +636,9 @@ def probabilistic_scores(
     pandas.DataFrame
         ``customer_id`` and the four ``prob__`` columns, sorted by ``customer_id``.
     """
+    from customer360.data.warehouse import require_tables
+
+    require_tables(con, "transactions", "customers")
     cfg = config or load_clv_config()
     horizon = cfg.horizon_days if horizon_days is None else horizon_days
     rate = cfg.annual_discount_rate if discount_rate is None else discount_rate
