@@ -909,6 +909,106 @@ def predict(
     console.print(f"Wrote {len(scored):,} scored rows to {output}")
 
 
+# --- features: catalogue and point-in-time builds (issue 3; owner: FEAT) ------------------------
+
+features_app = typer.Typer(
+    help="Feature catalogue and point-in-time feature builds (DuckDB or Spark).",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("list")
+def features_list(
+    family: Annotated[
+        str | None, typer.Option("--family", help="Only this family: demo, txn, tp, beh, ...")
+    ] = None,
+) -> None:
+    """Print the feature catalogue (name, dtype, default, description)."""
+    from customer360.features.registry import FEATURE_SET_VERSION, FEATURES, feature_names
+
+    names = set(feature_names(family))
+    rows = [
+        {
+            "feature": f.name,
+            "dtype": f.dtype,
+            "default": "null" if f.default is None else f.default,
+            "description": f.description,
+        }
+        for f in FEATURES
+        if f.name in names
+    ]
+    print_table(f"{len(rows)} features (feature-set version {FEATURE_SET_VERSION})", rows)
+
+
+@features_app.command("docs")
+def features_docs(
+    output: Annotated[
+        Path, typer.Option("--output", help="Where to write the catalogue.")
+    ] = Path("docs/features.md"),
+) -> None:
+    """Regenerate docs/features.md from the feature declarations."""
+    from customer360.features.registry import catalogue_markdown
+
+    output.write_text(catalogue_markdown())
+    console.print(f"wrote {output}", markup=False)
+
+
+@features_app.command("build")
+def features_build(
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--as-of",
+            help="As-of date YYYY-MM-DD (repeatable). Default: the warehouse's 'today'.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Also write the frame to this Parquet file (+ manifest)."),
+    ] = None,
+    horizon: Annotated[
+        int | None,
+        typer.Option(
+            "--horizon",
+            help="Also build labels over this many days after each as-of date (training set "
+            "in table training_set).",
+        ),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="duckdb (default) or spark (local mode).")
+    ] = "duckdb",
+    db: DbOption = None,
+) -> None:
+    """Build features as of each date and write them to the table feature_snapshots."""
+    from datetime import date
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from customer360.data.warehouse import connect
+    from customer360.features.assembler import build_and_write, data_end
+
+    with connect(db) as con:
+        dates = as_of or [str(data_end(con) or date.today())]
+        with Progress(
+            TextColumn("[bold]building features"), BarColumn(),
+            TextColumn("{task.completed}/{task.total} as-of dates"), TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("features", total=len(dates))
+            info = build_and_write(
+                con, dates, horizon_days=horizon, output=output, engine=engine,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    rows = [{"as_of": d, "customers": n} for d, n in info["rows_per_as_of"].items()]
+    print_table("Feature build", rows)
+    console.print(
+        f"{info['n_features']} features, version {info['feature_set_version']} -> table "
+        f"{info['table']}{' and ' + str(output) if output else ''}",
+        markup=False,
+    )
+
+
 def main() -> None:
     """Entry point: run the app and turn our own errors into one clear line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

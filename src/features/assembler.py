@@ -359,10 +359,11 @@ def write_outputs(
     con: duckdb.DuckDBPyConnection | None = None,
     table: str | None = None,
     parquet: str | Path | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Write a feature or training frame to Parquet (+ ``<file>.manifest.json``) and/or a
     DuckDB table; returns the manifest."""
-    info = manifest(frame, table=table, parquet=str(parquet) if parquet else None)
+    info = manifest(frame, table=table, parquet=str(parquet) if parquet else None, **extra)
     if table is not None:
         if con is None:
             raise FeatureError(f"Writing table {table!r} needs a warehouse connection.")
@@ -379,3 +380,33 @@ def manifest_path(parquet: str | Path) -> Path:
     """``data/x.parquet`` -> ``data/x.manifest.json``."""
     path = Path(parquet)
     return path.with_name(path.stem + ".manifest.json")
+
+
+def build_and_write(
+    con: duckdb.DuckDBPyConnection,
+    as_of_dates: Iterable[dt.date | str] | dt.date | str,
+    *,
+    horizon_days: int | None = None,
+    output: str | Path | None = None,
+    engine: str | Engine = "duckdb",
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """What ``customer360 features build`` does: build, then write every output.
+
+    The features of each as-of date replace that date's rows in the DuckDB table
+    ``feature_snapshots`` (serving reads the latest). With ``horizon_days`` the labels are
+    built too and the features + labels replace that date's rows in ``training_set``.
+    ``output`` (optional) gets the frame as Parquet with a ``.manifest.json`` next to it.
+    Returns the manifest.
+    """
+    if horizon_days is None:
+        frame = build_features(con, as_of_dates, engine=engine, on_progress=on_progress)
+        return write_outputs(frame, con=con, table=SNAPSHOT_TABLE, parquet=output)
+    frame = build_training_set(
+        con, as_of_dates, horizon_days, engine=engine, on_progress=on_progress
+    )
+    features = frame[[c for c in frame.columns if not c.startswith("label__")]]
+    write_table(con, features, SNAPSHOT_TABLE)
+    return write_outputs(
+        frame, con=con, table=TRAINING_TABLE, parquet=output, horizon_days=horizon_days
+    )

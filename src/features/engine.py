@@ -64,24 +64,30 @@ def to_spark_sql(sql: str) -> str:
     return statements[0]
 
 
-def local_spark(cores: int = 2, app_name: str = "customer360") -> SparkSession:
-    """A local-mode SparkSession set up for feature builds (UTC, Arrow, few partitions)."""
+def local_spark(cores: int = 2, app_name: str = "customer360", **conf: str) -> SparkSession:
+    """A local-mode SparkSession set up for feature builds (UTC, Arrow, few partitions).
+
+    ``conf`` adds Spark settings, e.g. ``{"spark.sql.shuffle.partitions": "1"}`` for tiny data.
+    """
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - pyspark is a test/extra dependency
         raise FeatureError(
             "The Spark engine needs pyspark: install the test extras (`pip install -e .[test]`)."
         ) from exc
-    return (
+    builder = (
         SparkSession.builder.master(f"local[{cores}]")
         .appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(max(2, cores * 2)))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
-        .getOrCreate()
     )
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 class SparkEngine:
