@@ -89,6 +89,14 @@ def test_idempotent_feedback_id_and_segment_lookup(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     with pytest.raises(NotFoundError, match="no value segment"):
         record_feedback(con, "C9", "O1", True)
+    # falls back to the latest row of the segments room's table
+    con.execute("CREATE TABLE customer_segments (customer_id VARCHAR, value_segment VARCHAR, "
+                "as_of DATE)")
+    con.execute("INSERT INTO customer_segments VALUES ('C8', 'D', '2026-01-01'), "
+                "('C8', 'B', '2026-06-01')")
+    record_feedback(con, "C8", "O7", False)
+    assert BanditState.load(con).counts.loc[("B", "O7"), "failures"] == 1
+    con.execute("DELETE FROM nbo_feedback")
     store_segments(con, pd.DataFrame({"customer_id": ["C9"], "value_segment": ["C"]}),
                    "2026-06-30")
     record_feedback(con, "C9", "O1", True, feedback_id="evt-1")

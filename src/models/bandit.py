@@ -145,6 +145,33 @@ def store_segments(con: duckdb.DuckDBPyConnection, segments: pd.DataFrame, as_of
     return len(frame)
 
 
+def lookup_segment(con: duckdb.DuckDBPyConnection, customer_id: str) -> str:
+    """A customer's value segment: ``nbo_segments`` (written by ``nbo train``), else the
+    latest ``customer_segments`` row (written by ``customer360 segments``)."""
+    ensure_tables(con)
+    row = con.execute(
+        f"SELECT value_segment FROM {SEGMENTS_TABLE} WHERE customer_id = ?", [customer_id]
+    ).fetchall()
+    if not row:
+        has_seg = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = "
+            "'customer_segments'"
+        ).fetchall()[0][0]
+        if has_seg:
+            row = con.execute(
+                "SELECT value_segment FROM customer_segments WHERE customer_id = ? "
+                "ORDER BY as_of DESC LIMIT 1",
+                [customer_id],
+            ).fetchall()
+    if not row:
+        raise NotFoundError(
+            f"Customer {customer_id!r} has no value segment in {SEGMENTS_TABLE} or "
+            "customer_segments; pass segment=... or run `customer360 nbo train` (or "
+            "`customer360 segments`) first."
+        )
+    return str(row[0][0])
+
+
 def record_feedback(
     con: duckdb.DuckDBPyConnection,
     customer_id: str,
@@ -181,16 +208,7 @@ def record_feedback(
     np.int64(1)
     """
     if segment is None:
-        ensure_tables(con)
-        row = con.execute(
-            f"SELECT value_segment FROM {SEGMENTS_TABLE} WHERE customer_id = ?", [customer_id]
-        ).fetchone()
-        if row is None:
-            raise NotFoundError(
-                f"Customer {customer_id!r} has no value segment in {SEGMENTS_TABLE}; pass "
-                "segment=... or run `customer360 nbo train` to store the segments."
-            )
-        segment = row[0]
+        segment = lookup_segment(con, customer_id)
     if not isinstance(accepted, (bool, np.bool_)):
         raise Customer360Error(
             f"Feedback for customer {customer_id!r}, offer {offer_id!r}: accepted must be true "
