@@ -29,7 +29,7 @@ from customer360.serving.profile import (
     Population,
     ProfileScorer,
     load_champions,
-    load_offer_history,
+    prob_horizons,
 )
 from customer360.serving.schemas import ServingConfig, load_serving_config
 
@@ -81,7 +81,7 @@ def build_scorer(
     con: Any, as_of: dt.date, config: ServingConfig, *, seed: int | None = None
 ) -> ProfileScorer:
     """Champions + population context for ``as_of``, reading only the columns classification
-    needs for the whole population (the offer history is loaded per chunk)."""
+    needs for the whole population."""
     from customer360.models.segments import load_segments_config, required_features
 
     champions = load_champions(config.models, config.alias)
@@ -92,7 +92,9 @@ def build_scorer(
         "ORDER BY customer_id",
         [as_of],
     ).df()
-    population = Population.build(con, base, as_of, config, with_history=False)
+    population = Population.build(
+        con, base, as_of, config, prob_horizons=prob_horizons(champions)
+    )
     return ProfileScorer(champions, population, config, seed=seed)
 
 
@@ -163,9 +165,6 @@ def score_customers(
                 chunk = stream.fetch_df_chunk(vectors)
                 if chunk.empty:
                     break
-                side.register("_c360_chunk_ids", chunk[["customer_id"]])
-                scorer.population.history = load_offer_history(side, "_c360_chunk_ids")
-                side.unregister("_c360_chunk_ids")
                 flat = scorer.score(chunk, exclusions=False)
                 if schema is None:
                     schema = _arrow_schema(flat)

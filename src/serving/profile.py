@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,9 @@ def hash_id(customer_id: object) -> str:
 # --- champion models --------------------------------------------------------------------------
 
 
+_SIGNATURE_DTYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}
+
+
 @dataclass
 class Champion:
     """One loaded registered model: the pyfunc, its version and its input columns/types."""
@@ -63,9 +67,20 @@ class Champion:
     input_columns: list[str]
     input_types: dict[str, str]
 
+    def model_input(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The signature's columns of ``features``, cast to the signature's types (MLflow
+        refuses e.g. int64 for a double column: it could lose precision)."""
+        frame = features[self.input_columns]
+        casts = {
+            c: _SIGNATURE_DTYPES[t]
+            for c, t in self.input_types.items()
+            if t in _SIGNATURE_DTYPES and frame[c].dtype != _SIGNATURE_DTYPES[t]
+        }
+        return frame.astype(casts) if casts else frame
+
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Predict on the signature's columns of ``features``; always returns a DataFrame."""
-        out = self.model.predict(features[self.input_columns])
+        out = self.model.predict(self.model_input(features))
         if isinstance(out, pd.DataFrame):
             return out.reset_index(drop=True)
         if isinstance(out, pd.Series):
@@ -210,32 +225,34 @@ class Population:
         as_of: dt.date,
         config: ServingConfig,
         *,
-        with_history: bool = True,
+        prob_horizons: Iterable[int] = (),
     ) -> Population:
-        """Classify every customer of ``features`` and compute the probabilistic scores.
-
-        ``features`` needs at least the columns classification reads. ``with_history=False``
-        leaves the offer history empty (batch scoring loads it chunk by chunk).
-        """
+        """Classify every customer of ``features`` (at least the columns classification
+        reads), compute the probabilistic scores (expected purchases over the serving horizon
+        and every ``prob_horizons`` the models were stacked on) and load the NBO context."""
         from customer360.models.bandit import BanditState
         from customer360.models.clv import probabilistic_scores
-        from customer360.models.nbo import apply_overrides, load_nbo_config
+        from customer360.models.nbo import load_nbo_config
         from customer360.models.segments import load_segments_config
+        from customer360.training.nbo import load_history, load_offers
 
         segments_config = load_segments_config()
         nbo_config = load_nbo_config()
-        prob = probabilistic_scores(con, as_of, horizon_days=config.prob_horizon_days)
+        horizons = sorted({config.prob_horizon_days, *prob_horizons})
+        prob = probabilistic_scores(con, as_of, horizon_days=horizons[0])
+        for h in horizons[1:]:
+            more = probabilistic_scores(con, as_of, horizon_days=h)
+            col = f"{PROB_PREFIX}expected_purchases__{h}d"
+            prob[col] = more.set_index("customer_id")[col].reindex(prob["customer_id"]).to_numpy()
         classes = _classify(features, segments_config, prob)
-        offers = apply_overrides(
-            con.execute(f"SELECT * FROM {nbo_config.catalogue.source_table}").df(), nbo_config
-        )
+        offers = load_offers(con, nbo_config)
         return cls(
             as_of=as_of,
             classifications=classes,
             prob=prob.set_index("customer_id"),
             policies=_policies(classes, segments_config),
             offers=offers,
-            history=load_offer_history(con) if with_history else pd.DataFrame(),
+            history=load_history(con, offers),
             bandit=BanditState.load(con) if _has_feedback(con) else BanditState.empty(),
             segments_config=segments_config,
             nbo_config=nbo_config,
@@ -252,31 +269,22 @@ class Population:
         return classes.loc[ids]
 
 
+def prob_horizons(champions: Mapping[str, Champion]) -> list[int]:
+    """Horizons (days) of the ``prob__expected_purchases__{H}d`` columns the models read."""
+    found = set()
+    for champ in champions.values():
+        for col in champ.input_columns:
+            match = re.fullmatch(rf"{PROB_PREFIX}expected_purchases__(\d+)d", col)
+            if match:
+                found.add(int(match.group(1)))
+    return sorted(found)
+
+
 def _has_feedback(con: duckdb.DuckDBPyConnection) -> bool:
     from customer360.data.warehouse import table_exists
     from customer360.models.bandit import FEEDBACK_TABLE
 
     return table_exists(con, FEEDBACK_TABLE)
-
-
-def load_offer_history(
-    con: duckdb.DuckDBPyConnection, customers: str | None = None
-) -> pd.DataFrame:
-    """Past offers (logged ``offer_events`` plus recorded feedback) for the eligibility rules.
-
-    ``customers`` optionally names a registered relation with a ``customer_id`` column to
-    restrict the history to.
-    """
-    from customer360.models.bandit import FEEDBACK_TABLE
-
-    where = f"WHERE customer_id IN (SELECT customer_id FROM {customers})" if customers else ""
-    parts = [f"SELECT customer_id, offer_id, ts, channel, accepted FROM offer_events {where}"]
-    if _has_feedback(con):
-        parts.append(
-            "SELECT f.customer_id, f.offer_id, f.ts, o.channel, f.accepted "
-            f"FROM {FEEDBACK_TABLE} f LEFT JOIN offers o USING (offer_id) {where}"
-        )
-    return con.execute(" UNION ALL ".join(parts)).df()
 
 
 def _classify(
@@ -417,7 +425,28 @@ class ProfileScorer:
         )
         self.rng = np.random.default_rng(seed)
 
-    # Each part is vectorised over the rows of ``features``.
+    def conform(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Cast the model input columns to their signature types once (e.g. a whole snapshot
+        at start-up), so that per-request predictions need no casting."""
+        wanted: dict[str, str] = {}
+        for champ in self.champions.values():
+            for col, typ in champ.input_types.items():
+                dtype = _SIGNATURE_DTYPES.get(typ)
+                if dtype and col in features.columns and features[col].dtype != dtype:
+                    wanted.setdefault(col, dtype)
+        return features.astype(wanted) if wanted else features
+
+    def enrich(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Join the population's ``prob__*`` scores onto rows looked up by id (the models are
+        stacked on them); a no-op when the rows already carry them."""
+        prob = self.population.prob
+        if all(c in features.columns for c in prob.columns):
+            return features
+        scores = prob.reindex(features["customer_id"].to_numpy()).reset_index(drop=True)
+        rest = features.drop(columns=[c for c in prob.columns if c in features.columns])
+        return pd.concat([rest.reset_index(drop=True), scores], axis=1)
+
+    # Each part is vectorised over the rows of ``features`` (enriched, or payloads).
     def churn(self, features: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability`` and ``reason_1..3`` per row."""
         out = self.champions["churn"].predict(features)
@@ -434,13 +463,10 @@ class ProfileScorer:
         col = "clv_ml" if "clv_ml" in out.columns else out.columns[0]
         return pd.DataFrame({"clv_ml": out[col].astype(float).to_numpy()})
 
-    def prob_for(self, features: pd.DataFrame, *, payload: bool) -> pd.DataFrame:
-        """Probabilistic scores per row: looked up by id, or read from a payload's ``prob__``
-        fields when it has them (else null)."""
+    def prob_for(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The ``prob__*`` scores of (enriched or payload) rows; null where a payload lacks
+        them."""
         cols = list(self.population.prob.columns)
-        if not payload:
-            ids = features["customer_id"].to_numpy()
-            return self.population.prob.reindex(ids).reset_index(drop=True)
         out = pd.DataFrame(np.nan, index=range(len(features)), columns=cols)
         for col in cols:
             if col in features:
@@ -487,7 +513,7 @@ class ProfileScorer:
         recs = recommend(
             frame,
             pop.offers,
-            self.champions["nbo"].model,
+            self.champions["nbo"],  # casts the pair frame to the signature
             pop.nbo_config,
             None if payload else pop.history,
             self.config.top_k_offers,
@@ -508,10 +534,12 @@ class ProfileScorer:
 
         Columns: ``customer_id``, ``as_of``, ``seg__*`` (classifications), ``value_segment``,
         ``churn_probability``, ``reason_1..3``, ``clv_ml``, ``prob__*``,
-        ``offer_<rank>_{id,p_accept,expected_value,reason}`` and, with ``exclusions``,
+        ``offer_<rank>_{id,p_accept,expected_value,score,reason}`` and, with ``exclusions``,
         ``excluded`` (a list per row).
         """
         features = features.reset_index(drop=True)
+        if not payload:
+            features = self.enrich(features)
         classes = self.classifications(features, payload=payload)
         flat = pd.concat(
             [
@@ -520,7 +548,7 @@ class ProfileScorer:
                 pd.DataFrame({"value_segment": classes["value_segment"].to_numpy()}),
                 self.churn(features),
                 self.clv(features),
-                self.prob_for(features, payload=payload),
+                self.prob_for(features),
             ],
             axis=1,
         )
@@ -577,6 +605,7 @@ def _offer_columns(recs: pd.DataFrame, ids: np.ndarray, k: int) -> dict[str, np.
         "id": rec["offer_id"].astype(object).to_numpy(),
         "p_accept": rec["p_accept"].to_numpy(dtype=float),
         "expected_value": rec["expected_value"].to_numpy(dtype=float),
+        "score": rec["score"].to_numpy(dtype=float),
         "reason": rec["reasons"].astype(object).to_numpy(),
     }
     out: dict[str, np.ndarray] = {}
@@ -633,14 +662,14 @@ def churn_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def clv_from_row(row: Mapping[str, Any], horizon_days: int) -> dict[str, Any]:
-    purchases = next((k for k in row if k.startswith("prob__expected_purchases")), None)
+    purchases = f"{PROB_PREFIX}expected_purchases__{horizon_days}d"
     return {
         "customer_id": row.get("customer_id"),
         "as_of": _clean(row.get("as_of")),
         "clv_ml": float(row["clv_ml"]),
         "prob_clv": _clean(row.get("prob__clv")),
         "p_alive": _clean(row.get("prob__p_alive")),
-        "expected_purchases": _clean(row.get(purchases)) if purchases else None,
+        "expected_purchases": _clean(row.get(purchases)),
         "expected_spend": _clean(row.get("prob__expected_spend")),
         "horizon_days": horizon_days,
     }
@@ -657,6 +686,7 @@ def offers_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
                     "rank": rank,
                     "p_accept": _clean(row[f"offer_{rank}_p_accept"]),
                     "expected_value": _clean(row[f"offer_{rank}_expected_value"]),
+                    "score": _clean(row[f"offer_{rank}_score"]),
                     "reasons": [row[f"offer_{rank}_reason"]],
                 }
             )

@@ -123,6 +123,11 @@ class Offer(BaseModel):
     rank: int
     p_accept: float | None = None
     expected_value: float | None = None
+    score: float | None = Field(
+        None,
+        description="Ranking value: expected value, with P(accept) drawn from the NBO bandit's "
+        "posterior once feedback has been recorded or exploration is on.",
+    )
     reasons: list[str] = Field(default_factory=list, description="Why the offer is eligible.")
 
 

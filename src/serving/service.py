@@ -37,14 +37,17 @@ from customer360.serving.profile import (
     PayloadError,
     Population,
     ProfileScorer,
+    champion_versions,
     churn_from_row,
     clv_from_row,
     hash_id,
     id_columns,
+    latest_as_of,
     load_champions,
     load_snapshot,
     offers_from_row,
     payload_frame,
+    prob_horizons,
     profile_from_row,
     unknown_customer,
 )
@@ -121,9 +124,18 @@ class _RedactClientErrors(logging.Filter):
         return True
 
 
-def _install_log_redaction() -> None:
+def _install_logging() -> None:
+    """Our log lines go through BentoML's handlers (same format, trace ids); client errors
+    are logged without their content."""
     # MLflow warns on every call that NBO's pair frame has columns the model ignores.
     logging.getLogger("mlflow.models.utils").setLevel(logging.ERROR)
+    ours = logging.getLogger("customer360")
+    bento_handlers = logging.getLogger("bentoml").handlers
+    if bento_handlers and not ours.handlers:
+        for handler in bento_handlers:
+            ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
     redactor = _RedactClientErrors()
     for name in ("bentoml._internal.server.http_app", "_bentoml_impl.server.app", "bentoml"):
         logger = logging.getLogger(name)
@@ -141,6 +153,23 @@ _BATCH_OPTIONS: dict[str, Any] = {
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _stop_server_after_failed_start() -> None:
+    """A worker that cannot start would be restarted forever by BentoML's process manager;
+    stop the ``bentoml serve`` parent instead so the server exits with the error in its log."""
+    import signal
+
+    import psutil
+
+    try:
+        parent = psutil.Process().parent()
+        cmdline = " ".join(parent.cmdline()) if parent else ""
+    except psutil.Error:
+        return
+    if parent is not None and "bentoml" in cmdline and "serve" in cmdline:
+        log.error("customer360 service could not start; stopping the server (see the error)")
+        parent.send_signal(signal.SIGTERM)
 
 
 SERVICE_IMPORT = "customer360.serving.service:Customer360"
@@ -194,20 +223,30 @@ class Customer360:
     """Churn, CLV, next best offer and the integrated customer profile."""
 
     def __init__(self) -> None:
+        try:
+            self._start()
+        except Exception:
+            _stop_server_after_failed_start()
+            raise
+
+    def _start(self) -> None:
         from customer360.data.warehouse import connect
 
-        _install_log_redaction()
+        _install_logging()
         self.config = SERVING_CONFIG
         self.champions = load_champions(self.config.models, self.config.alias)
         self.db_path = _db_path()
         with connect(self.db_path, read_only=True) as con:
             snapshot = load_snapshot(con)
             as_of = pd.Timestamp(snapshot["as_of"].iloc[0]).date()
-            population = Population.build(con, snapshot, as_of, self.config)
+            population = Population.build(
+                con, snapshot, as_of, self.config, prob_horizons=prob_horizons(self.champions)
+            )
         self.as_of = as_of
-        self.snapshot = snapshot
-        self.row_of = pd.Index(snapshot["customer_id"].astype(str))
         self.scorer = ProfileScorer(self.champions, population, self.config)
+        # Rows carry their prob__ scores from the start: requests only slice.
+        self.snapshot = self.scorer.conform(self.scorer.enrich(snapshot))
+        self.row_of = pd.Index(snapshot["customer_id"].astype(str))
         self.write_lock = threading.Lock()
         log.info(
             "customer360 service ready: %d customers as of %s, models %s",
@@ -215,6 +254,17 @@ class Customer360:
             as_of,
             self.scorer.model_versions,
         )
+
+    @bentoml.on_deployment
+    def refuse_unless_ready() -> None:
+        """Runs once in the main ``bentoml serve`` process before any worker starts, so a
+        missing champion or feature snapshot stops the server with one clear message instead
+        of a worker that keeps failing and restarting."""
+        from customer360.data.warehouse import connect
+
+        champion_versions(SERVING_CONFIG.models, SERVING_CONFIG.alias)
+        with connect(_db_path(), read_only=True) as con:
+            latest_as_of(con)
 
     # --- resolving requests -------------------------------------------------------------------
 
@@ -305,7 +355,7 @@ class Customer360:
 
     def _clv_part(self, frame: pd.DataFrame, payload: bool) -> pd.DataFrame:
         scorer = self.scorer
-        prob = scorer.prob_for(frame, payload=payload)
+        prob = scorer.prob_for(frame)
         return pd.concat([id_columns(frame), scorer.clv(frame), prob], axis=1)
 
     def _full_part(self, frame: pd.DataFrame, payload: bool) -> pd.DataFrame:
