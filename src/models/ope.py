@@ -259,17 +259,15 @@ def evaluate_policy(
 def _bootstrap_sums(terms: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Column sums of ``terms`` (shape ``(m, n)``) over ``n_boot`` row resamples -> ``(m, B)``.
 
-    Each resample draws ``n`` row indices with replacement; resamples are processed in chunks
-    so memory stays near ``2e6`` indices whatever ``n_boot`` is.
+    Each resample draws ``n`` row indices with replacement; their counts per row
+    (``bincount``) times ``terms`` give the resampled sums without gathering rows.
     """
     rng = np.random.default_rng(seed)
     n = terms.shape[1]
     out = np.empty((terms.shape[0], n_boot))
-    chunk = max(1, min(n_boot, 2_000_000 // max(n, 1)))
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(size, n))
-        out[:, start : start + size] = terms[:, idx].sum(axis=2)
+    for b in range(n_boot):
+        counts = np.bincount(rng.integers(0, n, n, dtype=np.int64), minlength=n)
+        out[:, b] = terms @ counts
     return out
 
 
