@@ -185,6 +185,28 @@ def test_unremediable_fits_raise_model_error():
         BetaGeoModel(max_iter=1).fit(_homogeneous_rate_rfm())
 
 
+def test_pareto_predictions_stay_finite_for_busy_customers_and_units_are_consistent(cdnow_rfm):
+    """lifetimes' Pareto/NBD predictions overflow in day units for busy customers (e.g. 120+
+    purchases, last one on the calibration end day: NaN); the wrapper evaluates in the fitted
+    time scale, where they are finite, and the log-likelihood follows the change of units."""
+    days = cdnow_rfm.assign(recency=cdnow_rfm["recency"] * 7, T=cdnow_rfm["T"] * 7)
+    pn_days = ParetoNBDModel().fit(days)
+    busy = pd.DataFrame({"frequency": np.arange(1.0, 272.0), "recency": 272.0, "T": 272.0})
+    with np.errstate(all="ignore"):
+        raw = pn_days.fitter_.conditional_probability_alive(
+            busy["frequency"], busy["recency"], busy["T"])
+    assert np.isnan(raw).sum() > 100
+    np.testing.assert_allclose(pn_days.p_alive(busy), 1.0)  # bought on the last day: alive
+    assert np.isfinite(pn_days.expected_purchases(busy, 30.0)).all()
+    pn_weeks = ParetoNBDModel().fit(cdnow_rfm)
+    assert pn_days.params_["alpha"] == pytest.approx(7 * pn_weeks.params_["alpha"], rel=1e-4)
+    # x purchase-time densities: LL(days) = LL(weeks) - sum(x) * log(7)
+    shift = cdnow_rfm["frequency"].sum() * np.log(7)
+    assert pn_days.log_likelihood_ == pytest.approx(pn_weeks.log_likelihood_ - shift, abs=0.01)
+    bg_days, bg_weeks = BetaGeoModel().fit(days), BetaGeoModel().fit(cdnow_rfm)
+    assert bg_days.log_likelihood_ == pytest.approx(bg_weeks.log_likelihood_ - shift, abs=0.01)
+
+
 def test_homogeneous_spend_is_accepted_at_its_limit_and_logged(caplog):
     rng = np.random.default_rng(0)
     freq = rng.integers(1, 10, 300)

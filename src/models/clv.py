@@ -23,6 +23,7 @@ Time is in whatever unit the RFM columns use (the warehouse scoring uses weeks).
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import io
 import logging
@@ -273,6 +274,7 @@ class _TransactionModel(_FittedCheck):
         self.fitter_, self.params_, self.penalizer_used_ = self._fit_with_retries(
             fit_once, len(freq), detail
         )
+        self.time_max_ = float(cols["T"].max())
         self.log_likelihood_ = self._total_log_likelihood(
             cols["frequency"], cols["recency"], cols["T"], weights
         )
@@ -287,12 +289,17 @@ class _TransactionModel(_FittedCheck):
         """Unpenalised log-likelihood of all customers, in the data's own time unit."""
         raise NotImplementedError
 
+    def _predictor(self) -> tuple[Any, float]:
+        """The lifetimes fitter that evaluates predictions and the factor applied to times."""
+        return self.fitter_, 1.0
+
     def p_alive(self, X: pd.DataFrame) -> np.ndarray:
         """Probability that each customer is still active at the end of calibration."""
         self._require_fitted()
         freq, rec, age = rfm_arrays(X)
+        fitter, c = self._predictor()
         with np.errstate(all="ignore"):
-            out = self.fitter_.conditional_probability_alive(freq, rec, age)
+            out = fitter.conditional_probability_alive(freq, rec * c, age * c)
         return np.clip(_finite(out, f"{self._label} P(alive)", X), 0.0, 1.0)
 
     def expected_purchases(self, X: pd.DataFrame, t: float) -> np.ndarray:
@@ -301,9 +308,10 @@ class _TransactionModel(_FittedCheck):
         if not (np.isfinite(t) and t >= 0):
             raise ModelError(f"The horizon t must be a finite number >= 0, got {t!r}.")
         freq, rec, age = rfm_arrays(X)
+        fitter, c = self._predictor()
         with np.errstate(all="ignore"):
-            out = self.fitter_.conditional_expected_number_of_purchases_up_to_time(
-                t, freq, rec, age
+            out = fitter.conditional_expected_number_of_purchases_up_to_time(
+                t * c, freq, rec * c, age * c
             )
         return _finite(out, f"{self._label} expected purchases over {t:g}", X)
 
@@ -371,10 +379,25 @@ class ParetoNBDModel(_TransactionModel):
             kwargs["maxiter"] = self.max_iter
         return kwargs
 
+    def _predictor(self) -> tuple[Any, float]:
+        # lifetimes fits Pareto/NBD with times scaled to max(T) = 1, but predicts in the data's
+        # units, where its hypergeometric terms overflow for long, busy histories (e.g. 98
+        # purchases, last one at T: NaN). The model is scale-equivariant (alpha and beta scale
+        # with time, P(alive) and counts do not), so evaluate in the fitted scale instead.
+        c = 1.0 / self.time_max_
+        scaled = copy.copy(self.fitter_)
+        scaled.params_ = self.fitter_.params_.copy()
+        scaled.params_[["alpha", "beta"]] *= c
+        return scaled, c
+
     def _total_log_likelihood(self, freq, rec, age, weights) -> float:
-        params = [self.params_[k] for k in ("r", "alpha", "s", "beta")]
-        terms = ParetoNBDFitter._conditional_log_likelihood(params, freq, rec, age)
-        return float((weights * terms).sum())
+        # In the fitted scale (see _predictor); the density of x purchase times picks up a
+        # factor c**x under t -> c * t, so LL(data units) = LL(scaled) + x * log(c).
+        scaled, c = self._predictor()
+        params = [scaled.params_[k] for k in ("r", "alpha", "s", "beta")]
+        with np.errstate(all="ignore"):
+            terms = ParetoNBDFitter._conditional_log_likelihood(params, freq, rec * c, age * c)
+        return float((weights * (terms + freq * np.log(c))).sum())
 
 
 # --- spend model: Gamma-Gamma --------------------------------------------------------------------
