@@ -36,9 +36,10 @@ def test_train_nbo_policy_values_registry_and_recommend(small_warehouse):
     assert true["learned"] > true["offer_rate"]
     assert true["learned"] >= 0.65 * true["oracle"]
     assert true["oracle"] >= true["learned"]
-    # the doubly robust interval covers the true value of every evaluated policy
+    # the IPS, SNIPS and DR intervals cover the true value of every evaluated policy
     for policy, row in table.iterrows():
-        assert row["dr_low"] <= row["true_value"] <= row["dr_high"], (policy, row)
+        for est in ("ips", "snips", "dr"):
+            assert row[f"{est}_low"] <= row["true_value"] <= row[f"{est}_high"], (policy, est)
     # on-policy estimates of the logging policy agree with each other; ESS = rows
     assert table.loc["logging", "ips"] == pytest.approx(table.loc["logging", "snips"])
     assert table.loc["logging", "ess"] == pytest.approx(result.metrics["n_test_events"])
