@@ -22,6 +22,7 @@ from customer360.models.tabular import BoostedTabularModel, TableSchema, reason_
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("isotonic", "sigmoid")
+NO_CALIBRATION = "none"
 REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
 PROBABILITY_FLOOR = 1e-4
 
@@ -31,7 +32,8 @@ class Calibrator:
     """A monotone map from LightGBM's raw log-odds to a calibrated probability.
 
     ``method`` is ``isotonic`` (``x``/``y`` are the step function's knots, interpolated) or
-    ``sigmoid`` (``x = [slope, intercept]`` of a logistic fit on the raw score).
+    ``sigmoid`` (``x = [slope, intercept]`` of a logistic fit on the raw score; ``none`` is
+    the identity ``slope=1, intercept=0``, i.e. LightGBM's own probability).
     """
 
     method: str
@@ -59,13 +61,15 @@ class Calibrator:
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
             knots_x, knots_y = iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()
             return cls("isotonic", tuple(knots_x), tuple(knots_y))
+        if method == NO_CALIBRATION:
+            return cls(NO_CALIBRATION, (1.0, 0.0))
         if method == "sigmoid":
             from sklearn.linear_model import LogisticRegression
 
             lr = LogisticRegression(C=1e6, max_iter=1000).fit(raw.reshape(-1, 1), y)
             return cls("sigmoid", (float(lr.coef_[0, 0]), float(lr.intercept_[0])))
         raise ModelError(
-            f"Unknown calibration method {method!r}; use one of {CALIBRATION_METHODS} or 'auto'."
+            f"Unknown calibration method {method!r}; use isotonic, sigmoid, none or auto."
         )
 
 
@@ -75,23 +79,29 @@ def choose_calibrator(
     """Fit the calibrator on validation scores, choosing the method by out-of-fold Brier.
 
     Each candidate is fitted on k-1 folds of the validation rows and scored on the held-out
-    fold, so the comparison with the uncalibrated score is honest. Returns the calibrator
-    refitted on all rows and the out-of-fold Brier scores (``brier_raw``,
-    ``brier_isotonic``, ``brier_sigmoid``).
+    fold, so the comparison with the uncalibrated score is honest. With ``method="auto"`` the
+    candidates are isotonic, sigmoid and, as the yardstick, no calibration: when LightGBM's
+    own probabilities are already calibrated on the validation data (early stopping on the
+    validation log-loss often achieves that), a calibrator that would only add noise is not
+    used. Returns the calibrator refitted on all rows and the out-of-fold Brier scores
+    (``brier_raw``, ``brier_isotonic``, ``brier_sigmoid``).
     """
     from sklearn.model_selection import StratifiedKFold
 
     raw = np.asarray(raw, dtype=float)
     y = np.asarray(y, dtype=int)
-    candidates = CALIBRATION_METHODS if method == "auto" else (method,)
-    oof = {m: np.empty(len(y)) for m in candidates}
+    fitted = CALIBRATION_METHODS if method == "auto" else (method,)
+    oof = {m: np.empty(len(y)) for m in fitted}
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fit_idx, held_idx in splitter.split(raw.reshape(-1, 1), y):
-        for m in candidates:
+        for m in fitted:
             oof[m][held_idx] = Calibrator.fit(raw[fit_idx], y[fit_idx], m)(raw[held_idx])
     report = {"brier_raw": float(np.mean((1 / (1 + np.exp(-raw)) - y) ** 2))}
     report.update({f"brier_{m}": float(np.mean((p - y) ** 2)) for m, p in oof.items()})
-    best = min(candidates, key=lambda m: report[f"brier_{m}"])
+    candidates = [*fitted, NO_CALIBRATION] if method == "auto" else list(fitted)
+    best = min(
+        candidates, key=lambda m: report["brier_raw" if m == NO_CALIBRATION else f"brier_{m}"]
+    )
     log.info("calibration: out-of-fold Brier %s -> chose %s", report, best)
     return Calibrator.fit(raw, y, best), report
 
@@ -105,8 +115,8 @@ class ChurnClassifier(BoostedTabularModel):
         LightGBM hyperparameters (learning rate, leaves, regularisation ...); the objective
         is fixed to ``binary`` with ``binary_logloss`` for early stopping.
     calibration
-        ``"auto"`` (choose isotonic or sigmoid on validation data), ``"isotonic"`` or
-        ``"sigmoid"``.
+        ``"auto"`` (isotonic, sigmoid or none, whichever has the lowest out-of-fold Brier
+        on the validation data), ``"isotonic"``, ``"sigmoid"`` or ``"none"``.
 
     Examples
     --------
@@ -173,7 +183,8 @@ class ChurnClassifier(BoostedTabularModel):
                 self.predict_raw(val_m), np.asarray(y_val), self.calibration, seed=self.seed
             )
         else:
-            self.calibrator_, self.calibration_report_ = Calibrator("sigmoid", (1.0, 0.0)), {}
+            self.calibrator_ = Calibrator(NO_CALIBRATION, (1.0, 0.0))
+            self.calibration_report_ = {}
         return self
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:

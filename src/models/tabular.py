@@ -728,15 +728,23 @@ class BoostedTabularModel(_estimator_base()):
 
 
 def model_input_example(X: pd.DataFrame, schema: TableSchema, rows: int = 5) -> pd.DataFrame:
-    """A few rows of the model's input columns with clean types (floats for numerics, text for
-    categoricals), used as the MLflow input example and to infer the signature."""
+    """A few rows of the model's input columns, used as the MLflow input example and to infer
+    the signature.
+
+    Numeric columns keep their dtype (``int64`` stays ``long`` in the signature, as
+    ``build_features`` returns it; MLflow refuses to cast int64 to double at predict time),
+    numbers stored as text become float64 and categoricals clean text.
+    """
     head = X.head(rows)
     out = {}
     for name in schema.columns:
+        col = head[name]
         if name in schema.categories:
-            out[name] = clean_text(head[name]).astype(object)
+            out[name] = clean_text(col).astype(object).to_numpy()
+        elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            out[name] = col.to_numpy()
         else:
-            out[name] = parse_numbers(head[name])[0].astype("float64")
+            out[name] = parse_numbers(col)[0].astype("float64").to_numpy()
     return pd.DataFrame(out, index=range(len(head)))
 
 

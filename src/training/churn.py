@@ -72,7 +72,7 @@ class ChurnConfig(TrainingConfig):
 
     experiment: str = "churn"
     model_name: str = "churn"
-    calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
     stack_probabilistic: bool = True
     untuned_rounds: int = 100
     byo: ByoConfig = ByoConfig()
