@@ -470,6 +470,7 @@ def _print_clv_report(report) -> None:
     rows = [
         {"model": name, "parameters": ", ".join(f"{k}={v:.4g}" for k, v in m["params"].items()),
          "log-lik": m["log_likelihood"], "penalizer": m["penalizer_used"]}
+        if "params" in m else {"model": name, "parameters": f"not fitted: {m['error']}"}
         for name, m in report.params["models"].items()
     ]
     print_table("Fitted models", rows)

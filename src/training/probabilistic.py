@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from customer360.errors import ContractError
+from customer360.errors import ContractError, ModelError
 from customer360.features.rfm import rfm_summary
 from customer360.models.clv import (
     DAYS_PER_UNIT,
@@ -207,51 +207,52 @@ def fit_and_report(
     unit_days = DAYS_PER_UNIT[time_unit]
     unit_label = "days" if time_unit == "D" else "weeks"
     bg, gg = fit_pair(rfm, cfg)
-    pareto = ParetoNBDModel(**transaction_kwargs(cfg)).fit(rfm)
     holdout = "frequency_holdout" in rfm.columns
     horizon = float(rfm["duration_holdout"].iloc[0]) if holdout else cfg.horizon_days / unit_days
-    predictions = {
-        "bgnbd": bg.expected_purchases(rfm, horizon),
-        "pareto_nbd": pareto.expected_purchases(rfm, horizon),
-    }
     clv_kwargs = {
         "months": months,
         "annual_discount_rate": annual_discount_rate,
         "margin_rate": margin_rate,
         "time_unit": time_unit,
     }
-    customers = pd.DataFrame(
-        {
-            "customer_id": rfm["customer_id"].to_numpy(),
-            "frequency": rfm["frequency"].to_numpy(),
-            "recency": rfm["recency"].to_numpy(),
-            "T": rfm["T"].to_numpy(),
-            "monetary_value": rfm["monetary_value"].to_numpy(),
-            "p_alive": bg.p_alive(rfm),
-            "expected_purchases": predictions["bgnbd"],
-            "expected_spend": gg.expected_spend(rfm),
-            "clv": customer_clv(bg, gg, rfm, **clv_kwargs),
+    predictions = {"bgnbd": bg.expected_purchases(rfm, horizon)}
+    columns = {
+        "customer_id": rfm["customer_id"].to_numpy(),
+        "frequency": rfm["frequency"].to_numpy(),
+        "recency": rfm["recency"].to_numpy(),
+        "T": rfm["T"].to_numpy(),
+        "monetary_value": rfm["monetary_value"].to_numpy(),
+        "p_alive": bg.p_alive(rfm),
+        "expected_purchases": predictions["bgnbd"],
+        "expected_spend": gg.expected_spend(rfm),
+        "clv": customer_clv(bg, gg, rfm, **clv_kwargs),
+    }
+    # Pareto/NBD is the second opinion: when it cannot be fitted or evaluated, the job still
+    # delivers BG/NBD + Gamma-Gamma and params.json says why Pareto/NBD is missing.
+    try:
+        pareto = ParetoNBDModel(**transaction_kwargs(cfg)).fit(rfm)
+        pareto_columns = {
             "p_alive_pareto": pareto.p_alive(rfm),
-            "expected_purchases_pareto": predictions["pareto_nbd"],
+            "expected_purchases_pareto": pareto.expected_purchases(rfm, horizon),
             "clv_pareto": customer_clv(pareto, gg, rfm, **clv_kwargs),
         }
-    )
+        predictions["pareto_nbd"] = pareto_columns["expected_purchases_pareto"]
+        columns.update(pareto_columns)
+        pareto_summary: dict[str, Any] = _model_summary(pareto)
+    except ModelError as exc:
+        log.warning("Pareto/NBD left out: %s", exc)
+        pareto_summary = {"error": str(exc)}
+    customers = pd.DataFrame(columns)
     if holdout:
         customers["actual_purchases_holdout"] = rfm["frequency_holdout"].to_numpy()
     if extra_customers is not None and len(extra_customers):
-        defaults = pd.DataFrame({"customer_id": extra_customers.to_numpy()}).assign(
-            frequency=np.nan,
-            recency=np.nan,
-            T=np.nan,
-            monetary_value=np.nan,
-            p_alive=0.0,
-            expected_purchases=0.0,
-            expected_spend=gg.population_mean_spend_,
-            clv=0.0,
-            p_alive_pareto=0.0,
-            expected_purchases_pareto=0.0,
-            clv_pareto=0.0,
-        )
+        # documented no-purchase defaults (as in probabilistic_scores); RFM and holdout unknown
+        unknown = {"frequency", "recency", "T", "monetary_value", "actual_purchases_holdout"}
+        defaults = pd.DataFrame({"customer_id": extra_customers.to_numpy()}).assign(**{
+            col: np.nan if col in unknown else 0.0
+            for col in customers.columns.drop("customer_id")
+        })
+        defaults["expected_spend"] = gg.population_mean_spend_
         customers = pd.concat([customers, defaults], ignore_index=True)
     customers["has_purchases"] = customers["frequency"].notna()
 
@@ -268,7 +269,7 @@ def fit_and_report(
         "customers_without_purchases": int(0 if extra_customers is None else len(extra_customers)),
         "models": {
             "bgnbd": _model_summary(bg),
-            "pareto_nbd": _model_summary(pareto),
+            "pareto_nbd": pareto_summary,
             "gamma_gamma": {
                 **_model_summary(gg),
                 "customers_excluded": gg.n_excluded_,
@@ -306,7 +307,7 @@ def fit_and_report(
                     "mae_per_customer": metrics[f"{name}_holdout_mae"],
                     "rmse_per_customer": metrics[f"{name}_holdout_rmse"],
                 }
-                for name in ("bgnbd", "pareto_nbd", "baseline_rate")
+                for name in (*predictions, "baseline_rate")
             },
         }
         table = holdout_by_frequency(rfm, predictions, cfg.plot_max_frequency)
@@ -331,15 +332,17 @@ def _json_default(value: object) -> object:
 
 def flat_metrics(params: dict[str, Any]) -> dict[str, float]:
     """MLflow metrics from a ``params.json`` dict: log-likelihoods and holdout errors."""
-    out = {f"{m}_log_likelihood": v["log_likelihood"] for m, v in params["models"].items()}
-    for m, v in params["models"].items():
+    fitted = {m: v for m, v in params["models"].items() if "params" in v}
+    out = {f"{m}_log_likelihood": v["log_likelihood"] for m, v in fitted.items()}
+    for m, v in fitted.items():
         out.update({f"{m}_{k}": p for k, p in v["params"].items()})
     hold = params.get("holdout")
     if hold:
         out["holdout_actual_total"] = hold["actual_total_repeat_purchases"]
-        for name in ("bgnbd", "pareto_nbd", "baseline_rate"):
-            out[f"{name}_holdout_predicted_total"] = hold[name]["predicted_total_repeat_purchases"]
-            out[f"{name}_holdout_mae"] = hold[name]["mae_per_customer"]
+        for name, v in hold.items():
+            if isinstance(v, dict):
+                out[f"{name}_holdout_predicted_total"] = v["predicted_total_repeat_purchases"]
+                out[f"{name}_holdout_mae"] = v["mae_per_customer"]
     return out
 
 
@@ -359,7 +362,7 @@ def log_to_mlflow(report: ClvReport, *, tags: dict[str, Any]) -> str:
                 "expected_purchases_horizon": report.params["expected_purchases_horizon"],
                 **{f"clv_{k}": v for k, v in report.params["clv"].items()},
                 **{
-                    f"{m}_penalizer": v["penalizer_used"]
+                    f"{m}_penalizer": v.get("penalizer_used", "failed")
                     for m, v in report.params["models"].items()
                 },
             }
