@@ -107,7 +107,7 @@ def rfm_summary(
             f"observation_end ({obs_end}) must be after calibration_end ({cal_end}); "
             "the holdout period is the days after calibration_end up to observation_end."
         )
-    with _source_view(con, source) as (view, where):
+    with _SourceView(con, source) as (view, where):
         columns = _describe(con, view)
         wanted = [customer_col, date_col] + ([amount_col] if amount_col else [])
         missing = [c for c in wanted if c not in columns]
@@ -145,7 +145,7 @@ def _as_day(value: object, name: str) -> dt.date:
     return stamp.date()
 
 
-class _source_view:
+class _SourceView:
     """Context manager exposing ``source`` as a DuckDB view name plus a human description."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame):
