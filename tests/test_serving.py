@@ -193,6 +193,32 @@ def test_adaptive_batching_under_concurrency_keeps_answers_apart(server, ids):
         assert item["result"] == expected[item["customer_id"]]
 
 
+def test_batch_scoring_equals_single_requests(server, env, ids, tmp_path, monkeypatch):
+    """`customer360 score` and the service give the same numbers for the same customers."""
+    from customer360.serving.batch import score_customers
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env.tracking_uri)
+    monkeypatch.setenv("CUSTOMER360_CONFIG_DIR", str(env.config_dir))
+    db = env.copy_db(tmp_path / "w.duckdb")  # no feedback yet: the same bandit state
+    out = tmp_path / "scores.parquet"
+    score_customers(env.as_of, out, db=db, chunk_size=2048)
+    scores = pd.read_parquet(out).set_index("customer_id")
+    request = {"customers": [{"customer_id": c} for c in ids]}
+    items = ok(server.post("customer360_batch", json=request))
+    for item in items:
+        profile, row = item["result"], scores.loc[item["customer_id"]]
+        assert row["churn_probability"] == pytest.approx(profile["churn"]["churn_probability"])
+        assert [row[f"reason_{i}"] for i in (1, 2, 3)] == profile["churn"]["reasons"]
+        assert row["clv_ml"] == pytest.approx(profile["clv"]["clv_ml"])
+        assert row["prob__p_alive"] == pytest.approx(profile["p_alive"])
+        assert row["value_segment"] == profile["value_segment"]
+        assert row["seg__rfm_segment"] == profile["classifications"]["rfm_segment"]
+        batch_offers = [row[f"offer_{o['rank']}_id"] for o in profile["offers"]]
+        assert batch_offers == [o["offer_id"] for o in profile["offers"]]
+        for o in profile["offers"]:
+            assert row[f"offer_{o['rank']}_expected_value"] == pytest.approx(o["expected_value"])
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 BAD_INPUTS = [

@@ -223,11 +223,44 @@ CHURN_RESULT_TYPE = "churn_probability double, " + ", ".join(
 )
 
 
+def spark_input(
+    spark: Any,
+    db: str | Path | None,
+    as_of: dt.date | str,
+    *,
+    customer_ids: list[str] | None = None,
+    config: ServingConfig | None = None,
+) -> Any:
+    """A Spark DataFrame of model inputs from the warehouse: the snapshot's features plus the
+    probabilistic scores the models are stacked on, cast to the signatures' types.
+
+    For feature tables that fit in DuckDB (and the tests); at scale, build the same columns on
+    Spark (``customer360.features`` runs on Spark too) and pass them to :func:`score_spark`.
+    """
+    from customer360.data.warehouse import connect
+    from customer360.serving.profile import conform, load_snapshot, probabilistic_frame
+
+    config = config or load_serving_config()
+    as_of = pd.Timestamp(as_of).date()
+    champions = load_champions(["churn", "clv"], config.alias)
+    with connect(db, read_only=True) as con:
+        features = load_snapshot(con, as_of)
+        prob = probabilistic_frame(con, as_of, prob_horizons(champions))
+    if customer_ids is not None:
+        features = features[features["customer_id"].isin(customer_ids)]
+    frame = conform(features.merge(prob, on="customer_id", how="left"), champions.values())
+    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c])]
+    frame = frame.astype({c: object for c in text})
+    frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
+    return spark.createDataFrame(frame)
+
+
 def score_spark(spark: Any, features: Any, config: ServingConfig | None = None) -> Any:
     """Churn (with reasons) and ML CLV for a Spark DataFrame of feature rows.
 
     The registered champions run inside Spark executors through ``mlflow.pyfunc.spark_udf``
-    (``env_manager="local"``: executors use this Python environment).
+    (``env_manager="local"``: executors must run this Python environment, e.g. a session
+    created with ``PYSPARK_PYTHON`` / ``spark.pyspark.python`` set to ``sys.executable``).
 
     Parameters
     ----------

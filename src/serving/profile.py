@@ -231,19 +231,13 @@ class Population:
         reads), compute the probabilistic scores (expected purchases over the serving horizon
         and every ``prob_horizons`` the models were stacked on) and load the NBO context."""
         from customer360.models.bandit import BanditState
-        from customer360.models.clv import probabilistic_scores
         from customer360.models.nbo import load_nbo_config
         from customer360.models.segments import load_segments_config
         from customer360.training.nbo import load_history, load_offers
 
         segments_config = load_segments_config()
         nbo_config = load_nbo_config()
-        horizons = sorted({config.prob_horizon_days, *prob_horizons})
-        prob = probabilistic_scores(con, as_of, horizon_days=horizons[0])
-        for h in horizons[1:]:
-            more = probabilistic_scores(con, as_of, horizon_days=h)
-            col = f"{PROB_PREFIX}expected_purchases__{h}d"
-            prob[col] = more.set_index("customer_id")[col].reindex(prob["customer_id"]).to_numpy()
+        prob = probabilistic_frame(con, as_of, [config.prob_horizon_days, *prob_horizons])
         classes = _classify(features, segments_config, prob)
         offers = load_offers(con, nbo_config)
         return cls(
@@ -267,6 +261,34 @@ class Population:
         merged = pd.concat([base, rows], ignore_index=True) if base is not None else rows
         classes = _classify(merged, self.segments_config, None)
         return classes.loc[ids]
+
+
+def probabilistic_frame(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date, horizons: Iterable[int]
+) -> pd.DataFrame:
+    """BG/NBD + Gamma-Gamma scores (``customer_id`` + ``prob__*``) with expected purchases
+    over each of ``horizons`` days."""
+    from customer360.models.clv import probabilistic_scores
+
+    horizons = sorted(set(horizons))
+    prob = probabilistic_scores(con, as_of, horizon_days=horizons[0])
+    for h in horizons[1:]:
+        more = probabilistic_scores(con, as_of, horizon_days=h)
+        col = f"{PROB_PREFIX}expected_purchases__{h}d"
+        prob[col] = more.set_index("customer_id")[col].reindex(prob["customer_id"]).to_numpy()
+    return prob
+
+
+def conform(features: pd.DataFrame, champions: Iterable[Champion]) -> pd.DataFrame:
+    """Cast the models' input columns to their signature types once (e.g. a whole snapshot at
+    start-up), so that per-request predictions need no casting."""
+    wanted: dict[str, str] = {}
+    for champ in champions:
+        for col, typ in champ.input_types.items():
+            dtype = _SIGNATURE_DTYPES.get(typ)
+            if dtype and col in features.columns and features[col].dtype != dtype:
+                wanted.setdefault(col, dtype)
+    return features.astype(wanted) if wanted else features
 
 
 def prob_horizons(champions: Mapping[str, Champion]) -> list[int]:
@@ -426,15 +448,8 @@ class ProfileScorer:
         self.rng = np.random.default_rng(seed)
 
     def conform(self, features: pd.DataFrame) -> pd.DataFrame:
-        """Cast the model input columns to their signature types once (e.g. a whole snapshot
-        at start-up), so that per-request predictions need no casting."""
-        wanted: dict[str, str] = {}
-        for champ in self.champions.values():
-            for col, typ in champ.input_types.items():
-                dtype = _SIGNATURE_DTYPES.get(typ)
-                if dtype and col in features.columns and features[col].dtype != dtype:
-                    wanted.setdefault(col, dtype)
-        return features.astype(wanted) if wanted else features
+        """:func:`conform` to every champion's signature."""
+        return conform(features, self.champions.values())
 
     def enrich(self, features: pd.DataFrame) -> pd.DataFrame:
         """Join the population's ``prob__*`` scores onto rows looked up by id (the models are
