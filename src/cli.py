@@ -379,7 +379,7 @@ def score(
                                  param_hint="--as-of") from None
     with Progress(
         TextColumn("[bold]scoring"), BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} customers"), TimeElapsedColumn(),
+        TextColumn("{task.completed:,} customers"), TimeElapsedColumn(),
         console=console,
     ) as progress:
         task = progress.add_task("score", total=None)
@@ -768,9 +768,13 @@ def _run_with_trial_bar(label: str, job):
 def _print_training_result(title: str, result, metrics: list[str]) -> None:
     from customer360.training.common import mlflow_ui_command
 
-    rows = [{"model": "lightgbm_tuned", **result.metrics}]
-    rows += [{"model": name, **values} for name, values in result.baselines.items()]
-    print_table(f"{title}: test metrics vs baselines (same rows)", rows, ["model", *metrics])
+    table = Table(title=f"{title}: test metrics vs baselines (same rows)")
+    table.add_column("model", no_wrap=True)
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for name, values in [("lightgbm_tuned", result.metrics), *result.baselines.items()]:
+        table.add_row(name, *(_fmt(values.get(m)) for m in metrics))
+    console.print(table)
     for name in ("roc_auc_vs_oracle", "gini_vs_oracle"):
         if name in result.metrics:
             console.print(f"{name.replace('_', ' ')}: {result.metrics[name]:.3f}")
