@@ -97,6 +97,9 @@ class PropensityConfig(StrictModel):
     as_of_step_months: int = Field(1, ge=1)
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
     calibration_fraction: float = Field(0.15, gt=0, lt=1)
+    # Calibration map fitted on the calibration events plus out-of-fold predictions of the
+    # training events (this many contiguous folds; 0 = calibration events only).
+    calibration_folds: int = Field(3, ge=0)
     weight_clip: float = Field(50.0, ge=1)
     calibrate: Literal["sigmoid", "isotonic", "none"] = "sigmoid"
     # Per-offer logistic base margin on these columns (empty: plain LightGBM).
@@ -516,7 +519,7 @@ class PropensityModel:
             "objective": "binary",
             "verbosity": -1,
             "seed": self.seed,
-            "num_threads": 2,
+            "num_threads": 1,  # small data: threads only add OpenMP spin-wait
             **(self.params or {}),
         }
         y = np.asarray(y, dtype=float)
@@ -547,21 +550,26 @@ class PropensityModel:
         )
         self.calibrator_ = None
         if self.calibrate and X_cal is not None:
-            z = self._logit(X_cal)
-            y_c = np.asarray(y_cal, dtype=float)
-            if self.calibrate == "isotonic":
-                from sklearn.isotonic import IsotonicRegression
+            self.fit_calibration(self._logit(X_cal), y_cal, cal_weight)
+        return self
 
-                self.calibrator_ = IsotonicRegression(
-                    y_min=0.0, y_max=1.0, out_of_bounds="clip"
-                ).fit(_sigmoid(z), y_c, sample_weight=cal_weight)
-            else:
-                from sklearn.linear_model import LogisticRegression
+    def fit_calibration(self, logits: np.ndarray, y, sample_weight=None) -> PropensityModel:
+        """Fit the calibration map from held-out (or out-of-fold) logits and outcomes."""
+        z = np.asarray(logits, dtype=float)
+        y_c = np.asarray(y, dtype=float)
+        if self.calibrate == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
 
-                platt = LogisticRegression(C=1e6, max_iter=1000).fit(
-                    z[:, None], y_c.astype(int), sample_weight=cal_weight
-                )
-                self.calibrator_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+            self.calibrator_ = IsotonicRegression(
+                y_min=0.0, y_max=1.0, out_of_bounds="clip"
+            ).fit(_sigmoid(z), y_c, sample_weight=sample_weight)
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            platt = LogisticRegression(C=1e6, max_iter=1000).fit(
+                z[:, None], y_c.astype(int), sample_weight=sample_weight
+            )
+            self.calibrator_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
         return self
 
     def _logit(self, X: pd.DataFrame) -> np.ndarray:

@@ -299,6 +299,8 @@ def fit_propensity(
         y_cal=y_cal,
         cal_weight=w_cal,
     )
+    if model.calibrator_ is not None and cfg.calibration_folds > 1:
+        _crossfit_calibration(model, data, config, settings, X_cal, y_cal, w_cal)
     if not (config.propensity.refit if refit is None else refit):
         return model
     # Refit on train + calibration events with the early-stopped number of rounds; keep the
@@ -314,6 +316,29 @@ def fit_propensity(
     )
     final.calibrator_ = model.calibrator_
     return final
+
+
+def _crossfit_calibration(model, data, config, settings, X_cal, y_cal, w_cal) -> None:
+    """Refit the calibration map on calibration-event logits plus out-of-fold logits of the
+    training events (contiguous time folds), so a few hundred events do not decide it alone."""
+    cfg = config.propensity
+    rounds = max(1, model.booster_.best_iteration or cfg.num_boost_round)
+    folds = np.array_split(np.arange(len(data.train)), cfg.calibration_folds)
+    logits, ys, ws = [model._logit(X_cal)], [y_cal], [w_cal]
+    for fold in folds:
+        rest = np.setdiff1d(np.arange(len(data.train)), fold)
+        part, held = data.train.iloc[rest], data.train.iloc[fold]
+        sub = PropensityModel(
+            num_boost_round=rounds, **{**settings, "early_stopping_rounds": 0, "calibrate": None}
+        ).fit(
+            model_input(part, data.feature_columns),
+            part["accepted"].astype(int).to_numpy(),
+            ipw_weights(part["propensity"], cfg.weight_clip),
+        )
+        logits.append(sub._logit(model_input(held, data.feature_columns)))
+        ys.append(held["accepted"].astype(int).to_numpy())
+        ws.append(ipw_weights(held["propensity"], cfg.weight_clip))
+    model.fit_calibration(np.concatenate(logits), np.concatenate(ys), np.concatenate(ws))
 
 
 def weighted_log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
@@ -763,7 +788,7 @@ def _crossfit_rewards(
         "num_leaves": 15,
         "learning_rate": 0.05,
         "min_data_in_leaf": 20,
-        "num_threads": 2,
+        "num_threads": 1,
         "seed": seed,
     }
     for f in range(folds):
