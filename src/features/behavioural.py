@@ -53,11 +53,16 @@ def _aggregates() -> str:
 
 
 CTES: tuple[tuple[str, str], ...] = (
-    ("beh_rows", "SELECT customer_id, ts, event_type, channel FROM events WHERE ts < {t}"),
-    ("beh_agg", f"SELECT customer_id,\n  {_aggregates()}\nFROM beh_rows GROUP BY customer_id"),
+    (
+        "beh_agg",
+        f"SELECT customer_id,\n  {_aggregates()}\n"
+        "FROM events WHERE ts < {t} GROUP BY customer_id",
+    ),
     (
         "beh_chan",
-        ranked_mode("beh_rows", "channel", "event_type <> 'email_send' AND ts >= {t365}"),
+        ranked_mode(
+            "events", "channel", "event_type <> 'email_send' AND ts >= {t365} AND ts < {t}"
+        ),
     ),
 )
 

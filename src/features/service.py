@@ -53,14 +53,18 @@ def _aggregates() -> str:
 
 
 CTES: tuple[tuple[str, str], ...] = (
-    ("svc_rows", "SELECT * FROM support_tickets WHERE opened_at < {t}"),
-    ("svc_agg", f"SELECT customer_id,\n  {_aggregates()}\nFROM svc_rows GROUP BY customer_id"),
+    (
+        "svc_agg",
+        f"SELECT customer_id,\n  {_aggregates()}\n"
+        "FROM support_tickets WHERE opened_at < {t} GROUP BY customer_id",
+    ),
     (
         "svc_last_score",
         """SELECT customer_id, satisfaction FROM (
              SELECT customer_id, satisfaction, ROW_NUMBER() OVER (
                PARTITION BY customer_id ORDER BY closed_at DESC, ticket_id DESC) AS rn
-             FROM svc_rows WHERE closed_at < {t} AND satisfaction IS NOT NULL) AS ranked
+             FROM support_tickets
+             WHERE opened_at < {t} AND closed_at < {t} AND satisfaction IS NOT NULL) AS ranked
            WHERE rn = 1""",
     ),
 )

@@ -242,12 +242,23 @@ def time_literals(as_of: dt.date, horizon_days: int | None = None) -> dict[str, 
     return out
 
 
-def ranked_mode(source: str, column: str, where: str) -> str:
-    """SQL for each customer's most frequent ``column`` value (ties: alphabetical first)."""
+def ranked_mode(source: str, column: str, where: str, *, count: str | None = None) -> str:
+    """SQL for each customer's most frequent ``column`` value (ties: alphabetical first).
+
+    ``count`` names a column of ``source`` that already holds the counts per customer and
+    value; otherwise rows of ``source`` are counted.
+    """
+    counted = (
+        f"SELECT customer_id, {column}, {count} AS n FROM {source} WHERE {where}"
+        if count
+        else f"SELECT customer_id, {column}, COUNT(*) AS n FROM {source} WHERE {where} "
+        f"GROUP BY customer_id, {column}"
+    )
+    # Two aggregations and a join rather than ROW_NUMBER(): window functions are the slowest
+    # operator in DuckDB for this shape, and ties resolve the same way on every engine.
     return f"""
-    SELECT customer_id, {column} AS top_value FROM (
-      SELECT customer_id, {column}, ROW_NUMBER() OVER (
-        PARTITION BY customer_id ORDER BY n DESC, {column}) AS rn
-      FROM (SELECT customer_id, {column}, COUNT(*) AS n FROM {source}
-            WHERE {where} GROUP BY customer_id, {column}) AS counted
-    ) AS ranked WHERE rn = 1"""
+    SELECT counted.customer_id, MIN(counted.{column}) AS top_value
+    FROM ({counted}) AS counted
+    JOIN (SELECT customer_id, MAX(n) AS n FROM ({counted}) AS c GROUP BY customer_id) AS best
+      ON best.customer_id = counted.customer_id AND best.n = counted.n
+    GROUP BY counted.customer_id"""

@@ -48,7 +48,6 @@ def _aggregates() -> str:
             f"SUM(CASE WHEN is_return AND {cond} THEN 1 ELSE 0 END) AS returns_{k}",
             f"SUM(CASE WHEN is_return AND {cond} THEN -amount ELSE 0 END) AS returns_value_{k}",
             f"SUM(CASE WHEN {cond} THEN cost_to_serve ELSE 0 END) AS cts_{k}",
-            f"COUNT(DISTINCT CASE WHEN NOT is_return AND {cond} THEN category END) AS breadth_{k}",
         ]
     previous = "ts >= {t180} AND ts < {t90}"
     cols += [
@@ -60,34 +59,54 @@ def _aggregates() -> str:
     return ",\n  ".join(cols)
 
 
-CTES: tuple[tuple[str, str], ...] = (
-    (
-        "txn_rows",
-        """SELECT customer_id, ts, CAST(ts AS DATE) AS day, amount, margin, discount,
+def _breadth() -> str:
+    cols = [
+        f"SUM(CASE WHEN {window_start(days).replace('ts', 'last_ts')} THEN 1 ELSE 0 END)"
+        f" AS breadth_{_key(days)}"
+        for days in WINDOWS
+    ]
+    return ", ".join(cols)
+
+
+# The rows before T, inlined into each CTE below rather than shared as a CTE of its own: a
+# CTE read by several others gets materialised by DuckDB, which costs more than rescanning.
+ROWS = """(SELECT customer_id, ts, CAST(ts AS DATE) AS day, amount, margin, discount,
                   cost_to_serve, category, channel, is_return, referrer_id
-           FROM transactions WHERE ts < {t}""",
-    ),
-    ("txn_agg", f"SELECT customer_id,\n  {_aggregates()}\nFROM txn_rows GROUP BY customer_id"),
+           FROM transactions WHERE ts < {t}) AS txn_rows"""
+
+CTES: tuple[tuple[str, str], ...] = (
+    ("txn_agg", f"SELECT customer_id,\n  {_aggregates()}\nFROM {ROWS} GROUP BY customer_id"),
+    # Gaps between consecutive orders; same-day orders give 0 and are skipped, so the non-zero
+    # gaps are exactly the gaps between consecutive distinct purchase days.
     (
         "txn_ipt",
-        """SELECT customer_id, COUNT(*) AS purchase_days, AVG(gap) AS ipt_mean,
-                  STDDEV_SAMP(gap) AS ipt_std
+        f"""SELECT customer_id,
+                  1 + SUM(CASE WHEN gap > 0 THEN 1 ELSE 0 END) AS purchase_days,
+                  AVG(CASE WHEN gap > 0 THEN gap END) AS ipt_mean,
+                  STDDEV_SAMP(CASE WHEN gap > 0 THEN gap END) AS ipt_std
            FROM (SELECT customer_id,
                         date_diff('day', LAG(day) OVER (PARTITION BY customer_id ORDER BY day),
                                   day) AS gap
-                 FROM (SELECT DISTINCT customer_id, day FROM txn_rows WHERE NOT is_return)
-                      AS purchase_days) AS gaps
+                 FROM {ROWS} WHERE NOT is_return) AS gaps
            GROUP BY customer_id""",
     ),
     (
         "txn_ref",
-        """SELECT referrer_id AS customer_id, COUNT(*) AS referrals,
+        f"""SELECT referrer_id AS customer_id, COUNT(*) AS referrals,
                   COUNT(DISTINCT customer_id) AS referred_buyers
-           FROM txn_rows WHERE referrer_id IS NOT NULL AND NOT is_return
+           FROM {ROWS} WHERE referrer_id IS NOT NULL AND NOT is_return
            GROUP BY referrer_id""",
     ),
-    ("txn_topcat", ranked_mode("txn_rows", "category", "NOT is_return")),
-    ("txn_topchan", ranked_mode("txn_rows", "channel", "NOT is_return AND ts >= {t365}")),
+    # One row per customer and category bought: gives the breadth per window (categories whose
+    # last order falls in the window) and the most bought category.
+    (
+        "txn_cat",
+        f"""SELECT customer_id, category, COUNT(*) AS n, MAX(ts) AS last_ts
+           FROM {ROWS} WHERE NOT is_return GROUP BY customer_id, category""",
+    ),
+    ("txn_breadth", f"SELECT customer_id, {_breadth()} FROM txn_cat GROUP BY customer_id"),
+    ("txn_topcat", ranked_mode("txn_cat", "category", "TRUE", count="n")),
+    ("txn_topchan", ranked_mode(ROWS, "channel", "NOT is_return AND ts >= {t365}")),
 )
 
 
@@ -245,7 +264,7 @@ def _declare() -> tuple[FeatureSpec, ...]:
                 f"distinct product categories bought {words}",
                 "int64",
                 0,
-                f"{a}.breadth_{k}",
+                f"txn_breadth.breadth_{k}",
             ),
         ]
     return tuple(out)
@@ -255,6 +274,6 @@ FAMILY = FamilySQL(
     family="txn",
     tables=("transactions",),
     ctes=CTES,
-    joins=("txn_agg", "txn_ipt", "txn_ref", "txn_topcat", "txn_topchan"),
+    joins=("txn_agg", "txn_ipt", "txn_ref", "txn_breadth", "txn_topcat", "txn_topchan"),
     features=_declare(),
 )
