@@ -261,7 +261,8 @@ def binary_labels(
     Returns ``(y, present, positive)``: ``y`` for the rows in ``present`` (rows with a blank
     label are not trainable and are reported by the caller), and the value taken as positive.
     Without ``positive_label`` the positive class must be evident (1/0, true/false, yes/no,
-    or two numbers, the larger being positive).
+    or two numbers, the larger being positive). Text labels are compared case-insensitively
+    after trimming spaces.
     """
     from customer360.models.tabular import clean_text
 
@@ -269,7 +270,7 @@ def binary_labels(
     present = text.notna().to_numpy()
     if not present.any():
         raise ConfigError(f"Label column {column!r} is blank in every row.")
-    as_text = text[present].astype(str)
+    as_text = text[present].astype(str).str.lower()  # "Yes" and "yes " are the same answer
     numeric = pd.to_numeric(as_text, errors="coerce")
     if numeric.notna().all():
         as_text = numeric.map(lambda v: f"{v:g}")
@@ -284,7 +285,7 @@ def binary_labels(
         wanted = str(positive_label).strip()
         if numeric.notna().all() and pd.notna(pd.to_numeric(wanted, errors="coerce")):
             wanted = f"{float(wanted):g}"
-        matches = [v for v in levels if v.lower() == wanted.lower()]
+        matches = [v for v in levels if v == wanted.lower()]
         if not matches:
             raise ConfigError(
                 f"Positive label {positive_label!r} does not occur in column {column!r}; its "
@@ -294,7 +295,7 @@ def binary_labels(
     elif numeric.notna().all():
         positive = max(levels, key=float)
     else:
-        hits = [v for v in levels if v.lower() in AFFIRMATIVE]
+        hits = [v for v in levels if v in AFFIRMATIVE]
         if len(hits) != 1:
             raise ConfigError(
                 f"Cannot tell which value of {column!r} means churn ({levels[0]!r} or "

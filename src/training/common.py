@@ -62,6 +62,13 @@ class ParamRange(StrictModel):
             raise ValueError("a log range needs low > 0")
         return self
 
+    def clip(self, value):
+        """``value`` moved into this range (or kept when it is one of the choices)."""
+        if self.choices is not None:
+            return value if value in self.choices else self.choices[0]
+        clipped = min(max(float(value), self.low), self.high)
+        return int(round(clipped)) if self.integer else clipped
+
     def suggest(self, trial, name: str):
         """Draw this parameter for an Optuna ``trial``."""
         if self.choices is not None:
@@ -111,6 +118,9 @@ class TrainingConfig(StrictModel):
     pruning_warmup_rounds: int = 20
     search_space: dict[str, ParamRange] = {}
     fixed_params: dict[str, float | int | str | bool] = {}
+    # The first trial evaluates these (clipped to the search space), typically LightGBM's
+    # defaults, so the tuned model starts from what an untuned one would do.
+    first_trial: dict[str, float | int | str | bool] = {}
 
 
 def snapshot_dates(today: dt.date, horizon_days: int, plan: SnapshotPlan) -> list[dt.date]:
@@ -258,6 +268,7 @@ def tune(
     metric: str,
     direction: str = "minimize",
     fixed_params: dict | None = None,
+    first_trial: dict | None = None,
     warmup_rounds: int = 20,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> TuningResult:
@@ -274,6 +285,9 @@ def tune(
         Number of trials; 0 skips tuning and returns ``fixed_params``.
     metric
         Name of the validation metric, logged on each trial run as ``val_<metric>``.
+    first_trial
+        Parameters evaluated first (clipped into ``space``), e.g. the library defaults, so
+        the search never ends worse on validation than the untuned starting point.
     """
     import time
 
@@ -289,6 +303,11 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_rounds),
     )
+    if first_trial:
+        study.enqueue_trial(
+            {k: space[k].clip(v) for k, v in first_trial.items() if k in space},
+            skip_if_exists=True,
+        )
     started = time.perf_counter()
 
     def _objective(trial) -> float:
@@ -606,6 +625,7 @@ def run_training_job(
             seed=config.seed,
             metric=tuning_metric,
             fixed_params=config.fixed_params,
+            first_trial=config.first_trial,
             warmup_rounds=config.pruning_warmup_rounds,
             on_progress=on_progress,
         )
