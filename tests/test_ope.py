@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from customer360.errors import Customer360Error
 from customer360.models.ope import (
@@ -103,3 +105,24 @@ def test_bad_inputs_are_clear_errors():
 def test_effective_sample_size():
     assert effective_sample_size(np.ones(10)) == pytest.approx(10)
     assert effective_sample_size(np.r_[np.zeros(9), 5.0]) == pytest.approx(1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(5, 60),
+    k=st.integers(2, 5),
+    seed=st.integers(0, 10_000),
+)
+def test_snips_is_a_weighted_mean_and_on_policy_ips_is_the_mean(n, k, seed):
+    rng = np.random.default_rng(seed)
+    logging = rng.dirichlet(np.ones(k), n)
+    actions = np.array([rng.choice(k, p=row) for row in logging])
+    rewards = rng.normal(size=n)
+    prop = logging[np.arange(n), actions]
+    target = rng.dirichlet(np.ones(k), n)
+    res = evaluate_policy(actions, rewards, prop, target, n_boot=20, seed=seed)
+    if res.snips.value != 0.0:
+        assert rewards.min() - 1e-9 <= res.snips.value <= rewards.max() + 1e-9
+    assert res.ips.ci_low <= res.ips.ci_high
+    same = evaluate_policy(actions, rewards, prop, logging, n_boot=20, seed=seed)
+    assert same.ips.value == pytest.approx(rewards.mean())
