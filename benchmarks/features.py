@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -83,6 +84,15 @@ def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS warehouse_meta (key VARCHAR, value VARCHAR)")
 
 
+def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, select: str) -> None:
+    """Append ``select`` (which reads the registered DataFrame ``frame``) to ``table``."""
+    con.register("frame", frame)
+    try:
+        con.execute(f"INSERT INTO {table} {select}")
+    finally:
+        con.unregister("frame")
+
+
 def _stamps(rng, lo: np.ndarray, n_each: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Owner index and a uniform timestamp in [lo, TODAY) for each of sum(n_each) rows."""
     owner = np.repeat(np.arange(len(n_each)), n_each)
@@ -99,7 +109,7 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
         "timedelta64[s]"
     ).astype("timedelta64[D]").astype("timedelta64[s]")
     contract = rng.random(n) < np.where(b2b, 0.45, 0.1)
-    cust = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "cid": cid,
             "b2b": b2b,
@@ -113,7 +123,11 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
             "contract_days": np.where(contract, rng.integers(365, 1100, n), -1),
         }
     )
-    con.execute(f"""INSERT INTO customers SELECT printf('C%08d', cid),
+    _insert(
+        con,
+        "customers",
+        frame,
+        f"""SELECT printf('C%08d', cid),
         CASE WHEN b2b THEN 'B2B' ELSE 'B2C' END,
         CASE WHEN b2b THEN {_pick(COMPANY_SIZES)}[size] END,
         CASE WHEN b2b THEN {_pick(INDUSTRIES)}[industry] END,
@@ -122,7 +136,8 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
         {_pick(REGIONS)}[region], 'city_' || (cid % 500), {_pick(ACQUISITION_CHANNELS)}[channel],
         CAST(signup AS DATE),
         CASE WHEN contract_days > 0 THEN CAST(signup AS DATE) + CAST(contract_days AS INTEGER) END
-        FROM cust""")
+        FROM frame""",
+    )
 
     # transactions: 17% never buy; buyers' rates are gamma distributed
     buyer = rng.random(n) >= 0.17
@@ -135,7 +150,7 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
     sign = np.where(ret, -1.0, 1.0)
     cat = rng.integers(1, len(CATEGORIES) + 1, m)
     referred = (rng.random(m) < 0.01) & ~ret
-    tx = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "tid": np.arange(offset_ids["tx"], offset_ids["tx"] + m),
             "cid": cid[owner],
@@ -153,16 +168,21 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
         }
     )
     offset_ids["tx"] += m
-    con.execute(f"""INSERT INTO transactions SELECT printf('T%010d', tid), printf('C%08d', cid),
+    _insert(
+        con,
+        "transactions",
+        frame,
+        f"""SELECT printf('T%010d', tid), printf('C%08d', cid),
         ts, amount, margin, qty, {_pick(CATEGORIES)}[cat], {_pick(SALES_CHANNELS)}[channel],
-        discount, ret, CASE WHEN ref >= 0 THEN printf('C%08d', ref) END, cts FROM tx""")
+        discount, ret, CASE WHEN ref >= 0 THEN printf('C%08d', ref) END, cts FROM frame""",
+    )
 
     # events: about twice the transactions
     n_ev = rng.poisson(rate * 2 + 3 * rng.random(n))
     owner, ts = _stamps(rng, signup, n_ev)
     m = len(owner)
     etype = rng.choice(len(EVENT_TYPES), m, p=[0.25, 0.3, 0.08, 0.22, 0.11, 0.04]) + 1
-    ev = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "eid": np.arange(offset_ids["ev"], offset_ids["ev"] + m),
             "cid": cid[owner],
@@ -173,16 +193,21 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
         }
     )
     offset_ids["ev"] += m
-    con.execute(f"""INSERT INTO events SELECT printf('E%010d', eid), printf('C%08d', cid), ts,
+    _insert(
+        con,
+        "events",
+        frame,
+        f"""SELECT printf('E%010d', eid), printf('C%08d', cid), ts,
         {_pick(EVENT_TYPES)}[etype],
         CASE WHEN etype >= 4 THEN 'email' WHEN web THEN 'web' ELSE 'app' END,
-        CASE WHEN etype IN (2, 3) THEN {_pick(CATEGORIES)}[cat] END FROM ev""")
+        CASE WHEN etype IN (2, 3) THEN {_pick(CATEGORIES)}[cat] END FROM frame""",
+    )
     assert set(EVENT_CHANNELS) == {"web", "app", "email"}
 
     # third party: 87% enriched once
     has_tp = rng.random(n) < 0.87
     _, obs = _stamps(rng, signup, has_tp.astype(int))
-    tp = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "cid": cid[has_tp],
             "b2b": b2b[has_tp],
@@ -197,18 +222,24 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
             "emp": rng.integers(1, 2000, has_tp.sum()),
         }
     )
-    con.execute(f"""INSERT INTO third_party SELECT printf('C%08d', cid), obs,
+    _insert(
+        con,
+        "third_party",
+        frame,
+        f"""SELECT printf('C%08d', cid), obs,
         CASE WHEN NOT b2b THEN {_pick(PROFESSIONS)}[prof] END,
         CASE WHEN NOT b2b THEN {_pick(EDUCATION_LEVELS)}[edu] END,
         CASE WHEN NOT b2b THEN {_pick(INCOME_BANDS)}[inc] END,
         CASE WHEN NOT b2b THEN hh END, CASE WHEN NOT b2b THEN home END, aff,
-        CASE WHEN b2b THEN {_pick(REVENUE_BANDS)}[rev] END, CASE WHEN b2b THEN emp END FROM tp""")
+        CASE WHEN b2b THEN {_pick(REVENUE_BANDS)}[rev] END, CASE WHEN b2b THEN emp END
+        FROM frame""",
+    )
 
     # social and support tickets
     owner, ts = _stamps(rng, signup, rng.poisson(1.4, n))
     m = len(owner)
     kind = rng.integers(1, len(SOCIAL_KINDS) + 1, m)
-    so = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "sid": np.arange(offset_ids["so"], offset_ids["so"] + m),
             "cid": cid[owner],
@@ -219,14 +250,19 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
         }
     )
     offset_ids["so"] += m
-    con.execute(f"""INSERT INTO social SELECT printf('S%010d', sid), printf('C%08d', cid), ts,
+    _insert(
+        con,
+        "social",
+        frame,
+        f"""SELECT printf('S%010d', sid), printf('C%08d', cid), ts,
         {_pick(SOCIAL_KINDS)}[kind], {_pick(SOCIAL_PLATFORMS)}[platform],
-        CASE WHEN isnan(sent) THEN NULL ELSE sent END FROM so""")
+        CASE WHEN isnan(sent) THEN NULL ELSE sent END FROM frame""",
+    )
     owner, ts = _stamps(rng, signup, rng.poisson(1.7, n))
     m = len(owner)
     closed = ts + (rng.exponential(3 * DAY, m)).astype(np.int64).astype("timedelta64[s]")
     still_open = closed >= TODAY
-    tk = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "kid": np.arange(offset_ids["tk"], offset_ids["tk"] + m),
             "cid": cid[owner],
@@ -239,10 +275,15 @@ def _write_chunk(con, rng, first: int, n: int, orders_mean: float, offset_ids: d
         }
     )
     offset_ids["tk"] += m
-    con.execute(f"""INSERT INTO support_tickets SELECT printf('K%010d', kid),
+    _insert(
+        con,
+        "support_tickets",
+        frame,
+        f"""SELECT printf('K%010d', kid),
         printf('C%08d', cid), opened, CASE WHEN NOT open THEN closed END,
         {_pick(TICKET_CATEGORIES)}[cat], CASE WHEN open THEN 'open' ELSE 'resolved' END,
-        CASE WHEN rated AND NOT open THEN sat END FROM tk""")
+        CASE WHEN rated AND NOT open THEN sat END FROM frame""",
+    )
 
 
 def make_warehouse(db: Path, customers: int, orders_mean: float, seed: int) -> dict[str, int]:
@@ -270,8 +311,11 @@ def child_build(db: str, as_of: str, families: str | None) -> None:
     frame = build_features(con, as_of, families=families.split(",") if families else None)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mib": peak, "rows": len(frame),
-                      "columns": frame.shape[1]}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "peak_mib": peak, "rows": len(frame), "columns": frame.shape[1]}
+        )
+    )
 
 
 def run_child(db: Path, families: str | None = None) -> dict:
@@ -297,23 +341,35 @@ def pandas_txn_features(tx: pd.DataFrame, customer_ids: pd.Series, as_of: str) -
     for w, days in windows.items():
         inside = tx["ts"] >= t - pd.Timedelta(days=days) if days else pd.Series(True, tx.index)
         o, r = order & inside, tx["is_return"] & inside
-        part = pd.DataFrame(
-            {
-                "orders": o.astype("int64"),
-                "spend": tx["amount"].where(o, 0.0),
-                "margin": tx["margin"].where(o, 0.0),
-                "discount": tx["discount"].where(o, 0.0),
-                "returns": r.astype("int64"),
-                "returns_value": (-tx["amount"]).where(r, 0.0),
-                "cts": tx["cost_to_serve"].where(inside, 0.0),
-            }
-        ).groupby(tx["customer_id"]).sum()
+        part = (
+            pd.DataFrame(
+                {
+                    "orders": o.astype("int64"),
+                    "spend": tx["amount"].where(o, 0.0),
+                    "margin": tx["margin"].where(o, 0.0),
+                    "discount": tx["discount"].where(o, 0.0),
+                    "returns": r.astype("int64"),
+                    "returns_value": (-tx["amount"]).where(r, 0.0),
+                    "cts": tx["cost_to_serve"].where(inside, 0.0),
+                }
+            )
+            .groupby(tx["customer_id"])
+            .sum()
+        )
         part["breadth"] = tx[o].groupby("customer_id")["category"].nunique()
         sums[w] = part.reindex(out.index).fillna(0)
-    previous = order & (tx["ts"] >= t - pd.Timedelta(days=180)) & (tx["ts"] < t - pd.Timedelta(days=90))
-    prev = pd.DataFrame(
-        {"orders": previous.astype("int64"), "spend": tx["amount"].where(previous, 0.0)}
-    ).groupby(tx["customer_id"]).sum().reindex(out.index).fillna(0)
+    previous = (
+        order & (tx["ts"] >= t - pd.Timedelta(days=180)) & (tx["ts"] < t - pd.Timedelta(days=90))
+    )
+    prev = (
+        pd.DataFrame(
+            {"orders": previous.astype("int64"), "spend": tx["amount"].where(previous, 0.0)}
+        )
+        .groupby(tx["customer_id"])
+        .sum()
+        .reindex(out.index)
+        .fillna(0)
+    )
     orders_days = day[order]
     first = orders_days.groupby(tx.loc[order, "customer_id"]).min().reindex(out.index)
     last = orders_days.groupby(tx.loc[order, "customer_id"]).max().reindex(out.index)
@@ -325,9 +381,11 @@ def pandas_txn_features(tx: pd.DataFrame, customer_ids: pd.Series, as_of: str) -
         .sort_values(["customer_id", "day"])
     )
     pdays["gap"] = pdays.groupby("customer_id")["day"].diff().dt.days
-    ipt = pdays.groupby("customer_id").agg(
-        n=("day", "size"), mean=("gap", "mean"), std=("gap", "std")
-    ).reindex(out.index)
+    ipt = (
+        pdays.groupby("customer_id")
+        .agg(n=("day", "size"), mean=("gap", "mean"), std=("gap", "std"))
+        .reindex(out.index)
+    )
     out["txn__purchase_days__all"] = ipt["n"].fillna(0).astype("int64")
     out["txn__ipt_mean_days__all"] = ipt["mean"]
     out["txn__ipt_std_days__all"] = ipt["std"]
@@ -337,15 +395,22 @@ def pandas_txn_features(tx: pd.DataFrame, customer_ids: pd.Series, as_of: str) -
 
     out["txn__orders_trend__90d"] = trend(sums["90d"]["orders"], prev["orders"])
     out["txn__spend_trend__90d"] = trend(sums["90d"]["spend"], prev["spend"])
-    refs = tx[order & tx["referrer_id"].notna()].groupby("referrer_id")["customer_id"].agg(
-        ["size", "nunique"]
-    ).reindex(out.index).fillna(0)
+    refs = (
+        tx[order & tx["referrer_id"].notna()]
+        .groupby("referrer_id")["customer_id"]
+        .agg(["size", "nunique"])
+        .reindex(out.index)
+        .fillna(0)
+    )
     out["txn__referrals_made__all"] = refs["size"].astype("int64")
     out["txn__referred_buyers__all"] = refs["nunique"].astype("int64")
     for name, column, rows in (
         ("txn__top_category__all", "category", order),
-        ("txn__preferred_channel__365d", "channel",
-         order & (tx["ts"] >= t - pd.Timedelta(days=365))),
+        (
+            "txn__preferred_channel__365d",
+            "channel",
+            order & (tx["ts"] >= t - pd.Timedelta(days=365)),
+        ),
     ):
         counts = tx[rows].groupby(["customer_id", column]).size().rename("n").reset_index()
         top = counts.sort_values(["customer_id", "n", column], ascending=[True, False, True])
@@ -424,10 +489,13 @@ def main() -> None:
 
     # 2. full build
     runs = [run_child(db) for _ in range(args.repeats)]
-    print(f"full build ({runs[0]['rows']:,} x {runs[0]['columns']}): seconds "
-          f"{[round(r['seconds'], 1) for r in runs]} median "
-          f"{statistics.median(r['seconds'] for r in runs):.1f}; peak RSS MiB "
-          f"{[round(r['peak_mib']) for r in runs]}; load1={os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"full build ({runs[0]['rows']:,} x {runs[0]['columns']}): seconds "
+        f"{[round(r['seconds'], 1) for r in runs]} median "
+        f"{statistics.median(r['seconds'] for r in runs):.1f}; peak RSS MiB "
+        f"{[round(r['peak_mib']) for r in runs]}; load1={os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
 
     # 3. transactional family: DuckDB vs pandas
     from customer360.features import build_features
@@ -438,16 +506,17 @@ def main() -> None:
         "SELECT customer_id, ts, amount, margin, discount, cost_to_serve, category, channel, "
         f"is_return, referrer_id FROM transactions WHERE ts < DATE '{AS_OF}'"
     ).df()
-    ids = con.execute(
-        f"SELECT customer_id FROM customers WHERE signup_date < DATE '{AS_OF}'"
-    ).df()["customer_id"]
+    ids = con.execute(f"SELECT customer_id FROM customers WHERE signup_date < DATE '{AS_OF}'").df()[
+        "customer_id"
+    ]
     load_s = time.perf_counter() - start
-    pandas_s, pand = timed(lambda: pandas_txn_features(tx, ids, AS_OF), args.repeats)
+    pandas_s, pand = timed(partial(pandas_txn_features, tx, ids, AS_OF), args.repeats)
     n_cols = compare(duck, pand)
-    print(f"txn family: DuckDB {duck_s:.1f} s, pandas {pandas_s:.1f} s (+{load_s:.1f} s load) "
-          f"-> {pandas_s / duck_s:.1f}x; {n_cols} columns equal; load1={os.getloadavg()[0]:.1f}",
-          flush=True)
-    del tx, pand
+    print(
+        f"txn family: DuckDB {duck_s:.1f} s, pandas {pandas_s:.1f} s (+{load_s:.1f} s load) "
+        f"-> {pandas_s / duck_s:.1f}x; {n_cols} columns equal; load1={os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
 
     # 4. RFM vs lifetimes on a subsample of customers (their whole order history)
     from lifetimes.utils import summary_data_from_transaction_data
@@ -459,14 +528,21 @@ def main() -> None:
         "SELECT customer_id, ts, amount FROM transactions WHERE NOT is_return "
         f"AND ts < DATE '{AS_OF}' AND hash(customer_id) % 1000000 < {int(share * 1_000_000)}"
     ).df()
-    kw = dict(customer_col="customer_id", date_col="ts", amount_col="amount",
-              calibration_end="2026-06-29")
+    kw = dict(
+        customer_col="customer_id", date_col="ts", amount_col="amount", calibration_end="2026-06-29"
+    )
     mem = duckdb.connect()
     ours_s, ours = timed(lambda: rfm_summary(mem, sample, **kw), args.repeats)
+    mem.execute("CREATE TABLE sample AS SELECT * FROM sample")
+    table_s, _ = timed(lambda: rfm_summary(mem, "sample", **kw), args.repeats)
     theirs_s, theirs = timed(
         lambda: summary_data_from_transaction_data(
-            sample, "customer_id", "ts", monetary_value_col="amount",
-            observation_period_end="2026-06-29", freq="D",
+            sample,
+            "customer_id",
+            "ts",
+            monetary_value_col="amount",
+            observation_period_end="2026-06-29",
+            freq="D",
         ),
         max(1, min(args.repeats, 2)),
     )
@@ -476,10 +552,13 @@ def main() -> None:
         np.testing.assert_allclose(ours[col], theirs[col], rtol=1e-9, atol=1e-9, err_msg=col)
     con.execute("CREATE TEMP VIEW orders AS SELECT * FROM transactions WHERE NOT is_return")
     full_s, full = timed(lambda: rfm_summary(con, "orders", **kw), 1)
-    print(f"RFM on {len(sample):,} rows / {len(ours):,} customers: rfm_summary {ours_s:.2f} s, "
-          f"lifetimes {theirs_s:.1f} s -> {theirs_s / ours_s:.0f}x, values equal; "
-          f"rfm_summary on all {counts['transactions']:,} rows ({len(full):,} customers): "
-          f"{full_s:.1f} s; load1={os.getloadavg()[0]:.1f}")
+    print(
+        f"RFM on {len(sample):,} rows / {len(ours):,} customers: rfm_summary {ours_s:.2f} s "
+        f"from the DataFrame, {table_s:.2f} s from a DuckDB table; lifetimes {theirs_s:.2f} s "
+        f"-> {theirs_s / ours_s:.1f}x / {theirs_s / table_s:.1f}x, values equal; "
+        f"rfm_summary on all {counts['transactions']:,} rows ({len(full):,} customers): "
+        f"{full_s:.1f} s; load1={os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":
