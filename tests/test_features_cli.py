@@ -81,3 +81,21 @@ def test_features_build_reports_a_bad_date(small_warehouse):
     )
     assert result.exit_code != 0
     assert "YYYY-MM-DD" in str(result.exception) + result.output
+
+
+def test_write_table_replaces_dates_and_rebuilds_on_a_new_feature_set(tmp_path, caplog):
+    from customer360.features.assembler import write_table
+
+    con = connect(tmp_path / "w.duckdb", create=True)
+    day1, day2 = pd.Timestamp("2026-01-01"), pd.Timestamp("2026-02-01")
+    first = pd.DataFrame({"customer_id": ["a", "b"], "as_of": [day1, day2], "x": [1.0, 2.0]})
+    write_table(con, first, "snap")
+    write_table(con, pd.DataFrame({"customer_id": ["c"], "as_of": [day2], "x": [3.0]}), "snap")
+    rows = con.execute("SELECT customer_id, x FROM snap ORDER BY customer_id").fetchall()
+    assert rows == [("a", 1.0), ("c", 3.0)]  # day 2 replaced, day 1 kept
+    renamed = pd.DataFrame({"customer_id": ["d"], "as_of": [day1], "y": [4.0]})
+    with caplog.at_level("WARNING"):
+        write_table(con, renamed, "snap")
+    assert "rebuilding" in caplog.text
+    assert con.execute("SELECT * FROM snap").fetchall() == [("d", day1.to_pydatetime(), 4.0)]
+    con.close()

@@ -312,25 +312,28 @@ def write_table(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, table: str)
     """
     con.register("_c360_frame", frame)
     try:
-        if table_exists(con, table):
-            existing = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-            if existing != list(frame.columns):
-                log.warning(
-                    "table %s has another feature set (version %s, now %s): rebuilding it",
-                    table,
-                    get_meta(con, f"{table}_feature_set_version"),
-                    FEATURE_SET_VERSION,
-                )
-                con.execute(f"DROP TABLE {table}")
         con.execute("BEGIN TRANSACTION")
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _c360_frame LIMIT 0")
-        con.execute(f"DELETE FROM {table} WHERE as_of IN (SELECT DISTINCT as_of FROM _c360_frame)")
-        con.execute(f"INSERT INTO {table} SELECT * FROM _c360_frame")
-        set_meta(con, f"{table}_feature_set_version", FEATURE_SET_VERSION)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK") if con.execute("SELECT 1").fetchone() else None
-        raise
+        try:
+            if table_exists(con, table):
+                existing = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+                if existing != list(frame.columns):
+                    log.warning(
+                        "table %s holds another feature set (version %s, now %s): rebuilding it",
+                        table,
+                        get_meta(con, f"{table}_feature_set_version"),
+                        FEATURE_SET_VERSION,
+                    )
+                    con.execute(f"DROP TABLE {table}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _c360_frame LIMIT 0")
+            con.execute(
+                f"DELETE FROM {table} WHERE as_of IN (SELECT DISTINCT as_of FROM _c360_frame)"
+            )
+            con.execute(f"INSERT INTO {table} SELECT * FROM _c360_frame")
+            set_meta(con, f"{table}_feature_set_version", FEATURE_SET_VERSION)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     finally:
         con.unregister("_c360_frame")
     return len(frame)
