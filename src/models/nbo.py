@@ -17,7 +17,7 @@ Thompson sampling lives in :mod:`customer360.models.bandit`, off-policy evaluati
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -594,10 +594,6 @@ class PropensityModel:
         if not np.isfinite(p).all():
             raise ModelError("Propensity model produced non-finite probabilities.")
         return p
-
-
-class _SupportsProba(Protocol):
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
 
 
 def predict_accept(model: Any, X: pd.DataFrame) -> np.ndarray:
