@@ -64,7 +64,7 @@ class CustomerRequest(_Request):
     features: dict[str, FeatureValue] | None = Field(
         None,
         description="Feature name -> value, instead of customer_id. Must hold every input "
-        "column of the champion models (see GET /schema).",
+        "column of the champion models (POST /schema_info lists them).",
     )
 
     @model_validator(mode="after")
