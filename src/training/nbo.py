@@ -79,20 +79,30 @@ def load_offers(con: duckdb.DuckDBPyConnection, config: NBOConfig) -> pd.DataFra
 
 
 def load_history(
-    con: duckdb.DuckDBPyConnection, offers: pd.DataFrame | None = None
+    con: duckdb.DuckDBPyConnection,
+    offers: pd.DataFrame | None = None,
+    customer_ids: list[str] | None = None,
 ) -> pd.DataFrame:
     """Every past offer and answer: ``offer_events`` plus the bandit feedback log.
 
     Columns ``customer_id, offer_id, ts, channel, accepted``; feeds the held / recently
-    rejected / contact-cap rules.
+    rejected / contact-cap rules. ``customer_ids`` restricts it to those customers (what a
+    single request needs).
     """
     from customer360.models.bandit import FEEDBACK_TABLE
 
+    where, params = "", []
+    if customer_ids is not None:
+        where, params = " WHERE list_contains(?::VARCHAR[], customer_id)", [list(customer_ids)]
     parts = [
-        con.execute("SELECT customer_id, offer_id, ts, channel, accepted FROM offer_events").df()
+        con.execute(
+            f"SELECT customer_id, offer_id, ts, channel, accepted FROM offer_events{where}", params
+        ).df()
     ]
     if table_exists(con, FEEDBACK_TABLE):
-        fb = con.execute(f"SELECT customer_id, offer_id, ts, accepted FROM {FEEDBACK_TABLE}").df()
+        fb = con.execute(
+            f"SELECT customer_id, offer_id, ts, accepted FROM {FEEDBACK_TABLE}{where}", params
+        ).df()
         if len(fb):
             if offers is None:
                 offers = con.execute("SELECT offer_id, channel FROM offers").df()
@@ -1020,12 +1030,16 @@ def recommend_for(
     customers = current_customers(con, customer_ids)
     model = model if model is not None else load_propensity_model()
     bandit = BanditState.load(con) if use_bandit else None
+    # features are as of the warehouse's today; the decision happens now, so feedback recorded
+    # after today (held / rejected / contact cap) still counts
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    customers["as_of"] = np.maximum(customers["as_of"].to_numpy(), np.datetime64(now, "us"))
     return recommend(
         customers,
         offers,
         model,
         config,
-        history=load_history(con, offers),
+        history=load_history(con, offers, customer_ids),
         k=k,
         bandit=bandit,
         rng=np.random.default_rng(seed),
