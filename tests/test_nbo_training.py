@@ -68,6 +68,14 @@ def test_train_nbo_policy_values_registry_and_recommend(small_warehouse):
     assert set(rec["customer_id"]) == set(ids)
     assert rec.groupby("customer_id").size().max() <= 3
     assert (recs.loc[recs["status"] == "excluded", "reasons"] != "").all()
+    # an acceptance recorded through the feedback API makes the offer "already held"
+    from customer360.models.bandit import record_feedback
+
+    top = rec[(rec["customer_id"] == ids[0]) & (rec["rank"] == 1)]["offer_id"].item()
+    record_feedback(con, ids[0], top, True, segment="A")
+    again = recommend_for(con, [ids[0]], config=config, model=result.model, use_bandit=False)
+    held = again[again["offer_id"] == top]
+    assert held["status"].item() == "excluded" and "already_held" in held["reasons"].item()
     con.close()
 
 
