@@ -522,8 +522,14 @@ class ProfileScorer:
         )
         if payload:
             frame["customer_id"] = [f"__payload_{i}" for i in range(len(frame))]
-        if "as_of" not in frame:
-            frame["as_of"] = pd.Timestamp(pop.as_of)
+        # The features are as of the snapshot; the decision happens now, so feedback recorded
+        # since (held / recently rejected / contact cap) counts, as in NBO's recommend_for.
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        snapshot = pd.to_datetime(frame["as_of"]) if "as_of" in frame else pd.Timestamp(pop.as_of)
+        frame["as_of"] = np.maximum(
+            pd.Series(snapshot, index=frame.index).to_numpy(dtype="datetime64[us]"),
+            np.datetime64(now, "us"),
+        )
         use_bandit = pop.nbo_config.bandit.exploration > 0 or pop.bandit.total > 0
         recs = recommend(
             frame,
@@ -579,7 +585,8 @@ class ProfileScorer:
         self, db_path: str, customer_id: str, offer_id: str, accepted: bool, segment: str
     ) -> str:
         """Append the feedback to the warehouse's durable log, then to the in-memory bandit
-        state and offer history, so the next recommendation already learns from it."""
+        state and offer history, so the next recommendation already learns from it (and the
+        held / recently-rejected rules see it)."""
         from customer360.models.bandit import connect_with_retry, record_feedback
 
         now = pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -595,6 +602,17 @@ class ProfileScorer:
             {"segment": [segment], "offer_id": [offer_id], "accepted": [bool(accepted)]}
         )
         pop.bandit = pop.bandit.updated(row)
+        channel = pop.offers.loc[pop.offers["offer_id"] == offer_id, "channel"]
+        event = pd.DataFrame(
+            {
+                "customer_id": [customer_id],
+                "offer_id": [offer_id],
+                "ts": [now],
+                "channel": [channel.iloc[0] if len(channel) else None],
+                "accepted": [bool(accepted)],
+            }
+        )
+        pop.history = pd.concat([pop.history, event.astype(pop.history.dtypes)], ignore_index=True)
         return fid
 
 

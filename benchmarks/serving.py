@@ -1,0 +1,287 @@
+"""Serving and batch-scoring benchmark.
+
+1. Latency and throughput of ``POST /churn`` by customer id on our BentoML service at 1, 8 and
+   32 concurrent clients, next to MLflow's own scoring server (``mlflow models serve -m
+   models:/churn@champion --env-manager local``) serving the same churn model under the same
+   load. MLflow's server has no id lookup, so its clients send the customer's full feature row
+   (``dataframe_split``); ours send only the id. Loopback only, bounded request counts.
+2. Batch scoring (``customer360 score``) of a generated warehouse: wall time and peak memory of
+   the scoring process.
+
+Rerun (the work folder keeps the generated warehouses and the tiny trained models)::
+
+    .venv/bin/python benchmarks/serving.py --workdir out/bench_serving --customers 20000 \
+        --batch-customers 200000
+
+Results go to stdout as Markdown tables (recorded in docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny(cfg, **extra):
+    """Few boosting rounds, one thread, the fewest snapshots that leave a training date."""
+    steps = -(-cfg.horizon_days // cfg.snapshots.step_days)
+    snapshots = cfg.snapshots.model_copy(update={"count": 1 + 2 * steps})
+    return cfg.model_copy(update={"num_boost_round": 60, "early_stopping_rounds": 10,
+                                  "n_jobs": 1, "snapshots": snapshots, **extra})
+
+
+def warehouse(db: Path, customers: int, seed: int) -> str:
+    """Generate a warehouse with a feature snapshot; returns its as-of date."""
+    from customer360.data.synthetic import generate_warehouse
+    from customer360.data.warehouse import connect, get_meta
+    from customer360.features import build_features
+    from customer360.features.assembler import SNAPSHOT_TABLE, write_outputs
+
+    if not db.exists():
+        t = time.perf_counter()
+        generate_warehouse(db, n_customers=customers, seed=seed)
+        print(f"generated {customers:,} customers in {time.perf_counter() - t:.0f} s", flush=True)
+    with connect(db) as con:
+        as_of = get_meta(con, "today")
+        if not con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'feature_snapshots'"
+        ).fetchone()[0]:
+            t = time.perf_counter()
+            write_outputs(build_features(con, as_of), con=con, table=SNAPSHOT_TABLE)
+            print(f"features in {time.perf_counter() - t:.0f} s", flush=True)
+    return as_of
+
+
+def prepare(workdir: Path, customers: int) -> tuple[Path, str]:
+    """Warehouse + tiny champion models (trained once, reused by later runs)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = workdir / "mlruns"
+    store.mkdir(exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(store / 'mlflow.db').resolve()}"
+    db = workdir / f"serve_{customers}.duckdb"
+    as_of = warehouse(db, customers, seed=5)
+    if not (workdir / "MODELS_READY").exists():
+        from customer360.data.warehouse import connect
+        from customer360.training.churn import load_churn_config, train_churn
+        from customer360.training.clv import load_clv_ml_config, train_clv
+        from customer360.training.nbo import train_nbo
+        from customer360.training.promote import promote
+
+        with connect(db) as con:
+            train_churn(con, tiny(load_churn_config(), untuned_rounds=30), trials=1)
+            train_clv(con, tiny(load_clv_ml_config()), trials=1)
+            train_nbo(con, trials=0)
+        for name in ("churn", "clv", "nbo"):
+            promote(name)
+        (workdir / "MODELS_READY").write_text("ok")
+    return db, as_of
+
+
+# --- load generation --------------------------------------------------------------------------
+
+
+def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"server {url} not ready")
+
+
+def load(url: str, bodies: list[bytes], clients: int, per_client: int) -> dict[str, float]:
+    """``clients`` threads, each with its own keep-alive connection, ``per_client`` requests."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    errors = 0
+
+    def worker(k: int) -> None:
+        nonlocal errors
+        mine = []
+        with httpx.Client(timeout=60, headers={"Content-Type": "application/json"}) as client:
+            for i in range(per_client):
+                body = bodies[(k * per_client + i) % len(bodies)]
+                t = time.perf_counter()
+                resp = client.post(url, content=body)
+                mine.append(time.perf_counter() - t)
+                if resp.status_code != 200:
+                    with lock:
+                        errors += 1
+        with lock:
+            latencies.extend(mine)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    wall = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000
+    return {
+        "clients": clients,
+        "requests": len(ms),
+        "errors": errors,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "throughput_rps": len(ms) / wall,
+    }
+
+
+def mlflow_bodies(db: Path, as_of: str, ids: list[str]) -> list[bytes]:
+    """The churn model's input row of each customer as MLflow's ``dataframe_split`` JSON."""
+    from customer360.data.warehouse import connect
+    from customer360.serving.profile import (
+        conform,
+        load_champions,
+        load_snapshot,
+        prob_horizons,
+        probabilistic_frame,
+    )
+
+    champion = load_champions(["churn"])["churn"]
+    with connect(db, read_only=True) as con:
+        snap = load_snapshot(con)
+        prob = probabilistic_frame(con, snap["as_of"].iloc[0], prob_horizons({"c": champion}))
+    rows = conform(snap.merge(prob, on="customer_id"), [champion]).set_index("customer_id")
+    frame = rows.loc[ids, champion.input_columns]
+    bodies = []
+    for values in frame.itertuples(index=False):
+        clean = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+        split = {"columns": champion.input_columns, "data": [clean]}
+        bodies.append(json.dumps({"dataframe_split": split}, default=str).encode())
+    return bodies
+
+
+def latency_benchmark(db: Path, as_of: str, per_level: dict[int, int]) -> list[dict]:
+    from customer360.serving.service import serve_command
+
+    with __import__("duckdb").connect(str(db), read_only=True) as con:
+        ids = [r[0] for r in con.execute(
+            "SELECT customer_id FROM feature_snapshots ORDER BY hash(customer_id) LIMIT 500"
+        ).fetchall()]
+    ours_body = [json.dumps({"customer_id": c}).encode() for c in ids]
+    mlflow_body = mlflow_bodies(db, as_of, ids)
+
+    port_ours, port_mlflow = free_port(), free_port()
+    cmd, env = serve_command(db, port=port_ours)
+    env.pop("CUSTOMER360_API_TOKEN", None)
+    logs = open(Path(db).parent / "bench_servers.log", "wb")  # noqa: SIM115
+    ours = subprocess.Popen(cmd, env=env, stdout=logs, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    mlflow_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                  "models:/churn@champion", "--env-manager", "local", "-h", "127.0.0.1",
+                  "-p", str(port_mlflow)]
+    theirs = subprocess.Popen(mlflow_cmd, env=env, stdout=logs, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    results = []
+    try:
+        wait_ready(f"http://127.0.0.1:{port_ours}", ours, "/readyz")
+        wait_ready(f"http://127.0.0.1:{port_mlflow}", theirs, "/ping")
+        targets = {
+            "customer360 (BentoML), id": (f"http://127.0.0.1:{port_ours}/churn", ours_body),
+            "MLflow scoring server, feature row": (
+                f"http://127.0.0.1:{port_mlflow}/invocations", mlflow_body),
+        }
+        for url, bodies in targets.values():
+            load(url, bodies, 4, 10)  # warm-up
+        for clients, per_client in per_level.items():
+            for name, (url, bodies) in targets.items():
+                row = load(url, bodies, clients, per_client)
+                row["server"] = name
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        for proc in (ours, theirs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                proc.wait(timeout=60)
+        logs.close()
+    return results
+
+
+# --- batch scoring ---------------------------------------------------------------------------
+
+
+def batch_benchmark(workdir: Path, customers: int, chunk_size: int) -> dict:
+    db = workdir / f"batch_{customers}.duckdb"
+    as_of = warehouse(db, customers, seed=9)
+    out = workdir / f"scores_{customers}.parquet"
+    cmd = [str(REPO / ".venv/bin/customer360"), "score", "--as-of", as_of, "--output", str(out),
+           "--db", str(db), "--chunk-size", str(chunk_size)]
+    start = time.perf_counter()
+    proc = psutil.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, proc.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.read().decode()[-3000:])
+    cpu = proc.cpu_times() if hasattr(proc, "cpu_times") else None
+    return {"customers": customers, "chunk_size": chunk_size, "wall_s": wall,
+            "peak_rss_mib": peak / 2**20, "cpu_s": (cpu.user + cpu.system) if cpu else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("out/bench_serving"))
+    parser.add_argument("--customers", type=int, default=20_000,
+                        help="customers of the served warehouse")
+    parser.add_argument("--requests", type=int, default=400,
+                        help="requests per server and concurrency level (at least)")
+    parser.add_argument("--batch-customers", type=int, nargs="*", default=[],
+                        help="warehouse sizes to batch-score")
+    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+    db, as_of = prepare(args.workdir, args.customers)
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    if not args.skip_latency:
+        levels = {c: max(10, args.requests // c) for c in (1, 8, 32)}
+        rows = latency_benchmark(db, as_of, levels)
+        print("\n| server | clients | requests | p50 ms | p99 ms | req/s |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['server']} | {r['clients']} | {r['requests']} | {r['p50_ms']:.1f} | "
+                  f"{r['p99_ms']:.1f} | {r['throughput_rps']:.1f} |")
+        for clients in (1, 8, 32):
+            pair = [r for r in rows if r["clients"] == clients]
+            ratio = pair[0]["throughput_rps"] / pair[1]["throughput_rps"]
+            print(f"throughput ratio ours/MLflow at {clients} clients: {ratio:.2f}x")
+    for n in args.batch_customers:
+        r = batch_benchmark(args.workdir, n, args.chunk_size)
+        print(json.dumps(r), flush=True)
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
