@@ -195,6 +195,8 @@ def latency_benchmark(db: Path, as_of: str, per_level: dict[int, int]) -> list[d
     mlflow_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
                   "models:/churn@champion", "--env-manager", "local", "-h", "127.0.0.1",
                   "-p", str(port_mlflow)]
+    # MLflow's server runs `uvicorn` from PATH: this environment's
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     theirs = subprocess.Popen(mlflow_cmd, env=env, stdout=logs, stderr=subprocess.STDOUT,
                               start_new_session=True)
     results = []

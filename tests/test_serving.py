@@ -187,10 +187,16 @@ def test_adaptive_batching_under_concurrency_keeps_answers_apart(server, ids):
     def call(cid):
         return ok(server.post("churn_batch", json={"customers": [{"customer_id": cid}]}))[0]
 
+    def single(cid):
+        return ok(server.post("churn", json={"customer_id": cid}))
+
     with ThreadPoolExecutor(16) as pool:
         got = list(pool.map(call, ids * 3))
+        singles = list(pool.map(single, ids * 3))
     for item in got:
         assert item["result"] == expected[item["customer_id"]]
+    for answer in singles:  # concurrent single requests are scored together, never mixed up
+        assert answer == expected[answer["customer_id"]]
 
 
 def test_batch_scoring_equals_single_requests(server, env, ids, tmp_path, monkeypatch):

@@ -19,6 +19,8 @@ batching; body ``{"customers": [...]}``), ``/feedback`` and ``/schema_info``. Be
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import logging
 import os
@@ -27,6 +29,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import bentoml
 import pandas as pd
 from pydantic import BaseModel
@@ -172,6 +175,60 @@ def _stop_server_after_failed_start() -> None:
         parent.send_signal(signal.SIGTERM)
 
 
+class _Coalescer:
+    """Scores concurrent single-customer requests together.
+
+    While one model call runs (in a worker thread), the requests that arrive queue up and all
+    go into the next call: one call per wave instead of one per request, so latency stays flat
+    as concurrency grows. A lone request is scored at once (no waiting window). If a merged
+    call fails, its requests are retried one by one so only the culprit gets the error. The
+    batch endpoints use BentoML's adaptive batching instead.
+    """
+
+    def __init__(self, score: Callable[[list[CustomerRequest]], list], max_size: int) -> None:
+        self.score = score
+        self.max_size = max_size
+        self.pending: list[tuple[CustomerRequest, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, item: CustomerRequest) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # requests that arrived together join the first call
+        while self.pending:
+            wave, self.pending = self.pending[: self.max_size], self.pending[self.max_size :]
+            try:
+                results = await anyio.to_thread.run_sync(self._score_each, [i for i, _ in wave])
+            except Exception as exc:
+                results = [exc] * len(wave)
+            for (_, future), result in zip(wave, results, strict=True):
+                if future.done():  # the client went away
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def _score_each(self, items: list[CustomerRequest]) -> list:
+        try:
+            return self.score(items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+        out: list = []
+        for item in items:
+            try:
+                out.extend(self.score([item]))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
 SERVICE_IMPORT = "customer360.serving.service:Customer360"
 
 
@@ -248,6 +305,14 @@ class Customer360:
         self.snapshot = self.scorer.conform(self.scorer.enrich(snapshot))
         self.row_of = pd.Index(snapshot["customer_id"].astype(str))
         self.write_lock = threading.Lock()
+        self.coalescers = {
+            name: _Coalescer(functools.partial(self._score, part=part), self.config.max_batch_size)
+            for name, part in (
+                ("churn", self._churn_part),
+                ("clv", self._clv_part),
+                ("full", self._full_part),
+            )
+        }
         log.info(
             "customer360 service ready: %d customers as of %s, models %s",
             len(snapshot),
@@ -303,17 +368,17 @@ class Customer360:
                 out[i] = row
         return out
 
-    def _one(
+    async def _one(
         self,
         item: CustomerRequest,
-        part: Callable[[pd.DataFrame, bool], pd.DataFrame],
+        part: str,
         shape: Callable[[dict], dict],
         model: type[BaseModel],
     ) -> Any:
         """Answer a single-customer request: 200 with ``model(**shape(row))``, 404/400 naming
         the problem, 500 (logged without ids) for anything unexpected."""
         try:
-            (result,) = self._score([item], part)
+            result = await self.coalescers[part].submit(item)
         except Customer360Error as exc:
             return _error(400, str(exc))
         except Exception as exc:  # no request may take the worker down
@@ -375,33 +440,37 @@ class Customer360:
     # --- single-customer endpoints ------------------------------------------------------------
 
     @bentoml.api(input_spec=CustomerRequest)
-    def churn(self, customer_id: str | None = None, features: dict | None = None) -> ChurnResult:
+    async def churn(
+        self, customer_id: str | None = None, features: dict | None = None
+    ) -> ChurnResult:
         """Churn probability and its top three reason codes."""
         item = CustomerRequest(customer_id=customer_id, features=features)
-        return self._one(item, self._churn_part, churn_from_row, ChurnResult)
+        return await self._one(item, "churn", churn_from_row, ChurnResult)
 
     @bentoml.api(input_spec=CustomerRequest)
-    def clv(self, customer_id: str | None = None, features: dict | None = None) -> ClvResult:
+    async def clv(
+        self, customer_id: str | None = None, features: dict | None = None
+    ) -> ClvResult:
         """ML CLV next to the probabilistic (BG/NBD + Gamma-Gamma) CLV and P(alive)."""
         item = CustomerRequest(customer_id=customer_id, features=features)
-        return self._one(item, self._clv_part, self._clv_shape, ClvResult)
+        return await self._one(item, "clv", self._clv_shape, ClvResult)
 
     @bentoml.api(input_spec=CustomerRequest)
-    def next_best_offer(
+    async def next_best_offer(
         self, customer_id: str | None = None, features: dict | None = None
     ) -> NboResult:
         """Top offers with expected value and eligibility reasons, and the excluded offers."""
         item = CustomerRequest(customer_id=customer_id, features=features)
-        return self._one(item, self._full_part, offers_from_row, NboResult)
+        return await self._one(item, "full", offers_from_row, NboResult)
 
     @bentoml.api(input_spec=CustomerRequest)
-    def customer360(
+    async def customer360(
         self, customer_id: str | None = None, features: dict | None = None
     ) -> ProfileResult:
         """The integrated profile: classifications, segment and service policy, churn with
         reasons, CLV (ML and probabilistic), P(alive), top offers."""
         item = CustomerRequest(customer_id=customer_id, features=features)
-        return self._one(item, self._full_part, self._profile_shape, ProfileResult)
+        return await self._one(item, "full", self._profile_shape, ProfileResult)
 
     # --- batch endpoints (adaptive batching merges concurrent requests) ----------------------
 
