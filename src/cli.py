@@ -733,6 +733,26 @@ ConfigOption = Annotated[
 NoRegisterOption = Annotated[
     bool, typer.Option("--no-register", help="Log the run but do not register the model.")
 ]
+SnapshotsOption = Annotated[
+    int | None,
+    typer.Option("--snapshots", help="Number of as-of snapshots (default: the config's).", min=3),
+]
+StepOption = Annotated[
+    int | None,
+    typer.Option("--step-days", help="Days between snapshots (default: the config's).", min=1),
+]
+
+
+def _with_snapshots(cfg, snapshots: int | None, step_days: int | None):
+    """The config with the snapshot plan overridden from the command line."""
+    if snapshots is None and step_days is None:
+        return cfg
+    plan = cfg.snapshots.model_copy(
+        update={
+            k: v for k, v in (("count", snapshots), ("step_days", step_days)) if v is not None
+        }
+    )
+    return cfg.model_copy(update={"snapshots": type(plan).model_validate(plan.model_dump())})
 
 
 def _quiet_mlflow() -> None:
@@ -808,13 +828,15 @@ def train_churn_cmd(
     model_name: Annotated[
         str | None, typer.Option("--model-name", help="Registered model name (default: config's).")
     ] = None,
+    snapshots: SnapshotsOption = None,
+    step_days: StepOption = None,
     no_register: NoRegisterOption = False,
 ) -> None:
     """Train the churn model (calibrated LightGBM + reason codes) on the warehouse or a table."""
     from customer360.errors import ConfigError
     from customer360.training.churn import load_churn_config, train_churn, train_churn_table
 
-    cfg = load_churn_config(config)
+    cfg = _with_snapshots(load_churn_config(config), snapshots, step_days)
     if table is None:
         if label or positive_label or id_col:
             raise ConfigError("--label, --positive-label and --id-col go with --table FILE.")
@@ -856,13 +878,15 @@ def train_clv_cmd(
     db: DbOption = None,
     trials: TrialsOption = None,
     config: ConfigOption = None,
+    snapshots: SnapshotsOption = None,
+    step_days: StepOption = None,
     no_register: NoRegisterOption = False,
 ) -> None:
     """Train the ML-CLV model (margin within the horizon; Tweedie LightGBM on BG/NBD + GG)."""
     from customer360.data.warehouse import connect
     from customer360.training.clv import load_clv_ml_config, train_clv
 
-    cfg = load_clv_ml_config(config)
+    cfg = _with_snapshots(load_clv_ml_config(config), snapshots, step_days)
     with connect(db, read_only=True) as con:
         result = _run_with_trial_bar(
             "clv",

@@ -25,7 +25,6 @@ from customer360.models.tabular import (
     plot_deciles,
     plot_gain,
     plot_importance,
-    plot_shap_summary,
     value_metrics,
 )
 from customer360.training.common import (
@@ -37,6 +36,7 @@ from customer360.training.common import (
     load_snapshots,
     model_feature_columns,
     run_training_job,
+    shap_figure,
     snapshot_dates,
     time_split,
     warehouse_today,
@@ -218,7 +218,7 @@ def train_clv(
             ),
             "cumulative_gain": plot_gain(np.clip(y_test, 0, None), curves),
             "feature_importance": plot_importance(model.importance()),
-            "shap_summary": plot_shap_summary(model.contributions(test_m), test_m, schema.columns),
+            "shap_summary": shap_figure(model, test_m, schema.columns, config.seed),
         }
         extra = {"n_negative_targets_clipped": float(model.n_negative_targets_)}
         return Evaluation(metrics, baselines, figures, found, extra)

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -366,6 +367,22 @@ class TrainResult:
     experiment_id: str = ""
 
 
+def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random sample of at most ``limit`` of ``n`` rows."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def shap_figure(model, X: np.ndarray, names: Sequence[str], seed: int, rows: int = 2000):
+    """SHAP summary plot of ``model`` on at most ``rows`` sampled rows of ``X`` (TreeSHAP on
+    every test row of a big snapshot would cost more than the plot can show)."""
+    from customer360.models.tabular import plot_shap_summary
+
+    sample = X[sample_rows(len(X), rows, seed)]
+    return plot_shap_summary(model.contributions(sample), sample, names)
+
+
 def log_figures(figures: dict[str, Any]) -> None:
     """Log matplotlib figures as ``plots/<name>.png`` artifacts of the active run and close
     them."""
@@ -404,24 +421,36 @@ def log_and_register(
 
     from customer360.models.tabular import BoostedModelPyfunc
 
-    signature = infer_signature(example, model.predict_frame(example))
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save(tmp)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=BoostedModelPyfunc(),
-            artifacts={"model_dir": tmp},
-            signature=signature,
-            input_example=example,
-            pip_requirements=[
-                f"lightgbm=={lightgbm.__version__}",
-                f"mlflow=={mlflow.__version__}",
-                f"pandas=={pd.__version__}",
-                f"numpy=={np.__version__}",
-                "customer360",
-            ],
-            registered_model_name=model_name if register else None,
-        )
+    with warnings.catch_warnings():
+        # int64 features are never null (build_features fills them); the hint is noise here
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(example, model.predict_frame(example))
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    # MLflow warns about pickling any python_model object; ours holds no state (the model is
+    # the booster.txt + meta.json artifact), so the warning would only alarm users.
+    pyfunc_log.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            model.save(tmp)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=BoostedModelPyfunc(),
+                artifacts={"model_dir": tmp},
+                signature=signature,
+                input_example=example,
+                pip_requirements=[
+                    f"lightgbm=={lightgbm.__version__}",
+                    f"mlflow=={mlflow.__version__}",
+                    f"pandas=={pd.__version__}",
+                    f"numpy=={np.__version__}",
+                    "customer360",
+                ],
+                registered_model_name=model_name if register else None,
+            )
+    finally:
+        pyfunc_log.setLevel(level)
     version = None
     if register:
         version = str(info.registered_model_version)
