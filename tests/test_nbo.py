@@ -220,3 +220,35 @@ def test_greedy_choice():
     assert greedy_choice(values, allowed).tolist() == [2, 1]
     with pytest.raises(Customer360Error, match="no eligible offer"):
         greedy_choice(values, np.zeros_like(allowed))
+
+
+def test_category_affinity_pair_feature_and_its_config_rule():
+    from customer360.models.nbo import AFFINITY_PRIOR, add_pair_features, category_affinity
+
+    X = pd.DataFrame(
+        {
+            "nbo__activity__home": [8.0, 0.0, 1.0],
+            "nbo__activity__fashion": [0.0, 0.0, 1.0],
+            "category": ["home", "home", "garden"],  # garden: no activity column
+        }
+    )
+    a = category_affinity(X)
+    # log(n_cat * (own + prior) / (total + n_cat * prior)); no history = no preference (0)
+    expected_0 = np.log(2 * (8 + AFFINITY_PRIOR) / (8 + 2 * AFFINITY_PRIOR))
+    np.testing.assert_allclose(a, [expected_0, 0.0, 0.0])
+    assert "pair__category_affinity" in add_pair_features(X).columns
+    assert category_affinity(X.drop(columns="category")) is None
+    assert category_affinity(X[["category"]]) is None
+
+    from customer360.models.nbo import PropensityConfig
+
+    with pytest.raises(ValueError, match="category_activity: true"):
+        PropensityConfig(linear_features=["pair__category_affinity"])
+    assert PropensityConfig(
+        linear_features=["pair__category_affinity"], category_activity=True
+    ).category_activity
+    from customer360.models.nbo import with_category_activity
+
+    on = with_category_activity(load_nbo_config()).propensity
+    assert on.category_activity and "pair__category_affinity" in on.linear_features
+    assert "pair__top_category_match" not in on.linear_features

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from customer360.config import StrictModel, load_config
 from customer360.errors import Customer360Error, ModelError
@@ -111,9 +111,22 @@ class PropensityConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
     # Customer features the model sees (null: every registry feature).
     feature_columns: list[str] | None = None
+    # Add the per-category activity counts (nbo__activity__<category>) to the customer
+    # columns; they give the pair feature pair__category_affinity.
+    category_activity: bool = False
     trials: int = Field(0, ge=0)
     search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _affinity_needs_activity(self) -> PropensityConfig:
+        if "pair__category_affinity" in self.linear_features and not self.category_activity:
+            raise ValueError(
+                "propensity.linear_features lists pair__category_affinity, which is computed "
+                "from the nbo__activity__* columns: set propensity.category_activity: true or "
+                "drop it from linear_features"
+            )
+        return self
 
 
 class DecisionConfig(StrictModel):
@@ -149,6 +162,22 @@ class NBOConfig(StrictModel):
 def load_nbo_config(name_or_path: str = "nbo") -> NBOConfig:
     """Parse ``configs/nbo.yaml`` (or the given file) into :class:`NBOConfig`."""
     return load_config(name_or_path, NBOConfig)
+
+
+def with_category_activity(config: NBOConfig) -> NBOConfig:
+    """``config`` with ``propensity.category_activity`` on and ``pair__category_affinity``
+    (instead of its coarse form ``pair__top_category_match``) in the logistic base."""
+    prop = config.propensity
+    linear = [c for c in prop.linear_features if c != "pair__top_category_match"]
+    if "pair__category_affinity" not in linear:
+        linear.append("pair__category_affinity")
+    return config.model_copy(
+        update={
+            "propensity": PropensityConfig.model_validate(
+                {**prop.model_dump(), "category_activity": True, "linear_features": linear}
+            )
+        }
+    )
 
 
 def apply_overrides(offers: pd.DataFrame, config: NBOConfig) -> pd.DataFrame:
@@ -329,6 +358,13 @@ def _history_flags(
 
 # --- propensity model ---------------------------------------------------------------------
 
+ACTIVITY_PREFIX = "nbo__activity__"
+"""Customer columns ``nbo__activity__<category>``: purchases + categorised web/app events per
+product category before the decision (see
+:func:`customer360.training.nbo.category_activity`)."""
+AFFINITY_PRIOR = 1.0
+"""Pseudo-count per category that shrinks a thin activity history towards no preference."""
+
 PAIR_FEATURES = {
     # pair feature -> (customer feature, offer column): 1 when they agree, NaN when unknown
     "pair__top_category_match": ("txn__top_category__all", "category"),
@@ -343,6 +379,9 @@ def add_pair_features(X: pd.DataFrame) -> pd.DataFrame:
     plus offer columns.
     """
     extra = {}
+    affinity = category_affinity(X)
+    if affinity is not None:
+        extra["pair__category_affinity"] = affinity
     for name, (cust_col, offer_col) in PAIR_FEATURES.items():
         if cust_col in X.columns and offer_col in X.columns:
             left = X[cust_col].astype("string")
@@ -353,6 +392,27 @@ def add_pair_features(X: pd.DataFrame) -> pd.DataFrame:
     base = X.drop(columns=[c for c in extra if c in X.columns])
     return pd.concat([base, pd.DataFrame(extra, index=X.index)], axis=1)
 
+
+
+def category_affinity(X: pd.DataFrame) -> np.ndarray | None:
+    """Log affinity of each row's customer for the row's offer category, or None when ``X``
+    has no ``nbo__activity__*`` columns (or no ``category`` column).
+
+    ``log(n_categories * share)`` with ``share = (activity in the offer's category + prior) /
+    (all activity + n_categories * prior)``: 0 = no preference, positive = the customer buys and
+    browses that category more than an even split. An offer category without an activity
+    column gets 0.
+    """
+    cols = [c for c in X.columns if c.startswith(ACTIVITY_PREFIX)]
+    if not cols or "category" not in X.columns:
+        return None
+    counts = X[cols].apply(pd.to_numeric, errors="coerce").fillna(0.0).to_numpy(dtype=float)
+    n_cat = len(cols)
+    names = [c[len(ACTIVITY_PREFIX):] for c in cols]
+    idx = pd.Categorical(X["category"].astype("string"), categories=names).codes
+    own = counts[np.arange(len(X)), np.maximum(idx, 0)]
+    share = (own + AFFINITY_PRIOR) / (counts.sum(axis=1) + n_cat * AFFINITY_PRIOR)
+    return np.where(idx >= 0, np.log(n_cat * share), 0.0)
 
 
 class OfferLinearBase:
