@@ -790,8 +790,10 @@ def _print_training_result(title: str, result, metrics: list[str]) -> None:
 
     table = Table(title=f"{title}: test metrics vs baselines (same rows)")
     table.add_column("model", no_wrap=True)
+    short = {"roc_auc": "AUC", "pr_auc": "PR-AUC", "log_loss": "logloss", "lift_at_10": "lift@10",
+             "normalized_gini": "gini", "decile_mape": "dec.MAPE", "total_error": "tot.err"}
     for metric in metrics:
-        table.add_column(metric, justify="right")
+        table.add_column(short.get(metric, metric), justify="right", no_wrap=True)
     for name, values in [("lightgbm_tuned", result.metrics), *result.baselines.items()]:
         table.add_row(name, *(_fmt(values.get(m)) for m in metrics))
     console.print(table)
