@@ -242,6 +242,7 @@ def lightgbm_pruning_callback(trial, *, warmup: int = 20, every: int = 5) -> Cal
             return
         _, _, value, _ = env.evaluation_result_list[0][:4]
         trial.report(float(value), step)
+        trial.set_user_attr("last_reported", float(value))
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at round {step} with validation metric {value:.5g}")
 
@@ -319,9 +320,8 @@ def tune(
                 value = objective(params, [lightgbm_pruning_callback(trial, warmup=warmup_rounds)])
             except optuna.TrialPruned:
                 mlflow.set_tag("optuna_state", "pruned")
-                last = trial.storage.get_trial(trial._trial_id).intermediate_values
-                if last:
-                    mlflow.log_metric(f"val_{metric}", list(last.values())[-1])
+                if "last_reported" in trial.user_attrs:
+                    mlflow.log_metric(f"val_{metric}", trial.user_attrs["last_reported"])
                 raise
             mlflow.set_tag("optuna_state", "complete")
             mlflow.log_metric(f"val_{metric}", value)
