@@ -252,3 +252,27 @@ def test_category_affinity_pair_feature_and_its_config_rule():
     on = with_category_activity(load_nbo_config()).propensity
     assert on.category_activity and "pair__category_affinity" in on.linear_features
     assert "pair__top_category_match" not in on.linear_features
+
+
+def test_offer_linear_base_partial_pooling_matches_its_design():
+    from customer360.models.nbo import OfferLinearBase
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    X = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "kind": rng.choice(["a", "b"], n),
+            "offer_id": rng.choice(["O1", "O2", "O3"], n),
+        }
+    )
+    # the same slope on x for every offer: pooling should find it shared
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-1.5 + 1.2 * X["x"])))).astype(int)
+    for shared in (False, True):
+        base = OfferLinearBase(features=["x", "kind"], C=0.5, shared=shared).fit(X, y)
+        np.testing.assert_allclose(
+            base.logit(X), base.glm_.decision_function(base._design(X)), atol=1e-10
+        )
+    n_per_offer = 3 * 4  # offers x [1, x, kind=a, kind=b]
+    assert base.glm_.coef_.shape[1] == n_per_offer + 3
+    assert base.glm_.coef_[0][n_per_offer] > 0.5  # the shared slope on x carries the effect

@@ -105,6 +105,9 @@ class PropensityConfig(StrictModel):
     # Per-offer logistic base margin on these columns (empty: plain LightGBM).
     linear_features: list[str] = Field(default_factory=list)
     linear_C: float = Field(1.0, gt=0)
+    # Partial pooling: shared slopes next to the per-offer ones (both L2-penalised), so an
+    # offer with few acceptances borrows strength from the others.
+    linear_shared: bool = True
     refit: bool = False
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(30, ge=0)
@@ -419,14 +422,17 @@ class OfferLinearBase:
     """Per-offer logistic regression used as LightGBM's starting margin.
 
     Design: offer one-hot x ``[1, features]`` (numeric features standardised, categorical ones
-    one-hot), L2-penalised with strength ``1 / C``. Few logged acceptances cannot teach trees
+    one-hot), plus with ``shared`` the features themselves (slopes common to every offer, so
+    the per-offer slopes are deviations shrunk towards them: partial pooling), L2-penalised
+    with strength ``1 / C``. Few logged acceptances cannot teach trees
     every offer x customer interaction; this base gives each offer its own slopes and the
     boosting on top corrects what it misses.
     """
 
-    def __init__(self, *, features: list[str], C: float = 1.0) -> None:
+    def __init__(self, *, features: list[str], C: float = 1.0, shared: bool = False) -> None:
         self.features = features
         self.C = C
+        self.shared = shared
 
     def _parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Shared customer block ``[1, features]`` and the offer code of every row."""
@@ -446,7 +452,10 @@ class OfferLinearBase:
     def _design(self, X: pd.DataFrame) -> np.ndarray:
         base, codes = self._parts(X)
         onehot = np.eye(len(self.offers_))[np.maximum(codes, 0)] * (codes >= 0)[:, None]
-        return (onehot[:, :, None] * base[:, None, :]).reshape(len(X), -1)
+        per_offer = (onehot[:, :, None] * base[:, None, :]).reshape(len(X), -1)
+        if not self.shared:
+            return per_offer
+        return np.hstack([per_offer, base[:, 1:]])
 
     def fit(self, X: pd.DataFrame, y, sample_weight=None) -> OfferLinearBase:
         from sklearn.linear_model import LogisticRegression
@@ -475,9 +484,13 @@ class OfferLinearBase:
         """Linear predictor per row; computed per offer block, never materialising the
         (rows x offers x features) design."""
         base, codes = self._parts(X)
-        coef = self.glm_.coef_[0].reshape(len(self.offers_), base.shape[1])
+        n_per_offer = len(self.offers_) * base.shape[1]
+        coef = self.glm_.coef_[0][:n_per_offer].reshape(len(self.offers_), base.shape[1])
         rows = coef[np.maximum(codes, 0)] * (codes >= 0)[:, None]  # unknown offer: intercept
-        return np.einsum("ij,ij->i", base, rows) + self.glm_.intercept_[0]
+        z = np.einsum("ij,ij->i", base, rows) + self.glm_.intercept_[0]
+        if self.shared:
+            z = z + base[:, 1:] @ self.glm_.coef_[0][n_per_offer:]
+        return z
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -496,8 +509,9 @@ class PropensityModel:
     calibrate
         ``"sigmoid"`` (Platt scaling of the logit on the calibration set; smooth, so it keeps
         the ranking of P(accept) x margin across offers), ``"isotonic"``, or ``None``/False.
-    linear_features, linear_C
-        When given, boosting starts from an :class:`OfferLinearBase` on these columns.
+    linear_features, linear_C, linear_shared
+        When given, boosting starts from an :class:`OfferLinearBase` on these columns (with
+        penalty ``1 / linear_C``; ``linear_shared`` adds slopes shared by all offers).
     seed
         Random seed.
 
@@ -520,6 +534,7 @@ class PropensityModel:
         calibrate: str | bool | None = "sigmoid",
         linear_features: list[str] | None = None,
         linear_C: float = 1.0,
+        linear_shared: bool = False,
         seed: int = 42,
     ) -> None:
         self.params = params
@@ -528,6 +543,7 @@ class PropensityModel:
         self.calibrate = calibrate
         self.linear_features = linear_features
         self.linear_C = linear_C
+        self.linear_shared = linear_shared
         self.seed = seed
 
     def _encode(self, X: pd.DataFrame) -> np.ndarray:
@@ -585,7 +601,9 @@ class PropensityModel:
         y = np.asarray(y, dtype=float)
         self.base_ = None
         if self.linear_features:
-            self.base_ = OfferLinearBase(features=self.linear_features, C=self.linear_C).fit(
+            self.base_ = OfferLinearBase(
+                features=self.linear_features, C=self.linear_C, shared=self.linear_shared
+            ).fit(
                 X, y, sample_weight
             )
         train = lgb.Dataset(

@@ -353,6 +353,7 @@ def fit_propensity(
         calibrate=None if cfg.calibrate == "none" else cfg.calibrate,
         linear_features=cfg.linear_features or None,
         linear_C=cfg.linear_C,
+        linear_shared=cfg.linear_shared,
         seed=cfg.seed,
     )
     X_cal = model_input(data.calib, data.feature_columns)
