@@ -9,6 +9,12 @@ strictly before that day are read, so nothing the event caused (or anything late
 its features. Events of customers who signed up after their snapshot date have no features
 and are counted in ``events_without_features`` (logged), not silently lost.
 
+With ``propensity.category_activity`` each event (and each customer scored now) also gets
+``nbo__activity__<category>``: purchases + categorised web/app events per category strictly
+before the snapshot date (:func:`category_activity`), from which the model derives
+``pair__category_affinity`` (how much the customer favours the offer's category). Acceptance
+depends mostly on that taste; the registry only exposes its argmax (``txn__top_category__all``).
+
 Time-based split (by timestamp): the oldest events train the model, the next
 ``calibration_fraction`` stop boosting early and fit the calibration map, and the newest
 ``holdout_fraction`` ("test") are where every policy is evaluated off-policy.
