@@ -152,10 +152,10 @@ class ChurnClassifier(BoostedTabularModel):
 
     def fit(
         self,
-        X: pd.DataFrame,
+        X: pd.DataFrame | np.ndarray,
         y: np.ndarray,
         *,
-        X_val: pd.DataFrame,
+        X_val: pd.DataFrame | np.ndarray,
         y_val: np.ndarray,
         schema: TableSchema | None = None,
         descriptions: dict[str, str] | None = None,

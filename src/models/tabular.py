@@ -609,18 +609,21 @@ class BoostedTabularModel(_estimator_base()):
 
     def _fit_booster(
         self,
-        X: pd.DataFrame,
+        X: pd.DataFrame | np.ndarray,
         y: np.ndarray,
-        X_val: pd.DataFrame,
+        X_val: pd.DataFrame | np.ndarray,
         y_val: np.ndarray,
         *,
         schema: TableSchema | None,
         descriptions: dict[str, str] | None,
         callbacks: Sequence[Callable],
     ) -> tuple[np.ndarray, np.ndarray]:
+        if schema is None and isinstance(X, np.ndarray):
+            raise ModelError("A numpy matrix needs its TableSchema; pass schema=.")
         self.schema_ = schema or infer_schema(X)
-        train_m = to_matrix(X, self.schema_)
-        val_m = to_matrix(X_val, self.schema_)
+        # Tuning refits many times on the same rows: callers may pass the matrices once made.
+        train_m = X if isinstance(X, np.ndarray) else to_matrix(X, self.schema_)
+        val_m = X_val if isinstance(X_val, np.ndarray) else to_matrix(X_val, self.schema_)
         booster = fit_booster(
             self.lgb_params(),
             train_m,

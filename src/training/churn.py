@@ -425,6 +425,8 @@ def run_churn_job(
 ) -> TrainResult:
     """Tune, refit, calibrate, evaluate against baselines, log and register one churn model
     inside one MLflow parent run."""
+    train_m = to_matrix(data.X_train, data.schema)
+    val_m = to_matrix(data.X_val, data.schema)
 
     def fit(params: dict, callbacks=(), *, final: bool = False, rounds=None):
         model = ChurnClassifier(
@@ -436,9 +438,9 @@ def run_churn_job(
             n_jobs=config.n_jobs,
         )
         return model.fit(
-            data.X_train,
+            train_m,
             data.y_train,
-            X_val=data.X_val,
+            X_val=val_m,
             y_val=data.y_val,
             schema=data.schema,
             descriptions=data.descriptions,

@@ -25,6 +25,7 @@ from customer360.models.tabular import (
     plot_deciles,
     plot_gain,
     plot_importance,
+    to_matrix,
     value_metrics,
 )
 from customer360.training.common import (
@@ -175,6 +176,8 @@ def train_clv(
     if oracle is not None:
         scores["oracle"] = oracle
 
+    train_m, val_m = to_matrix(train[features], schema), to_matrix(val[features], schema)
+
     def fit(params: dict, callbacks=(), *, final: bool = False) -> CLVRegressor:
         return CLVRegressor(
             params=params,
@@ -183,9 +186,9 @@ def train_clv(
             seed=config.seed,
             n_jobs=config.n_jobs,
         ).fit(
-            train[features],
+            train_m,
             y_train,
-            X_val=val[features],
+            X_val=val_m,
             y_val=y_val,
             schema=schema,
             descriptions=descriptions,
