@@ -528,7 +528,7 @@ def load_snapshots(
     Returns the frame (``as_of`` as ``datetime64``) and notes: when the probabilistic models
     cannot be fitted on one snapshot (e.g. too few repeat buyers early in the history), that
     snapshot's ``prob__*`` columns stay missing (LightGBM handles missing values) and a note
-    says so.
+    says so; when they fail on every snapshot the model trains without them (noted).
     """
     from customer360.features import build_training_set
 
@@ -551,7 +551,9 @@ def load_snapshots(
                 continue
             parts.append(scores.assign(as_of=pd.Timestamp(d)))
         if not parts:
-            raise ModelError("BG/NBD + Gamma-Gamma failed on every snapshot: " + "; ".join(notes))
+            notes.append("No prob__ features: BG/NBD + Gamma-Gamma failed on every snapshot.")
+            log.warning(notes[-1])
+            return data, notes
         prob = pd.concat(parts, ignore_index=True)
         prob["as_of"] = prob["as_of"].astype(data["as_of"].dtype)
         data = data.merge(prob, on=["customer_id", "as_of"], how="left", validate="one_to_one")
