@@ -37,9 +37,7 @@ def test_clv_regressor_keeps_level_on_validation_and_clips_negative_targets():
     rng = np.random.default_rng(0)
     n = 2000
     X = pd.DataFrame({"orders": rng.poisson(3, n).astype(float), "seg": rng.choice(["a", "b"], n)})
-    y = rng.gamma(2.0, 20.0, n) * (rng.uniform(size=n) < X["orders"] / 8) * (
-        1 + (X["seg"] == "b")
-    )
+    y = rng.gamma(2.0, 20.0, n) * (rng.uniform(size=n) < X["orders"] / 8) * (1 + (X["seg"] == "b"))
     y[:5] = -15.0  # returns exceeding purchases
     model = CLVRegressor(num_boost_round=200, n_jobs=1).fit(
         X[:1000], y[:1000], X_val=X[1000:], y_val=y[1000:]
@@ -61,8 +59,12 @@ def clv_run(small_warehouse_master, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         cfg = load_clv_ml_config().model_copy(
-            update={"trials": 3, "n_jobs": 1, "num_boost_round": 400,
-                    "snapshots": SnapshotPlan(count=9, step_days=90)}
+            update={
+                "trials": 3,
+                "n_jobs": 1,
+                "num_boost_round": 400,
+                "snapshots": SnapshotPlan(count=9, step_days=90),
+            }
         )
         with connect(small_warehouse_master, read_only=True) as con:
             result = train_clv(con, cfg)
