@@ -453,7 +453,7 @@ class OfferLinearBase:
         base, codes = self._parts(X)
         onehot = np.eye(len(self.offers_))[np.maximum(codes, 0)] * (codes >= 0)[:, None]
         per_offer = (onehot[:, :, None] * base[:, None, :]).reshape(len(X), -1)
-        if not self.shared:
+        if not getattr(self, "shared", False):  # models pickled before partial pooling
             return per_offer
         return np.hstack([per_offer, base[:, 1:]])
 
@@ -488,7 +488,7 @@ class OfferLinearBase:
         coef = self.glm_.coef_[0][:n_per_offer].reshape(len(self.offers_), base.shape[1])
         rows = coef[np.maximum(codes, 0)] * (codes >= 0)[:, None]  # unknown offer: intercept
         z = np.einsum("ij,ij->i", base, rows) + self.glm_.intercept_[0]
-        if self.shared:
+        if getattr(self, "shared", False):
             z = z + base[:, 1:] @ self.glm_.coef_[0][n_per_offer:]
         return z
 

@@ -1141,7 +1141,7 @@ def simulate_bandit(
     config = config or load_nbo_config()
     require_tables(con, "truth_offer_acceptance")
     offers = load_offers(con, config)
-    customers = current_customers(con)
+    customers = current_customers(con, activity=False)  # the simulation uses no model
     elig = eligibility(customers, offers, config, load_history(con, offers))
     allowed = elig["eligible"].to_numpy().reshape(len(customers), len(offers))
     keep = allowed.any(axis=1)
