@@ -243,6 +243,31 @@ def test_behavioural(tiny_frame):
     )
 
 
+def test_category_orders_and_events_per_category(tiny_frame):
+    from customer360.data.contracts import CATEGORIES
+    from customer360.features.behavioural import CATEGORY_EVENTS
+    from customer360.features.transactional import CATEGORY_ORDERS
+
+    assert list(CATEGORY_ORDERS) == list(CATEGORY_EVENTS) == list(CATEGORIES)
+    # c1 orders: home t1, sports t2 + t2b (the t3 return is not an order), beauty t6; t7 (home)
+    # at exactly T is ignored. Categorised events: e2 (view) and e3 (cart add), both home.
+    c1 = {c: 0 for c in CATEGORIES} | {"home": 1, "sports": 2, "beauty": 1}
+    # c2: t4 (home) before T, t5 (home) after it; no events
+    c2 = {c: 0 for c in CATEGORIES} | {"home": 1}
+    for cust, orders, events in (
+        ("c1", c1, {c: 2 if c == "home" else 0 for c in CATEGORIES}),
+        ("c2", c2, {c: 0 for c in CATEGORIES}),
+        ("c3", {c: 0 for c in CATEGORIES}, {c: 0 for c in CATEGORIES}),
+    ):
+        _check(
+            tiny_frame.loc[cust],
+            {CATEGORY_ORDERS[c]: n for c, n in orders.items()}
+            | {CATEGORY_EVENTS[c]: n for c, n in events.items()},
+        )
+    per_category = tiny_frame[list(CATEGORY_ORDERS.values())].sum(axis=1)
+    assert (per_category == tiny_frame["txn__orders__all"]).all()
+
+
 def test_social(tiny_frame):
     _check(
         tiny_frame.loc["c1"],

@@ -4,11 +4,14 @@ Read from ``events`` rows with ``ts`` strictly before the as-of date T. A *visit
 session, product view or cart add. Email rates are per email sent in the same window, capped
 at 1 (an open can follow a send made just before the window), and 0 when nothing was sent.
 The engagement trend compares visits in the last 90 days with the 90 before:
-``(last - previous) / (last + previous)``, 0 when both are empty.
+``(last - previous) / (last + previous)``, 0 when both are empty. *Category events* count the
+product views and cart adds per product category (one feature per category of
+:data:`customer360.data.contracts.CATEGORIES`, events without a category are not counted).
 """
 
 from __future__ import annotations
 
+from customer360.data.contracts import CATEGORIES
 from customer360.features.spec import (
     FamilySQL,
     FeatureSpec,
@@ -27,6 +30,9 @@ _COUNTED = (
     ("email_sends", "email_send", "emails sent"),
 )
 _VISIT = "event_type IN ('session', 'product_view', 'cart_add')"
+
+CATEGORY_EVENTS: dict[str, str] = {c: f"beh__category_events_{c}__all" for c in CATEGORIES}
+"""Product category -> the feature counting the customer's views and cart adds in it before T."""
 
 
 def _aggregates() -> str:
@@ -48,6 +54,9 @@ def _aggregates() -> str:
         f"SUM(CASE WHEN {_VISIT} AND ts >= {{t180}} AND ts < {{t90}} THEN 1 ELSE 0 END)"
         " AS visits_prev90",
         f"MAX(CASE WHEN {_VISIT} THEN ts END) AS last_visit",
+    ]
+    cols += [
+        f"SUM(CASE WHEN category = '{c}' THEN 1 ELSE 0 END) AS events_cat_{c}" for c in CATEGORIES
     ]
     return ",\n  ".join(cols)
 
@@ -88,6 +97,16 @@ def _declare() -> tuple[FeatureSpec, ...]:
                     f" LEAST(1.0, beh_agg.{alias}_{days} / beh_agg.email_sends_{days}) END",
                 )
             )
+    out += [
+        feature(
+            name,
+            f"product views and cart adds in category {c} ever (before the as-of date)",
+            "int64",
+            0,
+            f"beh_agg.events_cat_{c}",
+        )
+        for c, name in CATEGORY_EVENTS.items()
+    ]
     out += [
         feature(
             "beh__days_since_last_visit__all",

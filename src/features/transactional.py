@@ -11,11 +11,16 @@ Definitions (all from ``transactions`` rows with ``ts`` strictly before the as-o
 * inter-purchase times are gaps in days between consecutive distinct purchase days;
 * *trend* compares the last 90 days with the 90 before: ``(last - previous) / (last +
   previous)``, from -1 (all activity in the previous window) to +1 (all in the last), 0 when
-  both are empty.
+  both are empty;
+* *category orders* count the orders per product category (one feature per category of
+  :data:`customer360.data.contracts.CATEGORIES`): with the categorised web/app events of the
+  behavioural family they show a customer's category taste, not only its argmax
+  (``txn__top_category__all``).
 """
 
 from __future__ import annotations
 
+from customer360.data.contracts import CATEGORIES
 from customer360.features.spec import (
     FamilySQL,
     FeatureSpec,
@@ -30,6 +35,9 @@ WINDOWS: tuple[int | None, ...] = (30, 90, 365, None)
 """Windows of the count and sum features (``None`` = all history before T)."""
 
 RATIO_WINDOWS: tuple[int | None, ...] = (365, None)
+
+CATEGORY_ORDERS: dict[str, str] = {c: f"txn__category_orders_{c}__all" for c in CATEGORIES}
+"""Product category -> the feature counting the customer's orders in it before T."""
 
 
 def _key(days: int | None) -> str:
@@ -55,6 +63,10 @@ def _aggregates() -> str:
         f"SUM(CASE WHEN NOT is_return AND {previous} THEN amount ELSE 0 END) AS spend_prev90",
         "MIN(CASE WHEN NOT is_return THEN day END) AS first_day",
         "MAX(CASE WHEN NOT is_return THEN day END) AS last_day",
+    ]
+    cols += [
+        f"SUM(CASE WHEN NOT is_return AND category = '{c}' THEN 1 ELSE 0 END) AS orders_cat_{c}"
+        for c in CATEGORIES
     ]
     return ",\n  ".join(cols)
 
@@ -234,6 +246,16 @@ def _declare() -> tuple[FeatureSpec, ...]:
                 f"{a}.margin_{k} - {a}.returns_value_{k} - {a}.cts_{k}",
             ),
         ]
+    out += [
+        feature(
+            name,
+            f"orders in product category {c} ever (before the as-of date)",
+            "int64",
+            0,
+            f"txn_agg.orders_cat_{c}",
+        )
+        for c, name in CATEGORY_ORDERS.items()
+    ]
     for days in RATIO_WINDOWS:
         k, w, words = _key(days), window_suffix(days), window_words(days)
         a = "txn_agg"
