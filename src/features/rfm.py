@@ -116,8 +116,8 @@ def rfm_summary(
                 f"{where} has no column(s) {', '.join(map(repr, missing))}; its columns are: "
                 f"{', '.join(columns)}. Pass the right --customer-col/--date-col/--amount-col."
             )
-        day = _day_expression(con, view, where, date_col, columns[date_col], customer_col)
-        _check_not_null(con, view, where, [customer_col] + ([amount_col] if amount_col else []))
+        day, parsed = _day_expression(where, date_col, columns[date_col])
+        _validate(con, view, where, date_col, parsed, customer_col, amount_col)
         sql = _summary_sql(view, customer_col, day, amount_col, obs_end is not None)
         params = {"cal_end": cal_end, "unit": _UNIT_DAYS[time_unit]}
         if obs_end is not None:
@@ -182,9 +182,7 @@ class _SourceView:
             return self.name, f"file {path}"
         tables = {
             r[0]
-            for r in self.con.execute(
-                "SELECT table_name FROM information_schema.tables"
-            ).fetchall()
+            for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
         }
         if str(src) not in tables:
             raise ContractError(
@@ -209,52 +207,62 @@ def _describe(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
     return {r[0]: str(r[1]).upper() for r in rows}
 
 
-def _day_expression(
-    con: duckdb.DuckDBPyConnection,
-    view: str,
-    where: str,
-    date_col: str,
-    dtype: str,
-    customer_col: str,
-) -> str:
-    """SQL turning ``date_col`` into a DATE, after proving every row parses."""
+def _day_expression(where: str, date_col: str, dtype: str) -> tuple[str, str]:
+    """SQL turning ``date_col`` into a DATE, and the parse expression that is NULL on failure."""
     col = _quote(date_col)
     if dtype == "DATE" or dtype.startswith("TIMESTAMP"):
         expr = f"CAST({col} AS DATE)"
-        parsed = expr
-    elif dtype in {"INTEGER", "BIGINT", "UINTEGER", "UBIGINT", "HUGEINT"}:
+        return expr, expr
+    if dtype in {"INTEGER", "BIGINT", "UINTEGER", "UBIGINT", "HUGEINT"}:
         # YYYYMMDD integers (CDNOW style); anything else is not a date we can trust.
         parsed = f"try_strptime(CAST({col} AS VARCHAR), '%Y%m%d')"
-        expr = f"CAST({parsed} AS DATE)"
     elif dtype == "VARCHAR":
         parsed = f"COALESCE(try_cast({col} AS TIMESTAMP), try_strptime({col}, '%Y%m%d'))"
-        expr = f"CAST({parsed} AS DATE)"
     else:
         raise ContractError(
             f"Column {date_col!r} in {where} has type {dtype}, which is not a date; give a "
             "DATE/TIMESTAMP column, ISO strings (YYYY-MM-DD[ HH:MM:SS]) or YYYYMMDD integers."
         )
-    bad = con.execute(
-        f"SELECT count(*), any_value(CAST({col} AS VARCHAR)), "
-        f"any_value(CAST({_quote(customer_col)} AS VARCHAR)) "
-        f"FROM {view} WHERE {parsed} IS NULL"
+    return f"CAST({parsed} AS DATE)", parsed
+
+
+def _validate(
+    con: duckdb.DuckDBPyConnection,
+    view: str,
+    where: str,
+    date_col: str,
+    parsed: str,
+    customer_col: str,
+    amount_col: str | None,
+) -> None:
+    """Prove every date parses and no customer id or amount is null.
+
+    Plain ``count(*) - count(col)`` null counts are answered from table statistics without a
+    scan; only string or integer dates need the parse check, which scans. Examples of bad rows
+    are looked up only when there are some.
+    """
+    col, cust = _quote(date_col), _quote(customer_col)
+    native = parsed == f"CAST({col} AS DATE)"
+    not_null = [customer_col] + ([amount_col] if amount_col else [])
+    checked = not_null + ([date_col] if native else [])
+    row = con.execute(
+        "SELECT " + ", ".join(f"count(*) - count({_quote(c)})" for c in checked) + f" FROM {view}"
     ).fetchall()[0]
-    if bad[0]:
+    nulls = dict(zip(checked, row, strict=True))
+    n_bad = nulls.pop(date_col, 0) if native else None
+    if n_bad is None:
+        n_bad = con.execute(f"SELECT count(*) FROM {view} WHERE {parsed} IS NULL").fetchall()[0][0]
+    if n_bad:
+        value, customer = con.execute(
+            f"SELECT CAST({col} AS VARCHAR), CAST({cust} AS VARCHAR) FROM {view} "
+            f"WHERE {parsed} IS NULL LIMIT 1"
+        ).fetchall()[0]
         raise ContractError(
-            f"{bad[0]} row(s) of {where} have a missing or unparseable date in column "
-            f"{date_col!r} (e.g. value {bad[1]!r} for customer {bad[2]!r}); use ISO dates "
+            f"{n_bad} row(s) of {where} have a missing or unparseable date in column "
+            f"{date_col!r} (e.g. value {value!r} for customer {customer!r}); use ISO dates "
             "YYYY-MM-DD or YYYYMMDD and fix or remove those rows."
         )
-    return expr
-
-
-def _check_not_null(
-    con: duckdb.DuckDBPyConnection, view: str, where: str, columns: list[str]
-) -> None:
-    counts = con.execute(
-        "SELECT " + ", ".join(f"count(*) - count({_quote(c)})" for c in columns) + f" FROM {view}"
-    ).fetchall()[0]
-    nulls = {c: n for c, n in zip(columns, counts, strict=True) if n}
+    nulls = {c: n for c, n in nulls.items() if n}
     if nulls:
         detail = ", ".join(f"{c!r}: {n}" for c, n in nulls.items())
         raise ContractError(
@@ -266,47 +274,42 @@ def _check_not_null(
 def _summary_sql(
     view: str, customer_col: str, day: str, amount_col: str | None, holdout: bool
 ) -> str:
+    """One scan of ``view``: aggregate to customer-days, then to customers (no window).
+
+    The repeat-day mean is ``(sum of day totals - first day's total) / frequency``; the first
+    day's total is ``arg_min(total, day)``. That replaces the ``ROW_NUMBER()`` window the
+    first version used, which sorted every customer-day and was most of the run time.
+    """
     cust = _quote(customer_col)
     amount = f"CAST({_quote(amount_col)} AS DOUBLE)" if amount_col else "0.0"
-    money_cal = (
-        ", COALESCE(AVG(total) FILTER (WHERE rn > 1), 0.0) AS monetary_value"
-        if amount_col
-        else ""
+    last_day = "$obs_end" if holdout else "$cal_end"
+    cal = "FILTER (WHERE day <= $cal_end)" if holdout else ""
+    n_cal = f"count(*) {cal}"
+    cols = [
+        f"CAST({n_cal} - 1 AS DOUBLE) AS frequency",
+        f"date_diff('day', min(day), max(day) {cal}) / $unit AS recency",
+        "date_diff('day', min(day), $cal_end) / $unit AS \"T\"",
+    ]
+    if amount_col:
+        cols.append(
+            f"CASE WHEN {n_cal} > 1 THEN (sum(total) {cal} - arg_min(total, day)) "
+            f"/ ({n_cal} - 1) ELSE 0.0 END AS monetary_value"
+        )
+    if holdout:
+        hold = "FILTER (WHERE day > $cal_end)"
+        cols.append(f"CAST(count(*) {hold} AS DOUBLE) AS frequency_holdout")
+        if amount_col:
+            cols.append(
+                f"COALESCE(sum(total) {hold} / sum(n_rows) {hold}, 0.0) AS monetary_value_holdout"
+            )
+        cols.append("date_diff('day', $cal_end, $obs_end) / $unit AS duration_holdout")
+    having = f"HAVING {n_cal} > 0" if holdout else ""
+    n_rows = ", count(*) AS n_rows" if holdout and amount_col else ""
+    return f"""
+    SELECT customer_id, {", ".join(cols)}
+    FROM (
+      SELECT {cust} AS customer_id, {day} AS day, sum({amount}) AS total{n_rows}
+      FROM {view} WHERE {day} <= {last_day} GROUP BY ALL
     )
-    sql = f"""
-    WITH tx AS (
-      SELECT {cust} AS customer_id, {day} AS day, {amount} AS amount FROM {view}
-    ),
-    periods AS (
-      SELECT customer_id, day, SUM(amount) AS total,
-             ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY day) AS rn
-      FROM tx WHERE day <= $cal_end GROUP BY customer_id, day
-    ),
-    cal AS (
-      SELECT customer_id,
-             CAST(COUNT(*) - 1 AS DOUBLE) AS frequency,
-             date_diff('day', MIN(day), MAX(day)) / $unit AS recency,
-             date_diff('day', MIN(day), $cal_end) / $unit AS "T"
-             {money_cal}
-      FROM periods GROUP BY customer_id
-    )"""
-    if not holdout:
-        return sql + "\nSELECT * FROM cal ORDER BY customer_id"
-    money_hold = (
-        ", COALESCE(h.monetary_value_holdout, 0.0) AS monetary_value_holdout"
-        if amount_col
-        else ""
-    )
-    return (
-        sql
-        + f""",
-    hold AS (
-      SELECT customer_id, CAST(COUNT(DISTINCT day) AS DOUBLE) AS frequency_holdout,
-             AVG(amount) AS monetary_value_holdout
-      FROM tx WHERE day > $cal_end AND day <= $obs_end GROUP BY customer_id
-    )
-    SELECT cal.*, COALESCE(h.frequency_holdout, 0.0) AS frequency_holdout {money_hold},
-           date_diff('day', $cal_end, $obs_end) / $unit AS duration_holdout
-    FROM cal LEFT JOIN hold h USING (customer_id)
+    GROUP BY customer_id {having}
     ORDER BY customer_id"""
-    )
