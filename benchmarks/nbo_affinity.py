@@ -1,9 +1,10 @@
-"""NBO policy quality with and without the per-category activity columns.
+"""NBO policy quality with the category-affinity pair feature and with its coarse form.
 
 For each warehouse (generated when missing): the true value per decision of the logging,
 offer-rate, learned and oracle policies on the newest 30% of logged offers, for
-``configs/nbo.yaml`` as shipped (registry features only) and with
-:func:`customer360.models.nbo.with_category_activity`. Prints a markdown table.
+``configs/nbo.yaml`` as shipped (``pair__category_affinity`` from the per-category registry
+features in the logistic base: "affinity") and with ``pair__top_category_match`` in its place
+(the customer's top category only: "top category"). Prints a markdown table.
 
     .venv/bin/python benchmarks/nbo_affinity.py --customers 3000 20000 50000 --seed 7
 """
@@ -27,7 +28,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
 
     from customer360.data.synthetic import generate_warehouse
-    from customer360.models.nbo import load_nbo_config, with_category_activity
+    from customer360.models.nbo import load_nbo_config
     from customer360.training.nbo import (
         decision_matrices,
         fit_propensity,
@@ -37,6 +38,13 @@ def main() -> None:
 
     base = load_nbo_config()
     base = base.model_copy(update={"ope": base.ope.model_copy(update={"n_boot": 50})})
+    linear = [
+        "pair__top_category_match" if c == "pair__category_affinity" else c
+        for c in base.propensity.linear_features
+    ]
+    coarse = base.model_copy(
+        update={"propensity": base.propensity.model_copy(update={"linear_features": linear})}
+    )
     print("| customers (seed) | model | test offers | logging | offer rate | learned | oracle "
           "| learned / logging | learned / oracle | fit s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -45,7 +53,7 @@ def main() -> None:
         if not db.exists():
             generate_warehouse(db, n_customers=n, seed=args.seed)
         con = duckdb.connect(str(db), read_only=True)
-        for name, config in (("registry", base), ("+activity", with_category_activity(base))):
+        for name, config in (("top category", coarse), ("affinity", base)):
             data = prepare_offer_data(con, config)
             start = time.perf_counter()
             model = fit_propensity(data, config)

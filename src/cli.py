@@ -560,7 +560,7 @@ def nbo_train(
         task = bar.add_task("nbo train", total=4)
         result = train_nbo(con, cfg, trials=trials, register=register,
                            on_progress=lambda d, t: bar.update(task, completed=d, total=t))
-        snaps = current_customers(con, activity=False)
+        snaps = current_customers(con)
         store_segments(con, snaps, snaps["as_of"].max())
         bar.stop()
         _print_policy_values(result.policy_values)

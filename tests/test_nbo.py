@@ -222,14 +222,22 @@ def test_greedy_choice():
         greedy_choice(values, np.zeros_like(allowed))
 
 
-def test_category_affinity_pair_feature_and_its_config_rule():
-    from customer360.models.nbo import AFFINITY_PRIOR, add_pair_features, category_affinity
+def test_category_affinity_from_the_registry_category_features():
+    from customer360.models.nbo import (
+        AFFINITY_COLUMNS,
+        AFFINITY_PRIOR,
+        PropensityConfig,
+        add_pair_features,
+        category_affinity,
+    )
 
     X = pd.DataFrame(
         {
-            "nbo__activity__home": [8.0, 0.0, 1.0],
-            "nbo__activity__fashion": [0.0, 0.0, 1.0],
-            "category": ["home", "home", "garden"],  # garden: no activity column
+            # activity = orders + views/cart adds: home 5 + 3, fashion 0 + 0, ...
+            "txn__category_orders_home__all": [5, 0, 1],
+            "beh__category_events_home__all": [3, 0, 0],
+            "txn__category_orders_fashion__all": [0, 0, 1],
+            "category": ["home", "home", "garden"],  # garden: no category features
         }
     )
     a = category_affinity(X)
@@ -240,18 +248,15 @@ def test_category_affinity_pair_feature_and_its_config_rule():
     assert category_affinity(X.drop(columns="category")) is None
     assert category_affinity(X[["category"]]) is None
 
-    from customer360.models.nbo import PropensityConfig
-
-    with pytest.raises(ValueError, match="category_activity: true"):
-        PropensityConfig(linear_features=["pair__category_affinity"])
-    assert PropensityConfig(
-        linear_features=["pair__category_affinity"], category_activity=True
-    ).category_activity
-    from customer360.models.nbo import with_category_activity
-
-    on = with_category_activity(load_nbo_config()).propensity
-    assert on.category_activity and "pair__category_affinity" in on.linear_features
-    assert "pair__top_category_match" not in on.linear_features
+    # the affinity's registry features join the model's inputs when the base uses it
+    with_affinity = PropensityConfig(
+        feature_columns=["demo__region__static"], linear_features=["pair__category_affinity"]
+    )
+    assert with_affinity.model_features([]) == ["demo__region__static", *AFFINITY_COLUMNS]
+    plain = PropensityConfig(feature_columns=["demo__region__static"])
+    assert plain.model_features(["x"]) == ["demo__region__static"]
+    assert PropensityConfig().model_features(["x", "y"]) == ["x", "y"]
+    assert "pair__category_affinity" in load_nbo_config().propensity.linear_features
 
 
 def test_offer_linear_base_partial_pooling_matches_its_design():

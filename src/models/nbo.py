@@ -21,10 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from customer360.config import StrictModel, load_config
+from customer360.data.contracts import CATEGORIES
 from customer360.errors import Customer360Error, ModelError
+from customer360.features.behavioural import CATEGORY_EVENTS
+from customer360.features.transactional import CATEGORY_ORDERS
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +115,20 @@ class PropensityConfig(StrictModel):
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(30, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)
-    # Customer features the model sees (null: every registry feature).
+    # Customer features the model sees (null: every registry feature). With
+    # pair__category_affinity in linear_features the per-category registry features it is
+    # computed from (AFFINITY_COLUMNS) are added.
     feature_columns: list[str] | None = None
-    # Add the per-category activity counts (nbo__activity__<category>) to the customer
-    # columns; they give the pair feature pair__category_affinity.
-    category_activity: bool = False
     trials: int = Field(0, ge=0)
     search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = 42
 
-    @model_validator(mode="after")
-    def _affinity_needs_activity(self) -> PropensityConfig:
-        if "pair__category_affinity" in self.linear_features and not self.category_activity:
-            raise ValueError(
-                "propensity.linear_features lists pair__category_affinity, which is computed "
-                "from the nbo__activity__* columns: set propensity.category_activity: true or "
-                "drop it from linear_features"
-            )
-        return self
+    def model_features(self, available: list[str]) -> list[str]:
+        """The customer features the model reads, given the registry's feature names."""
+        wanted = list(self.feature_columns or available)
+        if "pair__category_affinity" in self.linear_features:
+            wanted += [c for c in AFFINITY_COLUMNS if c not in wanted]
+        return wanted
 
 
 class DecisionConfig(StrictModel):
@@ -165,22 +164,6 @@ class NBOConfig(StrictModel):
 def load_nbo_config(name_or_path: str = "nbo") -> NBOConfig:
     """Parse ``configs/nbo.yaml`` (or the given file) into :class:`NBOConfig`."""
     return load_config(name_or_path, NBOConfig)
-
-
-def with_category_activity(config: NBOConfig) -> NBOConfig:
-    """``config`` with ``propensity.category_activity`` on and ``pair__category_affinity``
-    (instead of its coarse form ``pair__top_category_match``) in the logistic base."""
-    prop = config.propensity
-    linear = [c for c in prop.linear_features if c != "pair__top_category_match"]
-    if "pair__category_affinity" not in linear:
-        linear.append("pair__category_affinity")
-    return config.model_copy(
-        update={
-            "propensity": PropensityConfig.model_validate(
-                {**prop.model_dump(), "category_activity": True, "linear_features": linear}
-            )
-        }
-    )
 
 
 def apply_overrides(offers: pd.DataFrame, config: NBOConfig) -> pd.DataFrame:
@@ -361,10 +344,12 @@ def _history_flags(
 
 # --- propensity model ---------------------------------------------------------------------
 
-ACTIVITY_PREFIX = "nbo__activity__"
-"""Customer columns ``nbo__activity__<category>``: purchases + categorised web/app events per
-product category before the decision (see
-:func:`customer360.training.nbo.category_activity`)."""
+AFFINITY_SOURCES: dict[str, tuple[str, str]] = {
+    c: (CATEGORY_ORDERS[c], CATEGORY_EVENTS[c]) for c in CATEGORIES
+}
+"""Product category -> the registry features whose sum is the customer's activity in it
+(orders + product views and cart adds before the as-of date)."""
+AFFINITY_COLUMNS: tuple[str, ...] = tuple(c for pair in AFFINITY_SOURCES.values() for c in pair)
 AFFINITY_PRIOR = 1.0
 """Pseudo-count per category that shrinks a thin activity history towards no preference."""
 
@@ -399,19 +384,27 @@ def add_pair_features(X: pd.DataFrame) -> pd.DataFrame:
 
 def category_affinity(X: pd.DataFrame) -> np.ndarray | None:
     """Log affinity of each row's customer for the row's offer category, or None when ``X``
-    has no ``nbo__activity__*`` columns (or no ``category`` column).
+    has none of the :data:`AFFINITY_COLUMNS` (or no ``category`` column).
 
-    ``log(n_categories * share)`` with ``share = (activity in the offer's category + prior) /
-    (all activity + n_categories * prior)``: 0 = no preference, positive = the customer buys and
-    browses that category more than an even split. An offer category without an activity
-    column gets 0.
+    Activity in a category = orders + product views and cart adds in it (the registry features
+    of :data:`AFFINITY_SOURCES`). ``log(n_categories * share)`` with ``share = (activity in the
+    offer's category + prior) / (all activity + n_categories * prior)``: 0 = no preference,
+    positive = the customer buys and browses that category more than an even split. An offer
+    category without activity columns gets 0.
     """
-    cols = [c for c in X.columns if c.startswith(ACTIVITY_PREFIX)]
-    if not cols or "category" not in X.columns:
+    if "category" not in X.columns:
         return None
-    counts = X[cols].apply(pd.to_numeric, errors="coerce").fillna(0.0).to_numpy(dtype=float)
-    n_cat = len(cols)
-    names = [c[len(ACTIVITY_PREFIX):] for c in cols]
+    names, blocks = [], []
+    for cat, sources in AFFINITY_SOURCES.items():
+        present = [c for c in sources if c in X.columns]
+        if present:
+            names.append(cat)
+            cols = X[present].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+            blocks.append(cols.to_numpy(dtype=float).sum(axis=1))
+    if not names:
+        return None
+    counts = np.column_stack(blocks)
+    n_cat = len(names)
     idx = pd.Categorical(X["category"].astype("string"), categories=names).codes
     own = counts[np.arange(len(X)), np.maximum(idx, 0)]
     share = (own + AFFINITY_PRIOR) / (counts.sum(axis=1) + n_cat * AFFINITY_PRIOR)

@@ -30,7 +30,6 @@ from customer360.serving.profile import (
     ProfileScorer,
     load_champions,
     prob_horizons,
-    with_nbo_activity,
 )
 from customer360.serving.schemas import ServingConfig, load_serving_config
 
@@ -166,7 +165,6 @@ def score_customers(
                 chunk = stream.fetch_df_chunk(vectors)
                 if chunk.empty:
                     break
-                chunk = with_nbo_activity(side, chunk, scorer.champions)
                 flat = scorer.score(chunk, exclusions=False)
                 if schema is None:
                     schema = _arrow_schema(flat)

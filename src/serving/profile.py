@@ -279,22 +279,6 @@ def probabilistic_frame(
     return prob
 
 
-def with_nbo_activity(
-    con: duckdb.DuckDBPyConnection, features: pd.DataFrame, champions: Mapping[str, Champion]
-) -> pd.DataFrame:
-    """Add NBO's per-category activity columns (``nbo__activity__*``, as of each row's
-    ``as_of``) when the ``nbo`` model reads them (``propensity.category_activity``); they are
-    not registry features, so the feature snapshot lacks them."""
-    from customer360.models.nbo import ACTIVITY_PREFIX
-    from customer360.training.nbo import category_activity
-
-    nbo = champions.get("nbo")
-    if nbo is None or not any(c.startswith(ACTIVITY_PREFIX) for c in nbo.input_columns):
-        return features
-    features = features.reset_index(drop=True)
-    return pd.concat([features, category_activity(con, features)], axis=1)
-
-
 def conform(features: pd.DataFrame, champions: Iterable[Champion]) -> pd.DataFrame:
     """Cast the models' input columns to their signature types once (e.g. a whole snapshot at
     start-up), so that per-request predictions need no casting."""

@@ -53,7 +53,6 @@ from customer360.serving.profile import (
     prob_horizons,
     profile_from_row,
     unknown_customer,
-    with_nbo_activity,
 )
 from customer360.serving.schemas import (
     SERVING_CONFIG,
@@ -295,7 +294,7 @@ class Customer360:
         self.champions = load_champions(self.config.models, self.config.alias)
         self.db_path = _db_path()
         with connect(self.db_path, read_only=True) as con:
-            snapshot = with_nbo_activity(con, load_snapshot(con), self.champions)
+            snapshot = load_snapshot(con)
             as_of = pd.Timestamp(snapshot["as_of"].iloc[0]).date()
             population = Population.build(
                 con, snapshot, as_of, self.config, prob_horizons=prob_horizons(self.champions)

@@ -9,11 +9,11 @@ strictly before that day are read, so nothing the event caused (or anything late
 its features. Events of customers who signed up after their snapshot date have no features
 and are counted in ``events_without_features`` (logged), not silently lost.
 
-With ``propensity.category_activity`` each event (and each customer scored now) also gets
-``nbo__activity__<category>``: purchases + categorised web/app events per category strictly
-before the snapshot date (:func:`category_activity`), from which the model derives
-``pair__category_affinity`` (how much the customer favours the offer's category). Acceptance
-depends mostly on that taste; the registry only exposes its argmax (``txn__top_category__all``).
+With ``pair__category_affinity`` in ``propensity.linear_features`` the model also reads the
+per-category registry features (orders ``txn__category_orders_<category>__all`` and views +
+cart adds ``beh__category_events_<category>__all``, strictly before the snapshot date), from
+which it derives how much the customer favours the offer's category. Acceptance depends mostly
+on that taste; ``txn__top_category__all`` is only its argmax.
 
 Time-based split (by timestamp): the oldest events train the model, the next
 ``calibration_fraction`` stop boosting early and fit the calibration map, and the newest
@@ -49,7 +49,6 @@ import pandas as pd
 from customer360.data.warehouse import require_tables, table_exists
 from customer360.errors import Customer360Error, ModelError
 from customer360.models.nbo import (
-    ACTIVITY_PREFIX,
     OFFER_COLUMNS,
     NBOConfig,
     PropensityModel,
@@ -127,65 +126,13 @@ def snapshot_grid(first: pd.Timestamp, last: pd.Timestamp, step_months: int) -> 
     return [d.date() for d in dates]
 
 
-def category_activity(con: duckdb.DuckDBPyConnection, keys: pd.DataFrame) -> pd.DataFrame:
-    """Per-category activity of each ``(customer_id, as_of)`` in ``keys``, strictly before it.
-
-    Activity = non-return purchases (``transactions``) plus categorised web/app events
-    (``events``: views, cart adds) per product category; columns
-    ``nbo__activity__<category>`` (float counts, 0 when none) in ``keys``' row order. One pass:
-    running counts per customer, then an as-of join on ``ts < as_of`` (no leakage).
-    """
-    from customer360.data.contracts import CATEGORIES
-
-    require_tables(con, "transactions")
-    sources = ["SELECT customer_id, ts, category FROM transactions WHERE NOT is_return"]
-    if table_exists(con, "events"):
-        sources.append("SELECT customer_id, ts, category FROM events")
-    cols = [f"{ACTIVITY_PREFIX}{c}" for c in CATEGORIES]
-    counts = ", ".join(
-        f"count(*) FILTER (WHERE category = '{c}') AS \"{ACTIVITY_PREFIX}{c}\"" for c in CATEGORIES
-    )
-    running = ", ".join(f"sum(\"{c}\") OVER w AS \"{c}\"" for c in cols)
-    picked = ", ".join(f"coalesce(r.\"{c}\", 0)::DOUBLE AS \"{c}\"" for c in cols)
-    frame = keys[["customer_id", "as_of"]].reset_index(drop=True)
-    frame = frame.assign(
-        as_of=pd.to_datetime(frame["as_of"]).astype("datetime64[us]"), _row=np.arange(len(frame))
-    )
-    cur = con.cursor()  # registered frames live on their own cursor
-    try:
-        cur.register("_nbo_keys", frame)
-        out = cur.execute(
-            f"""
-            WITH acts AS ({" UNION ALL ".join(sources)}),
-            per_ts AS (
-              SELECT customer_id, ts, {counts} FROM acts
-              WHERE category IS NOT NULL
-                AND customer_id IN (SELECT DISTINCT customer_id FROM _nbo_keys)
-              GROUP BY customer_id, ts),
-            run AS (
-              SELECT customer_id, ts, {running} FROM per_ts
-              WINDOW w AS (PARTITION BY customer_id ORDER BY ts ROWS UNBOUNDED PRECEDING))
-            SELECT k._row, {picked}
-            FROM _nbo_keys k ASOF LEFT JOIN run r
-              ON k.customer_id = r.customer_id AND k.as_of > r.ts
-            ORDER BY k._row
-            """
-        ).df()
-    finally:
-        cur.close()
-    return out[cols].set_axis(keys.index)
-
-
 def customer_snapshots(
     con: duckdb.DuckDBPyConnection,
     as_of_dates: list[dt.date],
     *,
     on_progress: ProgressCallback | None = None,
-    activity: bool = False,
 ) -> pd.DataFrame:
-    """Features + value segment of every customer at every as-of date (``as_of`` datetime);
-    with ``activity`` also the ``nbo__activity__<category>`` columns of
-    :func:`category_activity`."""
+    """Features + value segment of every customer at every as-of date (``as_of`` datetime)."""
     from customer360.features import build_features
     from customer360.models.segments import classify, load_segments_config
 
@@ -199,8 +146,6 @@ def customer_snapshots(
             on_progress(i + 1, len(as_of_dates))
     out = pd.concat(parts, ignore_index=True)
     out["as_of"] = pd.to_datetime(out["as_of"]).astype("datetime64[us]")
-    if activity:
-        out = pd.concat([out, category_activity(con, out)], axis=1)
     return out
 
 
@@ -254,15 +199,13 @@ def prepare_offer_data(
         )
     events["ts"] = pd.to_datetime(events["ts"]).astype("datetime64[us]")
     grid = snapshot_grid(events["ts"].min(), events["ts"].max(), cfg.as_of_step_months)
-    snaps = customer_snapshots(con, grid, on_progress=on_progress, activity=cfg.category_activity)
+    snaps = customer_snapshots(con, grid, on_progress=on_progress)
     grid_ts = pd.to_datetime(pd.Series(grid)).astype("datetime64[us]").to_numpy()
     # latest snapshot at or before the event's day (features read rows strictly before it)
     events["snapshot"] = grid_ts[
         np.searchsorted(grid_ts, events["ts"].to_numpy(), side="right") - 1
     ]
-    wanted = list(cfg.feature_columns or [c for c in feature_names() if c in snaps.columns])
-    if cfg.category_activity:
-        wanted += [c for c in snaps.columns if c.startswith(ACTIVITY_PREFIX) and c not in wanted]
+    wanted = cfg.model_features([c for c in feature_names() if c in snaps.columns])
     missing = [c for c in wanted if c not in snaps.columns]
     if missing:
         raise Customer360Error(
@@ -1051,11 +994,8 @@ def _registered_model_scores(
 def current_customers(
     con: duckdb.DuckDBPyConnection,
     customer_ids: list[str] | None = None,
-    *,
-    activity: bool = True,
 ) -> pd.DataFrame:
-    """Features + value segment of customers as of the warehouse's today (all by default),
-    with their ``nbo__activity__<category>`` columns unless ``activity`` is False."""
+    """Features + value segment of customers as of the warehouse's today (all by default)."""
     from customer360.training.common import warehouse_today
 
     today = warehouse_today(con)
@@ -1070,8 +1010,6 @@ def current_customers(
                 f"{today}); check the id."
             )
         snaps = snaps[snaps["customer_id"].isin(customer_ids)].reset_index(drop=True)
-    if activity:
-        snaps = pd.concat([snaps, category_activity(con, snaps)], axis=1)
     return snaps
 
 
@@ -1141,7 +1079,7 @@ def simulate_bandit(
     config = config or load_nbo_config()
     require_tables(con, "truth_offer_acceptance")
     offers = load_offers(con, config)
-    customers = current_customers(con, activity=False)  # the simulation uses no model
+    customers = current_customers(con)
     elig = eligibility(customers, offers, config, load_history(con, offers))
     allowed = elig["eligible"].to_numpy().reshape(len(customers), len(offers))
     keep = allowed.any(axis=1)
