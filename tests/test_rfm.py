@@ -167,3 +167,39 @@ def test_bad_arguments_and_nulls_are_rejected():
         rfm_summary(con, "no_such_table", **kw, calibration_end="2024-05-31")
     with pytest.raises(ContractError, match="calibration_end"):
         rfm_summary(con, tx, **kw, calibration_end="not a date")
+
+
+def test_known_answer_first_day_total_is_left_out_of_the_repeat_mean():
+    # a: three rows on the first day (total 600), then day totals 10 and 50 -> mean 30
+    tx = pd.DataFrame({
+        "c": ["a", "a", "a", "a", "a", "a", "b", "b"],
+        "d": pd.to_datetime(["2024-01-01 09:00", "2024-01-01 12:00", "2024-01-01 23:59",
+                             "2024-01-03", "2024-01-05 08:00", "2024-01-05 20:00",
+                             "2024-01-02", "2024-01-02 10:00"], format="ISO8601"),
+        "x": [100.0, 200.0, 300.0, 10.0, 20.0, 30.0, 7.0, 8.0],
+    })
+    out = rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
+                      calibration_end="2024-01-10").set_index("customer_id")
+    assert out.loc["a"].tolist() == [2.0, 4.0, 9.0, 30.0]
+    assert out.loc["b"].tolist() == [0.0, 0.0, 8.0, 0.0]
+
+
+def test_holdout_without_amount_equals_the_columns_with_amount():
+    # (lifetimes' calibration_and_holdout_data fails without a monetary column on pandas 3;
+    # the columns with an amount are checked against it on CDNOW above)
+    tx = _timestamped_log(11)
+    kw = dict(customer_col="customer", date_col="ts", calibration_end="2024-04-15",
+              observation_end="2024-07-01")
+    bare = rfm_summary(duckdb.connect(), tx, amount_col=None, **kw)
+    full = rfm_summary(duckdb.connect(), tx, amount_col="amount", **kw)
+    assert list(bare.columns) == ["customer_id", "frequency", "recency", "T",
+                                  "frequency_holdout", "duration_holdout"]
+    pd.testing.assert_frame_equal(bare, full[bare.columns])
+    assert bare["frequency_holdout"].sum() > 0
+
+
+def test_null_timestamp_in_a_datetime_column_is_reported():
+    tx = pd.DataFrame({"c": ["a", "b"], "d": pd.to_datetime(["2024-01-01", None]), "x": [1.0, 2.0]})
+    with pytest.raises(ContractError, match=r"1 row.*missing or unparseable date.*customer 'b'"):
+        rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
+                    calibration_end="2024-05-31")
