@@ -15,7 +15,7 @@ rows and the same calibration end:
   as ISO strings (what it gets from a CSV: it parses them itself, inside the timing).
 
 Loading the DataFrame is not timed. frequency / recency / T / monetary_value are checked equal
-(1e-9) for every lifetimes run.
+(1e-9) for every run against the table run. Runs are interleaved (one of each per round).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -51,18 +52,9 @@ def make_log(path: Path, rows: int, seed: int) -> None:
     frame.to_parquet(path, index=False)
 
 
-def timed(
-    repeats: int, fn: Callable[..., object], *args: object, **kwargs: object
-) -> tuple[float, list[float], object]:
-    runs, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs), runs, out
-
-
 def check_equal(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
+    if "customer_id" in theirs.columns:
+        theirs = theirs.set_index("customer_id")
     theirs = theirs.sort_index()
     ours = ours.set_index("customer_id").sort_index()
     assert list(ours.index) == list(theirs.index), "customer sets differ"
@@ -115,31 +107,44 @@ def main() -> None:
                 w.execute(f"CREATE TABLE transactions AS SELECT * FROM read_parquet('{parquet}')")
         con = duckdb.connect(str(db), read_only=True)
         mem = duckdb.connect()
-        table_s, table_runs, ours = timed(args.repeats, rfm_summary, con, "transactions", **kw)
-        pq_s, pq_runs, _ = timed(args.repeats, rfm_summary, mem, str(parquet), **kw)
-        line = (
-            f"{rows:,} rows / {len(ours):,} customers (load1={os.getloadavg()[0]:.1f}): "
-            f"rfm_summary table {table_s:.3f} s {fmt(table_runs)}, parquet {pq_s:.3f} s "
-            f"{fmt(pq_runs)}"
-        )
-        if rows <= args.lifetimes_max:
+        # (label, repeats, function, arguments); the runs are interleaved (one of each per
+        # round) so that a change in the machine's load hits every candidate alike.
+        plan: list[tuple[str, int, Callable[..., object], tuple[object, ...]]] = [
+            ("table", args.repeats, partial(rfm_summary, **kw), (con, "transactions")),
+            ("parquet", args.repeats, partial(rfm_summary, **kw), (mem, str(parquet))),
+        ]
+        with_lifetimes = rows <= args.lifetimes_max
+        if with_lifetimes:
             frame = pd.read_parquet(parquet)
-            frame_s, frame_runs, _ = timed(args.repeats, rfm_summary, mem, frame, **kw)
-            reps = args.lifetimes_repeats or args.repeats
-
-            lt_s, lt_runs, theirs = timed(reps, lifetimes, frame)
-            check_equal(ours, theirs)
             as_text = frame.assign(ts=frame["ts"].dt.strftime("%Y-%m-%d %H:%M:%S"))
-            del frame
-            lt_str_s, lt_str_runs, theirs = timed(reps, lifetimes, as_text)
-            check_equal(ours, theirs)
-            line += (
-                f", DataFrame {frame_s:.3f} s {fmt(frame_runs)}; lifetimes datetime64 "
-                f"{lt_s:.3f} s {fmt(lt_runs)}, ISO strings {lt_str_s:.3f} s "
-                f"{fmt(lt_str_runs)}; ratios vs table {lt_s / table_s:.1f}x / "
-                f"{lt_str_s / table_s:.1f}x, vs parquet {lt_s / pq_s:.1f}x / "
-                f"{lt_str_s / pq_s:.1f}x, vs DataFrame {lt_s / frame_s:.1f}x; values equal"
-            )
+            reps = args.lifetimes_repeats or args.repeats
+            plan += [
+                ("DataFrame", args.repeats, partial(rfm_summary, **kw), (mem, frame)),
+                ("lifetimes datetime64", reps, lifetimes, (frame,)),
+                ("lifetimes ISO strings", reps, lifetimes, (as_text,)),
+            ]
+        runs: dict[str, list[float]] = {label: [] for label, *_ in plan}
+        outputs: dict[str, object] = {}
+        for round_ in range(max(r for _, r, _, _ in plan)):
+            for label, repeats, fn, fn_args in plan:
+                if round_ < repeats:
+                    start = time.perf_counter()
+                    outputs[label] = fn(*fn_args)
+                    runs[label].append(time.perf_counter() - start)
+        med = {label: statistics.median(r) for label, r in runs.items()}
+        ours = outputs["table"]
+        line = f"{rows:,} rows / {len(ours):,} customers (load1={os.getloadavg()[0]:.1f}): " + (
+            "; ".join(f"{label} {med[label]:.3f} s {fmt(r)}" for label, r in runs.items())
+        )
+        if with_lifetimes:
+            for label in ("parquet", "DataFrame", "lifetimes datetime64", "lifetimes ISO strings"):
+                check_equal(ours, outputs[label])
+            ratios = [
+                f"{theirs} / {mine} {med[theirs] / med[mine]:.1f}x"
+                for theirs in ("lifetimes datetime64", "lifetimes ISO strings")
+                for mine in ("table", "parquet", "DataFrame")
+            ]
+            line += "; ratios " + ", ".join(ratios) + "; values equal"
         print(line, flush=True)
         con.close()
 
