@@ -7,6 +7,7 @@ optional dependency cannot break another's command.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,16 +22,20 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Piped output (make demo, CI logs) would otherwise be cut to 80 columns and truncate tables.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @app.callback()
 def _root() -> None:
     """customer360: one integrated view of every customer; churn, CLV and next best offer."""
 
+
 DbOption = Annotated[
     Path | None,
-    typer.Option("--db", help="Warehouse file (default: $CUSTOMER360_DB or data/customer360.duckdb)."),
+    typer.Option(
+        "--db", help="Warehouse file (default: $CUSTOMER360_DB or data/customer360.duckdb)."
+    ),
 ]
 
 
