@@ -44,7 +44,7 @@ demo: install
 	-$(C360) promote clv
 	$(C360) nbo train --db $(DB) --output out/nbo
 	-$(C360) promote nbo
-	$(C360) nbo simulate --db $(DB) --rounds 30
+	$(C360) nbo simulate --db $(DB) --rounds 60 --batch-size 300
 	$(C360) score --as-of $(AS_OF) --db $(DB) --output out/scores.parquet
 	@scripts/demo_serve.sh stop >/dev/null 2>&1 || true
 	DB=$(DB) scripts/demo_serve.sh start
