@@ -191,16 +191,48 @@ def to_matrix(frame: pd.DataFrame, schema: TableSchema) -> np.ndarray:
             "Pass a table with the same columns as the training table."
         )
     out = np.empty((len(frame), len(schema.columns)), dtype=np.float64)
+    # Numeric columns go over in one block copy: column-by-column access costs more than the
+    # prediction itself for the one-row frames of online serving.
+    numeric = [
+        j
+        for j, name in enumerate(schema.columns)
+        if name not in schema.categories
+        and (pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(frame[name]))
+    ]
+    if numeric:
+        block = frame[[schema.columns[j] for j in numeric]]
+        out[:, numeric] = block.to_numpy(dtype=np.float64, na_value=np.nan)
+    done = set(numeric)
     for j, name in enumerate(schema.columns):
+        if j in done:
+            continue
         col = frame[name]
         if name in schema.categories:
-            codes = pd.Categorical(clean_text(col), categories=list(schema.categories[name])).codes
-            out[:, j] = np.where(codes < 0, np.nan, codes)
-        elif pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            out[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            out[:, j] = category_codes(col, schema.categories[name])
         else:
             out[:, j] = parse_numbers(col)[0].to_numpy()
     return out
+
+
+def category_codes(values: pd.Series, levels: Sequence[str]) -> np.ndarray:
+    """Codes of ``values`` among ``levels`` as floats (missing or unseen level -> NaN).
+
+    Values equal to a level are looked up directly; only the others go through
+    :func:`clean_text` (stray spaces, NA-like tokens), which gives the same answer for clean
+    values at a fraction of the cost.
+    """
+    index = pd.Index(list(levels), dtype=object)
+    raw = values.to_numpy(dtype=object, na_value=None)
+    found = index.get_indexer(raw)
+    # A level spelled like a missing token ("n/a") still means missing, as clean_text says.
+    token_level = np.array([str(lv).strip().lower() in MISSING_TOKENS for lv in levels] + [True])
+    unmatched = token_level[found]  # found == -1 picks the trailing True
+    codes = found.astype(np.float64)
+    if unmatched.any():
+        cleaned = clean_text(values[unmatched]).to_numpy(dtype=object)
+        codes[unmatched] = index.get_indexer(cleaned)
+    codes[codes < 0] = np.nan
+    return codes
 
 
 # --- LightGBM ------------------------------------------------------------------------------------
