@@ -278,7 +278,9 @@ def _summary_sql(
 
     The repeat-day mean is ``(sum of day totals - first day's total) / frequency``; the first
     day's total is ``arg_min(total, day)``. That replaces the ``ROW_NUMBER()`` window the
-    first version used, which sorted every customer-day and was most of the run time.
+    first version used, which sorted every customer-day and was most of the run time. The
+    subtraction rounds like any float sum: the result agrees with the plain mean of the repeat
+    days to about 1e-15 times the customer's total spend.
     """
     cust = _quote(customer_col)
     amount = f"CAST({_quote(amount_col)} AS DOUBLE)" if amount_col else "0.0"
