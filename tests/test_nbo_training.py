@@ -105,6 +105,15 @@ def test_train_nbo_policy_values_registry_and_recommend(small_warehouse):
     np.testing.assert_allclose(out["p_accept"], result.model.predict_proba(example))
     run = client.get_run(result.run_id)
     assert "feature_set_version" in run.data.tags and "value_learned_dr" in run.data.metrics
+    # the promotion gate reads the learned policy's DR value on the held-out events
+    from customer360.training.promote import promote
+
+    assert run.data.tags["primary_metric"] == "policy_value_dr"
+    assert run.data.metrics["test_policy_value_dr"] == pytest.approx(table.loc["learned", "dr"])
+    first = promote("nbo")
+    assert first.promoted and "policy_value_dr" in first.message
+    assert first.challenger_value == pytest.approx(table.loc["learned", "dr"])
+    assert not promote("nbo").promoted  # already champion: nothing to do
 
     # recommendations for warehouse customers: top 3, eligible only, reasons filled
     ids = con.execute(

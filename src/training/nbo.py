@@ -597,7 +597,13 @@ def train_nbo(
     from mlflow.models import infer_signature
 
     from customer360.features.registry import FEATURE_SET_VERSION
-    from customer360.training.common import ParamRange, tune
+    from customer360.training.common import (
+        TAG_GREATER_IS_BETTER,
+        TAG_PRIMARY_METRIC,
+        TAG_TEST_SNAPSHOT,
+        ParamRange,
+        tune,
+    )
     from customer360.training.tracking import run_tags, setup_mlflow
 
     config = config or load_nbo_config()
@@ -624,6 +630,16 @@ def train_nbo(
         n_calib=len(data.calib),
         n_test=len(data.test),
         test_start=data.test["ts"].min(),
+    )
+    tags.update(
+        {
+            TAG_PRIMARY_METRIC: "policy_value_dr",
+            TAG_GREATER_IS_BETTER: "true",
+            TAG_TEST_SNAPSHOT: (
+                f"events {data.test['ts'].min()}..{data.test['ts'].max()};n={len(data.test)};"
+                f"today={data.today}"
+            ),
+        }
     )
     with mlflow.start_run(run_name="nbo-propensity", tags=tags) as run:
         mlflow.log_params(
@@ -688,6 +704,12 @@ def train_nbo(
         if truth is not None and truth.notna().all():
             metrics["learned_over_logging"] = float(truth["learned"] / truth["logging"])
             metrics["learned_over_oracle"] = float(truth["learned"] / truth["oracle"])
+        if "learned" in set(table["policy"]):
+            # The promotion gate compares this: the learned policy's doubly robust value per
+            # decision on the held-out logged events (greater is better).
+            metrics["test_policy_value_dr"] = float(
+                table.set_index("policy").loc["learned", "dr"]
+            )
         metrics["events_without_features"] = float(data.n_without_features)
         metrics["n_test_events"] = float(len(data.test))
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
