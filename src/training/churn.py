@@ -45,6 +45,7 @@ from customer360.training.common import (
     feature_descriptions,
     load_snapshots,
     model_feature_columns,
+    oracle_values,
     random_split,
     run_training_job,
     sample_rows,
@@ -135,7 +136,7 @@ def prepare_warehouse_data(con, config: ChurnConfig) -> ChurnData:
     extra: dict[str, np.ndarray] = {}
     if "prob__p_alive" in test.columns and test["prob__p_alive"].notna().all():
         extra["bgnbd_1_minus_p_alive"] = 1.0 - test["prob__p_alive"].to_numpy(dtype=float)
-    oracle = oracle_churn_scores(con, test, horizon)
+    oracle = oracle_values(con, test, horizon, kind="churn")
     if oracle is not None:
         extra["oracle"] = oracle
     y = {
@@ -167,30 +168,6 @@ def prepare_warehouse_data(con, config: ChurnConfig) -> ChurnData:
         extra_baselines=extra,
         notes=notes,
     )
-
-
-def oracle_churn_scores(con, test: pd.DataFrame, horizon_days: int) -> np.ndarray | None:
-    """The generator's true churn probabilities for the test rows (synthetic warehouses only);
-    ``None`` when the warehouse has no ground truth."""
-    from customer360.data.warehouse import table_exists
-
-    if not table_exists(con, "truth_customers"):
-        return None
-    try:
-        from customer360.data.oracle import oracle_churn_probability
-    except ImportError:
-        return None
-    parts = []
-    for as_of, rows in test.groupby("as_of", sort=False):
-        truth = oracle_churn_probability(con, pd.Timestamp(as_of).date(), horizon_days)
-        parts.append(rows[["customer_id"]].merge(truth, on="customer_id", how="left"))
-    scores = pd.concat(parts)["p_churn"].to_numpy(dtype=float)
-    if np.isnan(scores).any():
-        raise ModelError(
-            f"The oracle has no churn probability for {int(np.isnan(scores).sum())} test "
-            "customer(s); the warehouse's truth tables do not match its raw tables."
-        )
-    return scores
 
 
 def train_churn(

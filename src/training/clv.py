@@ -36,6 +36,7 @@ from customer360.training.common import (
     feature_descriptions,
     load_snapshots,
     model_feature_columns,
+    oracle_values,
     run_training_job,
     shap_figure,
     snapshot_dates,
@@ -104,27 +105,6 @@ def probabilistic_margin(con, test: pd.DataFrame, horizon_days: int) -> np.ndarr
     return (test[purchases] * test["prob__expected_spend"] * rate).to_numpy(dtype=float)
 
 
-def oracle_margin(con, test: pd.DataFrame, horizon_days: int) -> np.ndarray | None:
-    """The generator's expected margin for the test rows (synthetic warehouses only)."""
-    from customer360.data.warehouse import table_exists
-
-    if not table_exists(con, "truth_customers"):
-        return None
-    from customer360.data.oracle import oracle_expected_margin
-
-    parts = []
-    for as_of, rows in test.groupby("as_of", sort=False):
-        truth = oracle_expected_margin(con, pd.Timestamp(as_of).date(), horizon_days)
-        parts.append(rows[["customer_id"]].merge(truth, on="customer_id", how="left"))
-    values = pd.concat(parts)["expected_margin"].to_numpy(dtype=float)
-    if np.isnan(values).any():
-        raise ModelError(
-            f"The oracle has no expected margin for {int(np.isnan(values).sum())} test "
-            "customer(s); the warehouse's truth tables do not match its raw tables."
-        )
-    return values
-
-
 def train_clv(
     con,
     config: ClvConfig | None = None,
@@ -172,7 +152,7 @@ def train_clv(
         scores["bgnbd_gamma_gamma"] = prob
     else:
         notes.append("No BG/NBD + Gamma-Gamma scores on the test snapshot: baseline left out.")
-    oracle = oracle_margin(con, test, horizon)
+    oracle = oracle_values(con, test, horizon, kind="margin")
     if oracle is not None:
         scores["oracle"] = oracle
 

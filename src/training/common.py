@@ -782,3 +782,39 @@ def predict_table(ref: str, table: pd.DataFrame, *, id_col: str | None = None) -
         else pd.Series(np.arange(1, len(table) + 1), name="row")
     )
     return pd.concat([ids, scored], axis=1)
+
+
+def oracle_values(
+    con, test: pd.DataFrame, horizon_days: int, *, kind: str
+) -> np.ndarray | None:
+    """The generator's truth for the test rows, aligned with them (synthetic warehouses only).
+
+    ``kind`` is ``"churn"`` (true churn probability) or ``"margin"`` (expected margin within
+    the horizon). Returns ``None`` when the warehouse has no ground truth; raises when some
+    test customer has none.
+    """
+    from customer360.data.warehouse import table_exists
+
+    if not table_exists(con, "truth_customers"):
+        return None
+    from customer360.data.oracle import oracle_churn_probability, oracle_expected_margin
+
+    oracle, column, what = {
+        "churn": (oracle_churn_probability, "p_churn", "churn probability"),
+        "margin": (oracle_expected_margin, "expected_margin", "expected margin"),
+    }[kind]
+    keys = test[["customer_id", "as_of"]].reset_index(drop=True)
+    truth = pd.concat(
+        [
+            oracle(con, pd.Timestamp(as_of).date(), horizon_days).assign(as_of=as_of)
+            for as_of in keys["as_of"].unique()
+        ]
+    )
+    values = keys.merge(truth, on=["customer_id", "as_of"], how="left")[column]
+    values = values.to_numpy(dtype=float)
+    if np.isnan(values).any():
+        raise ModelError(
+            f"The oracle has no {what} for {int(np.isnan(values).sum())} test customer(s); "
+            "the warehouse's truth tables do not match its raw tables."
+        )
+    return values
