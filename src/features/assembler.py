@@ -160,16 +160,28 @@ def build_features(
     if con is not None and isinstance(engine, str):
         require_tables(con, "customers", *{t for f in chosen for t in FAMILY_SQL[f].tables})
     runner = resolve_engine(con, engine)
+
+    def one_date(day: dt.date) -> pd.DataFrame:
+        raw = runner.query(features_sql(day, chosen))
+        log.info("features as of %s: %d customers", day, len(raw))
+        return _normalise(raw, specs, day)
+
+    return _per_date(
+        dates, one_date, runner, owns_runner=isinstance(engine, str), on_progress=on_progress
+    )
+
+
+def _per_date(dates, one_date, runner, *, owns_runner: bool, on_progress) -> pd.DataFrame:
+    """Stack ``one_date(day)`` over the as-of dates, reporting progress after each; closes the
+    engine when this call opened it (``owns_runner``)."""
     frames = []
     try:
         for i, day in enumerate(dates, start=1):
-            raw = runner.query(features_sql(day, chosen))
-            frames.append(_normalise(raw, specs, day))
-            log.info("features as of %s: %d customers", day, len(raw))
+            frames.append(one_date(day))
             if on_progress is not None:
                 on_progress(i, len(dates))
     finally:
-        if isinstance(engine, str) and hasattr(runner, "close"):
+        if owns_runner and hasattr(runner, "close"):
             runner.close()
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
@@ -289,18 +301,15 @@ def build_training_set(
             f"before {end}. Pick as-of dates at least {horizon_days} days before {end}."
         )
     runner = resolve_engine(con, engine)
-    frames = []
-    try:
-        for i, day in enumerate(dates, start=1):
-            feats = build_features(con, day, engine=runner, families=families)
-            labels = build_labels(con, day, horizon_days, engine=runner)
-            frames.append(feats.merge(labels, on="customer_id", how="left", validate="one_to_one"))
-            if on_progress is not None:
-                on_progress(i, len(dates))
-    finally:
-        if isinstance(engine, str) and hasattr(runner, "close"):
-            runner.close()
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def one_date(day: dt.date) -> pd.DataFrame:
+        feats = build_features(con, day, engine=runner, families=families)
+        labels = build_labels(con, day, horizon_days, engine=runner)
+        return feats.merge(labels, on="customer_id", how="left", validate="one_to_one")
+
+    return _per_date(
+        dates, one_date, runner, owns_runner=isinstance(engine, str), on_progress=on_progress
+    )
 
 
 def write_table(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, table: str) -> int:
