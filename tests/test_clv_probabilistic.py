@@ -96,6 +96,31 @@ def test_weighted_fit_equals_plain_fit(cdnow_rfm):
     assert unweighted.log_likelihood_ == pytest.approx(bg.log_likelihood_, rel=1e-9)
 
 
+
+def test_warm_started_fits_on_many_distinct_histories_equal_plain_fits():
+    # continuous T: ~24k distinct histories, enough for the coarse-to-fine path
+    rng = np.random.default_rng(3)
+    age = np.round(rng.uniform(20, 40, 30_000), 3)
+    rfm = beta_geometric_nbd_model(age, 0.25, 4.0, 0.8, 2.5, size=len(age))
+    rfm["monetary_value"] = np.where(
+        rfm["frequency"] > 0, np.round(rng.gamma(6.0, 4.0, len(rfm)), 2), 0.0
+    )
+    bg = BetaGeoModel().fit(rfm)
+    assert bg.n_unique_ >= 20_000 and 0 < bg.n_coarse_ < bg.n_unique_ / 4
+    plain = BetaGeoFitter().fit(rfm["frequency"], rfm["recency"], rfm["T"])
+    assert _rel(bg.params_, plain.params_.to_dict()) < 1e-4
+    # the finite-difference Hessian gives lifetimes' standard errors
+    ours_se = bg.fitter_.standard_errors_.to_dict()
+    assert _rel(ours_se, plain.standard_errors_.to_dict()) < 1e-3
+
+    repeat = rfm[rfm["frequency"] > 0]
+    many = pd.concat([repeat] * 4, ignore_index=True)
+    many["monetary_value"] = rng.gamma(6.0, 4.0, len(many))
+    gg = GammaGammaModel().fit(many)
+    assert gg.n_unique_ >= 20_000 and gg.n_coarse_ > 0
+    plain_gg = GammaGammaFitter().fit(many["frequency"], many["monetary_value"])
+    assert _rel(gg.params_, plain_gg.params_.to_dict()) < 1e-4
+
 def test_predictions_are_vectorised_finite_and_bounded(cdnow_rfm):
     bg = BetaGeoModel().fit(cdnow_rfm)
     gg = GammaGammaModel().fit(cdnow_rfm)

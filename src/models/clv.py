@@ -32,8 +32,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from autograd import value_and_grad
 from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
 from lifetimes.utils import ConvergenceError
+from scipy.optimize import minimize
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
@@ -114,12 +116,91 @@ def rfm_arrays(X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return freq, rec, age
 
 
-def _unique_weighted(**columns: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Distinct rows of the given columns and how many customers share each."""
+def _unique_weighted(
+    weights: np.ndarray | None = None, **columns: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Distinct rows of the given columns and how many customers share each.
+
+    With ``weights`` (rows that already stand for several customers) the weights are summed.
+    """
     frame = pd.DataFrame(columns)
-    counts = frame.groupby(list(columns), sort=False).size()
+    if weights is None:
+        counts = frame.groupby(list(columns), sort=False).size()
+    else:
+        counts = frame.assign(_w=weights).groupby(list(columns), sort=False)["_w"].sum()
     uniq = counts.index.to_frame(index=False)
     return {c: uniq[c].to_numpy() for c in columns}, counts.to_numpy().astype("float64")
+
+
+# --- exact fits on many distinct histories ----------------------------------------------------
+#
+# With purchase dates to the day, 1M customers still have ~100k distinct (frequency, recency, T)
+# histories, and lifetimes' fit then spends its time in two places: ~30 BFGS steps from a cold
+# start and autograd's reverse-over-reverse Hessian at the optimum (kept only for standard
+# errors; it cost more than the optimisation). Both are cut without changing the optimum:
+# a first fit on a coarsened copy of the data (a few thousand rows) gives a start and an
+# inverse Hessian that put BFGS within a few steps of the exact optimum, and the Hessian is
+# taken by finite differences of the exact gradient (one gradient per parameter).
+
+_COARSE_MIN_ROWS = 20_000  # below this many distinct rows the plain weighted fit is quick
+_COARSE_GRID = 64  # coarse time grid: max(T) / 64 per step
+_HESSIAN_STEP = 1e-5  # forward-difference step in log-parameter space
+
+
+class _WarmStartMixin:
+    """A lifetimes fitter whose optimiser takes a start Hessian and whose Hessian is cheap.
+
+    Overrides lifetimes' ``BaseFitter._fit`` (same optimiser, tolerance and convergence
+    check); ``fit`` passes ``hess_inv0`` through to scipy's BFGS when a warm start is given.
+    """
+
+    def _fit(self, minimizing_function_args, initial_params, params_size, disp, tol=1e-7,
+             bounds=None, **kwargs):
+        objective = value_and_grad(self._negative_log_likelihood)
+        x0 = np.full(params_size, 0.1) if initial_params is None else np.asarray(initial_params)
+        result = minimize(objective, x0, args=minimizing_function_args, jac=True, tol=tol,
+                          bounds=bounds, options={"disp": disp, **kwargs})
+        if not result.success:
+            raise ConvergenceError(f"The optimiser did not converge: {result.message}")
+        self._log_optimum_ = result.x
+        hessian = _gradient_jacobian(objective, result.x, result.jac, minimizing_function_args)
+        return result.x, result.fun, hessian
+
+
+def _gradient_jacobian(objective, x: np.ndarray, grad: np.ndarray, args: tuple) -> np.ndarray:
+    """Symmetric Hessian from forward differences of an exact gradient (one call per parameter)."""
+    columns = []
+    for i in range(len(x)):  # over the 3-4 model parameters, not customers
+        shifted = x.copy()
+        shifted[i] += _HESSIAN_STEP
+        columns.append((objective(shifted, *args)[1] - grad) / _HESSIAN_STEP)
+    jac = np.array(columns)
+    return (jac + jac.T) / 2
+
+
+class _BetaGeoFitter(_WarmStartMixin, BetaGeoFitter):
+    pass
+
+
+class _GammaGammaFitter(_WarmStartMixin, GammaGammaFitter):
+    pass
+
+
+def _warm_start(coarse_fitter: Any) -> dict[str, Any]:
+    """``fit`` keywords that start a fine fit at a coarse fit's optimum and curvature.
+
+    The coarse data must keep the fine data's time scale (lifetimes divides times by max(T)).
+    """
+    x0 = coarse_fitter._log_optimum_
+    inverse = np.linalg.inv(coarse_fitter._hessian_)
+    inverse = (inverse + inverse.T) / 2
+    if not np.all(np.linalg.eigvalsh(inverse) > 0):
+        return {}
+    return {"initial_params": x0, "hess_inv0": inverse}
+
+
+def _coarse_grid(values: np.ndarray, step: float) -> np.ndarray:
+    return np.round(values / step) * step
 
 
 def _finite(values: Any, what: str, X: pd.DataFrame) -> np.ndarray:
@@ -226,6 +307,7 @@ class _TransactionModel(_FittedCheck):
     """Shared fit/predict of the two purchase-count models (subclasses pick the fitter)."""
 
     _fitter_cls: ClassVar[type]
+    _warm_starts: ClassVar[bool] = False  # coarse-to-fine fits (BFGS-based fitters only)
 
     def __init__(
         self,
@@ -261,12 +343,17 @@ class _TransactionModel(_FittedCheck):
         else:
             cols, weights = {"frequency": freq, "recency": rec, "T": age}, np.ones(len(freq))
 
+        coarse = self._coarse(cols, weights)
+
         def fit_once(penalty: float):
+            kwargs = self._fit_kwargs(len(freq), len(weights))
+            if coarse is not None:
+                first = self._fitter_cls(penalizer_coef=penalty)
+                first.fit(coarse[0]["frequency"], coarse[0]["recency"], coarse[0]["T"],
+                          weights=coarse[1], **kwargs)
+                kwargs.update(_warm_start(first))
             fitter = self._fitter_cls(penalizer_coef=penalty)
-            fitter.fit(
-                cols["frequency"], cols["recency"], cols["T"], weights=weights,
-                **self._fit_kwargs(len(freq), len(weights)),
-            )
+            fitter.fit(cols["frequency"], cols["recency"], cols["T"], weights=weights, **kwargs)
             params = {k: float(v) for k, v in fitter.params_.items()}
             return fitter, params
 
@@ -280,10 +367,23 @@ class _TransactionModel(_FittedCheck):
         )
         self.n_customers_ = len(freq)
         self.n_unique_ = len(weights)
+        self.n_coarse_ = 0 if coarse is None else len(coarse[1])
         return self
 
     def _fit_kwargs(self, n_customers: int, n_rows: int) -> dict[str, Any]:
         return {} if self.max_iter is None else {"maxiter": self.max_iter}
+
+    def _coarse(
+        self, cols: dict[str, np.ndarray], weights: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+        """Recency and T on a coarse grid (same max(T)) for a warm start, or ``None``."""
+        if not self._warm_starts or len(weights) < _COARSE_MIN_ROWS:
+            return None
+        t_max = cols["T"].max()
+        step = t_max / _COARSE_GRID
+        age = np.where(cols["T"] == t_max, t_max, _coarse_grid(cols["T"], step))
+        rec = np.minimum(_coarse_grid(cols["recency"], step), age)
+        return _unique_weighted(weights, frequency=cols["frequency"], recency=rec, T=age)
 
     def _total_log_likelihood(self, freq, rec, age, weights) -> float:  # pragma: no cover
         """Unpenalised log-likelihood of all customers, in the data's own time unit."""
@@ -345,7 +445,8 @@ class BetaGeoModel(_TransactionModel):
     """
 
     _label = "BG/NBD"
-    _fitter_cls = BetaGeoFitter
+    _fitter_cls = _BetaGeoFitter
+    _warm_starts = True
 
     def _total_log_likelihood(self, freq, rec, age, weights) -> float:
         log_params = np.log([self.params_[k] for k in ("r", "alpha", "a", "b")])
@@ -465,19 +566,32 @@ class GammaGammaModel(_FittedCheck):
         else:
             cols, weights = {"frequency": freq, "monetary_value": money}, np.ones(len(freq))
 
+        coarse = None
+        if len(weights) >= _COARSE_MIN_ROWS:
+            # spend on a 2 % log grid for the warm start
+            grid = np.exp(np.round(np.log(cols["monetary_value"]) * 50) / 50)
+            coarse = _unique_weighted(weights, frequency=cols["frequency"], monetary_value=grid)
+
         def fit_once(penalty: float):
             # lifetimes' default (unconstrained BFGS) first, so results equal a plain fit; when
             # it fails or lands on q <= 1 (infinite mean spend), refit with q >= 1 enforced.
-            fitter = GammaGammaFitter(penalizer_coef=penalty)
+            start: dict[str, Any] = {}
+            if coarse is not None:
+                with contextlib.suppress(ConvergenceError):
+                    first = _GammaGammaFitter(penalizer_coef=penalty)
+                    first.fit(coarse[0]["frequency"], coarse[0]["monetary_value"],
+                              weights=coarse[1])
+                    start = _warm_start(first)
+            fitter = _GammaGammaFitter(penalizer_coef=penalty)
             try:
-                fitter.fit(cols["frequency"], cols["monetary_value"], weights=weights)
+                fitter.fit(cols["frequency"], cols["monetary_value"], weights=weights, **start)
                 if fitter.params_["q"] > 1:
                     return fitter, {k: float(v) for k, v in fitter.params_.items()}
                 reason = f"q={fitter.params_['q']:.4g} <= 1"
             except ConvergenceError:
                 reason = "no convergence"
             log.info("Gamma-Gamma: unconstrained fit gave %s; refitting with q >= 1", reason)
-            fitter = GammaGammaFitter(penalizer_coef=penalty)
+            fitter = _GammaGammaFitter(penalizer_coef=penalty)
             fitter.fit(
                 cols["frequency"], cols["monetary_value"], weights=weights, q_constraint=True
             )
@@ -500,6 +614,7 @@ class GammaGammaModel(_FittedCheck):
         self.n_customers_ = n_ok
         self.n_excluded_ = int(len(X) - n_ok)
         self.n_unique_ = len(weights)
+        self.n_coarse_ = 0 if coarse is None else len(coarse[1])
         return self
 
     @property
