@@ -143,7 +143,7 @@ def _unique_weighted(
 # taken by finite differences of the exact gradient (one gradient per parameter).
 
 _COARSE_MIN_ROWS = 20_000  # below this many distinct rows the plain weighted fit is quick
-_COARSE_GRID = 64  # coarse time grid: max(T) / 64 per step
+_COARSE_GRID = 32  # coarse time grid: max(T) / 32 per step
 _HESSIAN_STEP = 1e-5  # forward-difference step in log-parameter space
 
 
