@@ -6,6 +6,9 @@ What the wrappers add to lifetimes:
 * **Speed.** Customers with the same (frequency, recency, T) contribute identical likelihood
   terms, so the fit runs on the unique rows with their counts as weights; the optimum is the
   same as the plain fit, the cost grows with the number of distinct histories, not customers.
+  When there are many distinct histories (dates to the day), a fit on a coarsened copy warm-
+  starts the exact fit, and the Hessian for standard errors comes from finite differences of
+  the exact gradient (see ``_WarmStartMixin``).
 * **Robustness.** A fit that raises, does not converge, returns non-finite values or drifts
   to a degenerate corner (a parameter below ``min_param`` or above ``max_param``) is retried
   with each penalizer of ``retry_penalizers`` (logged); when none works a :class:`ModelError`
