@@ -302,6 +302,23 @@ def test_b2b_orders_larger_and_less_frequent(con):
     assert rows["B2B"][1] < rows["B2C"][1]
 
 
+def test_b2b_sales_cycles_run_from_weeks_to_over_nine_months(con):
+    waits = dict(
+        con.execute("""
+            SELECT c.customer_type, list(date_diff('day', c.signup_date, f.first_ts))
+            FROM customers c
+            JOIN (SELECT customer_id, min(ts) AS first_ts FROM transactions GROUP BY 1) f
+              USING (customer_id)
+            GROUP BY 1""").fetchall()
+    )
+    b2b, b2c = np.array(waits["B2B"]), np.array(waits["B2C"])
+    assert np.median(b2b) > 2 * np.median(b2c)
+    # every sales-cycle class of configs/segments.yaml is populated among B2B buyers
+    assert (b2b <= 91).mean() > 0.5
+    assert ((b2b > 91) & (b2b <= 274)).mean() > 0.05
+    assert (b2b > 274).sum() >= 3
+
+
 def test_transactions_carry_returns_referrals_costs_and_discounts(con):
     stats = con.execute("""
         SELECT avg(CAST(is_return AS INTEGER)), count(*) FILTER (WHERE referrer_id IS NOT NULL),

@@ -104,7 +104,11 @@ class SyntheticConfig(StrictModel):
     affluence_spend_effect: float = 0.3
     """Log mean spend per standard deviation of latent affluence."""
     first_purchase_mean_days_b2c: float = Field(10.0, gt=0)
-    first_purchase_mean_days_b2b: float = Field(45.0, gt=0)
+    first_purchase_mean_days_b2b: float = Field(75.0, gt=0)
+    """Median over B2B customers of the mean wait from signup (first contact) to first purchase."""
+    first_purchase_spread_b2b: float = Field(1.0, ge=0)
+    """Log-normal sigma of a B2B customer's mean wait: buying cycles run from weeks to over a
+    year (about 2/3 short <= 3 months, 1/5 intermediate, 1/9 long > 9 months)."""
     dropout_beta_a: float = Field(1.3, gt=0)
     """Beta(a, b) of the base weekly dropout probability."""
     dropout_beta_b: float = Field(180.0, gt=0)
@@ -414,8 +418,9 @@ class _Sim:
         )
         years = rng.integers(1, 4, n)
         contract_end = np.where(has_contract, signup + 365 * years, -1)
+        cycle = np.exp(cfg.first_purchase_spread_b2b * rng.standard_normal(n))
         first_rate = 1.0 / np.where(
-            is_b2b, cfg.first_purchase_mean_days_b2b, cfg.first_purchase_mean_days_b2c
+            is_b2b, cfg.first_purchase_mean_days_b2b * cycle, cfg.first_purchase_mean_days_b2c
         )
         first = np.where(prospect, np.inf, signup + rng.exponential(1.0, n) / first_rate)
         fee_rate = cfg.fee_ticket_rate_weekly * np.exp(-0.6 * sat) * np.where(is_b2b, 1.3, 1.0)
