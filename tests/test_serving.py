@@ -127,6 +127,46 @@ def test_customer360_profile_matches_the_single_endpoints(server, ids, env):
     assert set(profile["model_versions"]) == {"churn", "clv", "nbo"}
 
 
+def test_churn_lookup_equals_the_registered_pyfunc(env, monkeypatch):
+    """/churn by id reads one typed matrix and calls LightGBM directly; its answers must be
+    the registered pyfunc's, bit for bit, whether rows come all at once or one by one."""
+    from customer360.data.warehouse import connect
+    from customer360.serving.profile import (
+        ChurnLookup,
+        conform,
+        load_champions,
+        load_snapshot,
+        prob_horizons,
+        probabilistic_frame,
+    )
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env.tracking_uri)
+    monkeypatch.setenv("CUSTOMER360_CONFIG_DIR", str(env.config_dir))
+    champions = load_champions(["churn", "clv"])
+    churn = champions["churn"]
+    with connect(env.db, read_only=True) as con:
+        snap = load_snapshot(con)
+        prob = probabilistic_frame(con, env.as_of, [365, *prob_horizons(champions)])
+    rows = conform(snap.merge(prob, on="customer_id", how="left"), [churn])
+    lookup = ChurnLookup.build(churn, rows)
+    assert lookup is not None and len(lookup) == len(rows)
+    assert lookup.nbytes == len(rows) * len(churn.input_columns) * 8
+
+    expected = churn.predict(rows)  # the generic path: signature cast + MLflow pyfunc
+    probability, reasons = lookup.predict(np.arange(len(rows)))
+    np.testing.assert_array_equal(probability, expected["churn_probability"].to_numpy())
+    np.testing.assert_array_equal(
+        reasons, expected[["reason_1", "reason_2", "reason_3"]].to_numpy(dtype=object)
+    )
+    assert np.unique(probability).size > 10  # not a constant model
+    for i in np.linspace(0, len(rows) - 1, 25).astype(int):  # the service's one-row calls
+        one_p, one_r = lookup.predict(np.array([i]))
+        assert one_p[0] == probability[i]
+        assert list(one_r[0]) == list(reasons[i])
+    # Only our churn classifier has the fast path; anything else keeps the pyfunc path.
+    assert ChurnLookup.build(champions["clv"], rows) is None
+
+
 def _payload(env, snapshot, cid: str, columns: dict[str, str]) -> dict:
     """A full feature payload for ``cid``, built the way a client would: the snapshot's
     features plus the probabilistic scores for every horizon the models read."""
@@ -179,6 +219,19 @@ def test_batch_endpoints_match_single_requests_and_isolate_unknown_ids(server, i
             assert item["error"] is None
             alone = ok(server.post(single, json={"customer_id": item["customer_id"]}))
             assert item["result"] == alone
+
+
+def test_churn_by_id_equals_the_pyfunc_path_through_the_server(server, snapshot):
+    """/churn_batch (the lookup matrix) against /customer360_batch (the registered pyfunc on
+    the snapshot's rows) for many customers, never-buyers included, and an unknown id."""
+    many = snapshot["customer_id"].iloc[:: max(1, len(snapshot) // 60)].tolist()
+    request = {"customers": [{"customer_id": c} for c in [*many, "NOT-A-CUSTOMER"]]}
+    fast = ok(server.post("churn_batch", json=request))
+    full = ok(server.post("customer360_batch", json=request))
+    assert fast[-1]["result"] is None and "NOT-A-CUSTOMER" in fast[-1]["error"]
+    for f, p in zip(fast[:-1], full[:-1], strict=True):
+        assert f["error"] is None, f["error"]
+        assert f["result"] == p["result"]["churn"]  # exact: same probability, same reasons
 
 
 def test_adaptive_batching_under_concurrency_keeps_answers_apart(server, ids):

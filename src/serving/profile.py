@@ -197,6 +197,88 @@ def load_snapshot(con: duckdb.DuckDBPyConnection, as_of: dt.date | None = None) 
     return frame
 
 
+# --- the online store behind /churn by id -----------------------------------------------------
+
+
+class ChurnLookup:
+    """The churn model's inputs for every customer of the served snapshot, typed once.
+
+    At start-up the churn champion's input columns of the whole snapshot go through the
+    model's own typing (:meth:`~customer360.models.tabular.BoostedTabularModel.matrix`) into
+    one C-contiguous float64 matrix, ``n_customers x n_inputs`` (8 bytes a cell). A request
+    by id is then a slice of that matrix, LightGBM's ``Booster.predict`` on it, the calibrator
+    and the reason codes: no pandas and no MLflow schema enforcement per request. The answers
+    equal the registered pyfunc's (``ChurnClassifier.predict_frame``) on the same rows: same
+    matrix, same trees, same calibrator, same reason rules.
+
+    LightGBM runs on one thread here: a few rows cost less than handing them to OpenMP, whose
+    second thread waits for a busy core on a shared machine.
+
+    Parameters
+    ----------
+    model
+        The churn champion's estimator (a :class:`~customer360.models.churn.ChurnClassifier`).
+    matrix
+        Its input matrix, one row per served customer (row ``i`` = snapshot row ``i``).
+
+    Examples
+    --------
+    >>> lookup = ChurnLookup.build(champions["churn"], snapshot)  # doctest: +SKIP
+    >>> probability, reasons = lookup.predict(np.array([0, 5]))  # doctest: +SKIP
+    """
+
+    threads = 1
+
+    def __init__(self, model: Any, matrix: np.ndarray) -> None:
+        self.model = model
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+
+    @classmethod
+    def build(cls, champion: Champion, features: pd.DataFrame) -> ChurnLookup | None:
+        """The lookup over the rows of ``features`` (the served snapshot, in row order), or
+        None when the champion is not a customer360 churn pyfunc (the service then scores
+        through the generic pyfunc path)."""
+        from customer360.models.churn import ChurnClassifier
+
+        unwrap = getattr(champion.model, "unwrap_python_model", None)
+        try:
+            model = getattr(unwrap(), "model", None) if unwrap else None
+        except Exception:  # a flavour without a Python model inside
+            model = None
+        if not isinstance(model, ChurnClassifier):
+            log.info("churn champion is not a ChurnClassifier: /churn uses the pyfunc path")
+            return None
+        return cls(model, model.matrix(champion.model_input(features)))
+
+    def __len__(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the matrix."""
+        return self.matrix.nbytes
+
+    def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated churn probability, shape (k,), and ``reason_1..3``, shape (k, 3) (None
+        where the model has fewer inputs than reasons), of the snapshot rows ``rows``."""
+        from customer360.models.tabular import reason_phrases
+
+        model = self.model
+        m = self.matrix[np.asarray(rows, dtype=np.intp)]  # a copy, C-contiguous
+        booster = model.booster_
+        probability = model.calibrator_(
+            booster.predict(m, raw_score=True, num_threads=self.threads)
+        )
+        contrib = booster.predict(m, pred_contrib=True, num_threads=self.threads)[:, :-1]
+        k = len(REASON_COLUMNS)
+        phrases = reason_phrases(
+            m, contrib, model.schema_, model.descriptions_, model.medians_, k=k
+        )
+        reasons = np.full((len(m), k), None, dtype=object)
+        reasons[:, : phrases.shape[1]] = phrases
+        return probability, reasons
+
+
 # --- the population context -------------------------------------------------------------------
 
 
