@@ -4,13 +4,19 @@
    32 concurrent clients, next to MLflow's own scoring server (``mlflow models serve -m
    models:/churn@champion --env-manager local``) serving the same churn model under the same
    load. MLflow's server has no id lookup, so its clients send the customer's full feature row
-   (``dataframe_split``); ours send only the id. Loopback only, bounded request counts.
+   (``dataframe_split``); ours send only the id. Loopback only, bounded request counts. The
+   load generator is one thread per client with its own keep-alive ``http.client``
+   connection; ``--pin on`` runs both servers on CPU 0 and the load generator on CPU 1
+   (``--pin both``: unpinned, then pinned), ``--repeats N`` runs every level N times, the two
+   servers interleaved, and the table shows medians.
 2. Batch scoring (``customer360 score``) of a generated warehouse: wall time and peak memory of
    the scoring process.
 
 Rerun (the work folder keeps the generated warehouses and the tiny trained models)::
 
     .venv/bin/python benchmarks/serving.py --workdir out/bench_serving --customers 20000 \
+        --pin both --repeats 3
+    .venv/bin/python benchmarks/serving.py --workdir out/bench_serving --skip-latency \
         --batch-customers 200000
 
 Results go to stdout as Markdown tables (recorded in docs/benchmarks.md).
@@ -19,6 +25,7 @@ Results go to stdout as Markdown tables (recorded in docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import os
@@ -29,6 +36,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -124,25 +132,34 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300
 
 
 def load(url: str, bodies: list[bytes], clients: int, per_client: int) -> dict[str, float]:
-    """``clients`` threads, each with its own keep-alive connection, ``per_client`` requests."""
+    """``clients`` threads, each with its own keep-alive connection (``http.client``: the
+    lightest client, so the load generator takes as little CPU from the server as it can),
+    ``per_client`` requests each."""
+    parsed = urlsplit(url)
     latencies: list[float] = []
     lock = threading.Lock()
     errors = 0
+    headers = {"Content-Type": "application/json"}
 
     def worker(k: int) -> None:
         nonlocal errors
         mine = []
-        with httpx.Client(timeout=60, headers={"Content-Type": "application/json"}) as client:
+        bad = 0
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+        try:
             for i in range(per_client):
                 body = bodies[(k * per_client + i) % len(bodies)]
                 t = time.perf_counter()
-                resp = client.post(url, content=body)
+                conn.request("POST", parsed.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
                 mine.append(time.perf_counter() - t)
-                if resp.status_code != 200:
-                    with lock:
-                        errors += 1
+                bad += resp.status != 200
+        finally:
+            conn.close()
         with lock:
             latencies.extend(mine)
+            errors += bad
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -156,6 +173,7 @@ def load(url: str, bodies: list[bytes], clients: int, per_client: int) -> dict[s
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "throughput_rps": len(ms) / wall,
+        "load_avg_1m": os.getloadavg()[0],
     }
 
 
@@ -184,53 +202,125 @@ def mlflow_bodies(db: Path, as_of: str, ids: list[str]) -> list[bytes]:
     return bodies
 
 
-def latency_benchmark(db: Path, as_of: str, per_level: dict[int, int]) -> list[dict]:
-    from customer360.serving.service import serve_command
+SERVER_CPU, CLIENT_CPU = 0, 1
 
-    with __import__("duckdb").connect(str(db), read_only=True) as con:
-        ids = [r[0] for r in con.execute(
-            "SELECT customer_id FROM feature_snapshots ORDER BY hash(customer_id) LIMIT 500"
-        ).fetchall()]
-    ours_body = [json.dumps({"customer_id": c}).encode() for c in ids]
-    mlflow_body = mlflow_bodies(db, as_of, ids)
+
+def _pinned_to(cpu: int | None):
+    """A ``preexec_fn`` pinning the child (and everything it starts) to ``cpu``."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def start_servers(db: Path, pin: bool, logs) -> dict[str, tuple[subprocess.Popen, str, str]]:
+    """Our service and MLflow's scoring server on free loopback ports; with ``pin`` both run
+    on CPU ``SERVER_CPU`` (the load generator then takes ``CLIENT_CPU``)."""
+    from customer360.serving.service import serve_command
 
     port_ours, port_mlflow = free_port(), free_port()
     cmd, env = serve_command(db, port=port_ours)
     env.pop("CUSTOMER360_API_TOKEN", None)
-    logs = open(Path(db).parent / "bench_servers.log", "wb")  # noqa: SIM115
+    preexec = _pinned_to(SERVER_CPU if pin else None)
     ours = subprocess.Popen(cmd, env=env, stdout=logs, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=preexec)
     mlflow_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
                   "models:/churn@champion", "--env-manager", "local", "-h", "127.0.0.1",
                   "-p", str(port_mlflow)]
     # MLflow's server runs `uvicorn` from PATH: this environment's
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     theirs = subprocess.Popen(mlflow_cmd, env=env, stdout=logs, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+                              start_new_session=True, preexec_fn=preexec)
+    return {
+        "ours": (ours, f"http://127.0.0.1:{port_ours}", "/readyz"),
+        "mlflow": (theirs, f"http://127.0.0.1:{port_mlflow}", "/ping"),
+    }
+
+
+SERVERS = {
+    "ours": ("customer360 (BentoML), id", "/churn"),
+    "mlflow": ("MLflow scoring server, feature row", "/invocations"),
+}
+
+
+def latency_benchmark(
+    db: Path, as_of: str, per_level: dict[int, int], *, pin: bool, repeats: int
+) -> list[dict]:
+    """Every concurrency level ``repeats`` times, the two servers interleaved (so both see
+    the same background load); one row per server, level and repeat."""
+    with __import__("duckdb").connect(str(db), read_only=True) as con:
+        ids = [r[0] for r in con.execute(
+            "SELECT customer_id FROM feature_snapshots ORDER BY hash(customer_id) LIMIT 500"
+        ).fetchall()]
+    bodies = {
+        "ours": [json.dumps({"customer_id": c}).encode() for c in ids],
+        "mlflow": mlflow_bodies(db, as_of, ids),
+    }
+    logs = open(Path(db).parent / "bench_servers.log", "ab")  # noqa: SIM115
+    servers = start_servers(db, pin, logs)
+    mine = os.sched_getaffinity(0)
     results = []
     try:
-        wait_ready(f"http://127.0.0.1:{port_ours}", ours, "/readyz")
-        wait_ready(f"http://127.0.0.1:{port_mlflow}", theirs, "/ping")
-        targets = {
-            "customer360 (BentoML), id": (f"http://127.0.0.1:{port_ours}/churn", ours_body),
-            "MLflow scoring server, feature row": (
-                f"http://127.0.0.1:{port_mlflow}/invocations", mlflow_body),
-        }
-        for url, bodies in targets.values():
-            load(url, bodies, 4, 10)  # warm-up
-        for clients, per_client in per_level.items():
-            for name, (url, bodies) in targets.items():
-                row = load(url, bodies, clients, per_client)
-                row["server"] = name
-                results.append(row)
-                print(json.dumps(row), flush=True)
+        for name, (proc, url, ready) in servers.items():
+            wait_ready(url, proc, ready)
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in tree) / 2**20
+            print(f"{name} server ready: {rss:.0f} MiB RSS (all its processes)", flush=True)
+        if pin:
+            os.sched_setaffinity(0, {CLIENT_CPU})
+        urls = {key: servers[key][1] + SERVERS[key][1] for key in SERVERS}
+        for key in SERVERS:
+            load(urls[key], bodies[key], 4, 10)  # warm-up
+        for repeat in range(repeats):
+            for clients, per_client in per_level.items():
+                for key, (name, _) in SERVERS.items():
+                    row = load(urls[key], bodies[key], clients, per_client)
+                    row.update(server=name, key=key, pinned=pin, repeat=repeat)
+                    results.append(row)
+                    print(json.dumps(row), flush=True)
     finally:
-        for proc in (ours, theirs):
+        os.sched_setaffinity(0, mine)
+        for proc, _, _ in servers.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, 15)
                 proc.wait(timeout=60)
         logs.close()
     return results
+
+
+def latency_table(rows: list[dict]) -> str:
+    """Medians over the repeats, per server, pinning and concurrency level, as Markdown."""
+    lines = ["| server | pinned | clients | runs x requests | p50 ms | p99 ms | req/s | load avg |",
+             "|---|---|---|---|---|---|---|---|"]
+    tail = [""]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["pinned"], r["clients"], r["key"]), []).append(r)
+    order = list(SERVERS)
+    for (pinned, clients, key), runs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.index(kv[0][2]))
+    ):
+        med = {m: float(np.median([r[m] for r in runs]))
+               for m in ("p50_ms", "p99_ms", "throughput_rps")}
+        loads = [r["load_avg_1m"] for r in runs]
+        lines.append(
+            f"| {SERVERS[key][0]} | {'yes' if pinned else 'no'} | {clients} | "
+            f"{len(runs)} x {runs[0]['requests']} | {med['p50_ms']:.1f} | {med['p99_ms']:.1f} | "
+            f"{med['throughput_rps']:.1f} | {min(loads):.1f}-{max(loads):.1f} |"
+        )
+    for pinned in sorted({r["pinned"] for r in rows}):
+        for clients in sorted({r["clients"] for r in rows}):
+            ratios = [
+                ours["throughput_rps"] / theirs["throughput_rps"]
+                for ours in rows
+                for theirs in rows
+                if ours["key"] == "ours" and theirs["key"] == "mlflow"
+                and ours["pinned"] == theirs["pinned"] == pinned
+                and ours["clients"] == theirs["clients"] == clients
+                and ours["repeat"] == theirs["repeat"]
+            ]
+            tail.append(f"throughput ours/MLflow, pinned={pinned}, {clients} clients: "
+                         f"median {np.median(ratios):.2f}x over {len(ratios)} runs")
+    return "\n".join(lines + tail)
 
 
 # --- batch scoring ---------------------------------------------------------------------------
@@ -273,22 +363,23 @@ def main() -> None:
                         help="warehouse sizes to batch-score")
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of every concurrency level (tables show medians)")
+    parser.add_argument("--pin", choices=["off", "on", "both"], default="off",
+                        help=f"on: both servers on CPU {SERVER_CPU}, the load generator on "
+                        f"CPU {CLIENT_CPU}; both: unpinned, then pinned")
     args = parser.parse_args()
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
     db, as_of = prepare(args.workdir, args.customers)
     print(f"load average at start: {os.getloadavg()}", flush=True)
     if not args.skip_latency:
         levels = {c: max(10, args.requests // c) for c in (1, 8, 32)}
-        rows = latency_benchmark(db, as_of, levels)
-        print("\n| server | clients | requests | p50 ms | p99 ms | req/s |")
-        print("|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['server']} | {r['clients']} | {r['requests']} | {r['p50_ms']:.1f} | "
-                  f"{r['p99_ms']:.1f} | {r['throughput_rps']:.1f} |")
-        for clients in (1, 8, 32):
-            pair = [r for r in rows if r["clients"] == clients]
-            ratio = pair[0]["throughput_rps"] / pair[1]["throughput_rps"]
-            print(f"throughput ratio ours/MLflow at {clients} clients: {ratio:.2f}x")
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.pin]
+        rows = []
+        for pin in modes:
+            rows += latency_benchmark(db, as_of, levels, pin=pin, repeats=args.repeats)
+        print()
+        print(latency_table(rows))
     for n in args.batch_customers:
         r = batch_benchmark(args.workdir, n, args.chunk_size)
         print(json.dumps(r), flush=True)
