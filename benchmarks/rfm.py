@@ -98,6 +98,7 @@ def main() -> None:
     )
     print(f"cpus={os.cpu_count()} duckdb={duckdb.__version__}")
     for rows in args.sizes:
+        load_before = os.getloadavg()[0]
         parquet = args.dir / f"tx_{rows}.parquet"
         if not parquet.exists():
             make_log(parquet, rows, args.seed)
@@ -133,7 +134,8 @@ def main() -> None:
                     runs[label].append(time.perf_counter() - start)
         med = {label: statistics.median(r) for label, r in runs.items()}
         ours = outputs["table"]
-        line = f"{rows:,} rows / {len(ours):,} customers (load1={os.getloadavg()[0]:.1f}): " + (
+        load = f"load1 {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+        line = f"{rows:,} rows / {len(ours):,} customers ({load}): " + (
             "; ".join(f"{label} {med[label]:.3f} s {fmt(r)}" for label, r in runs.items())
         )
         if with_lifetimes:

@@ -203,3 +203,101 @@ def test_null_timestamp_in_a_datetime_column_is_reported():
     with pytest.raises(ContractError, match=r"1 row.*missing or unparseable date.*customer 'b'"):
         rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
                     calibration_end="2024-05-31")
+
+
+def test_known_answer_holdout_counts_days_and_averages_rows():
+    # a: calibration days 1 and 3; holdout: two rows on the 12th (one day), one on the 14th,
+    #    one after observation_end (ignored). b: holdout only (no row: it is not a
+    #    calibration customer). c: one calibration day, no holdout purchase.
+    tx = pd.DataFrame({
+        "c": ["a", "a", "a", "a", "a", "a", "b", "c"],
+        "d": ["2024-01-01", "2024-01-03", "2024-01-12", "2024-01-12 18:00", "2024-01-14",
+              "2024-02-01", "2024-01-11", "2024-01-05"],
+        "x": [5.0, 7.0, 1.0, 2.0, 6.0, 1000.0, 4.0, 9.0],
+    })
+    out = rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
+                      calibration_end="2024-01-10", observation_end="2024-01-20")
+    assert out["customer_id"].tolist() == ["a", "c"]
+    a, c = out.set_index("customer_id").loc[["a", "c"]].to_dict("records")
+    assert a == {"frequency": 1.0, "recency": 2.0, "T": 9.0, "monetary_value": 7.0,
+                 "frequency_holdout": 2.0, "monetary_value_holdout": 3.0,
+                 "duration_holdout": 10.0}
+    assert c == {"frequency": 0.0, "recency": 0.0, "T": 5.0, "monetary_value": 0.0,
+                 "frequency_holdout": 0.0, "monetary_value_holdout": 0.0,
+                 "duration_holdout": 10.0}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 90), st.floats(0, 500, allow_nan=False)),
+        min_size=1, max_size=50,
+    ),
+    st.integers(0, 60),
+    st.integers(1, 40),
+)
+def test_property_holdout_matches_lifetimes_with_integer_ids(rows, cal_offset, hold_days):
+    tx = pd.DataFrame(rows, columns=["cid", "day", "amount"])
+    tx["date"] = pd.Timestamp("2025-01-01") + pd.to_timedelta(tx["day"], unit="D")
+    cal_end = pd.Timestamp("2025-01-01") + pd.Timedelta(days=cal_offset)
+    obs_end = cal_end + pd.Timedelta(days=hold_days)
+    if (tx["date"] <= cal_end).sum() == 0:
+        return
+    mine = rfm_summary(duckdb.connect(), tx, customer_col="cid", date_col="date",
+                       amount_col="amount", calibration_end=cal_end, observation_end=obs_end)
+    assert mine["customer_id"].dtype == np.int64
+    assert mine["customer_id"].is_monotonic_increasing
+    if not ((tx["date"] > cal_end) & (tx["date"] <= obs_end)).any():
+        # lifetimes refuses an empty holdout; ours reports no holdout purchases
+        assert (mine["frequency_holdout"] == 0).all()
+        assert (mine["monetary_value_holdout"] == 0).all()
+        return
+    ref = calibration_and_holdout_data(
+        tx, "cid", "date", calibration_period_end=cal_end, observation_period_end=obs_end,
+        freq="D", monetary_value_col="amount",
+    )
+    _compare(mine, ref, {
+        "frequency": "frequency_cal", "recency": "recency_cal", "T": "T_cal",
+        "monetary_value": "monetary_value_cal", "frequency_holdout": "frequency_holdout",
+        "monetary_value_holdout": "monetary_value_holdout", "duration_holdout": "duration_holdout",
+    })
+
+
+def test_many_arrow_batches_and_repeated_days_match_lifetimes(tmp_path):
+    # > 2 DuckDB result batches (122,880 rows each), few customers, many same-day repeats
+    rng = np.random.default_rng(17)
+    n = 300_000
+    tx = pd.DataFrame({
+        "customer": np.char.add("id-", rng.integers(0, 2000, n).astype(str)),
+        "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 400 * 24, n), unit="h"),
+        "amount": rng.gamma(2.0, 20.0, n).round(2),
+    })
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE TABLE tx AS SELECT * FROM tx")
+    mine = rfm_summary(con, "tx", customer_col="customer", date_col="ts", amount_col="amount",
+                       calibration_end="2025-01-15")
+    assert mine["customer_id"].tolist() == sorted(mine["customer_id"])
+    ref = summary_data_from_transaction_data(
+        tx[tx["ts"] < "2025-01-16"], "customer", "ts", monetary_value_col="amount",
+        observation_period_end="2025-01-15", freq="D",
+    )
+    _compare(mine, ref, {c: c for c in ("frequency", "recency", "T", "monetary_value")})
+    # most customers bought more than once on some day: rows outnumber purchase days
+    assert (tx.groupby("customer").size() > ref["frequency"] + 1).mean() > 0.5
+
+
+def test_no_purchase_up_to_calibration_end_gives_an_empty_frame_with_the_columns():
+    tx = pd.DataFrame({"c": ["a"], "d": ["2024-03-01"], "x": [1.0]})
+    out = rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
+                      calibration_end="2024-01-31", observation_end="2024-06-30")
+    assert out.empty
+    assert list(out.columns) == ["customer_id", "frequency", "recency", "T", "monetary_value",
+                                 "frequency_holdout", "monetary_value_holdout",
+                                 "duration_holdout"]
+
+
+def test_null_customer_id_is_rejected():
+    tx = pd.DataFrame({"c": ["a", None], "d": ["2024-01-01", "2024-01-02"], "x": [1.0, 2.0]})
+    with pytest.raises(ContractError, match="null values.*'c': 1"):
+        rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
+                    calibration_end="2024-05-31")
