@@ -263,8 +263,9 @@ def test_property_holdout_matches_lifetimes_with_integer_ids(rows, cal_offset, h
     })
 
 
-def test_many_arrow_batches_and_repeated_days_match_lifetimes(tmp_path):
-    # > 2 DuckDB result batches (122,880 rows each), few customers, many same-day repeats
+def test_large_table_with_many_same_day_repeats_matches_lifetimes(tmp_path):
+    # a DuckDB table of 300k rows (many vectors and row groups), 2000 customers, most of them
+    # with several orders on one day
     rng = np.random.default_rng(17)
     n = 300_000
     tx = pd.DataFrame({
