@@ -195,20 +195,31 @@ class ChurnClassifier(BoostedTabularModel):
         """LightGBM's own probability before calibration."""
         return 1.0 / (1.0 + np.exp(-self.predict_raw(X)))
 
-    def reasons(self, X: pd.DataFrame | np.ndarray, k: int = 3) -> np.ndarray:
+    def reasons(
+        self, X: pd.DataFrame | np.ndarray, k: int = 3, *, num_threads: int | None = None
+    ) -> np.ndarray:
         """Top ``k`` drivers of each row's risk as plain sentences, shape (n, k)."""
         m = X if isinstance(X, np.ndarray) else self.matrix(X)
-        return reason_phrases(
-            m, self.contributions(m), self.schema_, self.descriptions_, self.medians_, k=k
-        )
+        contrib = self.contributions(m, num_threads=num_threads)
+        return reason_phrases(m, contrib, self.schema_, self.descriptions_, self.medians_, k=k)
+
+    def score_matrix(
+        self, m: np.ndarray, *, num_threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probability, shape (n,), and ``reason_1..3``, shape (n, 3) (None where
+        the model has fewer inputs than reasons), of rows already in the model's matrix."""
+        probability = self.calibrator_(self.predict_raw(m, num_threads=num_threads))
+        phrases = self.reasons(m, k=len(REASON_COLUMNS), num_threads=num_threads)
+        reasons = np.full((len(m), len(REASON_COLUMNS)), None, dtype=object)
+        reasons[:, : phrases.shape[1]] = phrases
+        return probability, reasons
 
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability`` and ``reason_1..3`` per row (index kept from ``X``)."""
-        m = self.matrix(X)
-        out = pd.DataFrame({"churn_probability": self.predict_proba(m)}, index=X.index)
-        reasons = self.reasons(m, k=len(REASON_COLUMNS))
+        probability, reasons = self.score_matrix(self.matrix(X))
+        out = pd.DataFrame({"churn_probability": probability}, index=X.index)
         for j, col in enumerate(REASON_COLUMNS):
-            out[col] = reasons[:, j] if j < reasons.shape[1] else None
+            out[col] = reasons[:, j]
         return out
 
     def _extra_state(self) -> dict:

@@ -177,6 +177,10 @@ def infer_schema(frame: pd.DataFrame, *, exclude: Sequence[str] = ()) -> TableSc
     return TableSchema(tuple(columns), categories, tuple(notes))
 
 
+def _threads(num_threads: int | None) -> dict[str, int]:
+    return {} if num_threads is None else {"num_threads": num_threads}
+
+
 def to_matrix(frame: pd.DataFrame, schema: TableSchema) -> np.ndarray:
     """The model matrix: float64, C-contiguous, columns in ``schema.columns`` order.
 
@@ -689,15 +693,22 @@ class BoostedTabularModel(_estimator_base()):
         check_is_fitted(self, "booster_")
         return to_matrix(X, self.schema_)
 
-    def predict_raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """LightGBM's raw score (log-odds for churn, log of the mean for Tweedie)."""
-        m = X if isinstance(X, np.ndarray) else self.matrix(X)
-        return self.booster_.predict(m, raw_score=True)
+    def predict_raw(
+        self, X: pd.DataFrame | np.ndarray, *, num_threads: int | None = None
+    ) -> np.ndarray:
+        """LightGBM's raw score (log-odds for churn, log of the mean for Tweedie).
 
-    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        ``num_threads`` overrides the booster's threads (1 for a few rows online).
+        """
+        m = X if isinstance(X, np.ndarray) else self.matrix(X)
+        return self.booster_.predict(m, raw_score=True, **_threads(num_threads))
+
+    def contributions(
+        self, X: pd.DataFrame | np.ndarray, *, num_threads: int | None = None
+    ) -> np.ndarray:
         """Per-feature SHAP contributions to the raw score (bias column dropped)."""
         m = X if isinstance(X, np.ndarray) else self.matrix(X)
-        return self.booster_.predict(m, pred_contrib=True)[:, :-1]
+        return self.booster_.predict(m, pred_contrib=True, **_threads(num_threads))[:, :-1]
 
     def importance(self) -> pd.Series:
         return feature_importance(self.booster_, self.schema_.columns)

@@ -261,22 +261,8 @@ class ChurnLookup:
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated churn probability, shape (k,), and ``reason_1..3``, shape (k, 3) (None
         where the model has fewer inputs than reasons), of the snapshot rows ``rows``."""
-        from customer360.models.tabular import reason_phrases
-
-        model = self.model
         m = self.matrix[np.asarray(rows, dtype=np.intp)]  # a copy, C-contiguous
-        booster = model.booster_
-        probability = model.calibrator_(
-            booster.predict(m, raw_score=True, num_threads=self.threads)
-        )
-        contrib = booster.predict(m, pred_contrib=True, num_threads=self.threads)[:, :-1]
-        k = len(REASON_COLUMNS)
-        phrases = reason_phrases(
-            m, contrib, model.schema_, model.descriptions_, model.medians_, k=k
-        )
-        reasons = np.full((len(m), k), None, dtype=object)
-        reasons[:, : phrases.shape[1]] = phrases
-        return probability, reasons
+        return self.model.score_matrix(m, num_threads=self.threads)
 
 
 # --- the population context -------------------------------------------------------------------
