@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from customer360.config import StrictModel, load_config
-from customer360.errors import ConfigError, ModelError
+from customer360.errors import ConfigError
 from customer360.models.churn import ChurnClassifier
 from customer360.models.tabular import (
     TableSchema,
@@ -43,16 +43,12 @@ from customer360.training.common import (
     TrainResult,
     data_fingerprint,
     feature_descriptions,
-    load_snapshots,
-    model_feature_columns,
     oracle_values,
     random_split,
     run_training_job,
     sample_rows,
     shap_figure,
-    snapshot_dates,
-    time_split,
-    warehouse_today,
+    warehouse_split,
 )
 
 log = logging.getLogger(__name__)
@@ -117,56 +113,29 @@ def churn_label(horizon_days: int) -> str:
 def prepare_warehouse_data(con, config: ChurnConfig) -> ChurnData:
     """Stacked snapshots -> time-based split, plus the BG/NBD and oracle scores on the test
     snapshot."""
-    from customer360.features.registry import FEATURE_SET_VERSION
-
-    horizon = config.horizon_days
-    today = warehouse_today(con)
-    dates = snapshot_dates(today, horizon, config.snapshots)
-    data, notes = load_snapshots(con, dates, horizon, with_probabilistic=config.stack_probabilistic)
-    label = churn_label(horizon)
-    if label not in data.columns:
-        raise ModelError(f"build_training_set returned no {label} column; check horizon_days.")
-    data = data[data[label].notna()].reset_index(drop=True)
-    split = time_split(
-        data["as_of"], horizon, validation=config.snapshots.validation, test=config.snapshots.test
-    )
-    features = model_feature_columns(data)
-    train, val, test = data[split.train], data[split.validation], data[split.test]
-    schema = infer_schema(train[features])
+    label = churn_label(config.horizon_days)
+    parts = warehouse_split(con, config, label, with_probabilistic=config.stack_probabilistic)
+    test = parts.test
     extra: dict[str, np.ndarray] = {}
     if "prob__p_alive" in test.columns and test["prob__p_alive"].notna().all():
         extra["bgnbd_1_minus_p_alive"] = 1.0 - test["prob__p_alive"].to_numpy(dtype=float)
-    oracle = oracle_values(con, test, horizon, kind="churn")
+    oracle = oracle_values(con, test, config.horizon_days, kind="churn")
     if oracle is not None:
         extra["oracle"] = oracle
-    y = {
-        k: part[label].to_numpy(dtype=int) for k, part in (("tr", train), ("va", val), ("te", test))
-    }
-    identity = "as_of=" + ",".join(map(str, split.test_dates)) + f";H={horizon};rows={len(test)}"
-    identity += ";hash=" + data_fingerprint(test[["customer_id", "as_of", label]])
+    features = parts.features
     return ChurnData(
-        X_train=train[features],
-        y_train=y["tr"],
-        X_val=val[features],
-        y_val=y["va"],
+        X_train=parts.train[features],
+        y_train=parts.train[label].to_numpy(dtype=int),
+        X_val=parts.validation[features],
+        y_val=parts.validation[label].to_numpy(dtype=int),
         X_test=test[features],
-        y_test=y["te"],
-        schema=schema,
+        y_test=test[label].to_numpy(dtype=int),
+        schema=parts.schema,
         descriptions=feature_descriptions(features),
-        test_identity=identity,
-        tags={
-            "source": "warehouse",
-            "feature_set_version": FEATURE_SET_VERSION,
-            "horizon_days": horizon,
-            "as_of_train": ",".join(map(str, split.train_dates)),
-            "as_of_validation": ",".join(map(str, split.validation_dates)),
-            "as_of_test": ",".join(map(str, split.test_dates)),
-            "rows_train": len(train),
-            "rows_validation": len(val),
-            "rows_test": len(test),
-        },
+        test_identity=parts.test_identity,
+        tags=parts.tags,
         extra_baselines=extra,
-        notes=notes,
+        notes=parts.notes,
     )
 
 

@@ -8,7 +8,6 @@ the oracle's expected margin.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +16,8 @@ import numpy as np
 import pandas as pd
 
 from customer360.config import load_config
-from customer360.errors import ModelError
 from customer360.models.clv_ml import CLVRegressor
 from customer360.models.tabular import (
-    infer_schema,
     model_input_example,
     plot_deciles,
     plot_gain,
@@ -32,16 +29,11 @@ from customer360.training.common import (
     Evaluation,
     TrainingConfig,
     TrainResult,
-    data_fingerprint,
     feature_descriptions,
-    load_snapshots,
-    model_feature_columns,
     oracle_values,
     run_training_job,
     shap_figure,
-    snapshot_dates,
-    time_split,
-    warehouse_today,
+    warehouse_split,
 )
 
 log = logging.getLogger(__name__)
@@ -124,25 +116,12 @@ def train_clv(
     >>> sorted(result.baselines)                                   # doctest: +SKIP
     ['bgnbd_gamma_gamma', 'last_period_repeats', 'oracle']
     """
-    from customer360.features.registry import FEATURE_SET_VERSION
-
     config = config or load_clv_ml_config()
     horizon = config.horizon_days
-    dates = snapshot_dates(warehouse_today(con), horizon, config.snapshots)
-    data, notes = load_snapshots(con, dates, horizon, with_probabilistic=True)
     label = margin_label(horizon)
-    if label not in data.columns:
-        raise ModelError(f"build_training_set returned no {label} column; check horizon_days.")
-    missing = int(data[label].isna().sum())
-    if missing:
-        notes.append(f"{missing} row(s) without a {label} were left out.")
-    data = data[data[label].notna()].reset_index(drop=True)
-    split = time_split(
-        data["as_of"], horizon, validation=config.snapshots.validation, test=config.snapshots.test
-    )
-    features = model_feature_columns(data)
-    train, val, test = data[split.train], data[split.validation], data[split.test]
-    schema = infer_schema(train[features])
+    parts = warehouse_split(con, config, label, with_probabilistic=True)
+    train, val, test = parts.train, parts.validation, parts.test
+    features, schema, notes = parts.features, parts.schema, parts.notes
     descriptions = feature_descriptions(features)
     y_train, y_val, y_test = (part[label].to_numpy(dtype=float) for part in (train, val, test))
 
@@ -206,8 +185,6 @@ def train_clv(
         extra = {"n_negative_targets_clipped": float(model.n_negative_targets_)}
         return Evaluation(metrics, baselines, figures, found, extra)
 
-    identity = "as_of=" + ",".join(map(str, split.test_dates)) + f";H={horizon};rows={len(test)}"
-    identity += ";hash=" + data_fingerprint(test[["customer_id", "as_of", label]])
     return run_training_job(
         config=config,
         model_name=config.model_name,
@@ -220,22 +197,8 @@ def train_clv(
         champion_score=lambda pred: value_metrics(y_test, pred["clv_ml"].to_numpy(dtype=float)),
         primary_metric=PRIMARY_METRIC,
         example=model_input_example(train[features], schema),
-        tags={
-            "source": "warehouse",
-            "feature_set_version": FEATURE_SET_VERSION,
-            "horizon_days": horizon,
-            "as_of_train": _dates(split.train_dates),
-            "as_of_validation": _dates(split.validation_dates),
-            "as_of_test": _dates(split.test_dates),
-            "rows_train": len(train),
-            "rows_validation": len(val),
-            "rows_test": len(test),
-        },
-        test_identity=identity,
+        tags=parts.tags,
+        test_identity=parts.test_identity,
         notes=notes,
         on_progress=on_progress,
     )
-
-
-def _dates(dates: tuple[dt.date, ...]) -> str:
-    return ",".join(map(str, dates))

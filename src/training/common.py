@@ -560,6 +560,72 @@ def load_snapshots(
     return data, notes
 
 
+@dataclass
+class WarehouseSplit:
+    """Labelled snapshots of the warehouse split by time, with what every job logs about them."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    label: str
+    features: list[str]
+    schema: Any  # customer360.models.tabular.TableSchema of the training rows
+    notes: list[str]
+    test_identity: str
+    tags: dict[str, object]
+
+
+def warehouse_split(
+    con, config: TrainingConfig, label: str, *, with_probabilistic: bool
+) -> WarehouseSplit:
+    """Stacked snapshots (:func:`load_snapshots`) with a ``label`` value, split by time.
+
+    Rows without a label are left out and counted in a note; the test identity (test dates,
+    horizon, rows, a fingerprint of the labelled test rows) and the run tags (feature-set
+    version, dates and rows of each part) are the ones :func:`run_training_job` records.
+    """
+    from customer360.features.registry import FEATURE_SET_VERSION
+    from customer360.models.tabular import infer_schema
+
+    horizon = config.horizon_days
+    dates = snapshot_dates(warehouse_today(con), horizon, config.snapshots)
+    data, notes = load_snapshots(con, dates, horizon, with_probabilistic=with_probabilistic)
+    if label not in data.columns:
+        raise ModelError(f"build_training_set returned no {label} column; check horizon_days.")
+    missing = int(data[label].isna().sum())
+    if missing:
+        notes.append(f"{missing} row(s) without a {label} were left out.")
+    data = data[data[label].notna()].reset_index(drop=True)
+    split = time_split(
+        data["as_of"], horizon, validation=config.snapshots.validation, test=config.snapshots.test
+    )
+    features = model_feature_columns(data)
+    train, val, test = data[split.train], data[split.validation], data[split.test]
+    identity = (
+        f"as_of={_joined(split.test_dates)};H={horizon};rows={len(test)}"
+        f";hash={data_fingerprint(test[['customer_id', 'as_of', label]])}"
+    )
+    tags: dict[str, object] = {
+        "source": "warehouse",
+        "feature_set_version": FEATURE_SET_VERSION,
+        "horizon_days": horizon,
+        "as_of_train": _joined(split.train_dates),
+        "as_of_validation": _joined(split.validation_dates),
+        "as_of_test": _joined(split.test_dates),
+        "rows_train": len(train),
+        "rows_validation": len(val),
+        "rows_test": len(test),
+    }
+    return WarehouseSplit(
+        train=train, validation=val, test=test, label=label, features=features,
+        schema=infer_schema(train[features]), notes=notes, test_identity=identity, tags=tags,
+    )
+
+
+def _joined(dates: Sequence[dt.date]) -> str:
+    return ",".join(map(str, dates))
+
+
 def model_feature_columns(frame: pd.DataFrame) -> list[str]:
     """Registry features present in ``frame`` (registry order) followed by ``prob__*``."""
     from customer360.features.registry import feature_names
