@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import duckdb
+import pandas as pd
 import pytest
 
 from customer360.data.contracts import CONTRACTS
 from customer360.data.warehouse import (
     connect,
     get_meta,
+    insert_frame,
+    registered,
     require_tables,
     resolve_db_path,
     set_meta,
@@ -65,3 +68,40 @@ def test_meta_roundtrip_and_require_tables(tmp_path):
         require_tables(con, "customers", "transactions")
         with pytest.raises(WarehouseError, match="feature_snapshots"):
             require_tables(con, "customers", "feature_snapshots")
+
+
+def test_insert_frame_computes_columns_and_never_leaves_the_frame_registered(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE TABLE t (id VARCHAR, x DOUBLE)")
+    insert_frame(con, "t", pd.DataFrame({"n": [1, 2]}), "printf('C%02d', n), n * 1.5")
+    assert con.execute("SELECT * FROM t ORDER BY id").fetchall() == [("C01", 1.5), ("C02", 3.0)]
+    with pytest.raises(duckdb.Error):
+        with registered(con, pd.DataFrame({"n": [3]})) as view:
+            con.execute(f"INSERT INTO t SELECT n FROM {view}")  # wrong column count
+    with pytest.raises(duckdb.CatalogException):
+        con.execute(f"SELECT * FROM {view}")
+
+
+def test_contract_ddl_with_and_without_the_primary_key():
+    contract = CONTRACTS["customers"]
+    con = duckdb.connect()
+    con.execute(contract.ddl("keyed"))
+    con.execute(contract.ddl("bulk", primary_key=False))
+    assert "PRIMARY KEY" not in contract.ddl(primary_key=False)
+    key = contract.primary_key
+    pk = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() "
+        "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'", ["keyed"]
+    ).fetchone()[0]
+    assert pk == 1 and key in contract.ddl()
+    no_pk = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() "
+        "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'", ["bulk"]
+    ).fetchone()[0]
+    assert no_pk == 0
+    # NOT NULL columns stay NOT NULL without the key
+    nullable = dict(con.execute(
+        "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'bulk'"
+    ).fetchall())
+    assert all(nullable[c.name] == ("YES" if c.nullable else "NO") for c in contract.columns)
+

@@ -108,17 +108,16 @@ class TableContract:
                 return col
         raise KeyError(f"table {self.name!r} has no column {name!r}")
 
-    def ddl(self, table_name: str | None = None) -> str:
+    def ddl(self, table_name: str | None = None, *, primary_key: bool = True) -> str:
         """``CREATE TABLE IF NOT EXISTS`` statement for this contract (types and nullability;
         value rules are enforced by ingest validation, which reports every bad row instead of
-        failing on the first)."""
-        cols = ",\n  ".join(
-            f"{c.name} {c.dtype}{'' if c.nullable else ' NOT NULL'}" for c in self.columns
-        )
-        return (
-            f"CREATE TABLE IF NOT EXISTS {table_name or self.name} (\n  {cols},\n"
-            f"  PRIMARY KEY ({self.primary_key})\n)"
-        )
+        failing on the first). ``primary_key=False`` leaves the key out, for bulk loads that
+        add it afterwards."""
+        parts = [f"{c.name} {c.dtype}{'' if c.nullable else ' NOT NULL'}" for c in self.columns]
+        if primary_key:
+            parts.append(f"PRIMARY KEY ({self.primary_key})")
+        body = ",\n  ".join(parts)
+        return f"CREATE TABLE IF NOT EXISTS {table_name or self.name} (\n  {body}\n)"
 
 
 def _c(name: str, dtype: str, description: str, **kw) -> Column:

@@ -52,7 +52,13 @@ from pydantic import ConfigDict, Field, model_validator
 
 from customer360.config import StrictModel, load_config
 from customer360.data import contracts as k
-from customer360.data.warehouse import connect, create_schema, get_meta, set_meta
+from customer360.data.warehouse import (
+    connect,
+    create_schema,
+    get_meta,
+    insert_frame,
+    set_meta,
+)
 from customer360.errors import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -736,24 +742,15 @@ def _primary_keys() -> dict[str, str]:
     return {**{t: c.primary_key for t, c in k.CONTRACTS.items()}, **TRUTH_KEYS}
 
 
-def _keyless_ddl(contract: k.TableContract, table: str) -> str:
-    """The contract's DDL without its primary key clause (added after the bulk load)."""
-    ddl = contract.ddl(table)
-    clause = f",\n  PRIMARY KEY ({contract.primary_key})\n)"
-    if not ddl.endswith(clause):
-        raise WarehouseError(f"Unexpected DDL shape for table {table}; cannot defer its key.")
-    return ddl[: -len(clause)] + "\n)"
-
-
 def _create_tables_without_keys(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)create the raw and truth tables with the contract columns, types and NOT NULLs but
     without primary keys; :func:`generate_warehouse` adds the keys after loading."""
     for name, contract in k.CONTRACTS.items():
         con.execute(f"DROP TABLE {name}")
-        con.execute(_keyless_ddl(contract, name))
+        con.execute(contract.ddl(name, primary_key=False))
     for name, ddl in TRUTH_DDL.items():
         con.execute(f"DROP TABLE IF EXISTS {name}")
-        con.execute(ddl or _keyless_ddl(k.TRANSACTIONS, name))
+        con.execute(ddl or k.TRANSACTIONS.ddl(name, primary_key=False))
 
 
 def _write_offers(con: duckdb.DuckDBPyConnection) -> None:
@@ -768,17 +765,7 @@ def _write_offers(con: duckdb.DuckDBPyConnection) -> None:
             "eligible_segments": [o.eligible_segments for o in OFFERS],
         }
     )
-    con.register("_offers_df", df)
-    con.execute("INSERT INTO offers SELECT * FROM _offers_df")
-    con.unregister("_offers_df")
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, select: str) -> None:
-    con.register("_chunk_df", df)
-    try:
-        con.execute(f"INSERT INTO {table} SELECT {select} FROM _chunk_df")
-    finally:
-        con.unregister("_chunk_df")
+    insert_frame(con, "offers", df)
 
 
 CUST_ID = _ids("C", "cid", 8)
@@ -840,7 +827,7 @@ def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> Non
     )
     c.acq_referral = channel == k.ACQUISITION_CHANNELS.index("referral")
     start = f"DATE '{HISTORY_START.isoformat()}'"
-    _insert(
+    insert_frame(
         con,
         "customers",
         df,
@@ -887,7 +874,7 @@ def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> Non
             "alive": c.left > sim.today_day,
         }
     )
-    _insert(
+    insert_frame(
         con,
         "truth_customers",
         truth,
@@ -939,7 +926,7 @@ def _write_third_party(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> N
             "employees": _nullable(employees, b2b, "Int64"),
         }
     )[keep]
-    _insert(
+    insert_frame(
         con,
         "third_party",
         df,
@@ -1009,8 +996,8 @@ def _write_transactions(
     )
     past = all_t < sim.today_day
     future = (~past) & (all_t < sim.end_day)
-    _insert(con, "transactions", df[past], select)
-    _insert(con, "truth_future_transactions", df[future], select)
+    insert_frame(con, "transactions", df[past], select)
+    insert_frame(con, "truth_future_transactions", df[future], select)
 
 
 def _write_tickets(
@@ -1048,9 +1035,9 @@ def _write_tickets(
     counters["ticket"] += m
     tid = _ids("K", "kid", 10)
     past = opened < sim.today_day
-    _insert(con, "support_tickets", df[past],
+    insert_frame(con, "support_tickets", df[past],
             f"{tid}, {CUST_ID}, opened, closed, cat, status, sat")
-    _insert(con, "truth_tickets", df, f"{tid}, {CUST_ID}, opened, week, fee, unres")
+    insert_frame(con, "truth_tickets", df, f"{tid}, {CUST_ID}, opened, week, fee, unres")
 
 
 def _write_events(
@@ -1097,7 +1084,7 @@ def _write_events(
     )
     df["eid"] = np.arange(len(df), dtype=np.int64) + counters["event"]
     counters["event"] += len(df)
-    _insert(con, "events", df, f"{_ids('E', 'eid', 12)}, {CUST_ID}, ts, etype, ch, cat")
+    insert_frame(con, "events", df, f"{_ids('E', 'eid', 12)}, {CUST_ID}, ts, etype, ch, cat")
 
 
 def _write_social(
@@ -1126,7 +1113,8 @@ def _write_social(
     )
     df["sid"] = np.arange(m, dtype=np.int64) + counters["social"]
     counters["social"] += m
-    _insert(con, "social", df, f"{_ids('S', 'sid', 11)}, {CUST_ID}, ts, kind, platform, sentiment")
+    select = f"{_ids('S', 'sid', 11)}, {CUST_ID}, ts, kind, platform, sentiment"
+    insert_frame(con, "social", df, select)
 
 
 def _write_offer_events(
@@ -1142,7 +1130,7 @@ def _write_offer_events(
             "p": p.ravel(),
         }
     )
-    _insert(con, "truth_offer_acceptance", acc, f"{CUST_ID}, oid, p")
+    insert_frame(con, "truth_offer_acceptance", acc, f"{CUST_ID}, oid, p")
     lo = np.maximum(c.signup.astype(float), float(sim.today_day - OFFER_EVENT_DAYS))
     hi = np.minimum(c.left, float(sim.today_day))
     cfg = sim.cfg
@@ -1179,7 +1167,7 @@ def _write_offer_events(
         }
     )
     oe_id = _ids("OE", "oe", 10)
-    _insert(con, "offer_events", df, f"{oe_id}, {CUST_ID}, oid, ts, ch, prop, acc")
+    insert_frame(con, "offer_events", df, f"{oe_id}, {CUST_ID}, oid, ts, ch, prop, acc")
     pol = pd.DataFrame(
         {
             "oe": np.repeat(oe, n_off),
@@ -1187,4 +1175,4 @@ def _write_offer_events(
             "p": prob.ravel(),
         }
     )
-    _insert(con, "truth_logging_policy", pol, f"{oe_id}, oid, p")
+    insert_frame(con, "truth_logging_policy", pol, f"{oe_id}, oid, p")

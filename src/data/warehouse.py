@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -148,3 +151,28 @@ def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
         "INSERT INTO warehouse_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = ?",
         [key, value, value],
     )
+
+
+@contextmanager
+def registered(con: Any, frame: Any, name: str = "_c360_frame") -> Iterator[str]:
+    """``frame`` (pandas or Arrow) visible to SQL on ``con`` as ``name`` inside the block.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> con = duckdb.connect()
+    >>> with registered(con, pd.DataFrame({"x": [1, 2]})) as view:
+    ...     con.execute(f"SELECT sum(x) FROM {view}").fetchone()[0]
+    3
+    """
+    con.register(name, frame)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
+def insert_frame(con: Any, table: str, frame: Any, select: str = "*") -> None:
+    """``INSERT INTO table SELECT <select> FROM frame`` (``select`` may compute columns)."""
+    with registered(con, frame) as view:
+        con.execute(f"INSERT INTO {table} SELECT {select} FROM {view}")

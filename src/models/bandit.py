@@ -30,6 +30,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from customer360.data.warehouse import insert_frame, registered
 from customer360.errors import Customer360Error, NotFoundError, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,7 @@ def store_segments(con: duckdb.DuckDBPyConnection, segments: pd.DataFrame, as_of
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"DELETE FROM {SEGMENTS_TABLE}")
-            con.register("_nbo_segments_in", frame)
-            con.execute(f"INSERT INTO {SEGMENTS_TABLE} SELECT * FROM _nbo_segments_in")
-            con.unregister("_nbo_segments_in")
+            insert_frame(con, SEGMENTS_TABLE, frame)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -258,11 +257,8 @@ def record_feedback_batch(con: duckdb.DuckDBPyConnection, feedback: pd.DataFrame
     )
 
     def write() -> None:
-        con.register("_nbo_feedback_in", frame)
-        try:
-            con.execute(f"INSERT OR IGNORE INTO {FEEDBACK_TABLE} SELECT * FROM _nbo_feedback_in")
-        finally:
-            con.unregister("_nbo_feedback_in")
+        with registered(con, frame) as view:
+            con.execute(f"INSERT OR IGNORE INTO {FEEDBACK_TABLE} SELECT * FROM {view}")
 
     _retry(write, what="record a feedback batch")
     return len(frame)

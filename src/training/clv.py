@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from customer360.config import load_config
+from customer360.data.warehouse import registered
 from customer360.models.clv_ml import CLVRegressor
 from customer360.models.tabular import (
     model_input_example,
@@ -63,12 +64,11 @@ def last_period_margin(con, test: pd.DataFrame, horizon_days: int) -> np.ndarray
     """Margin (returns included) of each test row's customer in ``[T - H, T)``: the "last
     period repeats" baseline."""
     keys = test[["customer_id", "as_of"]].drop_duplicates()
-    con.register("_c360_clv_keys", keys)
-    try:
+    with registered(con, keys) as view:
         past = con.execute(
-            """
+            f"""
             SELECT k.customer_id, k.as_of, coalesce(sum(t.margin), 0) AS margin
-            FROM _c360_clv_keys k
+            FROM {view} k
             LEFT JOIN transactions t
               ON t.customer_id = k.customer_id
              AND t.ts >= k.as_of - to_days(CAST(? AS INTEGER)) AND t.ts < k.as_of
@@ -76,8 +76,6 @@ def last_period_margin(con, test: pd.DataFrame, horizon_days: int) -> np.ndarray
             """,
             [horizon_days],
         ).df()
-    finally:
-        con.unregister("_c360_clv_keys")
     past["as_of"] = past["as_of"].astype(test["as_of"].dtype)
     merged = test[["customer_id", "as_of"]].merge(past, on=["customer_id", "as_of"], how="left")
     return merged["margin"].to_numpy(dtype=float)
