@@ -46,7 +46,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from customer360.data.warehouse import require_tables, table_exists
+from customer360.data.warehouse import registered, require_tables, table_exists
 from customer360.errors import Customer360Error, ModelError
 from customer360.models.nbo import (
     OFFER_COLUMNS,
@@ -456,35 +456,39 @@ def _truth(con, decisions: pd.DataFrame, offers: pd.DataFrame):
     """True acceptance (n, K) and true logging distribution (n, K) on synthetic warehouses."""
     if not table_exists(con, "truth_offer_acceptance"):
         return None, None
-    ids = decisions[["customer_id"]].drop_duplicates()
     cur = con.cursor()  # registered frames live on their own cursor
-    cur.register("_nbo_ids", ids)
-    acc = cur.execute(
-        "SELECT t.customer_id, t.offer_id, t.p_accept FROM truth_offer_acceptance t "
-        "JOIN _nbo_ids USING (customer_id)"
-    ).df()
-    p_true = (
-        acc.pivot(index="customer_id", columns="offer_id", values="p_accept")
-        .reindex(index=decisions["customer_id"].to_numpy(), columns=offers["offer_id"])
-        .to_numpy()
-    )
-    logging_true = None
-    if table_exists(con, "truth_logging_policy") and "offer_event_id" in decisions:
-        cur.register("_nbo_ev", decisions[["offer_event_id"]])
-        pol = cur.execute(
-            "SELECT t.offer_event_id, t.offer_id, t.probability FROM truth_logging_policy t "
-            "JOIN _nbo_ev USING (offer_event_id)"
-        ).df()
-        logging_true = (
-            pol.pivot(index="offer_event_id", columns="offer_id", values="probability")
-            .reindex(index=decisions["offer_event_id"].to_numpy(), columns=offers["offer_id"])
-            .fillna(0.0)
-            .to_numpy()
+    try:
+        p_true = _offer_matrix(
+            cur, "truth_offer_acceptance", "customer_id", "p_accept", decisions, offers
         )
-    cur.close()
+        logging_true = None
+        if table_exists(con, "truth_logging_policy") and "offer_event_id" in decisions:
+            logging_true = np.nan_to_num(
+                _offer_matrix(
+                    cur, "truth_logging_policy", "offer_event_id", "probability", decisions, offers
+                ),
+                nan=0.0,
+            )
+    finally:
+        cur.close()
     if np.isnan(p_true).any():
         return None, logging_true
     return p_true, logging_true
+
+
+def _offer_matrix(
+    cur, table: str, key: str, value: str, decisions: pd.DataFrame, offers: pd.DataFrame
+) -> np.ndarray:
+    """``table.value`` per (decision row, offer) as an (n, K) matrix, NaN where missing."""
+    with registered(cur, decisions[[key]].drop_duplicates()) as view:
+        rows = cur.execute(
+            f"SELECT t.{key}, t.offer_id, t.{value} FROM {table} t JOIN {view} USING ({key})"
+        ).df()
+    return (
+        rows.pivot(index=key, columns="offer_id", values=value)
+        .reindex(index=decisions[key].to_numpy(), columns=offers["offer_id"])
+        .to_numpy(dtype=float)
+    )
 
 
 def policy_values(mats: PolicyMatrices, config: NBOConfig) -> tuple[pd.DataFrame, dict]:
