@@ -22,6 +22,8 @@ from customer360.models.clv import (
     BetaGeoModel,
     GammaGammaModel,
     ParetoNBDModel,
+    _BetaGeoFitter,
+    _warm_start,
     customer_clv,
     monthly_rate,
     probabilistic_scores,
@@ -112,6 +114,12 @@ def test_warm_started_fits_on_many_distinct_histories_equal_plain_fits():
     # the finite-difference Hessian gives lifetimes' standard errors
     ours_se = bg.fitter_.standard_errors_.to_dict()
     assert _rel(ours_se, plain.standard_errors_.to_dict()) < 1e-3
+
+    # a coarse fit that fails costs only the warm start, never the fit
+    coarse = {c: rfm[c].to_numpy() for c in ("frequency", "recency", "T")}
+    assert _warm_start(_BetaGeoFitter, 0.0, (coarse, np.ones(len(rfm))), maxiter=1) == {}
+    start = _warm_start(_BetaGeoFitter, 0.0, (coarse, np.ones(len(rfm))))
+    assert set(start) == {"initial_params", "hess_inv0"}
 
     repeat = rfm[rfm["frequency"] > 0]
     many = pd.concat([repeat] * 4, ignore_index=True)

@@ -189,17 +189,30 @@ class _GammaGammaFitter(_WarmStartMixin, GammaGammaFitter):
     pass
 
 
-def _warm_start(coarse_fitter: Any) -> dict[str, Any]:
-    """``fit`` keywords that start a fine fit at a coarse fit's optimum and curvature.
+def _warm_start(
+    fitter_cls: type, penalty: float, coarse: tuple[dict[str, np.ndarray], np.ndarray] | None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``fit`` keywords that start the exact fit at a coarse fit's optimum and curvature.
 
-    The coarse data must keep the fine data's time scale (lifetimes divides times by max(T)).
+    ``coarse`` is (columns in the fitter's argument order, weights); the coarse data must keep
+    the exact data's time scale (lifetimes divides times by max(T)). A coarse fit that fails
+    only costs the warm start: ``{}``, and the exact fit starts cold as lifetimes' would.
     """
-    x0 = coarse_fitter._log_optimum_
-    inverse = np.linalg.inv(coarse_fitter._hessian_)
+    if coarse is None:
+        return {}
+    columns, weights = coarse
+    first = fitter_cls(penalizer_coef=penalty)
+    try:
+        first.fit(*columns.values(), weights=weights, **kwargs)
+        inverse = np.linalg.inv(first._hessian_)
+    except (ConvergenceError, ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        log.debug("coarse warm-start fit failed (%s); the exact fit starts cold", exc)
+        return {}
     inverse = (inverse + inverse.T) / 2
     if not np.all(np.linalg.eigvalsh(inverse) > 0):
         return {}
-    return {"initial_params": x0, "hess_inv0": inverse}
+    return {"initial_params": first._log_optimum_, "hess_inv0": inverse}
 
 
 def _coarse_grid(values: np.ndarray, step: float) -> np.ndarray:
@@ -350,11 +363,7 @@ class _TransactionModel(_FittedCheck):
 
         def fit_once(penalty: float):
             kwargs = self._fit_kwargs(len(freq), len(weights))
-            if coarse is not None:
-                first = self._fitter_cls(penalizer_coef=penalty)
-                first.fit(coarse[0]["frequency"], coarse[0]["recency"], coarse[0]["T"],
-                          weights=coarse[1], **kwargs)
-                kwargs.update(_warm_start(first))
+            kwargs.update(_warm_start(self._fitter_cls, penalty, coarse, **kwargs))
             fitter = self._fitter_cls(penalizer_coef=penalty)
             fitter.fit(cols["frequency"], cols["recency"], cols["T"], weights=weights, **kwargs)
             params = {k: float(v) for k, v in fitter.params_.items()}
@@ -578,13 +587,7 @@ class GammaGammaModel(_FittedCheck):
         def fit_once(penalty: float):
             # lifetimes' default (unconstrained BFGS) first, so results equal a plain fit; when
             # it fails or lands on q <= 1 (infinite mean spend), refit with q >= 1 enforced.
-            start: dict[str, Any] = {}
-            if coarse is not None:
-                with contextlib.suppress(ConvergenceError):
-                    first = _GammaGammaFitter(penalizer_coef=penalty)
-                    first.fit(coarse[0]["frequency"], coarse[0]["monetary_value"],
-                              weights=coarse[1])
-                    start = _warm_start(first)
+            start = _warm_start(_GammaGammaFitter, penalty, coarse)
             fitter = _GammaGammaFitter(penalizer_coef=penalty)
             try:
                 fitter.fit(cols["frequency"], cols["monetary_value"], weights=weights, **start)
