@@ -477,3 +477,36 @@ def test_spark_equals_duckdb_on_small_warehouse(small_warehouse_master, spark):
             engine.close()
     assert len(on_duckdb) > 1000
     assert_same_values(on_duckdb, on_spark)
+
+
+def test_duckdb_feature_queries_run_under_a_memory_limit_and_restore_it(
+    tiny, tiny_frame, monkeypatch, caplog
+):
+    from customer360.features.engine import MEMORY_LIMIT_ENV
+
+    setting = "SELECT current_setting('memory_limit')"
+    default = tiny.execute(setting).fetchone()[0]
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "700MB")
+    frame = build_features(tiny, T).set_index("customer_id")
+    pd.testing.assert_frame_equal(frame, tiny_frame)
+    assert tiny.execute(setting).fetchone()[0] == default
+    # a limit nothing fits in (so the limit is really applied): the query runs again under
+    # DuckDB's default, with a warning
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1KB")
+    with caplog.at_level("WARNING"):
+        again = build_features(tiny, T).set_index("customer_id")
+    pd.testing.assert_frame_equal(again, tiny_frame)
+    assert any("did not fit" in r.message for r in caplog.records)
+    assert tiny.execute(setting).fetchone()[0] == default
+    # a limit the caller set is theirs: not replaced, not reset
+    caplog.clear()
+    tiny.execute("SET memory_limit = '5GB'")
+    mine = tiny.execute(setting).fetchone()[0]
+    with caplog.at_level("WARNING"):
+        build_features(tiny, T)
+    assert tiny.execute(setting).fetchone()[0] == mine
+    assert not any("did not fit" in r.message for r in caplog.records)
+    tiny.execute("RESET memory_limit")
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(FeatureError, match=MEMORY_LIMIT_ENV):
+        build_features(tiny, T)
