@@ -61,6 +61,7 @@ from customer360.data.contracts import (
     SOCIAL_PLATFORMS,
     TICKET_CATEGORIES,
 )
+from customer360.data.warehouse import META_DDL, registered
 
 START = np.datetime64("2023-01-01T00:00:00", "s")
 TODAY = np.datetime64("2026-06-30T00:00:00", "s")
@@ -79,18 +80,14 @@ def _pick(values: tuple[str, ...]) -> str:
 
 def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
     for contract in CONTRACTS.values():
-        cols = ", ".join(f"{c.name} {c.dtype}" for c in contract.columns)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {contract.name} ({cols})")
-    con.execute("CREATE TABLE IF NOT EXISTS warehouse_meta (key VARCHAR, value VARCHAR)")
+        con.execute(contract.ddl(primary_key=False))
+    con.execute(META_DDL)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, select: str) -> None:
-    """Append ``select`` (which reads the registered DataFrame ``frame``) to ``table``."""
-    con.register("frame", frame)
-    try:
+    """Append ``select`` (which reads the DataFrame ``frame`` by that name) to ``table``."""
+    with registered(con, frame, "frame"):
         con.execute(f"INSERT INTO {table} {select}")
-    finally:
-        con.unregister("frame")
 
 
 def _stamps(rng, lo: np.ndarray, n_each: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -416,6 +413,10 @@ def pandas_txn_features(tx: pd.DataFrame, customer_ids: pd.Series, as_of: str) -
         top = counts.sort_values(["customer_id", "n", column], ascending=[True, False, True])
         top = top.drop_duplicates("customer_id").set_index("customer_id")[column]
         out[name] = top.reindex(out.index).fillna("none").astype("str")
+    per_category = tx[order].groupby(["customer_id", "category"]).size().unstack(fill_value=0)
+    for c in CATEGORIES:
+        counts = per_category[c] if c in per_category.columns else pd.Series(dtype="int64")
+        out[f"txn__category_orders_{c}__all"] = counts.reindex(out.index).fillna(0).astype("int64")
     for w in windows:
         s = sums[w]
         out[f"txn__orders__{w}"] = s["orders"].astype("int64")
