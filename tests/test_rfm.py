@@ -73,12 +73,13 @@ def _timestamped_log(seed: int = 3) -> pd.DataFrame:
     })
 
 
-def test_intraday_timestamps_and_same_day_purchases_match_summary_data():
+@pytest.mark.parametrize("plan", ["runs", "sql"])
+def test_intraday_timestamps_and_same_day_purchases_match_summary_data(plan):
     tx = _timestamped_log()
     for unit, mult in (("D", 1), ("W", 7)):
         mine = rfm_summary(
             duckdb.connect(), tx, customer_col="customer", date_col="ts", amount_col="amount",
-            calibration_end="2024-05-31", time_unit=unit,
+            calibration_end="2024-05-31", time_unit=unit, plan=plan,
         )
         ref = summary_data_from_transaction_data(
             tx, "customer", "ts", monetary_value_col="amount",
@@ -114,6 +115,7 @@ def test_no_amount_column_gives_rfm_only():
     assert list(out.columns) == ["customer_id", "frequency", "recency", "T"]
 
 
+@pytest.mark.parametrize("plan", ["runs", "sql"])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
@@ -122,14 +124,14 @@ def test_no_amount_column_gives_rfm_only():
     ),
     st.integers(0, 70),
 )
-def test_property_matches_lifetimes_on_random_logs(rows, cal_offset):
+def test_property_matches_lifetimes_on_random_logs(plan, rows, cal_offset):
     tx = pd.DataFrame(rows, columns=["cid", "day", "amount"])
     tx["date"] = pd.Timestamp("2025-01-01") + pd.to_timedelta(tx["day"], unit="D")
     cal_end = pd.Timestamp("2025-01-01") + pd.Timedelta(days=cal_offset)
     if (tx["date"] <= cal_end).sum() == 0:
         return
     mine = rfm_summary(duckdb.connect(), tx, customer_col="cid", date_col="date",
-                       amount_col="amount", calibration_end=cal_end)
+                       amount_col="amount", calibration_end=cal_end, plan=plan)
     ref = summary_data_from_transaction_data(
         tx[tx["date"] <= cal_end], "cid", "date", monetary_value_col="amount",
         observation_period_end=cal_end,
@@ -169,7 +171,8 @@ def test_bad_arguments_and_nulls_are_rejected():
         rfm_summary(con, tx, **kw, calibration_end="not a date")
 
 
-def test_known_answer_first_day_total_is_left_out_of_the_repeat_mean():
+@pytest.mark.parametrize("plan", ["runs", "sql"])
+def test_known_answer_first_day_total_is_left_out_of_the_repeat_mean(plan):
     # a: three rows on the first day (total 600), then day totals 10 and 50 -> mean 30
     tx = pd.DataFrame({
         "c": ["a", "a", "a", "a", "a", "a", "b", "b"],
@@ -179,7 +182,7 @@ def test_known_answer_first_day_total_is_left_out_of_the_repeat_mean():
         "x": [100.0, 200.0, 300.0, 10.0, 20.0, 30.0, 7.0, 8.0],
     })
     out = rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
-                      calibration_end="2024-01-10").set_index("customer_id")
+                      calibration_end="2024-01-10", plan=plan).set_index("customer_id")
     assert out.loc["a"].tolist() == [2.0, 4.0, 9.0, 30.0]
     assert out.loc["b"].tolist() == [0.0, 0.0, 8.0, 0.0]
 
@@ -205,7 +208,8 @@ def test_null_timestamp_in_a_datetime_column_is_reported():
                     calibration_end="2024-05-31")
 
 
-def test_known_answer_holdout_counts_days_and_averages_rows():
+@pytest.mark.parametrize("plan", ["runs", "sql"])
+def test_known_answer_holdout_counts_days_and_averages_rows(plan):
     # a: calibration days 1 and 3; holdout: two rows on the 12th (one day), one on the 14th,
     #    one after observation_end (ignored). b: holdout only (no row: it is not a
     #    calibration customer). c: one calibration day, no holdout purchase.
@@ -216,7 +220,7 @@ def test_known_answer_holdout_counts_days_and_averages_rows():
         "x": [5.0, 7.0, 1.0, 2.0, 6.0, 1000.0, 4.0, 9.0],
     })
     out = rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
-                      calibration_end="2024-01-10", observation_end="2024-01-20")
+                      calibration_end="2024-01-10", observation_end="2024-01-20", plan=plan)
     assert out["customer_id"].tolist() == ["a", "c"]
     a, c = out.set_index("customer_id").loc[["a", "c"]].to_dict("records")
     assert a == {"frequency": 1.0, "recency": 2.0, "T": 9.0, "monetary_value": 7.0,
@@ -227,6 +231,7 @@ def test_known_answer_holdout_counts_days_and_averages_rows():
                  "duration_holdout": 10.0}
 
 
+@pytest.mark.parametrize("plan", ["runs", "sql"])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
@@ -236,7 +241,9 @@ def test_known_answer_holdout_counts_days_and_averages_rows():
     st.integers(0, 60),
     st.integers(1, 40),
 )
-def test_property_holdout_matches_lifetimes_with_integer_ids(rows, cal_offset, hold_days):
+def test_property_holdout_matches_lifetimes_with_integer_ids(
+    plan, rows, cal_offset, hold_days
+):
     tx = pd.DataFrame(rows, columns=["cid", "day", "amount"])
     tx["date"] = pd.Timestamp("2025-01-01") + pd.to_timedelta(tx["day"], unit="D")
     cal_end = pd.Timestamp("2025-01-01") + pd.Timedelta(days=cal_offset)
@@ -244,7 +251,8 @@ def test_property_holdout_matches_lifetimes_with_integer_ids(rows, cal_offset, h
     if (tx["date"] <= cal_end).sum() == 0:
         return
     mine = rfm_summary(duckdb.connect(), tx, customer_col="cid", date_col="date",
-                       amount_col="amount", calibration_end=cal_end, observation_end=obs_end)
+                       amount_col="amount", calibration_end=cal_end, observation_end=obs_end,
+                       plan=plan)
     assert mine["customer_id"].dtype == np.int64
     assert mine["customer_id"].is_monotonic_increasing
     if not ((tx["date"] > cal_end) & (tx["date"] <= obs_end)).any():
@@ -263,7 +271,8 @@ def test_property_holdout_matches_lifetimes_with_integer_ids(rows, cal_offset, h
     })
 
 
-def test_large_table_with_many_same_day_repeats_matches_lifetimes(tmp_path):
+@pytest.mark.parametrize("plan", ["runs", "sql"])
+def test_large_table_with_many_same_day_repeats_matches_lifetimes(tmp_path, plan):
     # a DuckDB table of 300k rows (many vectors and row groups), 2000 customers, most of them
     # with several orders on one day
     rng = np.random.default_rng(17)
@@ -276,7 +285,7 @@ def test_large_table_with_many_same_day_repeats_matches_lifetimes(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute("CREATE TABLE tx AS SELECT * FROM tx")
     mine = rfm_summary(con, "tx", customer_col="customer", date_col="ts", amount_col="amount",
-                       calibration_end="2025-01-15")
+                       calibration_end="2025-01-15", plan=plan)
     assert mine["customer_id"].tolist() == sorted(mine["customer_id"])
     ref = summary_data_from_transaction_data(
         tx[tx["ts"] < "2025-01-16"], "customer", "ts", monetary_value_col="amount",
@@ -302,3 +311,66 @@ def test_null_customer_id_is_rejected():
     with pytest.raises(ContractError, match="null values.*'c': 1"):
         rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
                     calibration_end="2024-05-31")
+
+
+def _layouts(seed: int = 23) -> dict[str, pd.DataFrame]:
+    """One log of 3,000 customers in the row orders a warehouse can hold."""
+    rng = np.random.default_rng(seed)
+    n = 60_000
+    tx = pd.DataFrame({
+        "customer": np.char.add("k", rng.integers(0, 3000, n).astype(str)),
+        "ts": pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 900 * 24, n), unit="h"),
+        "amount": rng.gamma(2.0, 20.0, n).round(2),
+    })
+    clustered = tx.sort_values("customer", kind="stable", ignore_index=True)
+    # two clustered batches appended (the second one holds the later half of the history):
+    # most customers appear in two runs
+    late = tx["ts"] >= pd.Timestamp("2024-03-01")
+    appended = pd.concat([
+        tx[~late].sort_values("customer", kind="stable"),
+        tx[late].sort_values("customer", kind="stable"),
+    ], ignore_index=True)
+    return {
+        "random": tx,
+        "clustered": clustered,
+        "clustered_by_date": clustered.sort_values(["customer", "ts"], ignore_index=True),
+        "appended": appended,
+        # clustered, ids not in sorted order
+        "shuffled_customers": tx.sort_values("customer", ascending=False, kind="stable",
+                                             ignore_index=True),
+    }
+
+
+@pytest.mark.parametrize("holdout", [None, "2025-01-31"])
+@pytest.mark.parametrize("unit", ["D", "W"])
+def test_run_scan_and_sql_plans_agree_on_every_row_order(tmp_path, holdout, unit, caplog):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    kw = dict(customer_col="customer", date_col="ts", amount_col="amount",
+              calibration_end="2024-09-30", observation_end=holdout, time_unit=unit)
+    reference = None
+    for name, frame in _layouts().items():
+        con.register("frame", frame)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
+        con.unregister("frame")
+        sql = rfm_summary(con, name, plan="sql", **kw)
+        runs = rfm_summary(con, name, plan="runs", **kw)
+        pd.testing.assert_frame_equal(runs, sql, check_exact=False, rtol=1e-12, obj=name)
+        with caplog.at_level("DEBUG", logger="customer360.features.rfm"):
+            caplog.clear()
+            auto = rfm_summary(con, name, **kw)
+        pd.testing.assert_frame_equal(auto, sql, check_exact=False, rtol=1e-12, obj=name)
+        chosen = "runs" if "run scan" in caplog.text else "sql"
+        assert chosen == ("sql" if name == "random" else "runs"), name
+        if reference is None:
+            reference = sql
+        pd.testing.assert_frame_equal(sql, reference, check_exact=False, rtol=1e-12, obj=name)
+    assert (reference["frequency"] > 0).mean() > 0.9
+    if holdout:
+        assert reference["frequency_holdout"].sum() > 0
+
+
+def test_unknown_plan_is_rejected():
+    tx = pd.DataFrame({"c": ["a"], "d": ["2024-01-01"], "x": [1.0]})
+    with pytest.raises(ContractError, match="plan must be 'auto', 'runs' or 'sql'"):
+        rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
+                    calibration_end="2024-01-31", plan="fast")

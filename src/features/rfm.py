@@ -21,23 +21,58 @@ Boundaries are whole days: every row dated on ``calibration_end`` (any time of d
 the calibration period. lifetimes' ``calibration_and_holdout_data`` instead compares raw
 timestamps with midnight, which moves intraday rows of the last calibration day into the
 holdout; for date-only data (such as CDNOW) both agree exactly.
+
+Two exact plans compute the same numbers:
+
+* **Run scan**, for logs whose rows come in long runs per customer (the warehouse writes each
+  customer's orders together; ``customer360 warehouse cluster`` restores that after appends).
+  DuckDB streams customer id, day and amount to Arrow in table order; consecutive equal ids
+  form runs, so only the run heads are hashed (dictionary-encoded), not every row. Each row gets
+  a 64-bit key ``customer rank | day | row position``; one numpy sort of those keys (a no-op
+  when rows are already in customer and date order) gives the customer-days, and
+  ``np.add.reduceat`` their totals. A customer split over several runs is still counted once,
+  because the key holds the customer's rank, not the run: the plan is exact for any row order
+  and only its speed depends on the layout.
+* **SQL**, one DuckDB query (customer-day aggregate, then customer aggregate), for logs in no
+  particular order, where nearly every row starts a run and hashing per run would cost what the
+  hash aggregate costs, and for logs too large to sort in memory.
+
+A probe of the first rows picks the plan; the run scan also falls back to SQL after the fetch
+when the whole log turns out to have short runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from pathlib import Path
 from typing import Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from customer360.errors import ContractError
 
+logger = logging.getLogger(__name__)
+
 TimeUnit = Literal["D", "W"]
+Plan = Literal["auto", "runs", "sql"]
 _UNIT_DAYS = {"D": 1.0, "W": 7.0}
 _FILE_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq", ".gz"}
+
+# Run-scan plan limits. The probe reads this many rows first; the plan is used when at most
+# one row in _RUN_SHARE_MAX starts a new customer run (a clustered log has one run per
+# customer, ~1/25 of the rows; a log in random order has nearly one per row). Above
+# _RUN_MAX_ROWS the in-memory sort (about 40 bytes a row at its peak) is left to DuckDB,
+# which can spill.
+_RUN_PROBE_ROWS = 65_536
+_RUN_SHARE_MAX = 0.25
+_RUN_MAX_ROWS = 100_000_000
+_EPOCH = dt.date(1970, 1, 1)
 
 RFM_COLUMNS = ("frequency", "recency", "T", "monetary_value")
 HOLDOUT_COLUMNS = ("frequency_holdout", "monetary_value_holdout", "duration_holdout")
@@ -53,6 +88,7 @@ def rfm_summary(
     calibration_end: str | dt.date | pd.Timestamp,
     observation_end: str | dt.date | pd.Timestamp | None = None,
     time_unit: TimeUnit = "D",
+    plan: Plan = "auto",
 ) -> pd.DataFrame:
     """Summarise a transaction log into lifetimes' frequency / recency / T / monetary_value.
 
@@ -72,6 +108,10 @@ def rfm_summary(
         Last day of the holdout period (inclusive); adds the holdout columns.
     time_unit
         ``"D"`` (days) or ``"W"`` (weeks = days / 7).
+    plan
+        ``"auto"`` (default) picks the run scan for logs stored in runs per customer and the
+        SQL plan otherwise; ``"runs"`` or ``"sql"`` force one (both give the same values; see
+        the module docstring).
 
     Returns
     -------
@@ -83,8 +123,8 @@ def rfm_summary(
     Raises
     ------
     ContractError
-        Missing columns, null keys or amounts, unparseable dates, a bad time unit, or
-        ``observation_end`` not after ``calibration_end``.
+        Missing columns, null keys or amounts, unparseable dates, a bad time unit or plan,
+        or ``observation_end`` not after ``calibration_end``.
 
     Examples
     --------
@@ -100,6 +140,8 @@ def rfm_summary(
     """
     if time_unit not in _UNIT_DAYS:
         raise ContractError(f"time_unit must be 'D' (days) or 'W' (weeks), got {time_unit!r}.")
+    if plan not in ("auto", "runs", "sql"):
+        raise ContractError(f"plan must be 'auto', 'runs' or 'sql', got {plan!r}.")
     cal_end = _as_day(calibration_end, "calibration_end")
     obs_end = None if observation_end is None else _as_day(observation_end, "observation_end")
     if obs_end is not None and obs_end <= cal_end:
@@ -118,12 +160,28 @@ def rfm_summary(
             )
         day, parsed = _day_expression(where, date_col, columns[date_col])
         _validate(con, view, where, date_col, parsed, customer_col, amount_col)
-        sql = _summary_sql(view, customer_col, day, amount_col, obs_end is not None)
-        params = {"cal_end": cal_end, "unit": _UNIT_DAYS[time_unit]}
-        if obs_end is not None:
-            params["obs_end"] = obs_end
+        unit = _UNIT_DAYS[time_unit]
         try:
-            out = con.execute(sql, params).df()
+            out = None
+            if plan != "sql":
+                out = _run_summary(
+                    con,
+                    view,
+                    customer_col,
+                    day,
+                    amount_col,
+                    cal_end,
+                    obs_end,
+                    unit,
+                    force=plan == "runs",
+                )
+            if out is None:
+                logger.debug("rfm_summary: SQL plan")
+                sql = _summary_sql(view, customer_col, day, amount_col, obs_end is not None)
+                params = {"cal_end": cal_end, "unit": unit}
+                if obs_end is not None:
+                    params["obs_end"] = obs_end
+                out = con.execute(sql, params).df()
         except duckdb.ConversionException as exc:
             raise ContractError(
                 f"Column {amount_col!r} of {where} must be numeric "
@@ -315,3 +373,201 @@ def _summary_sql(
     )
     GROUP BY customer_id {having}
     ORDER BY customer_id"""
+
+
+def _run_summary(
+    con: duckdb.DuckDBPyConnection,
+    view: str,
+    customer_col: str,
+    day: str,
+    amount_col: str | None,
+    cal_end: dt.date,
+    obs_end: dt.date | None,
+    unit: float,
+    *,
+    force: bool = False,
+) -> pd.DataFrame | None:
+    """The run-scan plan (see the module docstring), or None when the SQL plan should run.
+
+    ``force`` skips the run-length checks (the row limit and the 63-bit key still apply).
+    """
+    last = obs_end or cal_end
+    amount = f", CAST({_quote(amount_col)} AS DOUBLE) AS a" if amount_col else ""
+    rows_sql = (
+        f"SELECT {_quote(customer_col)} AS c, "
+        f"CAST(date_diff('day', DATE '{_EPOCH}', {day}) AS INTEGER) AS d{amount} "
+        f"FROM {view} WHERE {day} <= DATE '{last}'"
+    )
+    probe = con.sql(f"SELECT c FROM ({rows_sql}) LIMIT {_RUN_PROBE_ROWS}").to_arrow_table()
+    short_runs = len(_run_starts(probe.column("c"))) > _RUN_SHARE_MAX * max(1, probe.num_rows)
+    if short_runs and not force:
+        return None
+    if probe.num_rows == _RUN_PROBE_ROWS:
+        n_rows = con.sql(f"SELECT count(*) FROM ({rows_sql})").fetchall()[0][0]
+        if n_rows > _RUN_MAX_ROWS:
+            logger.info("rfm_summary: %d rows exceed the run scan's limit; using SQL", n_rows)
+            return None
+    table = con.sql(rows_sql).to_arrow_table()
+    starts = _run_starts(table.column("c"))
+    n = table.num_rows
+    if n == 0 or (len(starts) > _RUN_SHARE_MAX * n and not force):
+        return None
+    columns = _run_columns(
+        table,
+        starts,
+        cal_day=(cal_end - _EPOCH).days,
+        obs_day=None if obs_end is None else (obs_end - _EPOCH).days,
+        with_amount=amount_col is not None,
+    )
+    if columns is None:
+        logger.info("rfm_summary: the run scan's 63-bit key does not fit; using SQL")
+        return None
+    logger.debug("rfm_summary: run scan over %d rows in %d customer runs", n, len(starts))
+    ids, values = columns
+    out = pd.DataFrame({"customer_id": ids.to_pandas()})
+    for name, col in values.items():
+        out[name] = col / unit if name in _DURATIONS else col
+    return out
+
+
+_DURATIONS = ("recency", "T", "duration_holdout")
+
+
+def _run_starts(ids: pa.ChunkedArray) -> np.ndarray:
+    """Row positions where the customer id differs from the previous row's."""
+    parts, offset, previous = [], 0, None
+    for chunk in ids.chunks:
+        m = len(chunk)
+        if m == 0:
+            continue
+        new = np.ones(m, dtype=bool)
+        if m > 1:
+            new[1:] = pc.not_equal(chunk.slice(1), chunk.slice(0, m - 1)).to_numpy(
+                zero_copy_only=False
+            )
+        if previous is not None and chunk[0].as_py() == previous:
+            new[0] = False
+        parts.append(np.flatnonzero(new) + offset)
+        offset += m
+        previous = chunk[m - 1].as_py()
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _chunks_to_numpy(column: pa.ChunkedArray, zeros: int = 0) -> np.ndarray:
+    """One numpy array of ``column``, followed by ``zeros`` zero elements."""
+    arrays = [chunk.to_numpy(zero_copy_only=False) for chunk in column.chunks]
+    if len(arrays) == 1 and not zeros:
+        return arrays[0]
+    out = np.empty(len(column) + zeros, dtype=arrays[0].dtype)
+    np.concatenate(arrays, out=out[: len(column)])
+    out[len(column) :] = 0
+    return out
+
+
+def _bits(value: int) -> int:
+    return max(1, int(value).bit_length())
+
+
+def _run_columns(
+    table: pa.Table,
+    starts: np.ndarray,
+    *,
+    cal_day: int,
+    obs_day: int | None,
+    with_amount: bool,
+) -> tuple[pa.Array, dict[str, np.ndarray]] | None:
+    """Customer ids (sorted) and the summary columns in days, from rows grouped in runs.
+
+    ``table`` holds ``c`` (customer id), ``d`` (day number) and, with amounts, ``a``; ``starts``
+    are the positions where a new run of equal ids begins. Returns None when the packed key
+    would not fit 63 bits (the SQL plan then runs).
+
+    After sorting, each customer's rows are one slice ``[start, end)`` in day order, split at
+    ``first_end`` (end of the first purchase day) and ``hold`` (first holdout row). Sums over
+    those slices come from one ``np.add.reduceat``; distinct days are rows minus the rows that
+    repeat the previous row's customer-day, which are few.
+    """
+    n = table.num_rows
+    heads = pc.dictionary_encode(table.column("c").take(pa.array(starts)).combine_chunks())
+    customers = heads.dictionary
+    k = len(customers)
+    by_id = pc.sort_indices(customers).to_numpy()  # rank -> customer code
+    rank_of_code = np.empty(k, dtype=np.int64)
+    rank_of_code[by_id] = np.arange(k)
+    run_rank = rank_of_code[heads.indices.to_numpy()]
+    run_rows = np.diff(np.append(starts, n))
+
+    days = _chunks_to_numpy(table.column("d"))
+    first_day = int(days.min())
+    day_bits = _bits(int(days.max()) - first_day)
+    row_bits = _bits(n - 1)
+    if _bits(k - 1) + day_bits + row_bits > 63:
+        return None
+    # customer-day key of every row: rank in the high bits, day offset in the low bits
+    key = np.repeat(run_rank << day_bits, run_rows)
+    key |= days - first_day
+    del days
+    # one zero after the last row, so that reduceat's slice bounds may equal n
+    amounts = _chunks_to_numpy(table.column("a"), zeros=1) if with_amount else None
+    if np.any(key[1:] < key[:-1]):
+        # sort by (customer, day) and carry each row's position in the low bits, so one
+        # plain sort of int64 keys gives both the order and the permutation of the amounts
+        key <<= row_bits
+        key |= np.arange(n, dtype=np.int64)
+        key.sort()
+        if amounts is not None:
+            np.take(amounts[:n], key & ((1 << row_bits) - 1), out=amounts[:n])
+        key >>= row_bits
+
+    rows = np.bincount(run_rank, weights=run_rows, minlength=k).astype(np.int64)
+    start = np.zeros(k, dtype=np.int64)
+    np.cumsum(rows[:-1], out=start[1:])
+    end = start + rows
+    ranks = np.arange(k, dtype=np.int64) << day_bits
+    if obs_day is None:
+        hold = end
+    else:  # first row after calibration_end (adding 2**day_bits lands on the next customer)
+        offset = min(max(cal_day - first_day + 1, 0), 1 << day_bits)
+        hold = np.searchsorted(key, ranks + offset)
+    # rows repeating the previous row's customer-day (same customer: the key holds the rank)
+    repeats = np.flatnonzero(key[1:] == key[:-1]) + 1
+    n_cal = (hold - start) - (np.searchsorted(repeats, hold) - np.searchsorted(repeats, start))
+    first_key = key[start]
+    first_end = start + 1
+    tied = first_end < end
+    tied[tied] = key[first_end[tied]] == first_key[tied]
+    first_end[tied] = np.searchsorted(key, first_key[tied] + 1)
+    day_mask = (1 << day_bits) - 1
+    first = (first_key & day_mask) + first_day
+    last = (key[np.maximum(hold - 1, start)] & day_mask) + first_day
+
+    frequency = (n_cal - 1).astype(np.float64)
+    values: dict[str, np.ndarray] = {
+        "frequency": frequency,
+        "recency": (last - first).astype(np.float64),
+        "T": (cal_day - first).astype(np.float64),
+    }
+    if amounts is not None:
+        # slices [start, first_end), [first_end, hold), [hold, next start); a slice that is
+        # empty gives a stray value, which the frequency / row-count masks below discard
+        bounds = np.stack([start, first_end, hold], axis=1).ravel()
+        sums = np.add.reduceat(amounts, bounds).reshape(k, 3)
+        values["monetary_value"] = np.where(
+            frequency > 0, sums[:, 1] / np.maximum(frequency, 1.0), 0.0
+        )
+    if obs_day is not None:
+        hold_rows = end - hold
+        values["frequency_holdout"] = (
+            hold_rows - (np.searchsorted(repeats, end) - np.searchsorted(repeats, hold))
+        ).astype(np.float64)
+        if amounts is not None:
+            values["monetary_value_holdout"] = np.where(
+                hold_rows > 0, sums[:, 2] / np.maximum(hold_rows, 1), 0.0
+            )
+        values["duration_holdout"] = np.full(k, float(obs_day - cal_day))
+    ids = customers.take(pa.array(by_id))
+    if obs_day is not None:
+        keep = n_cal > 0  # customers whose first purchase is in the calibration period
+        ids = ids.filter(pa.array(keep))
+        values = {name: column[keep] for name, column in values.items()}
+    return ids, values
