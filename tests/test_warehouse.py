@@ -105,3 +105,52 @@ def test_contract_ddl_with_and_without_the_primary_key():
     ).fetchall())
     assert all(nullable[c.name] == ("YES" if c.nullable else "NO") for c in contract.columns)
 
+
+
+def test_cluster_by_customer_keeps_rows_and_key_and_lets_rfm_use_its_run_scan(
+    small_warehouse, caplog
+):
+    from typer.testing import CliRunner
+
+    from customer360.cli import app
+    from customer360.data.warehouse import cluster_by_customer
+    from customer360.features.rfm import rfm_summary
+
+    kw = dict(customer_col="customer_id", date_col="ts", amount_col="amount",
+              calibration_end="2026-03-31")
+    runs_sql = ("SELECT count(*) FILTER (new) FROM (SELECT customer_id IS DISTINCT FROM "
+                "lag(customer_id) OVER (ORDER BY rowid) AS new FROM transactions)")
+    with connect(small_warehouse) as con:
+        # scatter the rows, as many appended files would
+        con.execute("CREATE TEMP TABLE scattered AS SELECT * FROM transactions "
+                    "ORDER BY hash(transaction_id)")
+        con.execute("DELETE FROM transactions")
+        con.execute("INSERT INTO transactions SELECT * FROM scattered")
+        before = con.execute("SELECT * FROM transactions ORDER BY transaction_id").df()
+        customers = before["customer_id"].nunique()
+        assert con.execute(runs_sql).fetchone()[0] > 0.5 * len(before)
+        with caplog.at_level("DEBUG", logger="customer360.features.rfm"):
+            scattered = rfm_summary(con, "transactions", **kw)
+        assert "SQL plan" in caplog.text
+
+    result = CliRunner().invoke(app, ["cluster", "--db", str(small_warehouse)])
+    assert result.exit_code == 0, result.output
+    assert f"{len(before):,} rows" in result.output
+
+    with connect(small_warehouse) as con:
+        after = con.execute("SELECT * FROM transactions ORDER BY transaction_id").df()
+        pd.testing.assert_frame_equal(after, before)
+        assert con.execute(runs_sql).fetchone()[0] == customers
+        assert {r[0] for r in con.execute("SHOW TABLES").fetchall()} >= {"transactions"}
+        assert not [r for r in con.execute("SHOW TABLES").fetchall() if "clustered" in r[0]]
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute("INSERT INTO transactions SELECT * FROM transactions LIMIT 1")
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="customer360.features.rfm"):
+            clustered = rfm_summary(con, "transactions", **kw)
+        assert "run scan" in caplog.text
+        pd.testing.assert_frame_equal(clustered, scattered, check_exact=False, rtol=1e-12)
+        # clustering twice changes nothing
+        assert cluster_by_customer(con) == len(before)
+        with pytest.raises(WarehouseError, match="no customer_id|customer_id column"):
+            cluster_by_customer(con, "offers")
