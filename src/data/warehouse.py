@@ -76,7 +76,7 @@ def connect(
     --------
     >>> import tempfile, pathlib
     >>> con = connect(pathlib.Path(tempfile.mkdtemp()) / "w.duckdb", create=True)
-    >>> con.sql("select count(*) from customers").fetchone()[0]
+    >>> con.sql("select count(*) from customers").fetchall()[0][0]
     0
     """
     db = resolve_db_path(path)
@@ -162,7 +162,7 @@ def registered(con: Any, frame: Any, name: str = "_c360_frame") -> Iterator[str]
     >>> import pandas as pd
     >>> con = duckdb.connect()
     >>> with registered(con, pd.DataFrame({"x": [1, 2]})) as view:
-    ...     con.execute(f"SELECT sum(x) FROM {view}").fetchone()[0]
+    ...     con.execute(f"SELECT sum(x) FROM {view}").fetchall()[0][0]
     3
     """
     con.register(name, frame)
@@ -208,7 +208,7 @@ def cluster_by_customer(con: duckdb.DuckDBPyConnection, table: str = "transactio
         con.execute(contract.ddl(staging, primary_key=False))
         con.execute(f"INSERT INTO {staging} SELECT * FROM {table} ORDER BY {order}, "
                     f"{contract.primary_key}")
-        rows = con.execute(f"SELECT count(*) FROM {staging}").fetchone()[0]
+        rows = con.execute(f"SELECT count(*) FROM {staging}").fetchall()[0][0]
         con.execute(f"DROP TABLE {table}")
         con.execute(f"ALTER TABLE {staging} RENAME TO {table}")
         con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({contract.primary_key})")
