@@ -16,9 +16,9 @@ Run::
    working on a DataFrame already in memory (its load time is reported apart, not counted);
    values are checked equal.
 4. RFM: ``customer360.features.rfm.rfm_summary`` against lifetimes'
-   ``summary_data_from_transaction_data`` on the orders of a subsample of customers (lifetimes
-   is too slow for the full log), values checked equal; rfm_summary is also timed on the full
-   log.
+   ``summary_data_from_transaction_data`` on every order of the warehouse (``--lifetimes-rows``
+   takes a subsample of customers instead), values checked equal: ours from the warehouse
+   table (default plan, and the SQL plan forced) and from the DataFrame lifetimes gets.
 
 Medians of ``--repeats`` runs.
 """
@@ -473,7 +473,21 @@ def main() -> None:
     parser.add_argument(
         "--pandas-repeats", type=int, default=1, help="Repeats of the slow pandas baseline."
     )
-    parser.add_argument("--lifetimes-rows", type=int, default=200_000)
+    parser.add_argument(
+        "--lifetimes-rows",
+        type=int,
+        default=0,
+        help="Compare RFM on the orders of a subsample of about this many transactions "
+        "(0: the whole log).",
+    )
+    parser.add_argument("--lifetimes-repeats", type=int, default=1)
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["build", "txn", "rfm"],
+        choices=["build", "txn", "rfm"],
+        help="Measurements to run (2. full build, 3. transactional family, 4. RFM).",
+    )
     parser.add_argument("--child-build", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--families", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -491,8 +505,17 @@ def main() -> None:
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in CONTRACTS}
     print("rows:", counts)
 
-    # 2. full build
-    runs = [run_child(db) for _ in range(args.repeats)]
+    if "build" in args.parts:
+        full_build(db, args.repeats)
+    if "txn" in args.parts:
+        txn_family(con, args.repeats, args.pandas_repeats)
+    if "rfm" in args.parts:
+        rfm_vs_lifetimes(con, counts, args.repeats, args.lifetimes_rows, args.lifetimes_repeats)
+
+
+def full_build(db: Path, repeats: int) -> None:
+    """2. The full build, median of ``repeats`` fresh child processes."""
+    runs = [run_child(db) for _ in range(repeats)]
     print(
         f"full build ({runs[0]['rows']:,} x {runs[0]['columns']}): seconds "
         f"{[round(r['seconds'], 1) for r in runs]} median "
@@ -501,10 +524,12 @@ def main() -> None:
         flush=True,
     )
 
-    # 3. transactional family: DuckDB vs pandas
+
+def txn_family(con: duckdb.DuckDBPyConnection, repeats: int, pandas_repeats: int) -> None:
+    """3. The transactional family: DuckDB against plain pandas on the same rows."""
     from customer360.features import build_features
 
-    duck_s, duck = timed(lambda: build_features(con, AS_OF, families=["txn"]), args.repeats)
+    duck_s, duck = timed(lambda: build_features(con, AS_OF, families=["txn"]), repeats)
     start = time.perf_counter()
     tx = con.execute(
         "SELECT customer_id, ts, amount, margin, discount, cost_to_serve, category, channel, "
@@ -514,7 +539,7 @@ def main() -> None:
         "customer_id"
     ]
     load_s = time.perf_counter() - start
-    pandas_s, pand = timed(partial(pandas_txn_features, tx, ids, AS_OF), args.pandas_repeats)
+    pandas_s, pand = timed(partial(pandas_txn_features, tx, ids, AS_OF), pandas_repeats)
     n_cols = compare(duck, pand)
     print(
         f"txn family: DuckDB {duck_s:.1f} s, pandas {pandas_s:.1f} s (+{load_s:.1f} s load) "
@@ -522,46 +547,56 @@ def main() -> None:
         flush=True,
     )
 
-    # 4. RFM vs lifetimes on a subsample of customers (their whole order history)
+
+def rfm_vs_lifetimes(
+    con: duckdb.DuckDBPyConnection,
+    counts: dict[str, int],
+    repeats: int,
+    lifetimes_rows: int,
+    lifetimes_repeats: int,
+) -> None:
+    """4. RFM vs lifetimes on the orders: all of them, or those of a subsample of customers."""
     from lifetimes.utils import summary_data_from_transaction_data
 
     from customer360.features.rfm import rfm_summary
 
-    share = min(1.0, args.lifetimes_rows / max(1, counts["transactions"]))
-    sample = con.execute(
-        "SELECT customer_id, ts, amount FROM transactions WHERE NOT is_return "
-        f"AND ts < DATE '{AS_OF}' AND hash(customer_id) % 1000000 < {int(share * 1_000_000)}"
-    ).df()
+    where = "NOT is_return"
+    if 0 < lifetimes_rows < counts["transactions"]:
+        share = lifetimes_rows / counts["transactions"]
+        where += f" AND hash(customer_id) % 1000000 < {int(share * 1_000_000)}"
+    con.execute(
+        f"CREATE TEMP VIEW orders AS SELECT customer_id, ts, amount FROM transactions WHERE {where}"
+    )
+    frame = con.execute("SELECT * FROM orders").df()  # lifetimes' input; loading is not timed
     kw = dict(
         customer_col="customer_id", date_col="ts", amount_col="amount", calibration_end="2026-06-29"
     )
     mem = duckdb.connect()
-    ours_s, ours = timed(lambda: rfm_summary(mem, sample, **kw), args.repeats)
-    mem.execute("CREATE TABLE sample AS SELECT * FROM sample")
-    table_s, _ = timed(lambda: rfm_summary(mem, "sample", **kw), args.repeats)
+    table_s, ours = timed(lambda: rfm_summary(con, "orders", **kw), repeats)
+    sql_s, by_sql = timed(lambda: rfm_summary(con, "orders", plan="sql", **kw), repeats)
+    frame_s, from_frame = timed(lambda: rfm_summary(mem, frame, **kw), repeats)
     theirs_s, theirs = timed(
         lambda: summary_data_from_transaction_data(
-            sample,
+            frame,
             "customer_id",
             "ts",
             monetary_value_col="amount",
             observation_period_end="2026-06-29",
             freq="D",
         ),
-        max(1, min(args.repeats, 2)),
+        lifetimes_repeats,
     )
     theirs = theirs.reset_index().sort_values("customer_id").reset_index(drop=True)
-    ours = ours.sort_values("customer_id").reset_index(drop=True)
-    for col in ("frequency", "recency", "T", "monetary_value"):
-        np.testing.assert_allclose(ours[col], theirs[col], rtol=1e-9, atol=1e-9, err_msg=col)
-    con.execute("CREATE TEMP VIEW orders AS SELECT * FROM transactions WHERE NOT is_return")
-    full_s, full = timed(lambda: rfm_summary(con, "orders", **kw), 1)
+    for other in (by_sql, from_frame, theirs):
+        assert other["customer_id"].tolist() == ours["customer_id"].tolist()
+        for col in ("frequency", "recency", "T", "monetary_value"):
+            np.testing.assert_allclose(ours[col], other[col], rtol=1e-9, atol=1e-9, err_msg=col)
     print(
-        f"RFM on {len(sample):,} rows / {len(ours):,} customers: rfm_summary {ours_s:.2f} s "
-        f"from the DataFrame, {table_s:.2f} s from a DuckDB table; lifetimes {theirs_s:.2f} s "
-        f"-> {theirs_s / ours_s:.1f}x / {theirs_s / table_s:.1f}x, values equal; "
-        f"rfm_summary on all {counts['transactions']:,} rows ({len(full):,} customers): "
-        f"{full_s:.1f} s; load1={os.getloadavg()[0]:.1f}"
+        f"RFM on {len(frame):,} orders / {len(ours):,} customers: rfm_summary {table_s:.2f} s "
+        f"from the warehouse table (SQL plan forced: {sql_s:.2f} s), {frame_s:.2f} s from the "
+        f"DataFrame; lifetimes {theirs_s:.1f} s from the DataFrame -> {theirs_s / table_s:.1f}x "
+        f"(table), {theirs_s / sql_s:.1f}x (SQL plan), {theirs_s / frame_s:.1f}x (DataFrame); "
+        f"values equal; load1={os.getloadavg()[0]:.1f}"
     )
 
 

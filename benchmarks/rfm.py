@@ -6,11 +6,14 @@ Run::
 
 For each size a transaction log is drawn with numpy (one row per order: VARCHAR customer id,
 TIMESTAMP with time of day over three years, amount; ~25 orders per customer) and written
-once to Parquet (cached in ``--dir``). Timed, median of ``--repeats`` runs, all on the same
-rows and the same calibration end:
+once to Parquet (cached in ``--dir``). ``--layouts`` stores the same rows in up to three
+orders: ``random`` (as drawn), ``customer`` (each customer's rows together, in drawing order
+within the customer, as the synthetic warehouse writes them) and ``customer_time`` (customer,
+then time: what ``customer360 cluster`` leaves). Timed, median of ``--repeats`` runs, all on
+the same rows and the same calibration end:
 
-* ``rfm_summary`` reading a table of a DuckDB file (the warehouse case), the Parquet file
-  directly, and the pandas DataFrame that lifetimes gets;
+* ``rfm_summary`` reading a table of a DuckDB file (the warehouse case; default plan, and the
+  SQL plan forced), the Parquet file directly, and the pandas DataFrame that lifetimes gets;
 * lifetimes on that DataFrame with a datetime64 column (its fastest input) and with the dates
   as ISO strings (what it gets from a CSV: it parses them itself, inside the timing).
 
@@ -88,6 +91,13 @@ def main() -> None:
     )
     parser.add_argument("--dir", type=Path, default=Path("/tmp/c360-rfm-bench"))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        default=["random", "customer", "customer_time"],
+        choices=["random", "customer", "customer_time"],
+        help="Row orders to measure.",
+    )
     args = parser.parse_args()
 
     from customer360.features.rfm import rfm_summary
@@ -97,12 +107,22 @@ def main() -> None:
         customer_col="customer_id", date_col="ts", amount_col="amount", calibration_end=CAL_END
     )
     print(f"cpus={os.cpu_count()} duckdb={duckdb.__version__}")
-    for rows in args.sizes:
+    for rows, layout in [(r, lay) for r in args.sizes for lay in args.layouts]:
         load_before = os.getloadavg()[0]
-        parquet = args.dir / f"tx_{rows}.parquet"
+        drawn = args.dir / f"tx_{rows}.parquet"
+        if not drawn.exists():
+            make_log(drawn, rows, args.seed)
+        parquet = drawn if layout == "random" else args.dir / f"tx_{rows}_{layout}.parquet"
         if not parquet.exists():
-            make_log(parquet, rows, args.seed)
-        db = args.dir / f"tx_{rows}.duckdb"
+            order = {
+                "customer": "customer_id, file_row_number",
+                "customer_time": "customer_id, ts, file_row_number",
+            }[layout]
+            duckdb.connect().execute(
+                f"COPY (SELECT * EXCLUDE (file_row_number) FROM read_parquet('{drawn}', "
+                f"file_row_number = true) ORDER BY {order}) TO '{parquet}' (FORMAT parquet)"
+            )
+        db = parquet.with_suffix(".duckdb")
         if not db.exists():
             with duckdb.connect(str(db)) as w:
                 w.execute(f"CREATE TABLE transactions AS SELECT * FROM read_parquet('{parquet}')")
@@ -112,6 +132,12 @@ def main() -> None:
         # round) so that a change in the machine's load hits every candidate alike.
         plan: list[tuple[str, int, Callable[..., object], tuple[object, ...]]] = [
             ("table", args.repeats, partial(rfm_summary, **kw), (con, "transactions")),
+            (
+                "table, SQL plan",
+                args.repeats,
+                partial(rfm_summary, plan="sql", **kw),
+                (con, "transactions"),
+            ),
             ("parquet", args.repeats, partial(rfm_summary, **kw), (mem, str(parquet))),
         ]
         with_lifetimes = rows <= args.lifetimes_max
@@ -135,16 +161,22 @@ def main() -> None:
         med = {label: statistics.median(r) for label, r in runs.items()}
         ours = outputs["table"]
         load = f"load1 {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
-        line = f"{rows:,} rows / {len(ours):,} customers ({load}): " + (
+        line = f"{rows:,} rows / {len(ours):,} customers, {layout} order ({load}): " + (
             "; ".join(f"{label} {med[label]:.3f} s {fmt(r)}" for label, r in runs.items())
         )
         if with_lifetimes:
-            for label in ("parquet", "DataFrame", "lifetimes datetime64", "lifetimes ISO strings"):
+            for label in (
+                "table, SQL plan",
+                "parquet",
+                "DataFrame",
+                "lifetimes datetime64",
+                "lifetimes ISO strings",
+            ):
                 check_equal(ours, outputs[label])
             ratios = [
                 f"{theirs} / {mine} {med[theirs] / med[mine]:.1f}x"
                 for theirs in ("lifetimes datetime64", "lifetimes ISO strings")
-                for mine in ("table", "parquet", "DataFrame")
+                for mine in ("table", "table, SQL plan", "parquet", "DataFrame")
             ]
             line += "; ratios " + ", ".join(ratios) + "; values equal"
         print(line, flush=True)

@@ -69,7 +69,7 @@ _FILE_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq", ".gz"}
 # customer, ~1/25 of the rows; a log in random order has nearly one per row). Above
 # _RUN_MAX_ROWS the in-memory sort (about 40 bytes a row at its peak) is left to DuckDB,
 # which can spill.
-_RUN_PROBE_ROWS = 65_536
+_RUN_PROBE_ROWS = 16_384
 _RUN_SHARE_MAX = 0.25
 _RUN_MAX_ROWS = 100_000_000
 _EPOCH = dt.date(1970, 1, 1)
