@@ -374,3 +374,18 @@ def test_unknown_plan_is_rejected():
     with pytest.raises(ContractError, match="plan must be 'auto', 'runs' or 'sql'"):
         rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
                     calibration_end="2024-01-31", plan="fast")
+
+
+def test_run_scan_restores_numpys_huge_page_setting():
+    from numpy._core import multiarray
+
+    tx = _layouts()["clustered"]
+    before = multiarray._get_madvise_hugepage()
+    for setting in (True, False):
+        multiarray._set_madvise_hugepage(setting)
+        try:
+            rfm_summary(duckdb.connect(), tx, customer_col="customer", date_col="ts",
+                        amount_col="amount", calibration_end="2024-09-30", plan="runs")
+            assert multiarray._get_madvise_hugepage() is setting
+        finally:
+            multiarray._set_madvise_hugepage(before)
