@@ -389,3 +389,24 @@ def test_run_scan_restores_numpys_huge_page_setting():
             assert multiarray._get_madvise_hugepage() is setting
         finally:
             multiarray._set_madvise_hugepage(before)
+
+
+@pytest.mark.parametrize("holdout", [None, "2025-01-31"])
+def test_run_scan_sorting_in_two_threads_gives_the_same_values(monkeypatch, holdout):
+    import customer360.features.rfm as rfm
+
+    kw = dict(customer_col="customer", date_col="ts", amount_col="amount",
+              calibration_end="2024-09-30", observation_end=holdout)
+    layouts = _layouts()
+    single = {name: rfm_summary(duckdb.connect(), tx, plan="runs", **kw)
+              for name, tx in layouts.items()}
+    cuts = []
+    halves = rfm._halves
+    monkeypatch.setattr(rfm, "_PARALLEL_MIN_ROWS", 1_000)
+    monkeypatch.setattr(rfm, "_halves", lambda *a: cuts.append(halves(*a)) or cuts[-1])
+    for name, tx in layouts.items():
+        two = rfm_summary(duckdb.connect(), tx, plan="runs", **kw)
+        pd.testing.assert_frame_equal(two, single[name], check_exact=False, rtol=1e-12, obj=name)
+    # sorted: random, clustered, appended, shuffled_customers (clustered_by_date needs no
+    # sort); only the clustered layout (ids ascending, days unsorted) splits into two halves
+    assert [len(c) for c in cuts] == [1, 2, 1, 1]

@@ -47,6 +47,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -488,6 +489,21 @@ def _small_pages() -> Iterator[None]:
             switch(previous)
 
 
+_PARALLEL_MIN_ROWS = 1_000_000
+
+
+def _halves(starts: np.ndarray, run_rank: np.ndarray, n: int) -> list[slice]:
+    """Rows ``[0, n)`` cut at a run start near the middle, when the ranks of the runs before
+    the cut are all below those after it; else one slice (the whole)."""
+    middle = len(starts) // 2
+    if n < _PARALLEL_MIN_ROWS or middle == 0:
+        return [slice(0, n)]
+    if run_rank[:middle].max() >= run_rank[middle:].min():
+        return [slice(0, n)]
+    cut = int(starts[middle])
+    return [slice(0, cut), slice(cut, n)]
+
+
 def _bits(value: int) -> int:
     return max(1, int(value).bit_length())
 
@@ -545,11 +561,24 @@ def _run_columns(
         key <<= row_bits
         position = np.arange(n, dtype=np.int64)
         key |= position
-        key.sort()
-        if amounts is not None:
-            np.bitwise_and(key, (1 << row_bits) - 1, out=position)  # the permutation
-            moved = np.empty_like(amounts)  # take() into another array: no buffering
-            np.take(amounts[:n], position, out=moved[:n], mode="clip")
+        moved = np.empty_like(amounts) if amounts is not None else None
+
+        def sort_part(part: slice) -> None:
+            key[part].sort()
+            if moved is not None:
+                np.bitwise_and(key[part], (1 << row_bits) - 1, out=position[part])
+                # take() into another array: no buffering
+                np.take(amounts[:n], position[part], out=moved[part], mode="clip")
+
+        # numpy sorts and gathers without the GIL: two threads when the rows split into two
+        # halves whose keys do not overlap (every rank before the split below every rank after)
+        parts = _halves(starts, run_rank, n)
+        if len(parts) == 1:
+            sort_part(parts[0])
+        else:
+            with ThreadPoolExecutor(len(parts)) as pool:
+                list(pool.map(sort_part, parts))
+        if moved is not None:
             moved[n] = 0.0
             amounts = moved
         del position
