@@ -54,7 +54,6 @@ from typing import Literal
 
 import duckdb
 import numpy as np
-import numpy._core.multiarray as np_multiarray
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,6 +61,11 @@ import pyarrow.compute as pc
 from customer360.errors import ContractError
 
 logger = logging.getLogger(__name__)
+
+try:  # numpy's private huge-page switch, see _small_pages
+    from numpy._core import multiarray as _np_multiarray
+except ImportError:  # pragma: no cover - other numpy layouts
+    _np_multiarray = None
 
 TimeUnit = Literal["D", "W"]
 Plan = Literal["auto", "runs", "sql"]
@@ -481,7 +485,7 @@ def _small_pages() -> Iterator[None]:
     The setting is process-wide, so it is restored on exit. Uses numpy's private switch (the
     one behind ``NUMPY_MADVISE_HUGEPAGE``) and does nothing where it is missing.
     """
-    switch = getattr(np_multiarray, "_set_madvise_hugepage", None)
+    switch = getattr(_np_multiarray, "_set_madvise_hugepage", None)
     previous = switch(False) if switch is not None else None
     try:
         yield
