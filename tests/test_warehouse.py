@@ -154,3 +154,22 @@ def test_cluster_by_customer_keeps_rows_and_key_and_lets_rfm_use_its_run_scan(
         assert cluster_by_customer(con) == len(before)
         with pytest.raises(WarehouseError, match="no customer_id|customer_id column"):
             cluster_by_customer(con, "offers")
+
+
+def test_transaction_commits_the_block_or_rolls_all_of_it_back(tmp_path):
+    from customer360.data.warehouse import transaction
+
+    with connect(tmp_path / "w.duckdb", create=True) as con:
+        con.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        with transaction(con):
+            con.execute("INSERT INTO t VALUES (1)")
+            con.execute("INSERT INTO t VALUES (2)")
+        with pytest.raises(duckdb.ConstraintException):
+            with transaction(con):
+                con.execute("INSERT INTO t VALUES (3)")
+                con.execute("INSERT INTO t VALUES (1)")  # duplicate key: the 3 goes too
+        assert con.execute("SELECT list(x ORDER BY x) FROM t").fetchall()[0][0] == [1, 2]
+        # the connection is usable again: no transaction was left open
+        with transaction(con):
+            con.execute("INSERT INTO t VALUES (4)")
+        assert con.execute("SELECT count(*) FROM t").fetchall()[0][0] == 3

@@ -172,6 +172,34 @@ def registered(con: Any, frame: Any, name: str = "_c360_frame") -> Iterator[str]
         con.unregister(name)
 
 
+@contextmanager
+def transaction(con: Any) -> Iterator[None]:
+    """Run the block as one transaction: committed at the end, rolled back on any error.
+
+    Examples
+    --------
+    >>> con = duckdb.connect()
+    >>> con.execute("CREATE TABLE t (x INTEGER)").fetchall()
+    []
+    >>> try:
+    ...     with transaction(con):
+    ...         con.execute("INSERT INTO t VALUES (1)").fetchall()
+    ...         raise ValueError("stop")
+    ... except ValueError:
+    ...     pass
+    [(1,)]
+    >>> con.execute("SELECT count(*) FROM t").fetchall()[0][0]
+    0
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 def insert_frame(con: Any, table: str, frame: Any, select: str = "*") -> None:
     """``INSERT INTO table SELECT <select> FROM frame`` (``select`` may compute columns)."""
     with registered(con, frame) as view:
@@ -203,8 +231,7 @@ def cluster_by_customer(con: duckdb.DuckDBPyConnection, table: str = "transactio
     require_tables(con, table)
     order = ", ".join(["customer_id", *([contract.time_column] if contract.time_column else [])])
     staging = f"{table}__clustered"
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(contract.ddl(staging, primary_key=False))
         con.execute(f"INSERT INTO {staging} SELECT * FROM {table} ORDER BY {order}, "
                     f"{contract.primary_key}")
@@ -212,8 +239,4 @@ def cluster_by_customer(con: duckdb.DuckDBPyConnection, table: str = "transactio
         con.execute(f"DROP TABLE {table}")
         con.execute(f"ALTER TABLE {staging} RENAME TO {table}")
         con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({contract.primary_key})")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return rows

@@ -31,7 +31,14 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from customer360.data.warehouse import get_meta, require_tables, set_meta, table_exists
+from customer360.data.warehouse import (
+    get_meta,
+    registered,
+    require_tables,
+    set_meta,
+    table_exists,
+    transaction,
+)
 from customer360.features.engine import Engine, resolve_engine
 from customer360.features.registry import FAMILY_SQL, FEATURE_SET_VERSION, FEATURES
 from customer360.features.spec import FeatureError, FeatureSpec, as_of_date, time_literals
@@ -319,32 +326,21 @@ def write_table(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, table: str)
     and a warning is logged: snapshots are derived data, rebuilt by ``features build``.
     Returns the number of rows written.
     """
-    con.register("_c360_frame", frame)
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if table_exists(con, table):
-                existing = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-                if existing != list(frame.columns):
-                    log.warning(
-                        "table %s holds another feature set (version %s, now %s): rebuilding it",
-                        table,
-                        get_meta(con, f"{table}_feature_set_version"),
-                        FEATURE_SET_VERSION,
-                    )
-                    con.execute(f"DROP TABLE {table}")
-            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _c360_frame LIMIT 0")
-            con.execute(
-                f"DELETE FROM {table} WHERE as_of IN (SELECT DISTINCT as_of FROM _c360_frame)"
-            )
-            con.execute(f"INSERT INTO {table} SELECT * FROM _c360_frame")
-            set_meta(con, f"{table}_feature_set_version", FEATURE_SET_VERSION)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.unregister("_c360_frame")
+    with registered(con, frame) as new, transaction(con):
+        if table_exists(con, table):
+            existing = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+            if existing != list(frame.columns):
+                log.warning(
+                    "table %s holds another feature set (version %s, now %s): rebuilding it",
+                    table,
+                    get_meta(con, f"{table}_feature_set_version"),
+                    FEATURE_SET_VERSION,
+                )
+                con.execute(f"DROP TABLE {table}")
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {new} LIMIT 0")
+        con.execute(f"DELETE FROM {table} WHERE as_of IN (SELECT DISTINCT as_of FROM {new})")
+        con.execute(f"INSERT INTO {table} SELECT * FROM {new}")
+        set_meta(con, f"{table}_feature_set_version", FEATURE_SET_VERSION)
     return len(frame)
 
 

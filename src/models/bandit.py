@@ -30,7 +30,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from customer360.data.warehouse import insert_frame, registered
+from customer360.data.warehouse import insert_frame, registered, table_exists, transaction
 from customer360.errors import Customer360Error, NotFoundError, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -131,14 +131,9 @@ def store_segments(con: duckdb.DuckDBPyConnection, segments: pd.DataFrame, as_of
     )
 
     def write() -> None:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(f"DELETE FROM {SEGMENTS_TABLE}")
             insert_frame(con, SEGMENTS_TABLE, frame)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
 
     _retry(write, what="store customer segments")
     return len(frame)
@@ -152,11 +147,7 @@ def lookup_segment(con: duckdb.DuckDBPyConnection, customer_id: str) -> str:
         f"SELECT value_segment FROM {SEGMENTS_TABLE} WHERE customer_id = ?", [customer_id]
     ).fetchall()
     if not row:
-        has_seg = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = "
-            "'customer_segments'"
-        ).fetchall()[0][0]
-        if has_seg:
+        if table_exists(con, "customer_segments"):
             row = con.execute(
                 "SELECT value_segment FROM customer_segments WHERE customer_id = ? "
                 "ORDER BY as_of DESC LIMIT 1",
@@ -283,11 +274,7 @@ class BanditState:
     def load(cls, con: duckdb.DuckDBPyConnection) -> BanditState:
         """Aggregate the durable feedback log into the current state (empty when no feedback
         was ever recorded). Reads only, so a read-only connection works."""
-        exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [FEEDBACK_TABLE],
-        ).fetchall()[0][0]
-        if not exists:
+        if not table_exists(con, FEEDBACK_TABLE):
             return cls.empty()
         frame = con.execute(
             f"SELECT segment, offer_id, "

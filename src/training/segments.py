@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from customer360.data.warehouse import registered, transaction
 from customer360.errors import Customer360Error, WarehouseError
 from customer360.models.segments import (
     ParetoReport,
@@ -108,23 +109,18 @@ def write_segments_table(
     con: duckdb.DuckDBPyConnection, classified: pd.DataFrame, as_of: dt.date
 ) -> int:
     """Replace the rows of ``as_of`` in ``customer_segments`` (other dates are kept)."""
-    con.register("_segments_new", classified)
     try:
-        con.execute("BEGIN TRANSACTION")
-        con.execute(
-            f"CREATE TABLE IF NOT EXISTS {SEGMENTS_TABLE} AS SELECT * FROM _segments_new LIMIT 0"
-        )
-        con.execute(f"DELETE FROM {SEGMENTS_TABLE} WHERE CAST(as_of AS DATE) = ?", [as_of])
-        con.execute(f"INSERT INTO {SEGMENTS_TABLE} BY NAME SELECT * FROM _segments_new")
-        con.execute("COMMIT")
+        with registered(con, classified, "_segments_new") as new, transaction(con):
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {SEGMENTS_TABLE} AS SELECT * FROM {new} LIMIT 0"
+            )
+            con.execute(f"DELETE FROM {SEGMENTS_TABLE} WHERE CAST(as_of AS DATE) = ?", [as_of])
+            con.execute(f"INSERT INTO {SEGMENTS_TABLE} BY NAME SELECT * FROM {new}")
     except duckdb.Error as exc:
-        con.execute("ROLLBACK")
         raise WarehouseError(
             f"cannot write table {SEGMENTS_TABLE}: {exc}. If its columns are from an older "
             f"version, drop it (DROP TABLE {SEGMENTS_TABLE}) and rerun"
         ) from exc
-    finally:
-        con.unregister("_segments_new")
     return len(classified)
 
 
