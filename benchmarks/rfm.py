@@ -37,6 +37,12 @@ import pandas as pd
 
 CAL_END = "2026-06-29"
 COLUMNS = ("frequency", "recency", "T", "monetary_value")
+# row orders measured: name -> ORDER BY over the drawn rows (None: as drawn)
+LAYOUTS = {
+    "random": None,
+    "customer": "customer_id, file_row_number",
+    "customer_time": "customer_id, ts, file_row_number",
+}
 
 
 def make_log(path: Path, rows: int, seed: int) -> None:
@@ -94,8 +100,8 @@ def main() -> None:
     parser.add_argument(
         "--layouts",
         nargs="+",
-        default=["random", "customer", "customer_time"],
-        choices=["random", "customer", "customer_time"],
+        default=list(LAYOUTS),
+        choices=LAYOUTS,
         help="Row orders to measure.",
     )
     args = parser.parse_args()
@@ -114,10 +120,7 @@ def main() -> None:
             make_log(drawn, rows, args.seed)
         parquet = drawn if layout == "random" else args.dir / f"tx_{rows}_{layout}.parquet"
         if not parquet.exists():
-            order = {
-                "customer": "customer_id, file_row_number",
-                "customer_time": "customer_id, ts, file_row_number",
-            }[layout]
+            order = LAYOUTS[layout]
             duckdb.connect().execute(
                 f"COPY (SELECT * EXCLUDE (file_row_number) FROM read_parquet('{drawn}', "
                 f"file_row_number = true) ORDER BY {order}) TO '{parquet}' (FORMAT parquet)"

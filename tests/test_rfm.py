@@ -410,3 +410,13 @@ def test_run_scan_sorting_in_two_threads_gives_the_same_values(monkeypatch, hold
     # sorted: random, clustered, appended, shuffled_customers (clustered_by_date needs no
     # sort); only the clustered layout (ids ascending, days unsorted) splits into two halves
     assert [len(c) for c in cuts] == [1, 2, 1, 1]
+
+
+@pytest.mark.parametrize("plan", ["auto", "runs", "sql"])
+def test_amount_that_is_not_a_number_is_reported_under_every_plan(plan):
+    tx = pd.DataFrame({"c": ["a", "a", "b"], "d": ["2024-01-01", "2024-01-02", "2024-01-03"],
+                       "x": ["1.0", "abc", "2"]})
+    with pytest.raises(ContractError, match=r"Column 'x' of the transactions DataFrame must be "
+                       r"numeric.*'abc'.*Fix or remove"):
+        rfm_summary(duckdb.connect(), tx, customer_col="c", date_col="d", amount_col="x",
+                    calibration_end="2024-05-31", plan=plan)

@@ -83,6 +83,8 @@ _RUN_SHARE_MAX = 0.25
 _RUN_MAX_ROWS = 100_000_000
 _EPOCH = dt.date(1970, 1, 1)
 
+_DURATIONS = ("recency", "T", "duration_holdout")  # divided by the time unit
+
 RFM_COLUMNS = ("frequency", "recency", "T", "monetary_value")
 HOLDOUT_COLUMNS = ("frequency_holdout", "monetary_value_holdout", "duration_holdout")
 
@@ -399,7 +401,8 @@ def _run_summary(
 ) -> pd.DataFrame | None:
     """The run-scan plan (see the module docstring), or None when the SQL plan should run.
 
-    ``force`` skips the run-length checks (the row limit and the 63-bit key still apply).
+    ``force`` skips the probe and the run-length checks (the row limit and the 63-bit key
+    still apply).
     """
     last = obs_end or cal_end
     amount = f", CAST({_quote(amount_col)} AS DOUBLE) AS a" if amount_col else ""
@@ -408,11 +411,13 @@ def _run_summary(
         f"CAST(date_diff('day', DATE '{_EPOCH}', {day}) AS INTEGER) AS d{amount} "
         f"FROM {view} WHERE {day} <= DATE '{last}'"
     )
-    probe = con.sql(f"SELECT c FROM ({rows_sql}) LIMIT {_RUN_PROBE_ROWS}").to_arrow_table()
-    short_runs = len(_run_starts(probe.column("c"))) > _RUN_SHARE_MAX * max(1, probe.num_rows)
-    if short_runs and not force:
-        return None
-    if probe.num_rows == _RUN_PROBE_ROWS:
+    small = False
+    if not force:
+        probe = con.sql(f"SELECT c FROM ({rows_sql}) LIMIT {_RUN_PROBE_ROWS}").to_arrow_table()
+        if len(_run_starts(probe.column("c"))) > _RUN_SHARE_MAX * max(1, probe.num_rows):
+            return None
+        small = probe.num_rows < _RUN_PROBE_ROWS  # the probe read the whole log
+    if not small:
         n_rows = con.sql(f"SELECT count(*) FROM ({rows_sql})").fetchall()[0][0]
         if n_rows > _RUN_MAX_ROWS:
             logger.info("rfm_summary: %d rows exceed the run scan's limit; using SQL", n_rows)
@@ -438,9 +443,6 @@ def _run_summary(
     for name, col in values.items():
         out[name] = col / unit if name in _DURATIONS else col
     return out
-
-
-_DURATIONS = ("recency", "T", "duration_holdout")
 
 
 def _run_starts(ids: pa.ChunkedArray) -> np.ndarray:
@@ -536,14 +538,14 @@ def _run_columns(
     heads = table.column("c").take(pa.array(starts)).combine_chunks()
     if len(heads) < 2 or pc.all(pc.less(heads.slice(0, len(heads) - 1), heads.slice(1))).as_py():
         # one run per customer, in id order (a log clustered by customer id): run = rank
-        customers, by_id = heads, np.arange(len(heads))
+        customers = heads  # already in id order
         run_rank = np.arange(len(heads), dtype=np.int64)
     else:
         encoded = pc.dictionary_encode(heads)
-        customers = encoded.dictionary
-        by_id = pc.sort_indices(customers).to_numpy()  # rank -> customer code
+        by_id = pc.sort_indices(encoded.dictionary)  # rank -> customer code
+        customers = encoded.dictionary.take(by_id)
         rank_of_code = np.empty(len(customers), dtype=np.int64)
-        rank_of_code[by_id] = np.arange(len(customers))
+        rank_of_code[by_id.to_numpy()] = np.arange(len(customers))
         run_rank = rank_of_code[encoded.indices.to_numpy()]
     k = len(customers)
     run_rows = np.diff(np.append(starts, n))
@@ -593,12 +595,11 @@ def _run_columns(
     start = np.zeros(k, dtype=np.int64)
     np.cumsum(rows[:-1], out=start[1:])
     end = start + rows
-    ranks = np.arange(k, dtype=np.int64) << day_bits
     if obs_day is None:
         hold = end
     else:  # first row after calibration_end (adding 2**day_bits lands on the next customer)
         offset = min(max(cal_day - first_day + 1, 0), 1 << day_bits)
-        hold = np.searchsorted(key, ranks + offset)
+        hold = np.searchsorted(key, (np.arange(k, dtype=np.int64) << day_bits) + offset)
     # rows repeating the previous row's customer-day (same customer: the key holds the rank)
     repeats = np.flatnonzero(key[1:] == key[:-1]) + 1
     n_cal = (hold - start) - (np.searchsorted(repeats, hold) - np.searchsorted(repeats, start))
@@ -635,7 +636,7 @@ def _run_columns(
                 hold_rows > 0, sums[:, 2] / np.maximum(hold_rows, 1), 0.0
             )
         values["duration_holdout"] = np.full(k, float(obs_day - cal_day))
-    ids = customers.take(pa.array(by_id))
+    ids = customers
     if obs_day is not None:
         keep = n_cal > 0  # customers whose first purchase is in the calibration period
         ids = ids.filter(pa.array(keep))
