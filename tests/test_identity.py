@@ -156,16 +156,16 @@ def test_unify_dedupes_a_febrl_sample_with_truth(febrl_sample, monkeypatch, caps
 def test_unify_link_only_across_two_files(febrl_sample, monkeypatch, capsys):
     folder, sample = febrl_sample
     is_dup = sample["rec_id"].str.contains("dup")
-    crm = sample[~is_dup].rename(columns={"given_name": "first", "surname": "last_name"})
-    shop = sample[is_dup]
-    # The shop's key is spelled differently; --map says which column is which.
+    # "col_b" says nothing by its name and holds names: --map says it is the surname.
+    sample = sample.rename(columns={"surname": "col_b"})
+    crm, shop = sample[~is_dup], sample[is_dup].drop(columns=["state"])
     crm.to_parquet(folder / "crm.parquet", index=False)
     shop.to_csv(folder / "shop.csv", index=False)
     out = folder / "link"
     code, text = run_main(
         monkeypatch, capsys, "unify", "--records", str(folder / "crm.parquet"), "--records",
         str(folder / "shop.csv"), "--id-col", "rec_id", "--link-only", "--truth-col", "truth",
-        "--map", "given_name=given_name", "--threshold", "0.95", "--output", str(out),
+        "--map", "surname=col_b", "--threshold", "0.95", "--output", str(out),
     )
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
@@ -173,6 +173,8 @@ def test_unify_link_only_across_two_files(febrl_sample, monkeypatch, capsys):
     assert report["quality"]["pairwise"]["f1"] >= 0.95
     pairs = pd.read_parquet(out / "pairs.parquet")
     assert (pairs["source_l"] != pairs["source_r"]).all()
+    roles = {c["column"]: c["role"] for c in report["comparisons"]}
+    assert roles["col_b"] == "surname" and "mw_col_b" in pairs.columns
     assert set(pd.read_parquet(out / "clusters.parquet")["source"]) == {"crm", "shop"}
 
 

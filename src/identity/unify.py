@@ -177,7 +177,10 @@ def unify_frames(
     std_cols = [f"std_{c}" for c in roles]
     tables = {}
     for source, frame in frames.items():
-        clean = standardise_frame(frame, roles, config.default_phone_region)
+        # A column only some files have is missing in the others (Splink treats nulls as such).
+        clean = standardise_frame(
+            frame.reindex(columns=combined.columns), roles, config.default_phone_region
+        )
         tables[source] = pd.DataFrame(
             {"record_id": frame[id_col].astype("string").to_numpy(), "source": source}
             | {c: clean[c].to_numpy() for c in std_cols}
@@ -248,7 +251,8 @@ def unify_frames(
         "match_probability": pairs["match_probability"].astype("float64"),
         "match_weight": pairs["match_weight"].astype("float64"),
     })
-    for column in roles:
+    compared = [c.removeprefix("mw_std_") for c in pairs.columns if c.startswith("mw_std_")]
+    for column in compared:
         # Splink's per-comparison weight (log2 Bayes factor) plus its term-frequency adjustment.
         weight = pairs[f"mw_std_{column}"].astype("float64")
         tf = f"mw_tf_adj_std_{column}"
