@@ -67,12 +67,14 @@ def test_role_inference_on_differently_named_columns():
         "col7": ["ann@work.com", "bob@work.com", "cy@work.com"],  # only values say email
         "col8": ["19800102", "19751230", "20010707"],  # only values say date
         "notes": ["likes tea", "called twice", "vip"],
+        "TaxID": ["GB123", "GB456", "GB789"],
+        "paid": ["yes", "no", "yes"],
     })
     roles = infer_roles(frame, exclude=("Cust Ref",))
     assert roles == {
         "FORENAME": "given_name", "family-name": "surname", "Born": "dob",
         "E_Mail_Addr": "email", "Mobile No": "phone", "zip": "postcode", "col7": "email",
-        "col8": "dob", "notes": "free_text",
+        "col8": "dob", "notes": "free_text", "TaxID": "id", "paid": "free_text",
     }
     overridden = infer_roles(frame, exclude=("Cust Ref",), overrides={"surname": "notes"})
     assert overridden["notes"] == "surname"
@@ -126,6 +128,10 @@ def test_unify_dedupes_a_febrl_sample_with_truth(febrl_sample, monkeypatch, caps
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
     assert report["records"] == len(sample) and report["link_type"] == "dedupe_only"
+    chosen = {c["column"]: c for c in report["comparisons"]}
+    assert chosen["surname"]["comparison"] == "NameComparison"
+    assert chosen["surname"]["term_frequency_adjustments"] and chosen["surname"]["levels"]
+    assert set(report["seconds"]) >= {"standardise", "train", "predict", "cluster", "total"}
     assert report["quality"]["pairwise"]["f1"] >= 0.97
     assert report["quality"]["cluster"]["f1"] >= 0.97
     clusters = pd.read_parquet(out / "clusters.parquet")

@@ -37,8 +37,10 @@ _NAME_PATTERNS: tuple[tuple[str, str], ...] = (
     ("address", r"addr|street|line\d"),
     ("city", r"city|town|suburb|locality|village"),
     ("region", r"state|county|region|province"),
-    ("id", r"ssn|socsec|tax|vat|passport|licen[cs]e|registration|national|(^|_)id$|id$"),
+    ("id", r"ssn|socsec|tax|vat|passport|licen[cs]e|registration|national"),
 )
+# "cust_id", "CustomerID", "id" are ids; "paid" and "valid" are not.
+_ID_SUFFIX = re.compile(r"(^|[^a-z])id$|[a-z]ID$|^id$")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def _role_from_name(column: str) -> str | None:
     for role, pattern in _NAME_PATTERNS:
         if re.search(pattern, key):
             return role
+    if _ID_SUFFIX.search(column.strip()) or _ID_SUFFIX.search(column.strip().lower()):
+        return "id"
     return None
 
 

@@ -261,10 +261,18 @@ def unify_frames(
         out_pairs[f"mw_{column}"] = weight.to_numpy()
 
     sizes = clusters["customer_id"].value_counts()
-    comparisons = [
-        {"column": col, "role": role} for col, role in roles.items()
-    ]
     model = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
+    comparisons = []
+    for comp in model["comparisons"]:
+        column = comp["output_column_name"].removeprefix("std_")
+        levels = comp["comparison_levels"]
+        comparisons.append({
+            "column": column,
+            "role": roles.get(column),
+            "comparison": comp.get("comparison_description"),
+            "levels": [lv.get("label_for_charts") for lv in levels],
+            "term_frequency_adjustments": any(lv.get("tf_adjustment_column") for lv in levels),
+        })
     report: dict[str, Any] = {
         "records": int(len(combined)),
         "sources": {s: int(len(f)) for s, f in frames.items()},
