@@ -52,6 +52,9 @@ def write_plots(
         colors = ["#55a868" if s >= 0 else "#c44e52" for s in steps]
         ax.bar(labels, steps, bottom=starts, color=colors)
         ax.bar(["total"], [sum(steps)], color="#4c72b0")
+        ends = np.concatenate([[0.0], np.cumsum(steps)])
+        pad = 0.05 * (ends.max() - ends.min() + 1)
+        ax.set_ylim(ends.min() - pad, ends.max() + pad)
         ax.set_title(
             f"Waterfall: {row['source_l']}/{row['record_id_l']} vs "
             f"{row['source_r']}/{row['record_id_r']} (p={row['match_probability']:.3f})"
