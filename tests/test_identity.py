@@ -92,6 +92,9 @@ def test_identity_config_is_strict(tmp_path):
     bad.write_text("match_threshold: 0.9\nmatch_treshold: 0.8\n")
     with pytest.raises(Exception, match="match_treshold"):
         load_identity_config(bad)
+    bad.write_text("match_threshold: 0.6\nreview_threshold: 0.8\n")
+    with pytest.raises(Exception, match="review_threshold 0.8 is above"):
+        load_identity_config(bad)
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +211,9 @@ def test_bad_input_gives_one_clear_line(tmp_path, monkeypatch, capsys):
     assert code == 2 and "ROLE=COLUMN" in text
     with pytest.raises(IdentityError, match="does not exist"):
         read_records(tmp_path / "nope.csv", "id")
+    good.to_csv(tmp_path / "good.csv", index=False)
+    (tmp_path / "s.json").write_text("[1, 2]")
+    code, text = run_main(monkeypatch, capsys, "unify", "--records", str(tmp_path / "good.csv"),
+                          "--id-col", "id", "--settings", str(tmp_path / "s.json"),
+                          "--output", str(tmp_path / "o"))
+    assert code == 2 and "has no 'comparisons'" in text.replace("\n", "")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from customer360.config import StrictModel, load_config
 from customer360.errors import IdentityError
@@ -38,6 +38,15 @@ class IdentityConfig(StrictModel):
     em_max_iterations: int = Field(25, gt=0)
     deterministic_recall: float = Field(0.7, gt=0, le=1)
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _review_below_match(self) -> IdentityConfig:
+        if self.review_threshold > self.match_threshold:
+            raise ValueError(
+                f"review_threshold {self.review_threshold} is above match_threshold "
+                f"{self.match_threshold}; the review band lies below the match cut"
+            )
+        return self
 
 
 def load_identity_config(path: str | Path | None = None) -> IdentityConfig:
@@ -203,6 +212,11 @@ def unify_frames(
                 f"Settings file {settings_path} is not readable JSON ({exc}); pass the "
                 "settings.json a previous run wrote, or a Splink settings dict saved as JSON."
             ) from exc
+        if not isinstance(settings, dict) or not settings.get("comparisons"):
+            raise IdentityError(
+                f"Settings file {settings_path} has no 'comparisons'; pass a Splink settings "
+                "dict (e.g. the settings.json a previous run wrote)."
+            )
         settings["link_type"] = link_type
         trained = "m_probability" in json.dumps(settings)
     else:
