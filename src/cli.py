@@ -1065,6 +1065,65 @@ def features_build(
     )
 
 
+# --- identity: unify source records from files (issue 14; owner: identity) ---------------------
+
+
+@app.command()
+def unify(
+    records: Annotated[
+        list[Path], typer.Option("--records", help="CSV or Parquet of source records; repeat.")
+    ],
+    id_col: Annotated[str, typer.Option("--id-col", help="Column holding each record's id.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for clusters, pairs, report.")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="ROLE=COLUMN, overrides the inferred role; repeat."),
+    ] = None,
+    link_only: Annotated[
+        bool, typer.Option("--link-only", help="Only match across files, not within one.")
+    ] = False,
+    truth_col: Annotated[
+        str | None, typer.Option("--truth-col", help="True entity id: report precision/recall.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Match probability to cluster at (configs/identity)."),
+    ] = None,
+    settings: Annotated[
+        Path | None, typer.Option("--settings", help="Expert: a Splink settings JSON to use.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Identity config (configs/identity.yaml).")
+    ] = None,
+) -> None:
+    """Decide which records are the same customer (Splink on DuckDB); no warehouse needed."""
+    from customer360.errors import IdentityError
+    from customer360.identity.unify import load_identity_config, unify_files
+
+    mapping: dict[str, str] = {}
+    for item in map_ or []:
+        role, sep, column = item.partition("=")
+        if not sep or not role or not column:
+            raise IdentityError(f"--map {item!r}: write ROLE=COLUMN, e.g. --map surname=last_nm.")
+        mapping[role.strip()] = column.strip()
+    # Splink's training notes (untrained levels, sample sizes) are for experts; errors still show.
+    logging.getLogger("splink").setLevel(logging.ERROR)
+    report = unify_files(
+        records, id_col=id_col, output=output, mapping=mapping, link_only=link_only,
+        truth_col=truth_col, threshold=threshold, settings_path=settings,
+        config=load_identity_config(config),
+    )
+    rows = [{"records": report["records"], "candidate pairs": report["candidate_pairs"],
+             "matched pairs": report["matched_pairs"], "customers": report["clusters"],
+             "seconds": report["seconds"]["total"]}]
+    print_table(f"Unified -> {output}", rows)
+    for kind, m in report.get("quality", {}).items():
+        console.print(
+            f"{kind}: precision {m['precision']:.4f} recall {m['recall']:.4f} F1 {m['f1']:.4f}",
+            markup=False,
+        )
+
+
 def main() -> None:
     """Entry point: run the app and turn our own errors into one clear line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -33,3 +33,7 @@ class ModelError(Customer360Error):
 
 class NotFoundError(Customer360Error):
     """A customer, offer or registered model that was asked for does not exist."""
+
+
+class IdentityError(Customer360Error):
+    """Source records cannot be unified (missing id column, duplicate ids, empty file, bad map)."""

@@ -1,0 +1,240 @@
+"""Column roles, inferred from names and values, and the Splink settings generated from them.
+
+A role says what a column holds (``given_name``, ``surname``, ``dob``, ``postcode``, ...). Each
+role names its standardiser, its Splink comparison and whether it can block; the settings are
+built from that table, so a user never writes Splink settings and an expert can still pass a
+file. The settings are a :class:`splink.SettingsCreator`, which is not tied to a SQL dialect:
+the same object runs on DuckDB or Spark.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from customer360.errors import IdentityError
+from customer360.identity import standardise as std
+
+ROLES = (
+    "given_name", "surname", "full_name", "dob", "email", "phone", "postcode", "id",
+    "street_number", "address", "city", "region", "free_text",
+)
+
+# Name patterns, tried in order; the first match wins. Matched against the lower-cased name with
+# separators removed ("Given-Name" -> "givenname").
+_NAME_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("email", r"e?mail"),
+    ("phone", r"phone|tel|mobile|cell|fax"),
+    ("dob", r"dob|dateofbirth|birth|born|bday"),
+    ("given_name", r"given|first|forename|fname|christian"),
+    ("surname", r"surname|last|family|lname"),
+    ("full_name", r"^(full)?name$|company|organi[sz]ation|business|contact"),
+    ("postcode", r"post|zip|pin"),
+    ("street_number", r"(street|house|building)(no|num)|^number$"),
+    ("address", r"addr|street|line\d"),
+    ("city", r"city|town|suburb|locality|village"),
+    ("region", r"state|county|region|province"),
+    ("id", r"ssn|socsec|tax|vat|passport|licen[cs]e|registration|national"),
+)
+# "cust_id", "CustomerID", "id" are ids; "paid" and "valid" are not.
+_ID_SUFFIX = re.compile(r"(^|[^a-z])id$|[a-z]ID$|^id$")
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """What a role does: how its values are cleaned and whether they can block."""
+
+    standardise: Any
+    blocks: bool
+
+
+ROLE_SPECS: dict[str, RoleSpec] = {
+    "given_name": RoleSpec(std.standardise_name, True),
+    "surname": RoleSpec(std.standardise_name, True),
+    "full_name": RoleSpec(std.standardise_name, True),
+    "dob": RoleSpec(std.standardise_date, True),
+    "email": RoleSpec(std.standardise_email, True),
+    "phone": RoleSpec(std.standardise_phone, True),
+    "postcode": RoleSpec(std.standardise_code, True),
+    "id": RoleSpec(std.standardise_code, True),
+    "street_number": RoleSpec(std.standardise_code, False),
+    "address": RoleSpec(std.standardise_address, False),
+    "city": RoleSpec(std.standardise_name, False),
+    "region": RoleSpec(std.standardise_name, False),
+    "free_text": RoleSpec(std.standardise_text, False),
+}
+
+
+def _role_from_name(column: str) -> str | None:
+    key = re.sub(r"[^a-z0-9]", "", column.lower())
+    for role, pattern in _NAME_PATTERNS:
+        if re.search(pattern, key):
+            return role
+    if _ID_SUFFIX.search(column.strip()) or _ID_SUFFIX.search(column.strip().lower()):
+        return "id"
+    return None
+
+
+def _role_from_values(values: pd.Series) -> str:
+    """Guess a role from a sample of values when the column name says nothing."""
+    sample = values.dropna().astype("string").str.strip()
+    sample = sample[sample != ""].head(2000)
+    if sample.empty:
+        return "free_text"
+
+    def share(pattern: str) -> float:
+        return float(sample.str.fullmatch(pattern, na=False).mean())
+
+    if share(r"[^@\s]+@[^@\s]+\.[^@\s]+") > 0.8:
+        return "email"
+    if share(r"(19|20)\d\d-?[01]\d-?[0-3]\d") > 0.8:
+        return "dob"
+    if share(r"\+?[\d\s().-]{7,20}") > 0.8 and sample.str.count(r"\d").median() >= 9:
+        return "phone"
+    if share(r"\d+") > 0.8:
+        return "id" if sample.str.len().median() >= 5 else "street_number"
+    if share(r"[A-Za-z0-9]{2,4} ?[A-Za-z0-9]{3}") > 0.8 and share(r".*\d.*") > 0.8:
+        return "postcode"
+    return "free_text"
+
+
+def infer_roles(
+    frame: pd.DataFrame, exclude: tuple[str, ...] = (), overrides: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Map each column of ``frame`` to a role (column -> role).
+
+    Names decide first, values second; ``overrides`` (role -> column, from ``--map``) win over
+    both. Columns in ``exclude`` (the id and truth columns) get no role.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"First Name": ["Ann"], "e_mail": ["a@b.co"], "x": ["1980-01-02"]})
+    >>> infer_roles(df)
+    {'First Name': 'given_name', 'e_mail': 'email', 'x': 'dob'}
+    """
+    overrides = overrides or {}
+    for role, column in overrides.items():
+        if role not in ROLES:
+            raise IdentityError(
+                f"--map {role}={column}: unknown role {role!r}. Use one of: {', '.join(ROLES)}."
+            )
+        if column not in frame.columns:
+            raise IdentityError(
+                f"--map {role}={column}: no column {column!r} in the records (columns: "
+                f"{', '.join(map(str, frame.columns))})."
+            )
+    mapped = {column: role for role, column in overrides.items()}
+    roles: dict[str, str] = {}
+    for column in frame.columns:
+        if column in exclude:
+            continue
+        roles[column] = (
+            mapped.get(column)
+            or _role_from_name(str(column))
+            or _role_from_values(frame[column])
+        )
+    return roles
+
+
+def standardise_frame(
+    frame: pd.DataFrame, roles: dict[str, str], default_region: str = "GB"
+) -> pd.DataFrame:
+    """Add ``std_<column>`` next to every role column; the raw columns are kept unchanged."""
+    out = frame.copy()
+    for column, role in roles.items():
+        fn = ROLE_SPECS[role].standardise
+        values = out[column]
+        out[f"std_{column}"] = (
+            fn(values, default_region) if role == "phone" else fn(values)
+        )
+    return out
+
+
+def _comparison(role: str, column: str):
+    import splink.comparison_library as cl
+
+    if role in ("given_name", "surname", "full_name"):
+        comp = cl.NameComparison(column)
+    elif role == "dob":
+        comp = cl.DateOfBirthComparison(
+            column, input_is_string=True, datetime_format="%Y-%m-%d",
+            invalid_dates_as_null=False,
+        )
+    elif role == "email":
+        comp = cl.EmailComparison(column)
+    elif role in ("phone", "id", "postcode"):
+        comp = cl.LevenshteinAtThresholds(column, [1, 2])
+    elif role == "street_number":
+        comp = cl.LevenshteinAtThresholds(column, [1])
+    else:  # address, city, region, free text
+        comp = cl.JaroWinklerAtThresholds(column, [0.9, 0.7])
+    if role in ("given_name", "surname", "full_name", "postcode", "city", "address", "email"):
+        comp = comp.configure(term_frequency_adjustments=True)
+    return comp
+
+
+# Blocking: a single column is enough for the rare, near-unique roles; the others block in pairs.
+_SINGLE_BLOCKERS = ("email", "phone", "id", "dob")
+_PAIR_BLOCKERS = ("given_name", "surname", "full_name", "postcode", "city", "address")
+
+
+def blocking_columns(roles: dict[str, str]) -> list[list[str]]:
+    """Column groups to block on, generated from the roles present (one exact rule per group)."""
+    by_role: dict[str, list[str]] = {}
+    for column, role in roles.items():
+        by_role.setdefault(role, []).append(f"std_{column}")
+    singles = [[c] for r in _SINGLE_BLOCKERS for c in by_role.get(r, [])]
+    pair_cols = [c for r in _PAIR_BLOCKERS for c in by_role.get(r, [])]
+    pairs = [[a, b] for i, a in enumerate(pair_cols) for b in pair_cols[i + 1:]]
+    groups = singles + pairs
+    if not groups:
+        raise IdentityError(
+            "No column can block (no name, date, postcode, id, email or phone role found). "
+            "Name the roles with --map ROLE=COLUMN, e.g. --map surname=last_nm."
+        )
+    return groups
+
+
+def build_settings(roles: dict[str, str], link_type: str, *, max_iterations: int = 25):
+    """Splink settings (engine-neutral ``SettingsCreator``) generated from the column roles.
+
+    Examples
+    --------
+    >>> s = build_settings({"fn": "given_name", "sn": "surname", "dob": "dob"}, "dedupe_only")
+    >>> len(s.comparisons), len(s.blocking_rules_to_generate_predictions)
+    (3, 2)
+    """
+    from splink import SettingsCreator, block_on
+
+    comparisons = [_comparison(role, f"std_{column}") for column, role in roles.items()]
+    rules = [block_on(*group) for group in blocking_columns(roles)]
+    return SettingsCreator(
+        link_type=link_type,
+        comparisons=comparisons,
+        blocking_rules_to_generate_predictions=rules,
+        retain_intermediate_calculation_columns=True,
+        max_iterations=max_iterations,
+        unique_id_column_name="record_id",
+        source_dataset_column_name="source",
+    )
+
+
+def training_blocks(roles: dict[str, str]) -> list[list[str]]:
+    """Blocks for EM: one on the names (trains the rest), one on the rest (trains the names)."""
+    names = [f"std_{c}" for c, r in roles.items() if r in ("given_name", "surname", "full_name")]
+    others = [
+        f"std_{c}" for r in ("dob", "postcode", "email", "phone", "id")
+        for c, role in roles.items() if role == r
+    ]
+    blocks = []
+    if names:
+        blocks.append(names)
+    if others:
+        blocks.append(others[:1])
+    if len(blocks) < 2:
+        groups = blocking_columns(roles)
+        blocks = groups[:2]
+    return blocks

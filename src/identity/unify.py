@@ -1,0 +1,368 @@
+"""Unify source records from files: standardise, infer roles, match with Splink, cluster, report.
+
+This is the bring-your-own-files path (``customer360 unify``); it needs no warehouse. One file
+deduplicates; several link and deduplicate across them (or only link, with ``link_only``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from customer360.config import StrictModel, load_config
+from customer360.errors import IdentityError
+from customer360.identity.roles import (
+    build_settings,
+    infer_roles,
+    standardise_frame,
+    training_blocks,
+)
+
+log = logging.getLogger(__name__)
+
+
+class IdentityConfig(StrictModel):
+    """Thresholds and training budgets of identity resolution (configs/identity.yaml)."""
+
+    match_threshold: float = Field(0.9, gt=0, lt=1)
+    review_threshold: float = Field(0.5, gt=0, lt=1)
+    default_phone_region: str = "GB"
+    u_max_pairs: int = Field(1_000_000, gt=0)
+    em_max_iterations: int = Field(25, gt=0)
+    deterministic_recall: float = Field(0.7, gt=0, le=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _review_below_match(self) -> IdentityConfig:
+        if self.review_threshold > self.match_threshold:
+            raise ValueError(
+                f"review_threshold {self.review_threshold} is above match_threshold "
+                f"{self.match_threshold}; the review band lies below the match cut"
+            )
+        return self
+
+
+def load_identity_config(path: str | Path | None = None) -> IdentityConfig:
+    """Parse configs/identity.yaml (or ``path``) into :class:`IdentityConfig`."""
+    return load_config(path or "identity", IdentityConfig)
+
+
+def read_records(path: Path, id_col: str) -> pd.DataFrame:
+    """Read one CSV or Parquet file of source records, every column as text.
+
+    Raises :class:`IdentityError` when the file is missing, empty, lacks ``id_col`` or repeats an
+    id.
+    """
+    if not path.is_file():
+        raise IdentityError(f"Records file {path} does not exist; pass an existing CSV or Parquet.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path).astype("string")
+        elif suffix in (".csv", ".txt", ".gz"):
+            frame = pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+        else:
+            raise IdentityError(
+                f"Records file {path}: unknown format {suffix!r}; use .csv or .parquet."
+            )
+    except pd.errors.EmptyDataError as exc:
+        raise IdentityError(f"Records file {path} is empty; it needs a header and rows.") from exc
+    if frame.empty:
+        raise IdentityError(f"Records file {path} has a header but no rows; add records.")
+    if id_col not in frame.columns:
+        raise IdentityError(
+            f"Records file {path} has no id column {id_col!r} (columns: "
+            f"{', '.join(map(str, frame.columns))}); pass the right one with --id-col."
+        )
+    ids = frame[id_col]
+    if ids.isna().any():
+        row = int(np.flatnonzero(ids.isna().to_numpy())[0]) + 2
+        raise IdentityError(
+            f"Records file {path}: id column {id_col!r} is empty on line {row}; every record "
+            "needs an id."
+        )
+    dup = ids[ids.duplicated()]
+    if not dup.empty:
+        raise IdentityError(
+            f"Records file {path}: id {dup.iloc[0]!r} in column {id_col!r} appears more than "
+            f"once ({dup.nunique()} ids repeat); ids must be unique within a file."
+        )
+    return frame
+
+
+def _pair_metrics(tp: float, predicted: float, actual: float) -> dict[str, float]:
+    precision = tp / predicted if predicted else 1.0
+    recall = tp / actual if actual else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "true_positives": int(tp),
+            "predicted_pairs": int(predicted), "true_pairs": int(actual)}
+
+
+def _pairs_within(frame: pd.DataFrame, keys: list[str]) -> float:
+    sizes = frame.groupby(keys, sort=False).size().to_numpy(dtype=np.float64)
+    return float((sizes * (sizes - 1) / 2).sum())
+
+
+def evaluate(
+    clusters: pd.DataFrame, edges: pd.DataFrame, truth: pd.DataFrame, *, link_only: bool
+) -> dict[str, Any]:
+    """Pairwise (scored edges) and cluster (pairs inside clusters) precision, recall and F1.
+
+    ``clusters`` has ``source``, ``record_id``, ``customer_id``; ``edges`` the matched pairs
+    (``source_l``, ``record_id_l``, ``source_r``, ``record_id_r``); ``truth`` maps ``source``,
+    ``record_id`` to ``truth``. With ``link_only`` pairs inside one source do not count.
+
+    Examples
+    --------
+    >>> c = pd.DataFrame({"source": ["a"] * 3, "record_id": ["1", "2", "3"],
+    ...                   "customer_id": ["x", "x", "y"]})
+    >>> t = c.assign(truth=["p", "p", "p"])[["source", "record_id", "truth"]]
+    >>> e = pd.DataFrame({"source_l": ["a"], "record_id_l": ["1"], "source_r": ["a"],
+    ...                   "record_id_r": ["2"]})
+    >>> round(evaluate(c, e, t, link_only=False)["cluster"]["recall"], 3)
+    0.333
+    """
+    keyed = clusters.merge(truth, on=["source", "record_id"], how="left", validate="1:1")
+    if keyed["truth"].isna().any():
+        keyed["truth"] = keyed["truth"].fillna(keyed["source"] + "\x1f" + keyed["record_id"])
+
+    def count(keys: list[str]) -> float:
+        total = _pairs_within(keyed, keys)
+        return total - _pairs_within(keyed, [*keys, "source"]) if link_only else total
+
+    cluster = _pair_metrics(count(["customer_id", "truth"]), count(["customer_id"]),
+                            count(["truth"]))
+    lookup = truth.set_index(["source", "record_id"])["truth"]
+    left = lookup.reindex(pd.MultiIndex.from_frame(edges[["source_l", "record_id_l"]])).to_numpy()
+    right = lookup.reindex(pd.MultiIndex.from_frame(edges[["source_r", "record_id_r"]])).to_numpy()
+    tp = float(np.sum((left == right) & pd.notna(left)))
+    pairwise = _pair_metrics(tp, float(len(edges)), count(["truth"]))
+    return {"pairwise": pairwise, "cluster": cluster}
+
+
+def unify_frames(
+    frames: dict[str, pd.DataFrame],
+    *,
+    id_col: str,
+    mapping: dict[str, str] | None = None,
+    link_only: bool = False,
+    truth_col: str | None = None,
+    threshold: float | None = None,
+    settings_path: Path | None = None,
+    config: IdentityConfig | None = None,
+) -> dict[str, Any]:
+    """Match the records of ``frames`` (source name -> records) and cluster them.
+
+    Returns a dict with ``clusters``, ``pairs`` (frames), ``settings`` (the trained Splink
+    model as a dict, to save next to the run) and ``report`` (JSON-ready).
+    """
+    import splink
+    from splink import DuckDBAPI, Linker, block_on
+
+    config = config or IdentityConfig()
+    threshold = config.match_threshold if threshold is None else threshold
+    if not 0 < threshold < 1:
+        raise IdentityError(f"--threshold {threshold}: a match probability must be in (0, 1).")
+    review = min(config.review_threshold, threshold)
+    if link_only and len(frames) < 2:
+        raise IdentityError("--link-only needs at least two --records files to link across.")
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    combined = pd.concat(frames.values(), ignore_index=True)
+    exclude = tuple(c for c in (id_col, truth_col) if c)
+    if truth_col and truth_col not in combined.columns:
+        raise IdentityError(
+            f"--truth-col {truth_col!r} is not a column of the records; name an existing one."
+        )
+    roles = infer_roles(combined, exclude=exclude, overrides=mapping)
+    std_cols = [f"std_{c}" for c in roles]
+    tables = {}
+    for source, frame in frames.items():
+        # A column only some files have is missing in the others (Splink treats nulls as such).
+        clean = standardise_frame(
+            frame.reindex(columns=combined.columns), roles, config.default_phone_region
+        )
+        tables[source] = pd.DataFrame(
+            {"record_id": frame[id_col].astype("string").to_numpy(), "source": source}
+            | {c: clean[c].to_numpy() for c in std_cols}
+        )
+    seconds["standardise"] = time.perf_counter() - started
+
+    t0 = time.perf_counter()
+    link_type = ("link_only" if link_only else "link_and_dedupe") if len(frames) > 1 else (
+        "dedupe_only")
+    db_api = DuckDBAPI()
+    dfs = [
+        db_api.register(t, dataset_display_name=s, table_name=f"c360_records_{i}")
+        for i, (s, t) in enumerate(tables.items())
+    ]
+    if settings_path is not None:
+        try:
+            settings: Any = json.loads(Path(settings_path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IdentityError(
+                f"Settings file {settings_path} is not readable JSON ({exc}); pass the "
+                "settings.json a previous run wrote, or a Splink settings dict saved as JSON."
+            ) from exc
+        if not isinstance(settings, dict) or not settings.get("comparisons"):
+            raise IdentityError(
+                f"Settings file {settings_path} has no 'comparisons'; pass a Splink settings "
+                "dict (e.g. the settings.json a previous run wrote)."
+            )
+        settings["link_type"] = link_type
+        trained = "m_probability" in json.dumps(settings)
+    else:
+        settings = build_settings(roles, link_type, max_iterations=config.em_max_iterations)
+        trained = False
+    linker = Linker(dfs, settings, log_level=None)
+    if not trained:
+        blocks = training_blocks(roles)
+        deterministic = [block_on(*sum(blocks, []))]
+        linker.training.estimate_probability_two_random_records_match(
+            deterministic, recall=config.deterministic_recall
+        )
+        linker.training.estimate_u_using_random_sampling(
+            max_pairs=config.u_max_pairs, seed=config.seed
+        )
+        for block in blocks:
+            linker.training.estimate_parameters_using_expectation_maximisation(block_on(*block))
+    seconds["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    scored = linker.inference.predict(threshold_match_probability=review)
+    pairs = scored.as_pandas_dataframe()
+    seconds["predict"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
+        scored, threshold_match_probability=threshold
+    ).as_pandas_dataframe()
+    seconds["cluster"] = time.perf_counter() - t0
+    candidates = _count_candidates(linker)
+
+    if link_type == "dedupe_only":
+        # One source: Splink leaves the source column out of its output.
+        (only,) = frames
+        pairs = pairs.assign(source_l=only, source_r=only)
+        clustered = clustered.assign(source=only)
+    clusters = pd.DataFrame({
+        "source": clustered["source"].astype("string"),
+        "record_id": clustered["record_id"].astype("string"),
+        "customer_id": clustered["cluster_id"].astype("string"),
+    })
+    out_pairs = pd.DataFrame({
+        "source_l": pairs["source_l"].astype("string"),
+        "record_id_l": pairs["record_id_l"].astype("string"),
+        "source_r": pairs["source_r"].astype("string"),
+        "record_id_r": pairs["record_id_r"].astype("string"),
+        "match_probability": pairs["match_probability"].astype("float64"),
+        "match_weight": pairs["match_weight"].astype("float64"),
+    })
+    compared = [c.removeprefix("mw_std_") for c in pairs.columns if c.startswith("mw_std_")]
+    for column in compared:
+        # Splink's per-comparison weight (log2 Bayes factor) plus its term-frequency adjustment.
+        weight = pairs[f"mw_std_{column}"].astype("float64")
+        tf = f"mw_tf_adj_std_{column}"
+        if tf in pairs.columns:
+            weight = weight + pairs[tf].astype("float64").fillna(0.0)
+        out_pairs[f"mw_{column}"] = weight.to_numpy()
+
+    sizes = clusters["customer_id"].value_counts()
+    model = json.loads(json.dumps(linker.misc.save_model_to_json(), default=str))
+    comparisons = []
+    for comp in model["comparisons"]:
+        column = comp["output_column_name"].removeprefix("std_")
+        levels = comp["comparison_levels"]
+        comparisons.append({
+            "column": column,
+            "role": roles.get(column),
+            "comparison": comp.get("comparison_description"),
+            "levels": [lv.get("label_for_charts") for lv in levels],
+            "term_frequency_adjustments": any(lv.get("tf_adjustment_column") for lv in levels),
+        })
+    report: dict[str, Any] = {
+        "records": int(len(combined)),
+        "sources": {s: int(len(f)) for s, f in frames.items()},
+        "link_type": link_type,
+        "candidate_pairs": candidates,
+        "scored_pairs_at_review_threshold": int(len(out_pairs)),
+        "matched_pairs": int((out_pairs["match_probability"] >= threshold).sum()),
+        "clusters": int(len(sizes)),
+        "largest_cluster": int(sizes.max()),
+        "thresholds": {"match": threshold, "review": review},
+        "comparisons": comparisons,
+        "blocking_rules": [
+            b["blocking_rule"] for b in model["blocking_rules_to_generate_predictions"]
+        ],
+        "probability_two_random_records_match": model["probability_two_random_records_match"],
+        "settings_source": str(settings_path) if settings_path else "generated from roles",
+        "splink_version": splink.__version__,
+    }
+    if truth_col:
+        truth = pd.concat(
+            [pd.DataFrame({"source": s, "record_id": f[id_col].astype("string"),
+                           "truth": f[truth_col].astype("string")}) for s, f in frames.items()],
+            ignore_index=True,
+        )
+        t0 = time.perf_counter()
+        edges = out_pairs[out_pairs["match_probability"] >= threshold]
+        report["quality"] = evaluate(clusters, edges, truth, link_only=link_only)
+        seconds["evaluate"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
+    report["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    return {"clusters": clusters, "pairs": out_pairs, "settings": model, "report": report}
+
+
+def _count_candidates(linker: Any) -> int | None:
+    """Pairs the blocking rules generate (before scoring), counted by Splink without scoring."""
+    try:
+        blocked = linker.inference.compute_blocked_pairs_for_predict()
+        n = linker.misc.query_sql(
+            f"select count(*) as n from {blocked.physical_name}", output_type="pandas"
+        )
+        return int(n["n"].iloc[0])
+    except Exception as exc:  # noqa: BLE001 - a count is a nicety, never a failure
+        log.warning("could not count candidate pairs: %s", exc)
+        return None
+
+
+def unify_files(
+    paths: list[Path], *, id_col: str, output: Path, **kwargs: Any
+) -> dict[str, Any]:
+    """Read ``paths``, unify them and write clusters, pairs, report, settings and plots to
+    ``output``. Returns the report.
+
+    Examples
+    --------
+    ``customer360 unify --records crm.csv --records shop.parquet --id-col id --output out/``
+    """
+    if not paths:
+        raise IdentityError("No --records file given; pass at least one CSV or Parquet file.")
+    frames: dict[str, pd.DataFrame] = {}
+    for path in paths:
+        source = Path(path).stem
+        if source in frames:
+            raise IdentityError(
+                f"Two records files are both named {source!r} ({path}); the file name is the "
+                "source name, so rename one."
+            )
+        frames[source] = read_records(Path(path), id_col)
+    result = unify_frames(frames, id_col=id_col, **kwargs)
+    output.mkdir(parents=True, exist_ok=True)
+    result["clusters"].to_parquet(output / "clusters.parquet", index=False)
+    result["pairs"].to_parquet(output / "pairs.parquet", index=False)
+    (output / "settings.json").write_text(json.dumps(result["settings"], indent=2))
+    from customer360.identity.plots import write_plots
+
+    result["report"]["plots"] = write_plots(
+        result["pairs"], result["clusters"], result["report"], output
+    )
+    (output / "report.json").write_text(json.dumps(result["report"], indent=2))
+    return result["report"]
