@@ -25,6 +25,7 @@ that evaluates to null (because an optional column is null) passes.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -36,7 +37,13 @@ from pathlib import Path
 
 import duckdb
 
-from customer360.data.contracts import CONTRACTS, Column, TableContract
+from customer360.data.contracts import (
+    CONTRACTS,
+    Column,
+    DatePlausibility,
+    TableContract,
+    date_plausibility,
+)
 from customer360.data.warehouse import create_schema
 from customer360.errors import IngestError
 
@@ -585,6 +592,7 @@ def _rules(
     raw_index: dict[str, int],
 ) -> list[_Rule]:
     """Every row rule of the contract, in the order the first failure is reported."""
+    dates = date_plausibility()
     rules: list[_Rule] = []
     for col in contract.columns:
         src = sources[col.name]
@@ -634,6 +642,7 @@ def _rules(
                     ),
                 )
             )
+        rules.extend(_plausibility_rules(col, value, prefix, dates))
     for name, expr in contract.checks:
         rules.append(
             _Rule(
@@ -670,6 +679,44 @@ def _rules(
         )
     )
     return rules + _late_rules(contract)
+
+
+def _plausibility_rules(
+    col: Column, value: str, prefix: str, dates: DatePlausibility
+) -> list[_Rule]:
+    """Length of a text, and dates between the earliest date and now (plus the tolerance),
+    or the latest planned date for a planned column."""
+    rules = []
+    dtype = col.dtype.upper()
+    if col.max_length is not None:
+        limit = f"longer than {col.max_length} characters"
+        rules.append(_Rule(
+            key=f"{col.name}: {limit}",
+            fails=f"length({value}) > {col.max_length}",
+            detail=f"{prefix} || 'a value of ' || CAST(length({value}) AS VARCHAR) || "
+                   f"{_lit(f' characters is {limit}')}",
+        ))
+    if dtype in ("DATE", "TIMESTAMP"):
+        earliest = dates.earliest_date.isoformat()
+        rules.append(_Rule(
+            key=f"{col.name}: before the earliest date {earliest}",
+            fails=f"{value} < DATE {_lit(earliest)}",
+            detail=f"{prefix} || {_shown(value)} || {_lit(f' is before {earliest}')}",
+        ))
+        if col.planned:
+            latest = dates.latest_planned_date.isoformat()
+            key, bound = f"after the latest planned date {latest}", f"DATE {_lit(latest)}"
+        else:
+            days = dates.future_tolerance_days
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=days)
+            key = f"more than {days} day(s) in the future"
+            bound = f"TIMESTAMP {_lit(now.isoformat(sep=' ', timespec='seconds'))}"
+        rules.append(_Rule(
+            key=f"{col.name}: {key}",
+            fails=f"{value} > {bound}",
+            detail=f"{prefix} || {_shown(value)} || {_lit(f' is {key}')}",
+        ))
+    return rules
 
 
 def _late_rules(contract: TableContract) -> list[_Rule]:
