@@ -353,19 +353,33 @@ def serve(
     Needs the champion models (churn, clv, nbo) in the MLflow registry and a feature snapshot
     in the warehouse; set CUSTOMER360_API_TOKEN to require a bearer token.
     """
-    from customer360.serving.profile import champion_versions
+    import tempfile
+
+    from customer360.data.warehouse import connect, resolve_db_path
+    from customer360.serving.profile import champion_versions, latest_as_of
     from customer360.serving.schemas import load_serving_config
     from customer360.serving.service import serve_command
 
     config = load_serving_config()
-    versions = champion_versions(config.models, config.alias)  # refuse early, naming what lacks
-    cmd, env = serve_command(db, port=port, host=host)
-    console.print(
-        f"Serving {', '.join(f'{n} v{v}' for n, v in versions.items())} from "
-        f"{env['CUSTOMER360_DB']} on http://{host}:{port} (OpenAPI docs at /, Ctrl-C stops)",
-        soft_wrap=True,
-    )
-    raise typer.Exit(_run_foreground(cmd, env))
+    # Refuse early, naming what lacks: the feature snapshot, then the champions.
+    if resolve_db_path(db).exists():
+        with connect(db, read_only=True) as con:
+            latest_as_of(con)
+    versions = champion_versions(config.models, config.alias)
+    with tempfile.TemporaryDirectory(prefix="customer360-serve-") as tmp:
+        error_file = Path(tmp) / "start-error.txt"
+        cmd, env = serve_command(db, port=port, host=host, start_error_file=error_file)
+        console.print(
+            f"Serving {', '.join(f'{n} v{v}' for n, v in versions.items())} from "
+            f"{env['CUSTOMER360_DB']} on http://{host}:{port} (OpenAPI docs at /, Ctrl-C stops)",
+            soft_wrap=True,
+        )
+        code = _run_foreground(cmd, env)
+        cause = error_file.read_text().strip() if error_file.exists() else ""
+    if cause:
+        # BentoML exits 0 when the failed worker stops it: a supervisor must see the failure.
+        raise Customer360Error(f"the service could not start: {cause}")
+    raise typer.Exit(code)
 
 
 def _run_foreground(cmd: list[str], env: dict[str, str]) -> int:
@@ -1130,7 +1144,10 @@ def main() -> None:
     try:
         app()
     except Customer360Error as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        from rich.markup import escape
+
+        # One line (no wrapping at the console width), so a supervisor's log keeps the cause.
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from exc
 
 

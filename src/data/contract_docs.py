@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from customer360.data.contracts import CONTRACTS, Column, TableContract
+from customer360.data.contracts import CONTRACTS, Column, TableContract, date_plausibility
 from customer360.data.ingest import format_bound
 
 HEADER = """\
@@ -22,7 +22,8 @@ Generated from `customer360.data.contracts.CONTRACTS`; do not edit by hand. Rege
 Parquet file against its table's contract. A row that breaks a rule goes to the `quarantine`
 table (`table_name, source_file, row_number, reason, raw_row, ingested_at`) with the first
 rule it breaks, in this order: per column (in the order below) type, null in a required column,
-allowed values, minimum, maximum; then the table checks; then foreign keys; then "primary key
+allowed values, minimum, maximum, length, dates (thresholds in `configs/contracts.yaml`);
+then the table checks; then foreign keys; then "primary key
 already in the warehouse"; then duplicate primary keys within the file (the first valid
 occurrence is loaded). A table check that evaluates to null passes (SQL `CHECK` semantics).
 Types: an empty CSV field is null; `DOUBLE` values must be finite numbers; `INTEGER` values
@@ -42,6 +43,13 @@ def _rule_text(col: Column) -> str:
         parts.append(f">= {format_bound(col.min)}")
     if col.max is not None:
         parts.append(f"<= {format_bound(col.max)}")
+    if col.max_length is not None:
+        parts.append(f"at most {col.max_length} characters")
+    if col.dtype.upper() in ("DATE", "TIMESTAMP"):
+        dates = date_plausibility()
+        parts.append(f"from {dates.earliest_date}")
+        parts.append(f"until {dates.latest_planned_date}" if col.planned else
+                     f"at most {dates.future_tolerance_days} day(s) after now")
     if col.references:
         parts.append(f"references `{col.references}`")
     return "; ".join(parts)

@@ -13,7 +13,12 @@ Conventions
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from customer360.config import StrictModel, load_config
 
 # Allowed values shared by the generator, the contracts and the features.
 CUSTOMER_TYPES = ("B2C", "B2B")
@@ -63,13 +68,43 @@ OFFER_KINDS = ("sales", "cross_sell", "retention", "service")
 OFFER_CHANNELS = ("email", "app", "web", "phone", "sales_rep")
 
 
+# Plausibility bounds (issue 12): a value past them is an export or unit error, not a customer.
+MAX_MONEY = 1e9
+"""Largest absolute money value of one row (order amount, margin, cost, discount, home value)."""
+ID_MAX_LENGTH = 128
+"""Longest identifier (``*_id`` columns)."""
+TEXT_MAX_LENGTH = 512
+"""Longest free-text value (city, product, ...)."""
+
+
+class DatePlausibility(StrictModel):
+    """``configs/contracts.yaml``: the dates every DATE / TIMESTAMP column must fall between.
+
+    Examples
+    --------
+    >>> DatePlausibility().earliest_date
+    datetime.date(1970, 1, 1)
+    """
+
+    earliest_date: dt.date = dt.date(1970, 1, 1)
+    future_tolerance_days: int = Field(1, ge=0)
+    latest_planned_date: dt.date = dt.date(2200, 1, 1)
+
+
+def date_plausibility() -> DatePlausibility:
+    """The date bounds of ``configs/contracts.yaml``."""
+    return load_config("contracts", DatePlausibility)
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of a table contract.
 
     ``dtype`` is a DuckDB type name. ``allowed`` restricts values to a closed set; ``min`` and
     ``max`` bound numeric values (inclusive). ``references`` names ``table.column`` of a foreign
-    key that must exist.
+    key that must exist. ``max_length`` bounds a VARCHAR's characters. Dates and timestamps lie
+    between :class:`DatePlausibility`'s earliest date and now plus its tolerance, or its latest
+    planned date when ``planned`` (a future date by nature, e.g. a contract's end).
     """
 
     name: str
@@ -80,6 +115,8 @@ class Column:
     min: float | None = None
     max: float | None = None
     references: str | None = None
+    max_length: int | None = None
+    planned: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +158,8 @@ class TableContract:
 
 
 def _c(name: str, dtype: str, description: str, **kw) -> Column:
+    if dtype == "VARCHAR" and kw.get("allowed") is None:
+        kw.setdefault("max_length", ID_MAX_LENGTH if name.endswith("_id") else TEXT_MAX_LENGTH)
     return Column(name=name, dtype=dtype, description=description, **kw)
 
 
@@ -150,6 +189,7 @@ CUSTOMERS = TableContract(
             "DATE",
             "End of a fixed-term contract; null for non-contractual customers.",
             nullable=True,
+            planned=True,
         ),
     ),
     checks=(
@@ -180,12 +220,14 @@ TRANSACTIONS = TableContract(
         _c("transaction_id", "VARCHAR", "Order or return identifier."),
         _c("customer_id", "VARCHAR", "Buyer.", references="customers.customer_id"),
         _c("ts", "TIMESTAMP", "When the order or return happened."),
-        _c("amount", "DOUBLE", "Net revenue; negative for returns."),
-        _c("margin", "DOUBLE", "Gross margin; negative for returns."),
+        _c("amount", "DOUBLE", "Net revenue; negative for returns.", min=-MAX_MONEY,
+           max=MAX_MONEY),
+        _c("margin", "DOUBLE", "Gross margin; negative for returns.", min=-MAX_MONEY,
+           max=MAX_MONEY),
         _c("quantity", "INTEGER", "Units (positive, also for returns).", min=1),
         _c("category", "VARCHAR", "Product category.", allowed=CATEGORIES),
         _c("channel", "VARCHAR", "Sales channel.", allowed=SALES_CHANNELS),
-        _c("discount", "DOUBLE", "Discount granted, in money.", min=0),
+        _c("discount", "DOUBLE", "Discount granted, in money.", min=0, max=MAX_MONEY),
         _c("is_return", "BOOLEAN", "True for a return of earlier goods."),
         _c(
             "referrer_id",
@@ -194,7 +236,8 @@ TRANSACTIONS = TableContract(
             nullable=True,
             references="customers.customer_id",
         ),
-        _c("cost_to_serve", "DOUBLE", "Logistics + handling cost of this order.", min=0),
+        _c("cost_to_serve", "DOUBLE", "Logistics + handling cost of this order.", min=0,
+           max=MAX_MONEY),
     ),
     checks=(
         ("returns_are_negative", "(is_return AND amount <= 0) OR (NOT is_return AND amount >= 0)"),
@@ -214,7 +257,8 @@ THIRD_PARTY = TableContract(
         _c("education", "VARCHAR", "B2C education.", nullable=True, allowed=EDUCATION_LEVELS),
         _c("income_band", "VARCHAR", "B2C income band.", nullable=True, allowed=INCOME_BANDS),
         _c("household_size", "INTEGER", "B2C household size.", nullable=True, min=1, max=15),
-        _c("home_value", "DOUBLE", "B2C estimated home value.", nullable=True, min=0),
+        _c("home_value", "DOUBLE", "B2C estimated home value.", nullable=True, min=0,
+           max=MAX_MONEY),
         _c("affluence_score", "DOUBLE", "0-100 affluence / net worth index.", min=0, max=100),
         _c("revenue_band", "VARCHAR", "B2B annual revenue band.", nullable=True,
            allowed=REVENUE_BANDS),
@@ -285,7 +329,7 @@ OFFERS = TableContract(
         _c("category", "VARCHAR", "Product category.", allowed=CATEGORIES),
         _c("kind", "VARCHAR", "Sales, cross-sell, retention or service offer.",
            allowed=OFFER_KINDS),
-        _c("margin", "DOUBLE", "Expected margin if accepted."),
+        _c("margin", "DOUBLE", "Expected margin if accepted.", min=-MAX_MONEY, max=MAX_MONEY),
         _c("channel", "VARCHAR", "Channel the offer is made through.", allowed=OFFER_CHANNELS),
         _c("eligible_segments", "VARCHAR",
            "Value segments (A-D) allowed, '|'-separated, e.g. 'A|B'."),

@@ -25,6 +25,9 @@ that evaluates to null (because an optional column is null) passes.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import gzip
 import hashlib
 import logging
 import re
@@ -36,7 +39,13 @@ from pathlib import Path
 
 import duckdb
 
-from customer360.data.contracts import CONTRACTS, Column, TableContract
+from customer360.data.contracts import (
+    CONTRACTS,
+    Column,
+    DatePlausibility,
+    TableContract,
+    date_plausibility,
+)
 from customer360.data.warehouse import create_schema
 from customer360.errors import IngestError
 
@@ -234,7 +243,7 @@ def _ingest_in_transaction(
     progress: Callable[[int], None],
 ) -> IngestReport:
     reader = _reader_sql(path)
-    file_columns = _describe(con, reader, source_file)
+    file_columns = _describe(con, reader, source_file, path)
     try:
         sources, ignored, defaulted = _plan_columns(
             contract, file_columns, column_map, source_file
@@ -420,13 +429,74 @@ def _read_error(source_file: str, exc: Exception) -> IngestError:
     return IngestError(f"Cannot read {source_file}: {detail}. {hint}")
 
 
+def _csv_lines(path: Path):
+    opener = gzip.open if _suffix(path) == ".csv.gz" else open
+    return opener(path, "rt", encoding="utf-8", newline="")
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The CSV's header fields as written (DuckDB renames a duplicate ``a`` to ``a_1``)."""
+    try:
+        with _csv_lines(path) as fh:
+            return next(csv.reader(fh), [])
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+        return []  # DuckDB's reader reports an unreadable file with its own message
+
+
+def _first_malformed_line(path: Path) -> str | None:
+    """Where a CSV stops being well formed: the 1-based physical line of the first record
+    whose field count differs from the header's, or that a never-closed quote runs on from.
+    Only read on the error path (DuckDB's sniffer names no line for these)."""
+    try:
+        with _csv_lines(path) as fh:
+            reader = csv.reader(fh, strict=True)
+            header = next(reader, None)
+            if header is None:
+                return None
+            start = reader.line_num + 1
+            try:
+                for record in reader:
+                    end = reader.line_num
+                    if len(record) != len(header):
+                        spans = (
+                            f"; a double quote opened on line {start} is not closed before "
+                            f"line {end}" if end > start else ""
+                        )
+                        return (
+                            f"line {start} has {len(record)} fields but the header has "
+                            f"{len(header)}{spans}"
+                        )
+                    start = end + 1
+            except csv.Error as exc:
+                return f"line {start} is malformed ({exc}; an unbalanced double quote?)"
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None  # not UTF-8 text at all: DuckDB's own message says so
+    return None
+
+
 def _describe(
-    con: duckdb.DuckDBPyConnection, reader: str, source_file: str
+    con: duckdb.DuckDBPyConnection, reader: str, source_file: str, path: Path | None = None
 ) -> list[tuple[str, str]]:
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     except duckdb.Error as exc:
-        raise _read_error(source_file, exc) from exc
+        error = _read_error(source_file, exc)
+        named = re.search(r"line \d", str(error))
+        if path is not None and _suffix(path) != ".parquet" and not named:
+            where = _first_malformed_line(path)
+            if where:
+                raise IngestError(f"Cannot read {source_file}: {where}. Fix that line (or "
+                                  "quote its fields) and ingest again.") from exc
+        raise error from exc
+    if path is not None and _suffix(path) != ".parquet":
+        header = _csv_header(path)
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:
+            raise IngestError(
+                f"{source_file}: the header names column(s) {', '.join(map(repr, twice))} more "
+                "than once, so it is ambiguous which one to load. Rename or drop the "
+                "duplicates and ingest again."
+            )
     return [(row[0], row[1]) for row in rows]
 
 
@@ -585,6 +655,7 @@ def _rules(
     raw_index: dict[str, int],
 ) -> list[_Rule]:
     """Every row rule of the contract, in the order the first failure is reported."""
+    dates = date_plausibility()
     rules: list[_Rule] = []
     for col in contract.columns:
         src = sources[col.name]
@@ -634,6 +705,7 @@ def _rules(
                     ),
                 )
             )
+        rules.extend(_plausibility_rules(col, value, prefix, dates))
     for name, expr in contract.checks:
         rules.append(
             _Rule(
@@ -670,6 +742,44 @@ def _rules(
         )
     )
     return rules + _late_rules(contract)
+
+
+def _plausibility_rules(
+    col: Column, value: str, prefix: str, dates: DatePlausibility
+) -> list[_Rule]:
+    """Length of a text, and dates between the earliest date and now (plus the tolerance),
+    or the latest planned date for a planned column."""
+    rules = []
+    dtype = col.dtype.upper()
+    if col.max_length is not None:
+        limit = f"longer than {col.max_length} characters"
+        rules.append(_Rule(
+            key=f"{col.name}: {limit}",
+            fails=f"length({value}) > {col.max_length}",
+            detail=f"{prefix} || 'a value of ' || CAST(length({value}) AS VARCHAR) || "
+                   f"{_lit(f' characters is {limit}')}",
+        ))
+    if dtype in ("DATE", "TIMESTAMP"):
+        earliest = dates.earliest_date.isoformat()
+        rules.append(_Rule(
+            key=f"{col.name}: before the earliest date {earliest}",
+            fails=f"{value} < DATE {_lit(earliest)}",
+            detail=f"{prefix} || {_shown(value)} || {_lit(f' is before {earliest}')}",
+        ))
+        if col.planned:
+            latest = dates.latest_planned_date.isoformat()
+            key, bound = f"after the latest planned date {latest}", f"DATE {_lit(latest)}"
+        else:
+            days = dates.future_tolerance_days
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=days)
+            key = f"more than {days} day(s) in the future"
+            bound = f"TIMESTAMP {_lit(now.isoformat(sep=' ', timespec='seconds'))}"
+        rules.append(_Rule(
+            key=f"{col.name}: {key}",
+            fails=f"{value} > {bound}",
+            detail=f"{prefix} || {_shown(value)} || {_lit(f' is {key}')}",
+        ))
+    return rules
 
 
 def _late_rules(contract: TableContract) -> list[_Rule]:

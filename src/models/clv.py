@@ -537,6 +537,12 @@ class GammaGammaModel(_FittedCheck):
         Fit on unique (frequency, monetary_value) rows with counts as weights.
     min_customers
         Minimum eligible customers; fewer is an error.
+    fallback_cap_quantile
+        When the fit fails (no convergence, or ``q <= 1``: spend so heavy-tailed that its mean
+        is infinite, e.g. one order of 1e308), refit once with each customer's mean spend
+        capped at this quantile of the eligible customers' spend, with a warning; the cap
+        (``spend_cap_``) also applies when scoring and the reason is kept in
+        ``fallback_reason_``. ``None`` re-raises instead.
     """
 
     _label = "Gamma-Gamma"
@@ -554,6 +560,7 @@ class GammaGammaModel(_FittedCheck):
         min_customers: int = 10,
         min_param: float = 1e-6,
         max_param: float = 1e6,
+        fallback_cap_quantile: float | None = 0.99,
     ) -> None:
         self.penalizer_coef = penalizer_coef
         self.retry_penalizers = retry_penalizers
@@ -561,9 +568,12 @@ class GammaGammaModel(_FittedCheck):
         self.min_customers = min_customers
         self.min_param = min_param
         self.max_param = max_param
+        self.fallback_cap_quantile = fallback_cap_quantile
 
     def fit(self, X: pd.DataFrame, y: object = None) -> GammaGammaModel:
         """Fit on an RFM frame with ``frequency`` and ``monetary_value``; returns ``self``."""
+        import warnings
+
         eligible = gamma_gamma_eligible(X)
         n_ok = int(eligible.sum())
         if n_ok < self.min_customers:
@@ -573,6 +583,29 @@ class GammaGammaModel(_FittedCheck):
             )
         freq = _column(X, "frequency")[eligible]
         money = _column(X, "monetary_value")[eligible]
+        self.spend_cap_ = None
+        self.fallback_reason_ = None
+        try:
+            return self._fit_spend(X, freq, money, n_ok)
+        except ModelError as exc:
+            if self.fallback_cap_quantile is None:
+                raise
+            cap = float(np.quantile(money, self.fallback_cap_quantile))
+            reason = (
+                f"Gamma-Gamma fit failed ({exc}); refitted with mean spend capped at {cap:.6g} "
+                f"(the {self.fallback_cap_quantile:g} quantile; "
+                f"{int((money > cap).sum())} customer(s) capped)"
+            )
+            log.warning(reason)
+            warnings.warn(reason, RuntimeWarning, stacklevel=2)
+            self._fit_spend(X, freq, np.minimum(money, cap), n_ok)
+            self.spend_cap_ = cap
+            self.fallback_reason_ = reason
+            return self
+
+    def _fit_spend(
+        self, X: pd.DataFrame, freq: np.ndarray, money: np.ndarray, n_ok: int
+    ) -> GammaGammaModel:
         if self.weighted:
             cols, weights = _unique_weighted(frequency=freq, monetary_value=money)
         else:
@@ -636,9 +669,12 @@ class GammaGammaModel(_FittedCheck):
         eligible = gamma_gamma_eligible(X)
         out = np.full(len(X), self.population_mean_spend_)
         if eligible.any():
+            money = _column(X, "monetary_value")[eligible]
+            if getattr(self, "spend_cap_", None) is not None:
+                money = np.minimum(money, self.spend_cap_)
             with np.errstate(all="ignore"):
                 out[eligible] = self.fitter_.conditional_expected_average_profit(
-                    _column(X, "frequency")[eligible], _column(X, "monetary_value")[eligible]
+                    _column(X, "frequency")[eligible], money
                 )
         return _finite(out, "Gamma-Gamma expected spend", X)
 

@@ -162,12 +162,31 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _stop_server_after_failed_start() -> None:
+START_ERROR_ENV = "CUSTOMER360_START_ERROR_FILE"
+
+
+def _stop_server_after_failed_start(exc: BaseException) -> None:
     """A worker that cannot start would be restarted forever by BentoML's process manager;
-    stop the ``bentoml serve`` parent instead so the server exits with the error in its log."""
+    stop the ``bentoml serve`` parent instead so the server exits with the error in its log.
+
+    BentoML exits 0 on that SIGTERM, so the cause is first written (one line) to the file
+    named by ``$CUSTOMER360_START_ERROR_FILE`` when set: ``customer360 serve`` reads it and
+    exits 2 with that line.
+    """
     import signal
 
     import psutil
+
+    error_file = os.environ.get(START_ERROR_ENV)
+    if error_file:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, Customer360Error):
+            cause = f"{type(exc).__name__}: {cause}"
+        try:
+            with open(error_file, "w", encoding="utf-8") as fh:
+                fh.write(cause + "\n")
+        except OSError as write_exc:
+            log.warning("could not write the start-up error to %s: %s", error_file, write_exc)
 
     try:
         parent = psutil.Process().parent()
@@ -253,12 +272,18 @@ INLINE_MAX_ROWS = 64
 
 
 def serve_command(
-    db: str | os.PathLike | None, *, port: int, host: str = "127.0.0.1"
+    db: str | os.PathLike | None,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    start_error_file: str | os.PathLike | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The ``bentoml serve`` command line and environment that run this service.
 
     The warehouse path and the MLflow store are passed through the environment
-    (``CUSTOMER360_DB``, ``MLFLOW_TRACKING_URI``, both made absolute), one worker.
+    (``CUSTOMER360_DB``, ``MLFLOW_TRACKING_URI``, both made absolute), one worker. With
+    ``start_error_file``, a worker that fails at start-up writes its cause there on one line
+    (``$CUSTOMER360_START_ERROR_FILE``) before stopping the server.
     """
     import sys
     from pathlib import Path
@@ -280,6 +305,8 @@ def serve_command(
         "MLFLOW_TRACKING_URI": uri,
         "BENTOML_DO_NOT_TRACK": "True",
     }
+    if start_error_file is not None:
+        env[START_ERROR_ENV] = str(Path(start_error_file).resolve())
     cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT, "--port", str(port),
            "--host", host]
     return cmd, env
@@ -302,8 +329,8 @@ class Customer360:
     def __init__(self) -> None:
         try:
             self._start()
-        except Exception:
-            _stop_server_after_failed_start()
+        except Exception as exc:
+            _stop_server_after_failed_start(exc)
             raise
 
     def _start(self) -> None:

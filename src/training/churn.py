@@ -197,11 +197,27 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise ConfigError(f"Table file {path} does not exist; pass the path of a CSV or Parquet.")
     suffix = path.suffix.lower()
-    if suffix in {".csv", ".txt", ".tsv"}:
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", skipinitialspace=False)
-    if suffix in {".parquet", ".pq"}:
-        return pd.read_parquet(path)
-    raise ConfigError(f"Cannot read {path}: use a .csv, .tsv or .parquet file.")
+    if suffix not in {".csv", ".txt", ".tsv", ".parquet", ".pq"}:
+        raise ConfigError(f"Cannot read {path}: use a .csv, .tsv or .parquet file.")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"Table file {path} is empty (0 bytes); pass a file with a header "
+                          "and at least one data row.")
+    try:
+        if suffix in {".parquet", ".pq"}:
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",",
+                                skipinitialspace=False)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        # pyarrow's ArrowInvalid and pandas' EmptyDataError / ParserError are ValueErrors.
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"Cannot read table file {path}: {reason}. Check that it is a "
+                          f"valid {suffix.lstrip('.').upper()} file.") from exc
+    if frame.empty:
+        raise ConfigError(f"Table file {path} has no data rows (columns: "
+                          f"{', '.join(map(str, frame.columns[:10])) or 'none'}); nothing to "
+                          "score or train on.")
+    return frame
 
 
 def binary_labels(

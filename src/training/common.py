@@ -813,6 +813,39 @@ def load_registered_model(ref: str):
         raise NotFoundError(f"Cannot load model {ref!r} ({uri}): {exc}") from exc
 
 
+def check_numeric_cells(table: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Refuse a table whose numeric ``columns`` hold text that is not a number (``'abc'``)
+    or an infinite value: scoring them as missing would change scores silently.
+
+    Blanks and NA-like tokens stay missing. Rows are 1-based data rows (header not counted),
+    as in the ``row`` column of :func:`predict_table`'s output.
+
+    Examples
+    --------
+    >>> check_numeric_cells(pd.DataFrame({"x": ["1", "", "2.5"]}), ["x"])
+    """
+    from customer360.models.tabular import parse_numbers
+
+    problems = []
+    for name in columns:
+        if name not in table.columns:
+            continue  # the model's own check names every missing column at once
+        floats, bad = parse_numbers(table[name])
+        bad = bad.to_numpy(dtype=bool) | np.isinf(floats.to_numpy(dtype=np.float64))
+        if bad.any():
+            rows = np.flatnonzero(bad) + 1
+            shown = ", ".join(repr(str(v)) for v in table[name].to_numpy()[rows[:3] - 1])
+            problems.append(
+                f"column {name!r}: {len(rows)} row(s) ({', '.join(map(str, rows[:10]))}"
+                f"{' ...' if len(rows) > 10 else ''}) hold {shown}"
+            )
+    if problems:
+        raise ConfigError(
+            "Numeric cells that are not finite numbers: " + "; ".join(problems)
+            + ". Fix or blank those cells (a blank is scored as missing)."
+        )
+
+
 def predict_table(ref: str, table: pd.DataFrame, *, id_col: str | None = None) -> pd.DataFrame:
     """Score a (possibly messy) table with a registered model.
 
@@ -841,6 +874,8 @@ def predict_table(ref: str, table: pd.DataFrame, *, id_col: str | None = None) -
     # The pyfunc's own predict enforces the signature's clean types; a user's file may hold
     # numbers as text, so score through the wrapped model, which types columns itself.
     model = loaded.unwrap_python_model().model
+    check_numeric_cells(table, [c for c in model.schema_.columns if c not in
+                                model.schema_.categories])
     scored = model.predict_frame(table.reset_index(drop=True))
     ids = (
         table[id_col].reset_index(drop=True).rename(id_col)
