@@ -188,3 +188,40 @@ def test_monitor_config_refuses_unknown_keys(tmp_path):
     bad.write_text("psi_alrt: 0.3\n")
     with pytest.raises(ConfigError, match="psi_alrt"):
         load_monitor_config(bad)
+
+
+# --- with a churn champion -------------------------------------------------------------------
+
+
+def test_monitor_with_champion_checks_predictions_and_performance(
+    tmp_path_factory, small_warehouse_master, tmp_path, monkeypatch
+):
+    """The reference comes from the champion's tags; prediction drift and CBPE rows appear,
+    and on a test snapshot with mature labels the estimate is close to the realised AUC."""
+    from serving_env import build_env
+
+    from customer360.monitoring.monitor import run_monitor
+
+    env = build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env.tracking_uri)
+    monkeypatch.setenv("CUSTOMER360_CONFIG_DIR", str(env.config_dir))
+    mlflow.set_tracking_uri(env.tracking_uri)
+    mlflow.set_registry_uri(env.tracking_uri)
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias("churn", "champion")
+    tags = client.get_run(mv.run_id).data.tags
+    train_dates = tags["as_of_train"].split(",")
+    test_date = tags["as_of_test"].split(",")[-1]
+    db = _build(env.copy_db(tmp_path / "w.duckdb"), [max(train_dates), test_date])
+
+    report = run_monitor(db=db, as_of=env.as_of, log_mlflow=False)
+    assert str(report.reference_as_of) == max(train_dates)
+    checks = set(report.results["check"])
+    assert {"prediction_psi", "prediction_ks", "expected_roc_auc", "expected_brier"} <= checks
+    assert set(report.results["model_version"].dropna()) == {str(mv.version)}
+
+    matured = run_monitor(db=db, as_of=test_date, log_mlflow=False)
+    rows = matured.results.set_index("check")["value"]
+    assert "realised_roc_auc" in rows.index
+    assert rows["expected_roc_auc"] == pytest.approx(rows["realised_roc_auc"], abs=0.08)
+    assert rows["expected_brier"] == pytest.approx(rows["realised_brier"], abs=0.05)
