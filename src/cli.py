@@ -1136,6 +1136,51 @@ def unify(
             f"{kind}: precision {m['precision']:.4f} recall {m['recall']:.4f} F1 {m['f1']:.4f}",
             markup=False,
         )
+# --- monitor: drift and performance of the latest scoring (issue 16) --------------------------
+
+
+@app.command()
+def monitor(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Snapshot to check (default: the scored as-of)."),
+    ] = None,
+    reference_as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-as-of",
+            help="Reference snapshot (default: the churn champion's latest training as-of).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Thresholds (default configs/monitor.yaml).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Feature and prediction drift, estimated and realised performance and the segment mix of
+    the scored snapshot; rows to table monitor_results and an MLflow run. Exits 3 when a
+    threshold is crossed (retrain: `train` + `promote`)."""
+    from customer360.monitoring.monitor import ALERT_EXIT_CODE, load_monitor_config, run_monitor
+
+    report = run_monitor(
+        db=db, as_of=as_of, reference_as_of=reference_as_of,
+        config=load_monitor_config(config) if config else None,
+    )
+    flagged = report.results[report.results["status"] != "ok"]
+    flagged = flagged[flagged["as_of"] == report.as_of]
+    print_table(
+        f"Monitor {report.as_of} vs {report.reference_as_of}: not ok",
+        flagged[["check", "feature", "value", "threshold", "status"]].round(4).to_dict("records"),
+    )
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False)
+    console.print(
+        f"{len(report.results)} checks, {len(report.alerts)} alert(s) in {report.seconds:.1f} s "
+        f"-> table monitor_results, MLflow run {report.run_id}", markup=False, soft_wrap=True,
+    )
+    if report.alerting:
+        console.print(f"[bold red]drift alert:[/] exit {ALERT_EXIT_CODE}; retrain and promote.")
+        raise typer.Exit(ALERT_EXIT_CODE)
 
 
 def main() -> None:

@@ -78,6 +78,37 @@ TICKET_WINDOW_WEEKS = 13
 """Fee complaints and unresolved tickets raise the hazard for this many whole weeks."""
 
 
+class DriftConfig(StrictModel):
+    """A change in the world from ``start`` on, so monitoring has something to find.
+
+    Off by default (``SyntheticConfig.drift`` is None); the generator's output is then the same
+    as before drift existed.
+    """
+
+    start: date
+    """First day of the changed world (sign-ups and orders on or after it)."""
+    acquisition_channel_shares: dict[str, float] | None = None
+    """Acquisition channel mix of customers signing up from ``start`` (e.g. a new campaign
+    channel taking most sign-ups); every channel named, shares summing to 1."""
+    price_factor: float = Field(1.0, gt=0)
+    """Order values (and their margins) from ``start`` on are multiplied by this."""
+
+    @model_validator(mode="after")
+    def _channels(self) -> DriftConfig:
+        shares = self.acquisition_channel_shares
+        if shares is not None:
+            keys = set(shares)
+            if keys != set(k.ACQUISITION_CHANNELS):
+                raise ValueError(
+                    "drift.acquisition_channel_shares must give every channel exactly once: "
+                    f"missing {sorted(set(k.ACQUISITION_CHANNELS) - keys)}, "
+                    f"unknown {sorted(keys - set(k.ACQUISITION_CHANNELS))}"
+                )
+            if abs(sum(shares.values()) - 1.0) > 1e-9 or min(shares.values()) < 0:
+                raise ValueError("drift.acquisition_channel_shares must be >= 0 and sum to 1")
+        return self
+
+
 class SyntheticConfig(StrictModel):
     """The knobs of the simulated world (``configs/synthetic.yaml``).
 
@@ -158,6 +189,8 @@ class SyntheticConfig(StrictModel):
     logging_noise: float = Field(0.8, ge=0)
     """Standard deviation of the logging policy's per-event score noise."""
     logging_temperature: float = Field(1.0, gt=0)
+    drift: DriftConfig | None = None
+    """Inject drift after a date (see :class:`DriftConfig`); None keeps the world stationary."""
 
     @model_validator(mode="after")
     def _every_category(self) -> SyntheticConfig:
@@ -695,7 +728,8 @@ def generate_warehouse(
             ("n_customers", str(n_customers)),
             ("generator_version", GENERATOR_VERSION),
             ("history_start", HISTORY_START.isoformat()),
-            (META_CONFIG_KEY, sim.cfg.model_dump_json()),
+            (META_CONFIG_KEY, sim.cfg.model_dump_json(exclude={"drift"} if sim.cfg.drift is None
+                                                       else None)),
         ):
             set_meta(con, key, value)
         # keys are added once at the end: one bulk index build instead of row-by-row upkeep
@@ -808,6 +842,11 @@ def _write_customers(con, sim: _Sim, rng: np.random.Generator, c: _Chunk) -> Non
     city = c.region * 3 + rng.integers(0, 3, n)
     channel = rng.choice(len(k.ACQUISITION_CHANNELS), n, p=[0.3, 0.2, 0.12, 0.08, 0.1, 0.2])
     channel[c.gid == 0] = 5  # the first customer cannot have been referred
+    drift = sim.cfg.drift
+    if drift is not None and drift.acquisition_channel_shares is not None:
+        late = np.flatnonzero(c.signup >= (drift.start - HISTORY_START).days)
+        shares = [drift.acquisition_channel_shares[ch] for ch in k.ACQUISITION_CHANNELS]
+        channel[late] = rng.choice(len(k.ACQUISITION_CHANNELS), late.size, p=shares)
     contract_end = np.where(c.contract_end >= 0, c.contract_end, 0)
     df = pd.DataFrame(
         {
@@ -949,6 +988,10 @@ def _write_transactions(
     cfg = sim.cfg
     shape = cfg.order_value_shape
     amount = np.round(rng.gamma(shape, c.mean_spend[idx] / shape), 2)
+    drift = cfg.drift
+    if drift is not None and drift.price_factor != 1.0:
+        after = t >= (drift.start - HISTORY_START).days
+        amount = np.where(after, np.round(amount * drift.price_factor, 2), amount)
     margin_rate = cfg.by_category("category_margin_rate")
     margin = np.round(amount * margin_rate[cat] * rng.uniform(0.85, 1.15, m), 2)
     qty = 1 + np.where(b2b, rng.poisson(8.0, m), rng.poisson(0.6, m))

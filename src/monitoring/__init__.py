@@ -1,0 +1,1 @@
+"""Drift and performance monitoring of the scored snapshots (``customer360 monitor``)."""
