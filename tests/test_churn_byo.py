@@ -152,14 +152,23 @@ def test_cli_train_promote_predict_round_trip(tmp_path):
     assert tuned >= max(baselines.values()), (tuned, baselines)
     assert "2 row(s) with a blank 'Churned?'" in " ".join(trained.output.split())
     assert run.data.tags["positive_label"] == "yes"
+    # test figures from a model fitted on the training rows only; the registered model was
+    # refit on every labelled row (4000 minus the 2 blank labels)
+    assert int(run.data.tags["rows_fit_evaluated_model"]) == int(run.data.tags["rows_train"])
+    assert run.data.tags["rows_registered_model"] == "3998"
+    assert "refit on all 3,998 labelled rows" in " ".join(trained.output.split())
 
+    # the first version of a model with no champion is @champion straight away, and says so
+    assert "and @champion (the model had no champion yet)" in " ".join(trained.output.split())
+    assert "customer360 predict --model churn_byo --table" in trained.output
+    assert client.get_model_version_by_alias("churn_byo", "champion").version == version.version
     promoted = runner.invoke(app, ["promote", "churn_byo"])
-    assert promoted.exit_code == 0, promoted.output
+    assert promoted.exit_code == 0 and "already @champion" in promoted.output, promoted.output
 
     out = tmp_path / "scored.csv"
-    scored = runner.invoke(
+    scored = runner.invoke(  # NAME alone means NAME@champion
         app,
-        ["predict", "--model", "churn_byo@champion", "--table", str(source), "--output", str(out)],
+        ["predict", "--model", "churn_byo", "--table", str(source), "--output", str(out)],
     )
     assert scored.exit_code == 0, scored.output
     result = pd.read_csv(out)

@@ -671,6 +671,7 @@ class BoostedTabularModel(_estimator_base()):
             early_stopping_rounds=self.early_stopping_rounds,
             callbacks=callbacks,
         )
+        self.train_rows_ = len(train_m)
         self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
         self.best_score_ = float(next(iter(booster.best_score["valid"].values())))
         # Keep only the trees up to the best iteration, so every later predict uses them.
@@ -685,6 +686,45 @@ class BoostedTabularModel(_estimator_base()):
             descriptions.get(c) or plain_description(c) for c in self.schema_.columns
         ]
         return train_m, val_m
+
+    def _refit_target(self, y: np.ndarray) -> np.ndarray:
+        """The target the booster trains on (subclasses clip or transform it)."""
+        return np.asarray(y, dtype=float)
+
+    def refit_all(self, X: pd.DataFrame | np.ndarray, y: np.ndarray, *, rounds: int):
+        """Refit the booster on all labelled rows (``X``, ``y``) for a fixed ``rounds``, keeping
+        the fitted schema, descriptions and every other fitted part (calibration included).
+
+        Used after evaluation: the honest test figure comes from the model fitted without the
+        test rows; the registered model then learns from every row with the chosen settings
+        (the caller rescales the early-stopped round count to the larger data). Returns
+        ``self``.
+        """
+        import lightgbm as lgb
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "booster_")
+        if rounds < 1:
+            raise ModelError(f"refit_all needs at least one boosting round, got {rounds}.")
+        all_m = X if isinstance(X, np.ndarray) else to_matrix(X, self.schema_)
+        data = lgb.Dataset(
+            all_m,
+            self._refit_target(y),
+            categorical_feature=list(self.schema_.categorical_indices),
+            free_raw_data=True,
+        )
+        params = {"verbosity": -1, "feature_pre_filter": False, **self.lgb_params()}
+        params.pop("early_stopping_round", None)
+        try:
+            self.booster_ = lgb.train(params, data, num_boost_round=int(rounds))
+        except lgb.basic.LightGBMError as exc:
+            raise ModelError(f"LightGBM failed to refit on all rows: {exc}") from exc
+        self.best_iteration_ = int(rounds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-missing column -> NaN median
+            self.medians_ = np.nan_to_num(np.nanmedian(all_m, axis=0), nan=0.0)
+        self.refit_rows_ = len(all_m)
+        return self
 
     def matrix(self, X: pd.DataFrame) -> np.ndarray:
         """``X`` as the model's contiguous float matrix (typing applied)."""

@@ -410,6 +410,14 @@ def run_churn_job(
         test_identity=data.test_identity,
         notes=[*data.notes, *(notes or [])],
         on_progress=on_progress,
+        refit_data=(
+            (
+                np.vstack([train_m, val_m, to_matrix(data.X_test, data.schema)]),
+                np.concatenate([data.y_train, data.y_val, data.y_test]),
+            )
+            if config.refit_on_all_rows
+            else None
+        ),
     )
 
 
