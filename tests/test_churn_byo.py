@@ -219,3 +219,53 @@ def test_cli_refuses_label_without_table_and_unknown_alias(tmp_path):
         ],
     )
     assert res.exit_code != 0 and "No registered model 'ghost'" in str(res.exception)
+
+
+def _selection_record(run_id: str) -> tuple[list[float], dict, str]:
+    """What selection decided in a run: the trials' CV losses, the chosen settings and the
+    calibration method."""
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    trials = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    losses = [t.data.metrics["val_binary_logloss"] for t in trials]
+    chosen = {k: v for k, v in run.data.params.items() if k.startswith("best_")}
+    return losses, chosen, run.data.tags["calibration_method"]
+
+
+def test_cv_selection_never_sees_the_test_rows():
+    from customer360.training.churn import holdout_split, load_churn_config
+
+    cfg = load_churn_config()
+    cfg = cfg.model_copy(update={"n_jobs": 1, "byo": cfg.byo.model_copy(update={"cv_folds": 3})})
+    frame = messy_table(900)
+    y, present, _ = binary_labels(frame["Churned?"], column="Churned?", positive_label="Yes")
+    _, test = holdout_split(y, test=cfg.byo.test_fraction, seed=cfg.seed)
+    # same labels (so the same split), but the test rows' features scrambled
+    scrambled = frame.copy()
+    rows = frame.index[present][test]
+    for column in ("monthly spend", "days_since_login", "plan"):
+        scrambled.loc[rows, column] = frame.loc[rows[::-1], column].to_numpy()
+    runs = [
+        train_churn_table(
+            t,
+            "Churned?",
+            positive_label="Yes",
+            id_col="Customer ID",
+            trials=3,
+            config=cfg,
+            register=False,
+        )
+        for t in (frame, scrambled)
+    ]
+    first, second = (_selection_record(r.run_id) for r in runs)
+    assert len(first[0]) == 3 and first == second  # selection identical: it never saw test
+    assert runs[0].metrics["roc_auc"] != runs[1].metrics["roc_auc"]  # yet test rows differ
+    run = mlflow.MlflowClient().get_run(runs[0].run_id)
+    assert run.data.tags["cv_folds"] == "3" and run.data.tags["rows_validation"] == "0"
+    labelled = int(present.sum())
+    assert int(run.data.tags["rows_train"]) + int(run.data.tags["rows_test"]) == labelled
+    assert run.data.tags["rows_registered_model"] == str(labelled)

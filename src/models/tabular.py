@@ -691,19 +691,33 @@ class BoostedTabularModel(_estimator_base()):
         """The target the booster trains on (subclasses clip or transform it)."""
         return np.asarray(y, dtype=float)
 
-    def refit_all(self, X: pd.DataFrame | np.ndarray, y: np.ndarray, *, rounds: int):
+    def refit_all(
+        self,
+        X: pd.DataFrame | np.ndarray,
+        y: np.ndarray,
+        *,
+        rounds: int,
+        schema: TableSchema | None = None,
+        descriptions: dict[str, str] | None = None,
+    ):
         """Refit the booster on all labelled rows (``X``, ``y``) for a fixed ``rounds``, keeping
         the fitted schema, descriptions and every other fitted part (calibration included).
 
         Used after evaluation: the honest test figure comes from the model fitted without the
         test rows; the registered model then learns from every row with the chosen settings
-        (the caller rescales the early-stopped round count to the larger data). Returns
-        ``self``.
+        (the caller rescales the early-stopped round count to the larger data). An unfitted
+        model needs ``schema`` (and may take ``descriptions``): it is then a plain fixed-round
+        fit, e.g. the untuned baseline. Returns ``self``.
         """
         import lightgbm as lgb
         from sklearn.utils.validation import check_is_fitted
 
-        check_is_fitted(self, "booster_")
+        if schema is not None:
+            self.schema_ = schema
+            self.descriptions_ = [
+                (descriptions or {}).get(c) or plain_description(c) for c in schema.columns
+            ]
+        check_is_fitted(self, "schema_")
         if rounds < 1:
             raise ModelError(f"refit_all needs at least one boosting round, got {rounds}.")
         all_m = X if isinstance(X, np.ndarray) else to_matrix(X, self.schema_)
