@@ -871,7 +871,10 @@ def load_registered_model(ref: str):
     except MlflowException as exc:
         from customer360.errors import NotFoundError
 
-        raise NotFoundError(f"Cannot load model {ref!r} ({uri}): {exc}") from exc
+        raise NotFoundError(
+            f"Cannot load model {ref!r} ({uri}): {exc}. Refer to a model as NAME "
+            "(= NAME@champion), NAME@ALIAS or NAME/VERSION."
+        ) from exc
 
 
 def predict_table(ref: str, table: pd.DataFrame, *, id_col: str | None = None) -> pd.DataFrame:
