@@ -269,3 +269,36 @@ def test_cv_selection_never_sees_the_test_rows():
     labelled = int(present.sum())
     assert int(run.data.tags["rows_train"]) + int(run.data.tags["rows_test"]) == labelled
     assert run.data.tags["rows_registered_model"] == str(labelled)
+
+
+def _family_table(n: int, *, linear: bool, seed: int = 0) -> pd.DataFrame:
+    """``linear``: churn log-odds a weighted sum of eight numbers; otherwise a pure
+    interaction (the sign of x0 * x1) no linear model can express."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8))
+    if linear:
+        logit = x @ np.array([1.2, -1.0, 0.8, -0.7, 0.6, -0.5, 0.4, 0.3])
+    else:
+        logit = 3.0 * np.sign(x[:, 0] * x[:, 1])
+    y = rng.uniform(size=n) < 1 / (1 + np.exp(-logit))
+    return pd.DataFrame(x, columns=[f"x{i}" for i in range(8)]).assign(churn=y.astype(int))
+
+
+@pytest.mark.parametrize(("linear", "family"), [(True, "linear"), (False, "lightgbm")])
+def test_family_chosen_by_cv_linear_table_goes_linear_interactions_go_lightgbm(linear, family):
+    from customer360.training.churn import load_churn_config
+
+    cfg = load_churn_config()
+    cfg = cfg.model_copy(
+        update={"n_jobs": 1, "blend_weights": [], "byo": cfg.byo.model_copy(update={"cv_folds": 3})}
+    )
+    frame = _family_table(900, linear=linear)
+    result = train_churn_table(frame, "churn", model_name="fam", trials=0, config=cfg)
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    assert run.data.tags["model_family"] == family, run.data.metrics
+    if linear:
+        assert any("is the linear one" in n for n in result.notes)
+    # the registered model (refit on all rows, linear part included) loads and scores
+    scored = predict_table("fam", frame)
+    assert scored["churn_probability"].between(0, 1).all()
+    assert result.metrics["roc_auc"] >= result.baselines["lightgbm_untuned"]["roc_auc"] - 0.01

@@ -417,6 +417,43 @@ def logistic_baseline(X: np.ndarray, y: np.ndarray, schema: TableSchema, *, seed
     return model.fit(X, y)
 
 
+def spline_logistic(schema: TableSchema, *, c: float = 1.0, seed: int = 0, knots: int = 5):
+    """An unfitted regularised logistic regression for the model's matrix: one-hot
+    categoricals and cubic-spline numerics (median-imputed, constant columns dropped), so a
+    linear model can still bend with each number. L2 strength ``1 / c``."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_selection import VarianceThreshold
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, SplineTransformer
+
+    cat = schema.categorical_indices
+    num = [i for i in range(len(schema.columns)) if i not in set(cat)]
+    prep = ColumnTransformer(
+        [
+            (
+                "num",
+                make_pipeline(
+                    SimpleImputer(strategy="median", keep_empty_features=True),
+                    VarianceThreshold(0.0),
+                    SplineTransformer(n_knots=knots, degree=3, extrapolation="linear"),
+                ),
+                num,
+            ),
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value=-1),
+                    OneHotEncoder(handle_unknown="ignore"),
+                ),
+                cat,
+            ),
+        ]
+    )
+    return make_pipeline(prep, LogisticRegression(max_iter=2000, C=c, random_state=seed))
+
+
 # --- reason codes --------------------------------------------------------------------------------
 
 
@@ -799,6 +836,13 @@ class BoostedTabularModel(_estimator_base()):
             **self._extra_state(),
         }
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+        self._save_artifacts(folder)
+
+    def _save_artifacts(self, folder) -> None:
+        """Subclasses write fitted parts that are not JSON (e.g. a linear pipeline)."""
+
+    def _load_artifacts(self, folder) -> None:
+        """Counterpart of :meth:`_save_artifacts`."""
 
     @classmethod
     def load(cls, path) -> BoostedTabularModel:
@@ -821,6 +865,7 @@ class BoostedTabularModel(_estimator_base()):
         model.best_iteration_ = meta["best_iteration"]
         model.best_score_ = meta["best_score"]
         model._load_extra_state(meta)
+        model._load_artifacts(folder)
         return model
 
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:  # pragma: no cover - abstract
