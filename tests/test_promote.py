@@ -33,6 +33,7 @@ def train(frame: pd.DataFrame, *, weak: bool) -> str:
             "early_stopping_rounds": 2 if weak else 30,
             "fixed_params": {"num_leaves": 2, "learning_rate": 0.01} if weak else {},
             "search_space": {},
+            "linear_c": [],  # LightGBM only: ``weak`` must stay weak for the gate to refuse it
         }
     )
     result = train_churn_table(frame, "churn", model_name=NAME, trials=0, config=cfg)

@@ -420,13 +420,14 @@ def logistic_baseline(X: np.ndarray, y: np.ndarray, schema: TableSchema, *, seed
 def spline_logistic(schema: TableSchema, *, c: float = 1.0, seed: int = 0, knots: int = 5):
     """An unfitted regularised logistic regression for the model's matrix: one-hot
     categoricals and cubic-spline numerics (median-imputed, constant columns dropped), so a
-    linear model can still bend with each number. L2 strength ``1 / c``."""
+    linear model can still bend with each number; ``knots=0``: standardised numerics (straight
+    lines). L2 strength ``1 / c``."""
     from sklearn.compose import ColumnTransformer
     from sklearn.feature_selection import VarianceThreshold
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, SplineTransformer
+    from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
     cat = schema.categorical_indices
     num = [i for i in range(len(schema.columns)) if i not in set(cat)]
@@ -437,7 +438,9 @@ def spline_logistic(schema: TableSchema, *, c: float = 1.0, seed: int = 0, knots
                 make_pipeline(
                     SimpleImputer(strategy="median", keep_empty_features=True),
                     VarianceThreshold(0.0),
-                    SplineTransformer(n_knots=knots, degree=3, extrapolation="linear"),
+                    SplineTransformer(n_knots=knots, degree=3, extrapolation="linear")
+                    if knots
+                    else StandardScaler(),
                 ),
                 num,
             ),

@@ -84,6 +84,7 @@ class ChurnConfig(TrainingConfig):
     # BYO CV: inverse L2 strengths of the spline logistic regression competing with (and
     # blended with) LightGBM, and the LightGBM weights of the blends tried; [] = LightGBM only
     linear_c: list[float] = [0.05, 0.5, 5.0]
+    linear_knots: list[int] = [0, 5]  # 0: straight-line numerics; n: cubic splines, n knots
     blend_weights: list[float] = [0.25, 0.5, 0.75]
     byo: ByoConfig = ByoConfig()
 
@@ -565,13 +566,14 @@ def choose_family(
         splits = list(splitter.split(train_m, y))
         linear = {}
         for c in config.linear_c:
-            oof = np.empty(len(y))
-            for fit_idx, held_idx in splits:
-                pipe = spline_logistic(data.schema, c=c, seed=config.seed)
-                oof[held_idx] = pipe.fit(train_m[fit_idx], y[fit_idx]).decision_function(
-                    train_m[held_idx]
-                )
-            linear[c] = oof
+            for knots in config.linear_knots:
+                oof = np.empty(len(y))
+                for fit_idx, held_idx in splits:
+                    pipe = spline_logistic(data.schema, c=c, seed=config.seed, knots=knots)
+                    oof[held_idx] = pipe.fit(train_m[fit_idx], y[fit_idx]).decision_function(
+                        train_m[held_idx]
+                    )
+                linear[(c, knots)] = oof
         best_c = max(linear, key=lambda c: roc_auc_score(y, linear[c]))
         scores[("linear", 0.0, best_c)] = linear[best_c]
         for w in config.blend_weights:
@@ -580,9 +582,13 @@ def choose_family(
     chosen = max(aucs, key=aucs.get)  # first maximum: LightGBM on ties
     family, weight, c = chosen
     if family != "lightgbm":
-        model.linear_ = spline_logistic(data.schema, c=c, seed=config.seed).fit(train_m, y)
+        model.linear_ = spline_logistic(data.schema, c=c[0], seed=config.seed, knots=c[1]).fit(
+            train_m, y
+        )
         model.blend_weight_ = weight
     mlflow.set_tags({"model_family": family, "blend_lightgbm_weight": weight})
+    if c is not None:
+        mlflow.set_tags({"linear_c": c[0], "linear_spline_knots": c[1]})
     mlflow.log_metrics(
         {
             f"cv_roc_auc_{f}" + (f"_w{w:g}" if f == "blend" else ""): v
