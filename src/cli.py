@@ -744,7 +744,8 @@ def nbo_feedback(
 # --- train / promote / predict: churn and ML-CLV (issue 5; owner: ML) ---------------------------
 
 train_app = typer.Typer(
-    help="Train a model: Optuna-tuned LightGBM, tracked and registered in MLflow (@challenger).",
+    help="Train a model: Optuna-tuned LightGBM, tracked and registered in MLflow as @challenger "
+    "(a model's first version also becomes @champion).",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
