@@ -758,7 +758,8 @@ def nbo_feedback(
 # --- train / promote / predict: churn and ML-CLV (issue 5; owner: ML) ---------------------------
 
 train_app = typer.Typer(
-    help="Train a model: Optuna-tuned LightGBM, tracked and registered in MLflow (@challenger).",
+    help="Train a model: Optuna-tuned LightGBM, tracked and registered in MLflow as @challenger "
+    "(a model's first version also becomes @champion).",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
@@ -844,7 +845,20 @@ def _print_training_result(title: str, result, metrics: list[str]) -> None:
     where = f"model {result.model_uri} (not registered)"
     if result.version:
         where = f"registered version {result.version} as @challenger"
+        if result.became_champion:
+            where += " and @champion (the model had no champion yet)"
     console.print(f"MLflow run {result.run_id}: {where}; test data {result.test_snapshot}")
+    if result.rows:
+        console.print(
+            f"rows: test metrics from a model fitted on {result.rows['rows_fit_evaluated_model']:,}"
+            f" training rows; the logged model learned from "
+            f"{result.rows['rows_registered_model']:,} rows"
+        )
+    if result.version and result.model_name:
+        console.print(
+            f"Score a table: customer360 predict --model {result.model_name}"
+            f"{'' if result.became_champion else '@challenger'} --table FILE --output FILE"
+        )
     console.print(f"Browse the runs: {mlflow_ui_command()}  (then http://127.0.0.1:5000)")
 
 
@@ -940,15 +954,17 @@ def train_clv_cmd(
 
 @app.command()
 def promote(
-    model: Annotated[str, typer.Argument(help="Registered model name, e.g. churn or clv.")],
+    model: Annotated[
+        str, typer.Argument(help="Registered model NAME, e.g. churn, clv or churn_byo.")
+    ],
 ) -> None:
-    """Move @champion to @challenger if it beats the champion on the same test data."""
+    """Point @champion at the @challenger version if it beats the champion on the same test data."""
     from customer360.training.promote import promote as promote_model
 
     _quiet_mlflow()
     decision = promote_model(model)
-    if decision.promoted:
-        console.print(f"[green]{decision.message}[/]")
+    if decision.promoted or decision.champion_version == decision.challenger_version:
+        console.print(f"[green]{decision.message}[/]")  # already champion is not a failure
         return
     console.print(f"[bold red]not promoted:[/] {decision.message}")
     raise typer.Exit(1)

@@ -202,7 +202,8 @@ def test_champion_pyfunc_predicts_probabilities_and_reason_codes(churn_store):
     from customer360.features.registry import describe
     from customer360.training.promote import promote
 
-    assert promote("churn").promoted  # no champion yet -> the challenger becomes champion
+    # the first version became @champion at training time; promoting it again is a no-op
+    assert "already @champion" in promote("churn").message
     model = mlflow.pyfunc.load_model("models:/churn@champion")
     columns = model.metadata.get_input_schema().input_names()
     rows = churn_store["data"].X_test.head(50)

@@ -152,14 +152,23 @@ def test_cli_train_promote_predict_round_trip(tmp_path):
     assert tuned >= max(baselines.values()), (tuned, baselines)
     assert "2 row(s) with a blank 'Churned?'" in " ".join(trained.output.split())
     assert run.data.tags["positive_label"] == "yes"
+    # test figures from a model fitted on the training rows only; the registered model was
+    # refit on every labelled row (4000 minus the 2 blank labels)
+    assert int(run.data.tags["rows_fit_evaluated_model"]) == int(run.data.tags["rows_train"])
+    assert run.data.tags["rows_registered_model"] == "3998"
+    assert "refit on all 3,998 labelled rows" in " ".join(trained.output.split())
 
+    # the first version of a model with no champion is @champion straight away, and says so
+    assert "and @champion (the model had no champion yet)" in " ".join(trained.output.split())
+    assert "customer360 predict --model churn_byo --table" in trained.output
+    assert client.get_model_version_by_alias("churn_byo", "champion").version == version.version
     promoted = runner.invoke(app, ["promote", "churn_byo"])
-    assert promoted.exit_code == 0, promoted.output
+    assert promoted.exit_code == 0 and "already @champion" in promoted.output, promoted.output
 
     out = tmp_path / "scored.csv"
-    scored = runner.invoke(
+    scored = runner.invoke(  # NAME alone means NAME@champion
         app,
-        ["predict", "--model", "churn_byo@champion", "--table", str(source), "--output", str(out)],
+        ["predict", "--model", "churn_byo", "--table", str(source), "--output", str(out)],
     )
     assert scored.exit_code == 0, scored.output
     result = pd.read_csv(out)
@@ -210,3 +219,86 @@ def test_cli_refuses_label_without_table_and_unknown_alias(tmp_path):
         ],
     )
     assert res.exit_code != 0 and "No registered model 'ghost'" in str(res.exception)
+
+
+def _selection_record(run_id: str) -> tuple[list[float], dict, str]:
+    """What selection decided in a run: the trials' CV losses, the chosen settings and the
+    calibration method."""
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    trials = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    losses = [t.data.metrics["val_binary_logloss"] for t in trials]
+    chosen = {k: v for k, v in run.data.params.items() if k.startswith("best_")}
+    return losses, chosen, run.data.tags["calibration_method"]
+
+
+def test_cv_selection_never_sees_the_test_rows():
+    from customer360.training.churn import holdout_split, load_churn_config
+
+    cfg = load_churn_config()
+    cfg = cfg.model_copy(update={"n_jobs": 1, "byo": cfg.byo.model_copy(update={"cv_folds": 3})})
+    frame = messy_table(900)
+    y, present, _ = binary_labels(frame["Churned?"], column="Churned?", positive_label="Yes")
+    _, test = holdout_split(y, test=cfg.byo.test_fraction, seed=cfg.seed)
+    # same labels (so the same split), but the test rows' features scrambled
+    scrambled = frame.copy()
+    rows = frame.index[present][test]
+    for column in ("monthly spend", "days_since_login", "plan"):
+        scrambled.loc[rows, column] = frame.loc[rows[::-1], column].to_numpy()
+    runs = [
+        train_churn_table(
+            t,
+            "Churned?",
+            positive_label="Yes",
+            id_col="Customer ID",
+            trials=3,
+            config=cfg,
+            register=False,
+        )
+        for t in (frame, scrambled)
+    ]
+    first, second = (_selection_record(r.run_id) for r in runs)
+    assert len(first[0]) == 3 and first == second  # selection identical: it never saw test
+    assert runs[0].metrics["roc_auc"] != runs[1].metrics["roc_auc"]  # yet test rows differ
+    run = mlflow.MlflowClient().get_run(runs[0].run_id)
+    assert run.data.tags["cv_folds"] == "3" and run.data.tags["rows_validation"] == "0"
+    labelled = int(present.sum())
+    assert int(run.data.tags["rows_train"]) + int(run.data.tags["rows_test"]) == labelled
+    assert run.data.tags["rows_registered_model"] == str(labelled)
+
+
+def _family_table(n: int, *, linear: bool, seed: int = 0) -> pd.DataFrame:
+    """``linear``: churn log-odds a weighted sum of eight numbers; otherwise a pure
+    interaction (the sign of x0 * x1) no linear model can express."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8))
+    if linear:
+        logit = x @ np.array([1.2, -1.0, 0.8, -0.7, 0.6, -0.5, 0.4, 0.3])
+    else:
+        logit = 3.0 * np.sign(x[:, 0] * x[:, 1])
+    y = rng.uniform(size=n) < 1 / (1 + np.exp(-logit))
+    return pd.DataFrame(x, columns=[f"x{i}" for i in range(8)]).assign(churn=y.astype(int))
+
+
+@pytest.mark.parametrize(("linear", "family"), [(True, "linear"), (False, "lightgbm")])
+def test_family_chosen_by_cv_linear_table_goes_linear_interactions_go_lightgbm(linear, family):
+    from customer360.training.churn import load_churn_config
+
+    cfg = load_churn_config()
+    cfg = cfg.model_copy(
+        update={"n_jobs": 1, "blend_weights": [], "byo": cfg.byo.model_copy(update={"cv_folds": 3})}
+    )
+    frame = _family_table(900, linear=linear)
+    result = train_churn_table(frame, "churn", model_name="fam", trials=0, config=cfg)
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    assert run.data.tags["model_family"] == family, run.data.metrics
+    if linear:
+        assert any("is the linear one" in n for n in result.notes)
+    # the registered model (refit on all rows, linear part included) loads and scores
+    scored = predict_table("fam", frame)
+    assert scored["churn_probability"].between(0, 1).all()
+    assert result.metrics["roc_auc"] >= result.baselines["lightgbm_untuned"]["roc_auc"] - 0.01

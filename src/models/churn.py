@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -186,6 +187,54 @@ class ChurnClassifier(BoostedTabularModel):
             self.calibrator_ = Calibrator(NO_CALIBRATION, (1.0, 0.0))
             self.calibration_report_ = {}
         return self
+
+    # --- family: LightGBM alone, the spline logistic regression alone, or a blend ---------------
+    # ``linear_`` (a fitted sklearn pipeline on the model matrix) and ``blend_weight_`` (weight
+    # of the LightGBM log-odds; 1 = LightGBM only, 0 = linear only) are set by training when a
+    # cross-validated family choice picked them; reason codes always come from the booster.
+
+    def family(self) -> str:
+        """``lightgbm``, ``linear`` or ``blend``: which scores the probability is built on."""
+        weight = getattr(self, "blend_weight_", 1.0)
+        if getattr(self, "linear_", None) is None or weight >= 1.0:
+            return "lightgbm"
+        return "linear" if weight <= 0.0 else "blend"
+
+    def predict_raw(
+        self, X: pd.DataFrame | np.ndarray, *, num_threads: int | None = None
+    ) -> np.ndarray:
+        """Log-odds of churn from the chosen family (before calibration)."""
+        m = X if isinstance(X, np.ndarray) else self.matrix(X)
+        raw = super().predict_raw(m, num_threads=num_threads)
+        if self.family() == "lightgbm":
+            return raw
+        weight = self.blend_weight_
+        return weight * raw + (1.0 - weight) * self.linear_.decision_function(m)
+
+    def refit_all(self, X, y, *, rounds: int, schema=None, descriptions=None):
+        """Refit the booster and, when used, the linear part on all rows ``X``, ``y``."""
+        super().refit_all(X, y, rounds=rounds, schema=schema, descriptions=descriptions)
+        if getattr(self, "linear_", None) is not None:
+            from sklearn.base import clone
+
+            m = X if isinstance(X, np.ndarray) else self.matrix(X)
+            self.linear_ = clone(self.linear_).fit(m, np.asarray(y, dtype=int))
+        return self
+
+    def _save_artifacts(self, folder) -> None:
+        if self.family() != "lightgbm":
+            import joblib
+
+            state = {"linear": self.linear_, "weight": self.blend_weight_}
+            joblib.dump(state, Path(folder) / "linear.joblib")
+
+    def _load_artifacts(self, folder) -> None:
+        path = Path(folder) / "linear.joblib"
+        if path.is_file():
+            import joblib
+
+            state = joblib.load(path)
+            self.linear_, self.blend_weight_ = state["linear"], float(state["weight"])
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated churn probability per row."""

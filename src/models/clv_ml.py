@@ -45,6 +45,10 @@ class CLVRegressor(BoostedTabularModel):
     objective = {"objective": "tweedie", "metric": "poisson"}
     kind = "clv"
 
+    def _refit_target(self, y: np.ndarray) -> np.ndarray:
+        """Negative margins (refunds) train as 0, as in :meth:`fit`."""
+        return np.clip(np.asarray(y, dtype=float), 0.0, None)
+
     def fit(
         self,
         X: pd.DataFrame | np.ndarray,

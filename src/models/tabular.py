@@ -417,6 +417,46 @@ def logistic_baseline(X: np.ndarray, y: np.ndarray, schema: TableSchema, *, seed
     return model.fit(X, y)
 
 
+def spline_logistic(schema: TableSchema, *, c: float = 1.0, seed: int = 0, knots: int = 5):
+    """An unfitted regularised logistic regression for the model's matrix: one-hot
+    categoricals and cubic-spline numerics (median-imputed, constant columns dropped), so a
+    linear model can still bend with each number; ``knots=0``: standardised numerics (straight
+    lines). L2 strength ``1 / c``."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_selection import VarianceThreshold
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
+
+    cat = schema.categorical_indices
+    num = [i for i in range(len(schema.columns)) if i not in set(cat)]
+    prep = ColumnTransformer(
+        [
+            (
+                "num",
+                make_pipeline(
+                    SimpleImputer(strategy="median", keep_empty_features=True),
+                    VarianceThreshold(0.0),
+                    SplineTransformer(n_knots=knots, degree=3, extrapolation="linear")
+                    if knots
+                    else StandardScaler(),
+                ),
+                num,
+            ),
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value=-1),
+                    OneHotEncoder(handle_unknown="ignore"),
+                ),
+                cat,
+            ),
+        ]
+    )
+    return make_pipeline(prep, LogisticRegression(max_iter=2000, C=c, random_state=seed))
+
+
 # --- reason codes --------------------------------------------------------------------------------
 
 
@@ -671,6 +711,7 @@ class BoostedTabularModel(_estimator_base()):
             early_stopping_rounds=self.early_stopping_rounds,
             callbacks=callbacks,
         )
+        self.train_rows_ = len(train_m)
         self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
         self.best_score_ = float(next(iter(booster.best_score["valid"].values())))
         # Keep only the trees up to the best iteration, so every later predict uses them.
@@ -685,6 +726,59 @@ class BoostedTabularModel(_estimator_base()):
             descriptions.get(c) or plain_description(c) for c in self.schema_.columns
         ]
         return train_m, val_m
+
+    def _refit_target(self, y: np.ndarray) -> np.ndarray:
+        """The target the booster trains on (subclasses clip or transform it)."""
+        return np.asarray(y, dtype=float)
+
+    def refit_all(
+        self,
+        X: pd.DataFrame | np.ndarray,
+        y: np.ndarray,
+        *,
+        rounds: int,
+        schema: TableSchema | None = None,
+        descriptions: dict[str, str] | None = None,
+    ):
+        """Refit the booster on all labelled rows (``X``, ``y``) for a fixed ``rounds``, keeping
+        the fitted schema, descriptions and every other fitted part (calibration included).
+
+        Used after evaluation: the honest test figure comes from the model fitted without the
+        test rows; the registered model then learns from every row with the chosen settings
+        (the caller rescales the early-stopped round count to the larger data). An unfitted
+        model needs ``schema`` (and may take ``descriptions``): it is then a plain fixed-round
+        fit, e.g. the untuned baseline. Returns ``self``.
+        """
+        import lightgbm as lgb
+        from sklearn.utils.validation import check_is_fitted
+
+        if schema is not None:
+            self.schema_ = schema
+            self.descriptions_ = [
+                (descriptions or {}).get(c) or plain_description(c) for c in schema.columns
+            ]
+        check_is_fitted(self, "schema_")
+        if rounds < 1:
+            raise ModelError(f"refit_all needs at least one boosting round, got {rounds}.")
+        all_m = X if isinstance(X, np.ndarray) else to_matrix(X, self.schema_)
+        data = lgb.Dataset(
+            all_m,
+            self._refit_target(y),
+            categorical_feature=list(self.schema_.categorical_indices),
+            free_raw_data=True,
+        )
+        params = {"verbosity": -1, "feature_pre_filter": False, **self.lgb_params()}
+        params.pop("early_stopping_round", None)
+        try:
+            self.booster_ = lgb.train(params, data, num_boost_round=int(rounds))
+        except lgb.basic.LightGBMError as exc:
+            raise ModelError(f"LightGBM failed to refit on all rows: {exc}") from exc
+        self.best_iteration_ = int(rounds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-missing column -> NaN median
+            self.medians_ = np.nan_to_num(np.nanmedian(all_m, axis=0), nan=0.0)
+        self.refit_rows_ = len(all_m)
+        return self
 
     def matrix(self, X: pd.DataFrame) -> np.ndarray:
         """``X`` as the model's contiguous float matrix (typing applied)."""
@@ -745,6 +839,13 @@ class BoostedTabularModel(_estimator_base()):
             **self._extra_state(),
         }
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+        self._save_artifacts(folder)
+
+    def _save_artifacts(self, folder) -> None:
+        """Subclasses write fitted parts that are not JSON (e.g. a linear pipeline)."""
+
+    def _load_artifacts(self, folder) -> None:
+        """Counterpart of :meth:`_save_artifacts`."""
 
     @classmethod
     def load(cls, path) -> BoostedTabularModel:
@@ -767,6 +868,7 @@ class BoostedTabularModel(_estimator_base()):
         model.best_iteration_ = meta["best_iteration"]
         model.best_score_ = meta["best_score"]
         model._load_extra_state(meta)
+        model._load_artifacts(folder)
         return model
 
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:  # pragma: no cover - abstract

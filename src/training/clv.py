@@ -198,5 +198,13 @@ def train_clv(
         tags=parts.tags,
         test_identity=parts.test_identity,
         notes=notes,
+        refit_data=(
+            (
+                np.vstack([train_m, val_m, to_matrix(test[features], schema)]),
+                np.concatenate([y_train, y_val, y_test]),
+            )
+            if config.refit_on_all_rows
+            else None
+        ),
         on_progress=on_progress,
     )

@@ -122,6 +122,9 @@ class TrainingConfig(StrictModel):
     # The first trial evaluates these (clipped to the search space), typically LightGBM's
     # defaults, so the tuned model starts from what an untuned one would do.
     first_trial: dict[str, float | int | str | bool] = {}
+    # Register a model refit on every labelled row (train + validation + test) with the chosen
+    # settings; the reported test figures always come from the model that never saw the test.
+    refit_on_all_rows: bool = True
 
 
 def snapshot_dates(today: dt.date, horizon_days: int, plan: SnapshotPlan) -> list[dt.date]:
@@ -365,6 +368,9 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
     test_snapshot: str = ""
     experiment_id: str = ""
+    became_champion: bool = False
+    rows: dict[str, int] = field(default_factory=dict)
+    model_name: str = ""
 
 
 def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
@@ -454,9 +460,30 @@ def log_and_register(
     version = None
     if register:
         version = str(info.registered_model_version)
-        mlflow.MlflowClient().set_registered_model_alias(model_name, CHALLENGER, version)
-        log.info("registered %s version %s as @%s", model_name, version, CHALLENGER)
+        set_registration_aliases(model_name, version)
     return info.model_uri, version
+
+
+def set_registration_aliases(model_name: str, version: str) -> bool:
+    """Point ``@challenger`` at a newly registered ``version``; when ``model_name`` has no
+    ``@champion`` yet (its first version), point ``@champion`` at it too, so
+    ``predict --model NAME`` works right after the first ``train``.
+
+    Returns True when the version also became ``@champion``.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    log.info("registered %s version %s as @%s", model_name, version, CHALLENGER)
+    try:
+        client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        log.info("%s had no @%s: version %s is now @%s", model_name, CHAMPION, version, CHAMPION)
+        return True
+    return False
 
 
 def evaluate_champion(
@@ -690,6 +717,7 @@ def run_training_job(
     test_identity: str,
     notes: Sequence[str] = (),
     on_progress: Callable[[int, int], None] | None = None,
+    refit_data: tuple[Any, np.ndarray] | None = None,
 ) -> TrainResult:
     """One MLflow parent run: tags + resolved config, Optuna trials as nested runs, the refit
     best model, its evaluation against baselines (metrics, plots), the current champion scored
@@ -706,6 +734,12 @@ def run_training_job(
         The test rows' model input, and how to score the champion pyfunc's predictions on them.
     primary_metric
         Test metric promotion compares (greater is better).
+    refit_data
+        ``(X_all, y_all)``: every labelled row (training, validation and test). After the
+        honest test evaluation (by the model fitted without the test rows), the registered
+        model is refit on these rows with the chosen settings, its boosting rounds rescaled
+        from the early-stopped count by ``len(X_all) / training rows``. ``None`` registers
+        the evaluated model itself. The run's ``rows_*`` tags say which rows each part used.
     """
     import mlflow
 
@@ -755,11 +789,35 @@ def run_training_job(
         )
         log_figures(result.figures)
         all_notes = [*notes, *result.notes]
+        rows = {"rows_fit_evaluated_model": int(model.train_rows_)}
+        if refit_data is not None:
+            X_all, y_all = refit_data
+            rounds = max(1, round(model.best_iteration_ * len(y_all) / model.train_rows_))
+            evaluated_rounds = model.best_iteration_
+            model = model.refit_all(X_all, y_all, rounds=rounds)
+            rows["rows_registered_model"] = len(y_all)
+            mlflow.log_metric("refit_rounds", rounds)
+            all_notes.append(
+                f"Test metrics come from a model fitted on {rows['rows_fit_evaluated_model']:,} "
+                f"training rows that never saw the test rows; the logged model was then refit "
+                f"on all {len(y_all):,} labelled rows with the chosen settings "
+                f"({evaluated_rounds} -> {rounds} boosting rounds)."
+            )
+        else:
+            rows["rows_registered_model"] = rows["rows_fit_evaluated_model"]
+        mlflow.set_tags(rows)
         if all_notes:
             mlflow.log_text("\n".join(all_notes), "notes.txt")
         model_uri, version = log_and_register(
             model, example, model_name=model_name, register=register
         )
+        became_champion = False
+        if version is not None:
+            became_champion = (
+                str(mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION).version)
+                == version
+            )
+            mlflow.set_tag("became_champion", str(became_champion).lower())
     return TrainResult(
         run_id=run.info.run_id,
         model_uri=model_uri,
@@ -769,6 +827,9 @@ def run_training_job(
         notes=all_notes,
         test_snapshot=test_identity,
         experiment_id=experiment_id,
+        became_champion=became_champion,
+        rows=rows,
+        model_name=model_name,
     )
 
 
@@ -810,7 +871,10 @@ def load_registered_model(ref: str):
     except MlflowException as exc:
         from customer360.errors import NotFoundError
 
-        raise NotFoundError(f"Cannot load model {ref!r} ({uri}): {exc}") from exc
+        raise NotFoundError(
+            f"Cannot load model {ref!r} ({uri}): {exc}. Refer to a model as NAME "
+            "(= NAME@champion), NAME@ALIAS or NAME/VERSION."
+        ) from exc
 
 
 def check_numeric_cells(table: pd.DataFrame, columns: Sequence[str]) -> None:

@@ -741,10 +741,10 @@ def train_nbo(
         )
         version = None
         if register:
-            from customer360.training.common import CHALLENGER
+            from customer360.training.common import set_registration_aliases
 
             version = str(info.registered_model_version)
-            mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+            set_registration_aliases(MODEL_NAME, version)  # first version -> @champion too
         step()
     return NBOResult(
         run_id=run.info.run_id,

@@ -60,7 +60,8 @@ def alias_version(client, model_name: str, alias: str):
         aliases = sorted(client.get_registered_model(model_name).aliases)
         raise NotFoundError(
             f"Model {model_name!r} has no version with alias @{alias}. Its aliases: "
-            f"{', '.join('@' + a for a in aliases) or 'none'}."
+            f"{', '.join('@' + a for a in aliases) or 'none'}. Refer to a model as NAME "
+            "(= NAME@champion), NAME@ALIAS or NAME/VERSION."
         ) from None
 
 
