@@ -485,8 +485,10 @@ class ProfileScorer:
         The snapshot's population context.
     config
         Serving config (top-k offers, horizon).
-    seed
-        Seed of the Thompson draws (None: fresh randomness on every call).
+
+    When the NBO bandit explores, each customer gets one Thompson decision per decision period
+    (``bandit.decision_period`` of ``configs/nbo.yaml``): the service's endpoints and batch
+    scoring rank a customer's offers alike (see :func:`customer360.models.nbo.recommend`).
     """
 
     def __init__(
@@ -494,8 +496,6 @@ class ProfileScorer:
         champions: Mapping[str, Champion],
         population: Population,
         config: ServingConfig,
-        *,
-        seed: int | None = None,
     ) -> None:
         self.champions = dict(champions)
         self.population = population
@@ -513,7 +513,6 @@ class ProfileScorer:
                 ]
             )
         )
-        self.rng = np.random.default_rng(seed)
 
     def conform(self, features: pd.DataFrame) -> pd.DataFrame:
         """:func:`conform` to every champion's signature."""
@@ -607,7 +606,7 @@ class ProfileScorer:
             None if payload else pop.history,
             self.config.top_k_offers,
             bandit=pop.bandit if use_bandit else None,
-            rng=self.rng,
+            decided_at=now,
             include_excluded=exclusions,
         )
         ids = frame["customer_id"].to_numpy()

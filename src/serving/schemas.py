@@ -125,8 +125,13 @@ class Offer(BaseModel):
     expected_value: float | None = None
     score: float | None = Field(
         None,
-        description="Ranking value: expected value, with P(accept) drawn from the NBO bandit's "
-        "posterior once feedback has been recorded or exploration is on.",
+        description="Ranking value (offers are ranked by it, highest first): the expected "
+        "value, with P(accept) replaced by a Thompson draw from the NBO bandit's posterior once "
+        "feedback has been recorded or exploration is on. The draw is one decision per customer "
+        "per decision period (bandit.decision_period, ISO week by default), the same on every "
+        "call, endpoint and batch run; ranks change only when the period rolls over, recorded "
+        "feedback moves the posterior or an offer's eligibility, or new models or a new "
+        "snapshot are served.",
     )
     reasons: list[str] = Field(default_factory=list, description="Why the offer is eligible.")
 
