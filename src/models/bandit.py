@@ -217,6 +217,21 @@ def record_feedback(
     return fid
 
 
+def find_feedback(con: duckdb.DuckDBPyConnection, feedback_id: str) -> dict | None:
+    """The stored event ``feedback_id`` (``customer_id``, ``offer_id``, ``accepted``) or None
+    when it was never recorded (a client's retry checks it before writing again)."""
+    if not table_exists(con, FEEDBACK_TABLE):
+        return None
+    rows = con.execute(
+        f"SELECT customer_id, offer_id, accepted FROM {FEEDBACK_TABLE} WHERE feedback_id = ?",
+        [feedback_id],
+    ).fetchall()
+    if not rows:
+        return None
+    customer_id, offer_id, accepted = rows[0]
+    return {"customer_id": customer_id, "offer_id": offer_id, "accepted": bool(accepted)}
+
+
 def _insert_creating(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> None:
     """Run an insert; on the very first feedback create the tables and run it again (the hot
     path stays a single statement)."""

@@ -10,7 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from customer360.config import StrictModel, load_config
 
@@ -48,6 +55,11 @@ SERVING_CONFIG = load_serving_config()
 
 CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 FeatureValue = float | int | bool | str | None
+
+
+# A client's event id (idempotency key): printable, no spaces, at most 128 characters.
+EVENT_ID_PATTERN = r"^[A-Za-z0-9._:~-]{1,128}$"
+EventId = Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)]
 
 
 class _Request(BaseModel):
@@ -93,8 +105,21 @@ class FeedbackRequest(_Request):
 
     customer_id: CustomerId
     offer_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-    accepted: bool
-    channel: str | None = Field(None, max_length=32, description="Channel the offer went out on.")
+    accepted: StrictBool = Field(
+        ..., description="true or false (JSON booleans only: \"yes\", 1 or \"true\" are refused)."
+    )
+    channel: str | None = Field(
+        None,
+        max_length=32,
+        description="Channel the offer went out on; one of the catalogue's channels.",
+    )
+    event_id: EventId | None = Field(
+        None,
+        description="The client's id of this event (or the Idempotency-Key header): sending the "
+        "same id again stores nothing more and answers the same, so a retry after a timeout or "
+        "a crash never double counts. The same id with another customer, offer or answer is "
+        "refused (409). Without one, every request is a new event.",
+    )
 
 
 # --- responses --------------------------------------------------------------------------------
@@ -172,6 +197,7 @@ class FeedbackResult(BaseModel):
     customer_id: str
     offer_id: str
     accepted: bool
+    event_id: str = Field(..., description="The event's id (the client's, or a fresh one).")
 
 
 ResultT = TypeVar("ResultT")
