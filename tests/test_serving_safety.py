@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from serving_env import REPO, Server, ServingEnv, build_env
@@ -293,7 +294,7 @@ def test_kill_9_during_feedback_loses_no_acknowledged_event(explore_env, tmp_pat
 
         def send(event):
             try:
-                resp = srv.post("feedback", json=event, timeout=10)
+                resp = srv.post("feedback", json=event)
             except Exception:
                 return
             if resp.status_code == 200:
@@ -301,14 +302,19 @@ def test_kill_9_during_feedback_loses_no_acknowledged_event(explore_env, tmp_pat
 
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(send, e) for e in events]
-            while len(acked) < len(events) // 4:
+            deadline = time.monotonic() + 60
+            while len(acked) < len(events) // 4 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            os.killpg(srv.proc.pid, signal.SIGKILL)
+            # kill -9 the worker (it writes; BentoML starts it in its own session) and the server
+            parent = psutil.Process(srv.proc.pid)
+            for proc in [*parent.children(recursive=True), parent]:
+                proc.send_signal(signal.SIGKILL)
             srv.proc.wait(timeout=10)
             for f in futures:
                 f.result()
     finally:
         srv.stop()
+    assert acked, srv.log.read_text()[-3000:]
     assert len(events) // 4 <= len(acked) < len(events)
     stored = set(feedback_rows(db)["feedback_id"])
     assert set(acked) <= stored

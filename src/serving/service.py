@@ -668,6 +668,21 @@ class Customer360:
         the customer's segment was never eligible for (422), an event id reused for another
         event (409). The answer is sent only once the event is committed to the warehouse.
         """
+        answer = self._feedback(customer_id, offer_id, accepted, channel, event_id, ctx)
+        if ctx is not None and isinstance(answer, JSONResponse):
+            # with a context, BentoML answers with the context's status, not the response's
+            ctx.response.status_code = answer.status_code
+        return answer
+
+    def _feedback(
+        self,
+        customer_id: str,
+        offer_id: str,
+        accepted: bool,
+        channel: str | None,
+        event_id: str | None,
+        ctx: bentoml.Context | None,
+    ) -> FeedbackResult | JSONResponse:
         header_id = ctx.request.headers.get("idempotency-key") if ctx is not None else None
         if header_id is not None:
             header_id = header_id.strip()
