@@ -347,19 +347,28 @@ def serve(
     host: Annotated[
         str, typer.Option("--host", help="Interface to bind (0.0.0.0 exposes it).")
     ] = "127.0.0.1",
+    insecure_no_token: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-token",
+            help="Serve a non-loopback --host without CUSTOMER360_API_TOKEN (refused otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """Start the BentoML service in the foreground (Ctrl-C stops it).
 
     Needs the champion models (churn, clv, nbo) in the MLflow registry and a feature snapshot
-    in the warehouse; set CUSTOMER360_API_TOKEN to require a bearer token.
+    in the warehouse; set CUSTOMER360_API_TOKEN to require a bearer token (required for a
+    non-loopback --host unless --insecure-no-token).
     """
     import tempfile
 
     from customer360.data.warehouse import connect, resolve_db_path
     from customer360.serving.profile import champion_versions, latest_as_of
     from customer360.serving.schemas import load_serving_config
-    from customer360.serving.service import serve_command
+    from customer360.serving.service import check_exposure, serve_command
 
+    check_exposure(host, insecure_no_token=insecure_no_token)  # before loading anything
     config = load_serving_config()
     # Refuse early, naming what lacks: the feature snapshot, then the champions.
     if resolve_db_path(db).exists():
@@ -368,7 +377,10 @@ def serve(
     versions = champion_versions(config.models, config.alias)
     with tempfile.TemporaryDirectory(prefix="customer360-serve-") as tmp:
         error_file = Path(tmp) / "start-error.txt"
-        cmd, env = serve_command(db, port=port, host=host, start_error_file=error_file)
+        cmd, env = serve_command(
+            db, port=port, host=host, start_error_file=error_file,
+            insecure_no_token=insecure_no_token,
+        )
         console.print(
             f"Serving {', '.join(f'{n} v{v}' for n, v in versions.items())} from "
             f"{env['CUSTOMER360_DB']} on http://{host}:{port} (OpenAPI docs at /, Ctrl-C stops)",

@@ -22,6 +22,16 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# The servers' log-hash key (random per process otherwise): tests recompute a logged hash.
+LOG_HASH_KEY = "serving-tests-log-key"
+
+
+def log_hash(customer_id: str) -> str:
+    """``hash_id`` as the test servers compute it."""
+    import hashlib
+    import hmac
+
+    return hmac.new(LOG_HASH_KEY.encode(), customer_id.encode(), hashlib.sha256).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class ServingEnv:
             "CUSTOMER360_CONFIG_DIR": str(self.config_dir),
             "CUSTOMER360_DB": str(db or self.db),
             "BENTOML_DO_NOT_TRACK": "True",
+            "CUSTOMER360_LOG_HASH_KEY": LOG_HASH_KEY,
         }
         out.pop("CUSTOMER360_API_TOKEN", None)
         out.update(extra)

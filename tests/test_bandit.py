@@ -17,6 +17,8 @@ from customer360.errors import Customer360Error, NotFoundError
 from customer360.models.bandit import (
     BanditState,
     connect_with_retry,
+    decision_period_key,
+    decision_quantiles,
     record_feedback,
     record_feedback_batch,
     simulate_thompson,
@@ -148,3 +150,28 @@ def test_simulation_regret_falls_over_rounds():
     first, last = out["regret"].iloc[:10].mean(), out["regret"].iloc[-15:].mean()
     assert last < 0.5 * first
     assert out["cumulative_regret"].is_monotonic_increasing
+
+
+def test_one_decision_per_customer_per_period():
+    """The same (customer, offer) pair gets the same Thompson draw within a period, whatever
+    the batch around it; another period or customer draws afresh; the draws still explore."""
+    customers = np.array([f"C{i:04d}" for i in range(2000)])
+    offers = np.array(["O1"] * 2000)
+    u = decision_quantiles(customers, offers, "2026-12-01", "week")
+    again = decision_quantiles(customers[::-1], offers, "2026-12-06", "week")[::-1]
+    np.testing.assert_array_equal(u, again)  # same ISO week, other order: same points
+    next_week = decision_quantiles(customers, offers, "2026-12-08", "week")
+    assert (u != next_week).mean() > 0.99
+    # uniform enough to be a Thompson draw: deciles hold ~10 % each
+    counts = np.histogram(u, bins=10, range=(0, 1))[0]
+    assert counts.min() > 150 and counts.max() < 250
+    succ, fail = np.full(2000, 3.0), np.full(2000, 30.0)
+    draws = thompson_draw(succ, fail, 0.1, 20.0, exploration=1.0, quantiles=u)
+    np.testing.assert_array_equal(
+        draws, thompson_draw(succ, fail, 0.1, 20.0, exploration=1.0, quantiles=again)
+    )
+    posterior_mean = (0.1 * 20 + 3) / (20 + 33)
+    assert draws.std() > 0.02 and abs(draws.mean() - posterior_mean) < 0.01
+    assert decision_period_key("2026-12-31", "month") == "2026-12"
+    with pytest.raises(Customer360Error, match="decision_period"):
+        decision_period_key("2026-12-31", "year")

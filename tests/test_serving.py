@@ -383,7 +383,7 @@ def test_concurrent_feedback_loses_nothing_and_feeds_the_bandit(served, ids):
 
 
 def test_customer_ids_never_reach_the_log_in_clear(served, ids):
-    from customer360.serving.profile import hash_id
+    from serving_env import log_hash as hash_id  # the servers' keyed hash
 
     text = served.server.log.read_text()
     for cid in [*ids, "UNKNOWN-42", "GHOST-1", "NO-SUCH-ID"]:

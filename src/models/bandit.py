@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -216,6 +217,21 @@ def record_feedback(
     return fid
 
 
+def find_feedback(con: duckdb.DuckDBPyConnection, feedback_id: str) -> dict | None:
+    """The stored event ``feedback_id`` (``customer_id``, ``offer_id``, ``accepted``) or None
+    when it was never recorded (a client's retry checks it before writing again)."""
+    if not table_exists(con, FEEDBACK_TABLE):
+        return None
+    rows = con.execute(
+        f"SELECT customer_id, offer_id, accepted FROM {FEEDBACK_TABLE} WHERE feedback_id = ?",
+        [feedback_id],
+    ).fetchall()
+    if not rows:
+        return None
+    customer_id, offer_id, accepted = rows[0]
+    return {"customer_id": customer_id, "offer_id": offer_id, "accepted": bool(accepted)}
+
+
 def _insert_creating(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> None:
     """Run an insert; on the very first feedback create the tables and run it again (the hot
     path stays a single statement)."""
@@ -329,13 +345,17 @@ def thompson_draw(
     prior_strength: float,
     *,
     exploration: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
+    quantiles: np.ndarray | None = None,
 ) -> np.ndarray:
     """Acceptance probabilities for ranking: Thompson draws from each arm's Beta posterior.
 
     Posterior ``Beta(s0 m + successes, s0 (1 - m) + failures)`` with prior mean ``m`` and
     strength ``s0`` (pseudo-observations). ``exploration`` scales the draw's spread around the
     posterior mean: 0 = greedy on the mean, 1 = plain Thompson sampling, >1 = explore more.
+    The draw is the posterior's quantile at ``quantiles`` (in (0, 1), one per arm: a
+    reproducible decision, see :func:`decision_quantiles`) or, without them, a fresh draw
+    from ``rng``.
     """
     if exploration < 0:
         raise Customer360Error(f"exploration must be >= 0, got {exploration}.")
@@ -345,8 +365,68 @@ def thompson_draw(
     mean = a / (a + b)
     if exploration == 0:
         return np.broadcast_to(mean, np.broadcast(a, b).shape).copy()
-    draw = rng.beta(a, b)
+    if quantiles is not None:
+        from scipy.special import betaincinv
+
+        draw = betaincinv(a, b, np.asarray(quantiles, dtype=float))
+    elif rng is not None:
+        draw = rng.beta(a, b)
+    else:
+        raise Customer360Error("thompson_draw needs rng= or quantiles= when exploration > 0.")
     return np.clip(mean + exploration * (draw - mean), 0.0, 1.0)
+
+
+def decision_period_key(decided_at: Any | None, period: str) -> str:
+    """The decision period holding ``decided_at`` (default: now, UTC): ``2026-12-01`` (day),
+    ``2026-W49`` (ISO week) or ``2026-12`` (month).
+
+    Examples
+    --------
+    >>> decision_period_key("2026-12-01 23:00", "week")
+    '2026-W49'
+    """
+    ts = pd.Timestamp.now(tz="UTC") if decided_at is None else pd.Timestamp(decided_at)
+    if period == "day":
+        return ts.strftime("%Y-%m-%d")
+    if period == "week":
+        year, week, _ = ts.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "month":
+        return ts.strftime("%Y-%m")
+    raise Customer360Error(
+        f"bandit.decision_period must be day, week or month, got {period!r} (configs/nbo.yaml)."
+    )
+
+
+def decision_quantiles(
+    customer_ids: np.ndarray,
+    offer_ids: np.ndarray,
+    decided_at: Any | None = None,
+    period: str = "week",
+) -> np.ndarray:
+    """One fixed point in (0, 1) per (customer, offer) pair and decision period, vectorised.
+
+    A keyed hash (SipHash, keyed by the period) of the customer and offer ids: the same pair
+    gets the same point on every call, endpoint, process and batch chunk within the period,
+    and an unrelated one in the next period. Used as the quantile of the Thompson draw, it
+    makes one exploration decision per customer per period.
+
+    Examples
+    --------
+    >>> u = decision_quantiles(np.array(["C1", "C1"]), np.array(["O1", "O2"]), "2026-12-01")
+    >>> bool(((u > 0) & (u < 1)).all() and u[0] != u[1])
+    True
+    """
+    key = decision_period_key(decided_at, period).ljust(16, "_")[:16]
+    h_c = pd.util.hash_array(np.asarray(customer_ids, dtype=object), hash_key=key)
+    h_o = pd.util.hash_array(np.asarray(offer_ids, dtype=object), hash_key=key)
+    # splitmix64 finaliser over the pair: uniform bits that depend on both ids.
+    with np.errstate(over="ignore"):
+        x = h_c ^ (h_o * np.uint64(0x9E3779B97F4A7C15))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return ((x >> np.uint64(11)).astype(float) + 0.5) / float(2**53)
 
 
 def simulate_thompson(

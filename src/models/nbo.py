@@ -143,6 +143,9 @@ class BanditConfig(StrictModel):
     prior_strength: float = Field(20.0, gt=0)
     prior_mean: float = Field(0.1, gt=0, lt=1)
     exploration: float = Field(1.0, ge=0)
+    # One Thompson decision per customer per period (see bandit.decision_quantiles): the same
+    # customer gets the same ranks on every call, endpoint and batch run within a period.
+    decision_period: Literal["day", "week", "month"] = "week"
 
 
 class OPEConfig(StrictModel):
@@ -701,6 +704,7 @@ def recommend(
     bandit: Any | None = None,
     rng: np.random.Generator | None = None,
     include_excluded: bool = True,
+    decided_at: Any | None = None,
 ) -> pd.DataFrame:
     """Top-``k`` offers per customer by expected value, plus the excluded offers and why.
 
@@ -721,6 +725,14 @@ def recommend(
     bandit
         A :class:`customer360.models.bandit.BanditState`: P(accept) becomes a Thompson draw
         from the segment x offer posterior centred on the model's probability.
+    rng
+        Free Thompson draws from this generator (simulations). Default (None): one decision
+        per customer per ``bandit.decision_period``: each (customer, offer) pair's draw is the
+        posterior quantile at a point fixed by (customer, offer, period), so repeated calls,
+        endpoints and batch runs rank alike until the period rolls over or feedback moves the
+        posterior.
+    decided_at
+        When the decision is made (default: now, UTC); picks the decision period.
     include_excluded
         Also return every excluded pair with its reasons.
 
@@ -759,13 +771,22 @@ def recommend(
         ev = ev + retention
     score = ev
     if bandit is not None:
-        from customer360.models.bandit import thompson_draw
+        from customer360.models.bandit import decision_quantiles, thompson_draw
 
         segs = features_df[config.eligibility.segment_column].astype(str).to_numpy()[cust_idx]
-        succ, fail = bandit.lookup(segs, offers_df["offer_id"].to_numpy()[offer_idx])
+        pair_offers = offers_df["offer_id"].to_numpy()[offer_idx]
+        succ, fail = bandit.lookup(segs, pair_offers)
+        quantiles = None
+        if rng is None:
+            quantiles = decision_quantiles(
+                features_df["customer_id"].to_numpy()[cust_idx],
+                pair_offers,
+                decided_at,
+                config.bandit.decision_period,
+            )
         p_draw = thompson_draw(
             succ, fail, p, config.bandit.prior_strength,
-            exploration=config.bandit.exploration, rng=rng or np.random.default_rng(),
+            exploration=config.bandit.exploration, rng=rng, quantiles=quantiles,
         )
         score = p_draw * margin + retention * np.where(p > 0, p_draw / np.maximum(p, 1e-12), 0)
 

@@ -78,7 +78,7 @@ def _snapshot_rows(con: Any, as_of: dt.date) -> int:
 
 
 def build_scorer(
-    con: Any, as_of: dt.date, config: ServingConfig, *, seed: int | None = None
+    con: Any, as_of: dt.date, config: ServingConfig
 ) -> ProfileScorer:
     """Champions + population context for ``as_of``, reading only the columns classification
     needs for the whole population."""
@@ -95,7 +95,7 @@ def build_scorer(
     population = Population.build(
         con, base, as_of, config, prob_horizons=prob_horizons(champions)
     )
-    return ProfileScorer(champions, population, config, seed=seed)
+    return ProfileScorer(champions, population, config)
 
 
 def score_customers(
@@ -105,7 +105,6 @@ def score_customers(
     db: str | Path | None = None,
     chunk_size: int | None = None,
     table: str = SCORES_TABLE,
-    seed: int | None = 0,
     on_progress: ProgressCallback | None = None,
 ) -> ScoreReport:
     """Score every customer of the ``as_of`` feature snapshot.
@@ -121,8 +120,6 @@ def score_customers(
         also replace the DuckDB table ``table`` in it.
     chunk_size
         Customers per chunk (default ``chunk_size`` of ``configs/serving.yaml``).
-    seed
-        Seed of the Thompson draws when the NBO bandit explores (None: fresh randomness).
     on_progress
         Called with ``(customers_done, customers_total)`` after each chunk.
 
@@ -150,7 +147,7 @@ def score_customers(
     con = connect(db)
     try:
         total = _snapshot_rows(con, as_of)
-        scorer = build_scorer(con, as_of, config, seed=seed)
+        scorer = build_scorer(con, as_of, config)
         side = con.cursor()
         stream = con.execute(
             f"SELECT * FROM {SNAPSHOT_TABLE} WHERE CAST(as_of AS DATE) = ? ORDER BY customer_id",

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import logging
 import math
+import os
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,15 +43,23 @@ class PayloadError(Customer360Error):
     """A feature payload lacks a column the models need or holds a value of the wrong type."""
 
 
+# Key of the log hash: set it to correlate log lines across restarts and workers; otherwise a
+# random key per process (a bare hash of an id is reversed by hashing every candidate id).
+LOG_HASH_KEY_ENV = "CUSTOMER360_LOG_HASH_KEY"
+_LOG_HASH_KEY = os.environ.get(LOG_HASH_KEY_ENV, "").encode() or secrets.token_bytes(32)
+
+
 def hash_id(customer_id: object) -> str:
-    """A short stable hash of a customer id, for logs (ids are never logged in clear).
+    """A short keyed hash (HMAC-SHA256) of a customer id, for logs (ids are never logged in
+    clear). The key is ``$CUSTOMER360_LOG_HASH_KEY``, else random per process: without the
+    key, no loop over candidate ids recovers an id from its hash.
 
     Examples
     --------
     >>> hash_id("C0000001") == hash_id("C0000001") != hash_id("C0000002")
     True
     """
-    return hashlib.sha256(str(customer_id).encode()).hexdigest()[:12]
+    return hmac.new(_LOG_HASH_KEY, str(customer_id).encode(), hashlib.sha256).hexdigest()[:12]
 
 
 # --- champion models --------------------------------------------------------------------------
@@ -485,8 +496,10 @@ class ProfileScorer:
         The snapshot's population context.
     config
         Serving config (top-k offers, horizon).
-    seed
-        Seed of the Thompson draws (None: fresh randomness on every call).
+
+    When the NBO bandit explores, each customer gets one Thompson decision per decision period
+    (``bandit.decision_period`` of ``configs/nbo.yaml``): the service's endpoints and batch
+    scoring rank a customer's offers alike (see :func:`customer360.models.nbo.recommend`).
     """
 
     def __init__(
@@ -494,8 +507,6 @@ class ProfileScorer:
         champions: Mapping[str, Champion],
         population: Population,
         config: ServingConfig,
-        *,
-        seed: int | None = None,
     ) -> None:
         self.champions = dict(champions)
         self.population = population
@@ -513,7 +524,6 @@ class ProfileScorer:
                 ]
             )
         )
-        self.rng = np.random.default_rng(seed)
 
     def conform(self, features: pd.DataFrame) -> pd.DataFrame:
         """:func:`conform` to every champion's signature."""
@@ -607,7 +617,7 @@ class ProfileScorer:
             None if payload else pop.history,
             self.config.top_k_offers,
             bandit=pop.bandit if use_bandit else None,
-            rng=self.rng,
+            decided_at=now,
             include_excluded=exclusions,
         )
         ids = frame["customer_id"].to_numpy()
@@ -650,18 +660,40 @@ class ProfileScorer:
         return set(self.population.offers["offer_id"].astype(str))
 
     def record_feedback(
-        self, db_path: str, customer_id: str, offer_id: str, accepted: bool, segment: str
-    ) -> str:
+        self,
+        db_path: str,
+        customer_id: str,
+        offer_id: str,
+        accepted: bool,
+        segment: str,
+        event_id: str | None = None,
+    ) -> tuple[str, bool]:
         """Append the feedback to the warehouse's durable log, then to the in-memory bandit
         state and offer history, so the next recommendation already learns from it (and the
-        held / recently-rejected rules see it)."""
-        from customer360.models.bandit import connect_with_retry, record_feedback
+        held / recently-rejected rules see it).
+
+        Returns ``(event_id, replayed)``: an ``event_id`` already in the log is a client's
+        retry, stored once and counted once (``replayed`` True); the same id naming another
+        customer, offer or answer raises :class:`FeedbackConflict`.
+        """
+        from customer360.models.bandit import connect_with_retry, find_feedback, record_feedback
 
         now = pd.Timestamp.now(tz="UTC").tz_localize(None)
         con = connect_with_retry(db_path, timeout_s=10.0)
         try:
+            stored = find_feedback(con, event_id) if event_id else None
+            if stored is not None:
+                given = {"customer_id": customer_id, "offer_id": offer_id, "accepted": accepted}
+                if stored != given:
+                    raise FeedbackConflict(
+                        f"event_id {event_id!r} was already recorded for another event "
+                        f"(offer {stored['offer_id']!r}, accepted={stored['accepted']}); send "
+                        "a new event_id for a new event."
+                    )
+                return event_id, True
             fid = record_feedback(
-                con, customer_id, offer_id, accepted, now.to_pydatetime(), segment
+                con, customer_id, offer_id, accepted, now.to_pydatetime(), segment,
+                feedback_id=event_id,
             )
         finally:
             con.close()
@@ -681,7 +713,33 @@ class ProfileScorer:
             }
         )
         pop.history = pd.concat([pop.history, event.astype(pop.history.dtypes)], ignore_index=True)
-        return fid
+        return fid, False
+
+    def never_eligible(self, customer_id: str, offer_id: str) -> str | None:
+        """Why ``offer_id`` cannot have been offered to ``customer_id`` (its segment rule
+        excludes the customer's value segment), or None. Feedback on such a pair is refused:
+        the service never recommends it, so it is a client's mistake, not a customer's answer.
+        """
+        offers = self.population.offers
+        row = offers.loc[offers["offer_id"].astype(str) == offer_id, "eligible_segments"]
+        if not len(row):
+            return None
+        segment = str(self.population.classifications.at[customer_id, "value_segment"])
+        allowed = str(row.iloc[0] if pd.notna(row.iloc[0]) else "").split("|")
+        if segment in allowed:
+            return None
+        return (
+            f"offer {offer_id!r} is open to value segments {'|'.join(allowed) or '(none)'} "
+            f"only, and customer {customer_id!r} is in segment {segment!r}: it was never "
+            "eligible, so it cannot have been offered (check the offer id)."
+        )
+
+    def channels(self) -> set[str]:
+        return set(self.population.offers["channel"].dropna().astype(str))
+
+
+class FeedbackConflict(Customer360Error):
+    """An event id already recorded for a different event."""
 
 
 def id_columns(features: pd.DataFrame) -> pd.DataFrame:

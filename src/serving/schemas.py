@@ -10,7 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from customer360.config import StrictModel, load_config
 
@@ -48,6 +55,11 @@ SERVING_CONFIG = load_serving_config()
 
 CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 FeatureValue = float | int | bool | str | None
+
+
+# A client's event id (idempotency key): printable, no spaces, at most 128 characters.
+EVENT_ID_PATTERN = r"^[A-Za-z0-9._:~-]{1,128}$"
+EventId = Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)]
 
 
 class _Request(BaseModel):
@@ -93,8 +105,21 @@ class FeedbackRequest(_Request):
 
     customer_id: CustomerId
     offer_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-    accepted: bool
-    channel: str | None = Field(None, max_length=32, description="Channel the offer went out on.")
+    accepted: StrictBool = Field(
+        ..., description="true or false (JSON booleans only: \"yes\", 1 or \"true\" are refused)."
+    )
+    channel: str | None = Field(
+        None,
+        max_length=32,
+        description="Channel the offer went out on; one of the catalogue's channels.",
+    )
+    event_id: EventId | None = Field(
+        None,
+        description="The client's id of this event (or the Idempotency-Key header): sending the "
+        "same id again stores nothing more and answers the same, so a retry after a timeout or "
+        "a crash never double counts. The same id with another customer, offer or answer is "
+        "refused (409). Without one, every request is a new event.",
+    )
 
 
 # --- responses --------------------------------------------------------------------------------
@@ -125,8 +150,13 @@ class Offer(BaseModel):
     expected_value: float | None = None
     score: float | None = Field(
         None,
-        description="Ranking value: expected value, with P(accept) drawn from the NBO bandit's "
-        "posterior once feedback has been recorded or exploration is on.",
+        description="Ranking value (offers are ranked by it, highest first): the expected "
+        "value, with P(accept) replaced by a Thompson draw from the NBO bandit's posterior once "
+        "feedback has been recorded or exploration is on. The draw is one decision per customer "
+        "per decision period (bandit.decision_period, ISO week by default), the same on every "
+        "call, endpoint and batch run; ranks change only when the period rolls over, recorded "
+        "feedback moves the posterior or an offer's eligibility, or new models or a new "
+        "snapshot are served.",
     )
     reasons: list[str] = Field(default_factory=list, description="Why the offer is eligible.")
 
@@ -167,6 +197,7 @@ class FeedbackResult(BaseModel):
     customer_id: str
     offer_id: str
     accepted: bool
+    event_id: str = Field(..., description="The event's id (the client's, or a fresh one).")
 
 
 ResultT = TypeVar("ResultT")

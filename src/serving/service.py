@@ -25,6 +25,7 @@ import gc
 import hmac
 import logging
 import os
+import re
 import threading
 import traceback
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from customer360.errors import Customer360Error, NotFoundError, WarehouseError
 from customer360.serving.profile import (
     REASON_COLUMNS,
     ChurnLookup,
+    FeedbackConflict,
     PayloadError,
     Population,
     ProfileScorer,
@@ -59,6 +61,7 @@ from customer360.serving.profile import (
     unknown_customer,
 )
 from customer360.serving.schemas import (
+    EVENT_ID_PATTERN,
     SERVING_CONFIG,
     BatchItem,
     BatchRequest,
@@ -83,13 +86,20 @@ OPEN_PREFIXES = ("/static_content/", "/assets/")
 
 class BearerTokenMiddleware:
     """ASGI middleware: when the token env var is set, every non-health request needs
-    ``Authorization: Bearer <token>``; otherwise 401 (no body is read, nothing is logged)."""
+    ``Authorization: Bearer <token>`` (the scheme in any case, RFC 7235); otherwise 401 (no
+    body is read, nothing is logged)."""
 
     def __init__(self, app: Any, env_var: str = SERVING_CONFIG.token_env_var) -> None:
         self.app = app
         self.env_var = env_var
         token = os.environ.get(env_var, "")
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.expected = token.encode() if token else None
+
+    def _authorised(self, header: bytes) -> bool:
+        scheme, _, credentials = header.strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(
+            credentials.strip(), self.expected or b""
+        )
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if self.expected is None or scope["type"] != "http":
@@ -100,7 +110,7 @@ class BearerTokenMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):
+        if self._authorised(given):
             await self.app(scope, receive, send)
             return
         response = JSONResponse(
@@ -110,6 +120,48 @@ class BearerTokenMiddleware:
             },
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+
+class JsonOnlyMiddleware:
+    """ASGI middleware: a POST whose body is not JSON gets 415 before any handler runs.
+
+    BentoML would parse a ``text/plain`` or form body as JSON all the same, so a web page a user
+    visits could write ``/feedback`` through a local service by a "simple" cross-site request
+    (no CORS pre-flight for those content types). Only ``application/json`` (or ``+json``) is
+    accepted; a POST without a body and without a ``Content-Type`` (``/schema_info``) passes.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type")
+        if content_type is None:
+            bodiless = headers.get(b"content-length", b"0").strip() == b"0"
+            if bodiless and b"transfer-encoding" not in headers:
+                await self.app(scope, receive, send)
+                return
+            media = "(none)"
+        else:
+            media = content_type.split(b";")[0].strip().lower().decode("latin-1")
+            if media == "application/json" or (
+                media.startswith("application/") and media.endswith("+json")
+            ):
+                await self.app(scope, receive, send)
+                return
+        response = JSONResponse(
+            {
+                "error": f"unsupported content type {media!r} on {scope.get('path', '')}: "
+                "send the body as JSON with 'Content-Type: application/json'"
+            },
+            status_code=415,
+            headers={"Accept": "application/json"},
         )
         await response(scope, receive, send)
 
@@ -271,25 +323,58 @@ SERVICE_IMPORT = "customer360.serving.service:Customer360"
 INLINE_MAX_ROWS = 64
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` binds only the loopback interface (``127.0.0.0/8``, ``::1``,
+    ``localhost``); anything else (``0.0.0.0``, a LAN address, a host name) is reachable from
+    other machines."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, *, insecure_no_token: bool = False) -> None:
+    """Refuse to serve on a non-loopback ``host`` without a bearer token (anyone on the network
+    could read every profile and write feedback) unless ``insecure_no_token`` says so."""
+    env_var = SERVING_CONFIG.token_env_var
+    if is_loopback(host) or os.environ.get(env_var) or insecure_no_token:
+        return
+    raise Customer360Error(
+        f"refusing to serve on {host}, which other machines can reach, without a token: anyone "
+        f"on the network could read every customer profile and write feedback. Set ${env_var} "
+        "(clients then send 'Authorization: Bearer <token>'), bind --host 127.0.0.1, or pass "
+        "--insecure-no-token to serve without one anyway."
+    )
+
+
 def serve_command(
     db: str | os.PathLike | None,
     *,
     port: int,
     host: str = "127.0.0.1",
     start_error_file: str | os.PathLike | None = None,
+    insecure_no_token: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """The ``bentoml serve`` command line and environment that run this service.
 
     The warehouse path and the MLflow store are passed through the environment
     (``CUSTOMER360_DB``, ``MLFLOW_TRACKING_URI``, both made absolute), one worker. With
     ``start_error_file``, a worker that fails at start-up writes its cause there on one line
-    (``$CUSTOMER360_START_ERROR_FILE``) before stopping the server.
+    (``$CUSTOMER360_START_ERROR_FILE``) before stopping the server. A
+    non-loopback ``host`` needs the token env var set or ``insecure_no_token`` (see
+    :func:`check_exposure`).
     """
     import sys
     from pathlib import Path
 
     from customer360.data.warehouse import resolve_db_path
     from customer360.training.tracking import tracking_uri
+
+    check_exposure(host, insecure_no_token=insecure_no_token)
 
     db_path = resolve_db_path(db).resolve()
     if not db_path.exists():
@@ -590,10 +675,51 @@ class Customer360:
 
     @bentoml.api(input_spec=FeedbackRequest)
     def feedback(
-        self, customer_id: str, offer_id: str, accepted: bool, channel: str | None = None
+        self,
+        customer_id: str,
+        offer_id: str,
+        accepted: bool,
+        channel: str | None = None,
+        event_id: str | None = None,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]
     ) -> FeedbackResult:
         """Record an offer's acceptance or rejection durably (the NBO feedback log in the
-        warehouse) and feed it to the NBO learning layer."""
+        warehouse) and feed it to the NBO learning layer.
+
+        Idempotent by ``event_id`` (or the ``Idempotency-Key`` header): a resend stores
+        nothing more and answers the same (header ``Idempotent-Replayed: true``). Refused:
+        an unknown customer or offer (404), a channel not in the catalogue (400), an offer
+        the customer's segment was never eligible for (422), an event id reused for another
+        event (409). The answer is sent only once the event is committed to the warehouse.
+        """
+        answer = self._feedback(customer_id, offer_id, accepted, channel, event_id, ctx)
+        if ctx is not None and isinstance(answer, JSONResponse):
+            # with a context, BentoML answers with the context's status, not the response's
+            ctx.response.status_code = answer.status_code
+        return answer
+
+    def _feedback(
+        self,
+        customer_id: str,
+        offer_id: str,
+        accepted: bool,
+        channel: str | None,
+        event_id: str | None,
+        ctx: bentoml.Context | None,
+    ) -> FeedbackResult | JSONResponse:
+        header_id = ctx.request.headers.get("idempotency-key") if ctx is not None else None
+        if header_id is not None:
+            header_id = header_id.strip()
+            if not re.fullmatch(EVENT_ID_PATTERN, header_id):
+                return _error(
+                    400, "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : ~ -."
+                )
+            if event_id is not None and event_id != header_id:
+                return _error(
+                    400, f"event_id {event_id!r} and the Idempotency-Key header {header_id!r} "
+                    "differ; send one of them, or the same value in both."
+                )
+            event_id = header_id
         if customer_id not in self.row_of:
             return _error(404, str(unknown_customer(customer_id, self.as_of)))
         known_offers = self.scorer.offer_ids()
@@ -601,12 +727,23 @@ class Customer360:
             return _error(
                 404, f"offer {offer_id!r} is not in the offer catalogue (configs/nbo.yaml)."
             )
+        channels = self.scorer.channels()
+        if channel is not None and channels and channel not in channels:
+            return _error(
+                400, f"channel {channel!r} is not a channel of the offer catalogue; use one of "
+                f"{sorted(channels)} or leave it out."
+            )
+        not_eligible = self.scorer.never_eligible(customer_id, offer_id)
+        if not_eligible:
+            return _error(422, not_eligible)
         segment = self.scorer.population.classifications.at[customer_id, "value_segment"]
         try:
             with self.write_lock:
-                self.scorer.record_feedback(
-                    self.db_path, customer_id, offer_id, accepted, str(segment)
+                event_id, replayed = self.scorer.record_feedback(
+                    self.db_path, customer_id, offer_id, accepted, str(segment), event_id
                 )
+        except FeedbackConflict as exc:
+            return _error(409, str(exc))
         except WarehouseError as exc:
             log.warning("feedback for customer %s not stored: %s", hash_id(customer_id), exc)
             return _error(503, "the warehouse is busy (another process holds it); retry later")
@@ -614,9 +751,18 @@ class Customer360:
             return _error(404, str(exc))
         except Exception as exc:
             return self._unexpected(exc, customer_id)
-        log.info("feedback stored for customer %s offer %s", hash_id(customer_id), offer_id)
+        if replayed:
+            if ctx is not None:
+                ctx.response.headers["Idempotent-Replayed"] = "true"
+            log.info("feedback replayed for customer %s offer %s", hash_id(customer_id), offer_id)
+        else:
+            log.info("feedback stored for customer %s offer %s", hash_id(customer_id), offer_id)
         return FeedbackResult(
-            recorded=True, customer_id=customer_id, offer_id=offer_id, accepted=accepted
+            recorded=True,
+            customer_id=customer_id,
+            offer_id=offer_id,
+            accepted=accepted,
+            event_id=event_id,
         )
 
     @bentoml.api
@@ -632,3 +778,4 @@ class Customer360:
 
 
 Customer360.add_asgi_middleware(BearerTokenMiddleware)
+Customer360.add_asgi_middleware(JsonOnlyMiddleware)

@@ -1076,7 +1076,9 @@ def recommend_for(
         history=load_history(con, offers, customer_ids),
         k=k,
         bandit=bandit,
-        rng=np.random.default_rng(seed),
+        # seed: free draws (reproducible runs); None: one decision per customer per period,
+        # the same as the service and batch scoring.
+        rng=None if seed is None else np.random.default_rng(seed),
         include_excluded=include_excluded,
     )
 
