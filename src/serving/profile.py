@@ -14,6 +14,7 @@ recomputed on a single row.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
@@ -611,7 +612,6 @@ class ProfileScorer:
         self.model_versions = {n: c.version for n, c in self.champions.items()}
         self.required = required_payload_columns(self.champions, population)
         self.defaults = payload_defaults(self.required)
-        self.vocabulary = payload_vocabulary(self.required, population.classify_base)
         # What recommend() reads: ids, the propensity model's inputs, the eligibility features.
         self.nbo_columns = list(
             dict.fromkeys(
@@ -624,6 +624,12 @@ class ProfileScorer:
             )
         )
         self.rng = np.random.default_rng(seed)
+
+    @functools.cached_property
+    def vocabulary(self) -> dict[str, frozenset[str]]:
+        """:func:`payload_vocabulary` of the population, built on the first payload (batch
+        scoring never needs it)."""
+        return payload_vocabulary(self.required, self.population.classify_base)
 
     def check_payload(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """:func:`check_payload` against this scorer's columns, defaults and vocabulary, plus
