@@ -14,6 +14,7 @@ recomputed on a single row.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
@@ -439,47 +440,155 @@ def required_payload_columns(
     return required
 
 
-def payload_frame(payloads: list[Mapping[str, Any]], required: Mapping[str, str]) -> pd.DataFrame:
-    """Feature payloads -> a frame with every required column, type-checked.
+# Integers travel in a float64 frame before the models' int64 cast: beyond 2**53 a float no
+# longer holds every integer, so larger values are refused rather than silently rounded.
+MAX_PAYLOAD_INT = 2**53
+_INT_TYPES = {"long", "integer"}
+
+
+def payload_defaults(required: Mapping[str, str]) -> dict[str, Any]:
+    """Feature name -> the value a ``null`` in a payload stands for: the feature registry's
+    default (what the snapshot holds for a customer with no rows in the family, so a payload
+    null scores as batch scoring scores that customer). Features whose registry default is
+    ``None`` keep the null (the models read it as missing); columns outside the registry
+    (e.g. ``prob__*``) are absent here."""
+    from customer360.features.registry import FEATURES
+
+    specs = {f.name: f for f in FEATURES}
+    return {c: specs[c].default for c in required if c in specs and specs[c].default is not None}
+
+
+def payload_vocabulary(
+    required: Mapping[str, str], base: pd.DataFrame | None
+) -> dict[str, frozenset[str]]:
+    """Category feature -> the values a payload may hold: the levels of the served snapshot
+    plus the registry default. Anything else is refused (the models would read an unseen level
+    as missing, a silent guess)."""
+    from customer360.features.registry import FEATURES
+
+    out: dict[str, frozenset[str]] = {}
+    for f in FEATURES:
+        if f.dtype != "category" or f.name not in required:
+            continue
+        levels = set() if base is None or f.name not in base else set(
+            base[f.name].dropna().astype(str).unique()
+        )
+        out[f.name] = frozenset({*levels, str(f.default)} if f.default is not None else levels)
+    return out
+
+
+def check_payload(
+    payload: Mapping[str, Any],
+    required: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+    vocabulary: Mapping[str, frozenset[str]] | None = None,
+) -> dict[str, Any]:
+    """One feature payload, checked field by field; returns it with nulls replaced by
+    ``defaults`` (see :func:`payload_defaults`).
 
     Raises
     ------
     PayloadError
-        Naming the payload item and the field (``features.<name>``) that is missing or of the
-        wrong type.
+        Naming the field (``features.<name>``): missing, unknown, of the wrong type, a
+        non-integral or out-of-range integer, a null where the feature has no meaning for
+        null, or a category value the service does not know.
     """
-    for i, payload in enumerate(payloads):
-        missing = [c for c in required if c not in payload]
-        if missing:
-            shown = ", ".join(f"features.{c}" for c in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise PayloadError(
-                f"item {i}: missing field(s) {shown}{more}; a feature payload needs every "
-                "column listed by POST /schema_info."
-            )
-        for col, typ in required.items():
-            value = payload[col]
-            if value is None:
-                continue
-            is_num = isinstance(value, int | float) and not isinstance(value, bool)
-            bad = (
-                (typ in _NUMERIC and not is_num)
-                or (typ == "boolean" and not isinstance(value, bool))
-                or (typ == "string" and not isinstance(value, str))
-                or (is_num and not math.isfinite(float(value)))
-            )
-            if bad:
-                kind = {"boolean": "true or false", "string": "a string"}.get(
-                    typ, "a finite number"
-                )
-                raise PayloadError(
-                    f"item {i}: field features.{col} must be {kind}, got {value!r}."
-                )
-    frame = pd.DataFrame.from_records(list(payloads))
+    defaults = defaults or {}
+    vocabulary = vocabulary or {}
+    missing = [c for c in required if c not in payload]
+    if missing:
+        shown = ", ".join(f"features.{c}" for c in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise PayloadError(
+            f"missing field(s) {shown}{more}; a feature payload needs every "
+            "column listed by POST /schema_info."
+        )
+    extra = [c for c in payload if c not in required]
+    if extra:
+        shown = ", ".join(f"features.{c}" for c in extra[:5])
+        more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+        raise PayloadError(
+            f"unknown field(s) {shown}{more}; a feature payload holds exactly the columns "
+            "listed by POST /schema_info."
+        )
+    out = dict(payload)
     for col, typ in required.items():
-        if typ in _NUMERIC:
-            frame[col] = pd.to_numeric(frame[col]).astype("float64")
-    return frame
+        value = payload[col]
+        if value is None:
+            if col in defaults:
+                out[col] = defaults[col]
+            elif typ in _INT_TYPES or typ == "boolean":
+                raise PayloadError(
+                    f"field features.{col} is null and has no default; send "
+                    f"{'an integer' if typ in _INT_TYPES else 'true or false'}."
+                )
+            continue
+        _check_value(col, typ, value, vocabulary.get(col))
+    return out
+
+
+def _check_value(col: str, typ: str, value: Any, levels: frozenset[str] | None) -> None:
+    is_num = isinstance(value, int | float) and not isinstance(value, bool)
+    if levels is not None:  # a category feature, whatever its signature type
+        if not isinstance(value, str) or value not in levels:
+            shown = ", ".join(repr(v) for v in sorted(levels)[:12])
+            more = ", ..." if len(levels) > 12 else ""
+            raise PayloadError(
+                f"field features.{col} has the unknown value {value!r}; known values: "
+                f"{shown}{more} (null means the registry default)."
+            )
+    elif typ in _NUMERIC:
+        try:
+            number = float(value) if is_num else None
+        except OverflowError:  # an int beyond float64
+            number = math.inf
+        if number is None or not math.isfinite(number):
+            raise PayloadError(f"field features.{col} must be a finite number, got {value!r}.")
+        if typ in _INT_TYPES and not (
+            number.is_integer() and abs(number) <= MAX_PAYLOAD_INT
+        ):
+            raise PayloadError(
+                f"field features.{col} must be an integer between -2**53 and 2**53, "
+                f"got {value!r}."
+            )
+    elif typ == "boolean" and not isinstance(value, bool):
+        raise PayloadError(f"field features.{col} must be true or false, got {value!r}.")
+    elif typ == "string" and not isinstance(value, str):
+        raise PayloadError(f"field features.{col} must be a string, got {value!r}.")
+
+
+def payload_frame(
+    payloads: list[Mapping[str, Any]],
+    required: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+    vocabulary: Mapping[str, frozenset[str]] | None = None,
+) -> pd.DataFrame:
+    """Feature payloads -> a frame with every required column, checked by
+    :func:`check_payload` (nulls replaced by their registry default).
+
+    Raises
+    ------
+    PayloadError
+        Naming the payload item and the field (``features.<name>``) that is wrong.
+    """
+    rows = []
+    for i, payload in enumerate(payloads):
+        try:
+            rows.append(check_payload(payload, required, defaults, vocabulary))
+        except PayloadError as exc:
+            raise PayloadError(f"item {i}: {exc}") from None
+    return typed_payload_frame(rows, required)
+
+
+def typed_payload_frame(rows: list[Mapping[str, Any]], required: Mapping[str, str]) -> pd.DataFrame:
+    """Checked payloads (:func:`check_payload`) -> a frame, numeric columns as float64."""
+    frame = pd.DataFrame.from_records(list(rows), columns=list(required))
+    numeric = {
+        col: pd.to_numeric(frame[col]).astype("float64")
+        for col, typ in required.items()
+        if typ in _NUMERIC
+    }
+    return frame.assign(**numeric) if numeric else frame
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -513,6 +622,7 @@ class ProfileScorer:
         self.config = config
         self.model_versions = {n: c.version for n, c in self.champions.items()}
         self.required = required_payload_columns(self.champions, population)
+        self.defaults = payload_defaults(self.required)
         # What recommend() reads: ids, the propensity model's inputs, the eligibility features.
         self.nbo_columns = list(
             dict.fromkeys(
@@ -524,6 +634,31 @@ class ProfileScorer:
                 ]
             )
         )
+
+    @functools.cached_property
+    def vocabulary(self) -> dict[str, frozenset[str]]:
+        """:func:`payload_vocabulary` of the population, built on the first payload (batch
+        scoring never needs it)."""
+        return payload_vocabulary(self.required, self.population.classify_base)
+
+    def check_payload(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """:func:`check_payload` against this scorer's columns, defaults and vocabulary, plus
+        the consistency classification needs (a buyer has a recency).
+
+        Raises
+        ------
+        PayloadError
+            Naming the field that is wrong.
+        """
+        checked = check_payload(payload, self.required, self.defaults, self.vocabulary)
+        recency = self.population.segments_config.rfm.recency_feature
+        orders = checked.get("txn__orders__all")
+        if recency in checked and checked[recency] is None and orders:
+            raise PayloadError(
+                f"field features.{recency} is null but features.txn__orders__all is {orders}: "
+                "a customer with orders has a recency; send it, or 0 orders."
+            )
+        return checked
 
     def conform(self, features: pd.DataFrame) -> pd.DataFrame:
         """:func:`conform` to every champion's signature."""

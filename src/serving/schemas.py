@@ -68,15 +68,29 @@ class _Request(BaseModel):
 
 class CustomerRequest(_Request):
     """One customer: either ``customer_id`` (features looked up in the latest feature snapshot)
-    or ``features`` (a full feature payload: every column the models need, by feature name)."""
+    or ``features`` (a full feature payload: every column the models need, by feature name).
+    Exactly one of them is given (a null counts as not given)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["customer_id"], "properties": {"customer_id": {"type": "string"}}},
+                {"required": ["features"], "properties": {"features": {"type": "object"}}},
+            ]
+        },
+    )
 
     customer_id: CustomerId | None = Field(
-        None, description="Customer id in the warehouse.", examples=["C0000001"]
+        None, description="Customer id in the warehouse (POST /schema_info counts them)."
     )
     features: dict[str, FeatureValue] | None = Field(
         None,
-        description="Feature name -> value, instead of customer_id. Must hold every input "
-        "column of the champion models (POST /schema_info lists them).",
+        description="Feature name -> value, instead of customer_id: exactly the columns POST "
+        "/schema_info lists. A null stands for the feature's registry default (as in batch "
+        "scoring; refused where the feature has none and needs a value); integers must be "
+        "whole and within +-2**53; category values must be ones the service knows; unknown "
+        "or missing columns are refused. Every refusal is a 400 naming the field.",
     )
 
     @model_validator(mode="after")

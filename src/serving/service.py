@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from customer360.errors import Customer360Error, NotFoundError, WarehouseError
+from customer360.serving.openapi import OpenAPIMiddleware
 from customer360.serving.profile import (
     REASON_COLUMNS,
     ChurnLookup,
@@ -55,9 +56,9 @@ from customer360.serving.profile import (
     load_champions,
     load_snapshot,
     offers_from_row,
-    payload_frame,
     prob_horizons,
     profile_from_row,
+    typed_payload_frame,
     unknown_customer,
 )
 from customer360.serving.schemas import (
@@ -180,6 +181,7 @@ class _RedactClientErrors(logging.Filter):
                 record.args = ()
                 record.exc_info = None
                 record.exc_text = None
+                record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -498,21 +500,41 @@ class Customer360:
             if known:
                 for i, row in zip(known, self._by_rows(pos[pos >= 0], part), strict=True):
                     out[i] = row
-        payload_idx = [i for i, it in enumerate(items) if it.features is not None]
+        # Every payload is checked on its own before the valid ones are scored together: a bad
+        # item answers only itself (the others may be other clients' requests, merged).
+        scorer = self.scorer
         good: list[int] = []
         payloads = []
-        for i in payload_idx:
+        for i, it in enumerate(items):
+            if it.features is None:
+                continue
             try:
-                payload_frame([items[i].features], self.scorer.required)
+                payloads.append(scorer.check_payload(it.features))
             except PayloadError as exc:
-                out[i] = str(exc).replace("item 0: ", "")
+                out[i] = str(exc)
                 continue
             good.append(i)
-            payloads.append(items[i].features)
         if good:
-            frame = payload_frame(payloads, self.scorer.required)
-            for i, row in zip(good, part(frame, True).to_dict("records"), strict=True):
+            for i, row in zip(good, self._payload_rows(payloads, part), strict=True):
                 out[i] = row
+        return out
+
+    def _payload_rows(self, payloads: list[dict], part: Callable) -> list[dict[str, Any] | str]:
+        """Flat result rows of checked payloads scored together; should the merged call still
+        refuse (a contract the checks do not cover), each payload is scored alone, so only
+        the culprit gets the error (its message: a 400)."""
+        required = self.scorer.required
+        try:
+            return part(typed_payload_frame(payloads, required), True).to_dict("records")
+        except Customer360Error as exc:
+            if len(payloads) == 1:
+                return [str(exc)]
+        out: list[dict[str, Any] | str] = []
+        for p in payloads:
+            try:
+                out.extend(part(typed_payload_frame([p], required), True).to_dict("records"))
+            except Customer360Error as exc:
+                out.append(str(exc))
         return out
 
     async def _one(
@@ -541,15 +563,22 @@ class Customer360:
     def _many(self, items: list[CustomerRequest], part, shape) -> list[BatchItem]:
         try:
             results = self._score(items, part)
-        except Exception as exc:
-            self._unexpected(exc, None)
-            results = ["internal error while scoring this batch; see the server log"] * len(items)
+        except Exception:  # adaptive batching merged other clients' items: retry one by one
+            results = [self._score_alone(it, part) for it in items]
         return [
             BatchItem(customer_id=it.customer_id, error=r)
             if isinstance(r, str)
             else BatchItem(customer_id=it.customer_id, result=shape(r))
             for it, r in zip(items, results, strict=True)
         ]
+
+    def _score_alone(self, item: CustomerRequest, part: Callable) -> dict[str, Any] | str:
+        """One item of a failed merged batch, scored alone; its error message if it fails."""
+        try:
+            return self._score([item], part)[0]
+        except Exception as exc:
+            self._unexpected(exc, item.customer_id)
+            return "internal error while scoring this item; see the server log"
 
     def _unexpected(self, exc: Exception, customer_id: str | None) -> JSONResponse:
         frames = "".join(traceback.format_tb(exc.__traceback__))
@@ -779,3 +808,4 @@ class Customer360:
 
 Customer360.add_asgi_middleware(BearerTokenMiddleware)
 Customer360.add_asgi_middleware(JsonOnlyMiddleware)
+Customer360.add_asgi_middleware(OpenAPIMiddleware)
