@@ -70,6 +70,7 @@ from customer360.serving.schemas import (
     NboResult,
     ProfileResult,
 )
+from customer360.serving.webapp import APP_PATH, webapp
 
 log = logging.getLogger("customer360.serving")
 
@@ -79,6 +80,12 @@ OPEN_PATHS = frozenset(
     {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"}
 )
 OPEN_PREFIXES = ("/static_content/", "/assets/")
+
+
+def _is_app_path(path: str) -> bool:
+    """The web app (customer360.serving.webapp) checks its own session cookie: browsers send
+    no bearer header."""
+    return path == APP_PATH or path.startswith(APP_PATH + "/")
 
 
 class BearerTokenMiddleware:
@@ -96,7 +103,7 @@ class BearerTokenMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or _is_app_path(path):
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -605,3 +612,4 @@ class Customer360:
 
 
 Customer360.add_asgi_middleware(BearerTokenMiddleware)
+Customer360.mount_asgi_app(webapp, path=APP_PATH)
