@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 
 import matplotlib
 
@@ -39,9 +40,10 @@ def reasons_chart(reasons: list[str]) -> str | None:
     if not reasons:
         return None
     n = len(reasons)
-    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * n))
-    ax.barh(range(n), list(range(n, 0, -1)), color="#c0504d")
-    ax.set_yticks(range(n), reasons)
+    labels = [textwrap.fill(r.replace("_", " "), 34) for r in reasons]
+    fig, ax = plt.subplots(figsize=(5.2, 0.4 + 0.6 * n))
+    ax.barh(range(n), list(range(n, 0, -1)), color="#c0504d", height=0.6)
+    ax.set_yticks(range(n), labels, fontsize=9)
     ax.invert_yaxis()
     ax.set_xticks([])
     ax.set_xlabel("strongest first")
