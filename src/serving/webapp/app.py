@@ -22,6 +22,7 @@ from customer360.serving.webapp import charts, queries, security
 APP_PATH = "/app"
 HERE = Path(__file__).parent
 TIMELINE_PER_PAGE = 20
+LIST_LIMIT = 1000  # rows a customer list shows; its CSV export has them all
 SEGMENT_ORDER = ("A", "B", "C", "D")
 
 app = FastAPI(title="customer360 workspace", docs_url=None, redoc_url=None, openapi_url=None)
@@ -305,7 +306,8 @@ async def segment_list(
     query = urlencode({k: v for k, v in (("segment", segment), ("r", r), ("f", f))
                        if v is not None})
     return render(
-        request, "segment_list.html", as_of=as_of, rows=rows.to_dict("records"),
+        request, "segment_list.html", as_of=as_of, total=len(rows),
+        rows=rows.head(LIST_LIMIT).to_dict("records"),
         title=_list_title(segment, r, f), csv_url=f"{APP_PATH}/segments/customers.csv?{query}",
     )
 
