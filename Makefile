@@ -50,6 +50,7 @@ demo: install
 	DB=$(DB) scripts/demo_serve.sh start
 
 test: install-test
+	scripts/ensure_chromium.sh
 	$(PY) -m pytest -q
 
 lint: install-test

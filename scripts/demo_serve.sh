@@ -65,6 +65,7 @@ print(f"$ curl -s -X POST {url}/customer360 -H 'Content-Type: application/json' 
 answer = httpx.post(f"{url}/customer360", json={"customer_id": cid}, headers=headers, timeout=60)
 print(json.dumps(answer.json(), indent=2))
 PYEOF
+  echo "API: http://127.0.0.1:$PORT/   web app: http://127.0.0.1:$PORT/app/"
   echo "stop it with: scripts/demo_serve.sh stop   (log: $LOG)"
 }
 

@@ -74,6 +74,7 @@ from customer360.serving.schemas import (
     NboResult,
     ProfileResult,
 )
+from customer360.serving.webapp import APP_PATH, webapp
 
 log = logging.getLogger("customer360.serving")
 
@@ -83,6 +84,12 @@ OPEN_PATHS = frozenset(
     {"/healthz", "/livez", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"}
 )
 OPEN_PREFIXES = ("/static_content/", "/assets/")
+
+
+def _is_app_path(path: str) -> bool:
+    """The web app (customer360.serving.webapp) checks its own session cookie: browsers send
+    no bearer header."""
+    return path == APP_PATH or path.startswith(APP_PATH + "/")
 
 
 class BearerTokenMiddleware:
@@ -107,7 +114,7 @@ class BearerTokenMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or _is_app_path(path):
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -138,7 +145,12 @@ class JsonOnlyMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST":
+        # The web app's own forms (CSRF-protected, /app/...) post form bodies by design.
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or _is_app_path(scope.get("path", ""))
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -809,3 +821,4 @@ class Customer360:
 Customer360.add_asgi_middleware(BearerTokenMiddleware)
 Customer360.add_asgi_middleware(JsonOnlyMiddleware)
 Customer360.add_asgi_middleware(OpenAPIMiddleware)
+Customer360.mount_asgi_app(webapp, path=APP_PATH)

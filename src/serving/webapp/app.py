@@ -1,0 +1,324 @@
+"""Routes of the web app (see the package docstring)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import anyio
+import bentoml
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from customer360.serving.webapp import charts, queries, security
+
+APP_PATH = "/app"
+HERE = Path(__file__).parent
+TIMELINE_PER_PAGE = 20
+LIST_LIMIT = 1000  # rows a customer list shows; its CSV export has them all
+SEGMENT_ORDER = ("A", "B", "C", "D")
+
+app = FastAPI(title="customer360 workspace", docs_url=None, redoc_url=None, openapi_url=None)
+app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+# --- formatting filters -------------------------------------------------------------------------
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def money(value: Any) -> str:
+    return "—" if _missing(value) else f"{float(value):,.2f}"
+
+
+def pct(value: Any) -> str:
+    return "—" if _missing(value) else f"{100 * float(value):.1f}%"
+
+
+def num(value: Any, digits: int = 0) -> str:
+    return "—" if _missing(value) else f"{float(value):,.{digits}f}"
+
+
+def date(value: Any) -> str:
+    if _missing(value) or value is pd.NaT:
+        return "—"
+    return pd.Timestamp(value).strftime("%d %b %Y")
+
+
+def words(value: Any) -> str:
+    return "—" if _missing(value) else str(value).replace("_", " ")
+
+
+templates.env.filters.update(money=money, pct=pct, num=num, date=date, words=words)
+templates.env.globals["base"] = APP_PATH
+
+
+# --- plumbing -----------------------------------------------------------------------------------
+
+
+def service() -> Any:
+    """The running Customer360 instance (the app lives in its worker). Call its API methods
+    with ``.local``: the plain attribute is a client that goes back through HTTP."""
+    return bentoml.get_current_service()
+
+
+async def read(fn, *args, **kwargs):
+    """Run a warehouse read in a worker thread on a short read-only connection, serialised
+    with /feedback's writes (DuckDB refuses a read-only and a read-write handle on one file in
+    one process at the same time)."""
+    from customer360.data.warehouse import connect
+
+    svc = service()
+
+    def run():
+        with svc.write_lock, connect(svc.db_path, read_only=True) as con:
+            return fn(con, *args, **kwargs)
+
+    return await anyio.to_thread.run_sync(run)
+
+
+def render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
+    csrf = request.cookies.get(security.CSRF_COOKIE) or security.new_csrf()
+    response = templates.TemplateResponse(
+        request,
+        name,
+        {"csrf": csrf, "csrf_field": security.CSRF_FIELD,
+         "signed_in": bool(security.configured_token()), **context},
+        status_code=status,
+    )
+    if request.cookies.get(security.CSRF_COOKIE) != csrf:
+        response.set_cookie(security.CSRF_COOKIE, csrf, **security.COOKIE_OPTIONS)
+    return response
+
+
+@app.middleware("http")
+async def guard(request: Request, call_next):
+    """Session check (when a token is configured) and CSRF check on every POST."""
+    path = request.url.path.removeprefix(APP_PATH) or "/"
+    if request.method == "POST":
+        await request.body()  # cached, so the route can parse the form again
+        form = await request.form()
+        if not security.csrf_ok(
+            request.cookies.get(security.CSRF_COOKIE), form.get(security.CSRF_FIELD)
+        ):
+            return PlainTextResponse(
+                "refused: this form has no valid CSRF token (reload the page and submit again)",
+                status_code=403,
+            )
+    if path in ("/login",) or path.startswith("/static/"):
+        return await call_next(request)
+    if not security.has_session(request.cookies.get(security.SESSION_COOKIE)):
+        if request.method == "GET":
+            target = quote(str(request.url.path) + ("?" + request.url.query
+                                                   if request.url.query else ""))
+            return RedirectResponse(f"{APP_PATH}/login?next={target}", status_code=303)
+        return PlainTextResponse("sign in first: open /app/login", status_code=401)
+    return await call_next(request)
+
+
+# --- sign in ------------------------------------------------------------------------------------
+
+
+def _safe_next(target: str) -> str:
+    return target if target.startswith(APP_PATH + "/") and "//" not in target else APP_PATH + "/"
+
+
+@app.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = APP_PATH + "/"):  # noqa: A002
+    if not security.configured_token():
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return render(request, "login.html", next=_safe_next(next), error=None)
+
+
+@app.post("/login")
+async def login(request: Request, token: str = Form(""), next: str = Form(APP_PATH + "/")):  # noqa: A002
+    if not security.token_matches(token):
+        return render(request, "login.html", status=401, next=_safe_next(next),
+                      error="That token is not the service's token; try again.")
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(
+        security.SESSION_COOKIE, security.session_value(security.configured_token()),
+        **security.COOKIE_OPTIONS,
+    )
+    return response
+
+
+# --- search -------------------------------------------------------------------------------------
+
+
+@app.get("/", response_class=HTMLResponse)
+async def search(request: Request, q: str = ""):
+    svc = service()
+    results = await read(queries.search_customers, q) if q.strip() else None
+    return render(
+        request, "search.html", q=q,
+        results=None if results is None else results.to_dict("records"),
+        customers=len(svc.snapshot), as_of=svc.as_of,
+    )
+
+
+@functools.cache
+def model_horizons() -> dict[str, int]:
+    """Horizons (days) of the churn and ML CLV models, from their training configs."""
+    from customer360.training.churn import load_churn_config
+    from customer360.training.clv import load_clv_ml_config
+
+    return {"churn": load_churn_config().horizon_days, "clv": load_clv_ml_config().horizon_days}
+
+
+# --- the customer card --------------------------------------------------------------------------
+
+
+def _card_data(con, customer_id: str, page: int) -> dict[str, Any]:
+    rows, total = queries.timeline(con, customer_id, page=page, per_page=TIMELINE_PER_PAGE)
+    return {
+        "demographics": queries.demographics(con, customer_id),
+        "timeline": rows.to_dict("records"),
+        "timeline_total": total,
+        "monthly": queries.monthly_spend(con, customer_id),
+    }
+
+
+@app.get("/customers/{customer_id}", response_class=HTMLResponse)
+async def customer_card(request: Request, customer_id: str, page: int = 1, msg: str = ""):
+    svc = service()
+    profile = await svc.customer360.local(customer_id=customer_id)
+    if not hasattr(profile, "model_dump"):  # the API's error response (unknown id, ...)
+        return render(request, "not_found.html", status=404, customer_id=customer_id)
+    profile = profile.model_dump()
+    page = max(1, page)
+    data = await read(_card_data, customer_id, page)
+    pages = max(1, -(-data["timeline_total"] // TIMELINE_PER_PAGE))
+    classes = profile["classifications"]
+    return render(
+        request, "customer.html", p=profile, c=classes, msg=msg,
+        lenses={k.removeprefix("lens_"): v for k, v in classes.items() if k.startswith("lens_")},
+        demographics=data["demographics"], timeline=data["timeline"],
+        timeline_total=data["timeline_total"], page=min(page, pages), pages=pages,
+        spend_svg=charts.spend_chart(data["monthly"]),
+        reasons_svg=charts.reasons_chart(profile["churn"]["reasons"]),
+        horizons=model_horizons(),
+    )
+
+
+@app.post("/customers/{customer_id}/feedback")
+async def offer_feedback(
+    request: Request, customer_id: str, offer_id: str = Form(...), accepted: str = Form(...)
+):
+    """Accept / reject an offer through the service's own ``feedback`` method (the same
+    validation and recording as ``POST /feedback``)."""
+    svc = service()
+    result = await anyio.to_thread.run_sync(
+        lambda: svc.feedback.local(
+            customer_id=customer_id, offer_id=offer_id, accepted=accepted == "1"
+        )
+    )
+    if not hasattr(result, "model_dump"):
+        return PlainTextResponse(
+            f"feedback not recorded: {bytes(result.body).decode()}", status_code=result.status_code
+        )
+    verb = "accepted" if result.accepted else "rejected"
+    note = urlencode({"msg": f"Recorded: offer {offer_id} {verb}."})
+    return RedirectResponse(
+        f"{APP_PATH}/customers/{quote(customer_id)}?{note}", status_code=303
+    )
+
+
+# --- segments -----------------------------------------------------------------------------------
+
+
+def _churn_by_customer(svc) -> pd.Series:
+    """Churn probability of every snapshot customer (the service's churn model), computed
+    once per service instance."""
+    cached = getattr(svc, "_webapp_churn", None)
+    if cached is None:
+        if svc.churn_lookup is not None:
+            probability, _ = svc.churn_lookup.predict(np.arange(len(svc.snapshot)))
+        else:
+            probability = svc.scorer.churn(svc.snapshot)["churn_probability"].to_numpy()
+        cached = pd.Series(probability, index=svc.row_of, name="churn_probability")
+        svc._webapp_churn = cached
+    return cached
+
+
+def _segments_data(con) -> dict[str, Any] | None:
+    as_of = queries.latest_segments_as_of(con)
+    if as_of is None:
+        return None
+    return {"as_of": as_of, "table": queries.segment_table(con, as_of),
+            "grid": queries.rfm_grid(con, as_of),
+            "members": queries.segment_members(con, as_of)[["customer_id", "value_segment"]]}
+
+
+@app.get("/segments", response_class=HTMLResponse)
+async def segments(request: Request):
+    svc = service()
+    data = await read(_segments_data)
+    if data is None:
+        return render(request, "segments.html", data=None)
+    churn = await anyio.to_thread.run_sync(_churn_by_customer, svc)
+    members = data["members"]
+    members["churn"] = churn.reindex(members["customer_id"]).to_numpy()
+    risk = members.groupby("value_segment")["churn"].mean()
+    table = data["table"].assign(churn_risk=lambda t: t["value_segment"].map(risk))
+    grid = data["grid"]
+    r_scores = sorted(grid["rfm_r"].unique(), reverse=True)
+    f_scores = sorted(grid["rfm_f"].unique())
+    cells = {(int(r), int(f)): int(n) for r, f, n in grid.itertuples(index=False)}
+    return render(
+        request, "segments.html", data=data, table=table.to_dict("records"),
+        total=int(table["customers"].sum()), r_scores=[int(r) for r in r_scores],
+        f_scores=[int(f) for f in f_scores], cells=cells,
+    )
+
+
+def _members(con, segment: str | None, r: int | None, f: int | None):
+    as_of = queries.latest_segments_as_of(con)
+    if as_of is None:
+        return None, pd.DataFrame()
+    return as_of, queries.segment_members(con, as_of, value_segment=segment, rfm_r=r, rfm_f=f)
+
+
+def _list_title(segment: str | None, r: int | None, f: int | None) -> str:
+    parts = [f"value segment {segment}"] if segment else []
+    if r is not None:
+        parts.append(f"R = {r}")
+    if f is not None:
+        parts.append(f"F = {f}")
+    return ", ".join(parts) or "all customers"
+
+
+@app.get("/segments/customers", response_class=HTMLResponse)
+async def segment_list(
+    request: Request, segment: str | None = None, r: int | None = None, f: int | None = None
+):
+    as_of, rows = await read(_members, segment, r, f)
+    query = urlencode({k: v for k, v in (("segment", segment), ("r", r), ("f", f))
+                       if v is not None})
+    return render(
+        request, "segment_list.html", as_of=as_of, total=len(rows),
+        rows=rows.head(LIST_LIMIT).to_dict("records"),
+        title=_list_title(segment, r, f), csv_url=f"{APP_PATH}/segments/customers.csv?{query}",
+    )
+
+
+@app.get("/segments/customers.csv")
+async def segment_csv(segment: str | None = None, r: int | None = None, f: int | None = None):
+    as_of, rows = await read(_members, segment, r, f)
+    name = "customers_" + (_list_title(segment, r, f).replace(" ", "").replace(",", "_")
+                           .replace("=", "")) + ".csv"
+    return Response(
+        rows.to_csv(index=False), media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+

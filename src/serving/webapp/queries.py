@@ -1,0 +1,147 @@
+"""Warehouse reads of the web app: search, demographics, the activity timeline, spend per
+month and the segment figures. Each function takes an open (read-only) connection."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pandas as pd
+
+from customer360.data.warehouse import table_exists
+
+SEARCH_LIMIT = 50
+
+# One row per activity: (kind, ts, what, amount). Tables absent from a warehouse are skipped.
+_TIMELINE_PARTS = {
+    "transactions": (
+        "SELECT CASE WHEN is_return THEN 'return' WHEN referrer_id IS NOT NULL "
+        "THEN 'referred purchase' ELSE 'purchase' END AS kind, ts, "
+        "category || ' via ' || channel AS what, amount FROM transactions WHERE customer_id = $id"
+    ),
+    "support_tickets": (
+        "SELECT 'ticket' AS kind, opened_at AS ts, category || ' (' || status || ')' AS what, "
+        "NULL::DOUBLE AS amount FROM support_tickets WHERE customer_id = $id"
+    ),
+    "offer_events": (
+        "SELECT 'offer' AS kind, ts, offer_id || CASE WHEN accepted THEN ' accepted' "
+        "ELSE ' not accepted' END || ' (' || channel || ')' AS what, NULL::DOUBLE AS amount "
+        "FROM offer_events WHERE customer_id = $id"
+    ),
+    "events": (
+        "SELECT event_type AS kind, ts, channel || coalesce(' · ' || category, '') AS what, "
+        "NULL::DOUBLE AS amount FROM events WHERE customer_id = $id"
+    ),
+    "social": (
+        "SELECT 'social ' || kind AS kind, ts, platform || ', sentiment ' || "
+        "round(sentiment, 2) AS what, NULL::DOUBLE AS amount FROM social WHERE customer_id = $id"
+    ),
+}
+
+
+def search_customers(con: duckdb.DuckDBPyConnection, query: str) -> pd.DataFrame:
+    """Customers whose id starts with ``query`` (case-insensitive), or whose city, region or
+    industry equals it; at most :data:`SEARCH_LIMIT`, exact id first."""
+    q = query.strip()
+    return con.execute(
+        "SELECT customer_id, customer_type, region, city, industry, signup_date "
+        "FROM customers WHERE customer_id ILIKE $p OR lower(city) = $l OR lower(region) = $l "
+        "OR lower(coalesce(industry, '')) = $l "
+        "ORDER BY customer_id <> $q, customer_id LIMIT $n",
+        {"p": q.replace("%", "").replace("_", r"\_") + "%", "l": q.lower(), "q": q,
+         "n": SEARCH_LIMIT},
+    ).df()
+
+
+def demographics(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict:
+    """The customer's master-data row (and third-party attributes when present)."""
+    rows = con.execute("SELECT * FROM customers WHERE customer_id = ?", [customer_id]).df()
+    out = rows.iloc[0].to_dict() if len(rows) else {}
+    if table_exists(con, "third_party"):
+        tp = con.execute(
+            "SELECT * EXCLUDE (customer_id) FROM third_party WHERE customer_id = ?",
+            [customer_id],
+        ).df()
+        if len(tp):
+            out.update({f"third_party · {k}": v for k, v in tp.iloc[-1].to_dict().items()})
+    return {k: v for k, v in out.items() if v is not None and not (isinstance(v, float) and
+                                                                   pd.isna(v))}
+
+
+def timeline(
+    con: duckdb.DuckDBPyConnection, customer_id: str, *, page: int, per_page: int
+) -> tuple[pd.DataFrame, int]:
+    """One page of the customer's activities, newest first, and the total count."""
+    parts = [sql for table, sql in _TIMELINE_PARTS.items() if table_exists(con, table)]
+    if not parts:
+        return pd.DataFrame(columns=["kind", "ts", "what", "amount"]), 0
+    union = " UNION ALL ".join(parts)
+    params = {"id": customer_id}
+    (total,) = con.execute(f"SELECT count(*) FROM ({union})", params).fetchone()
+    rows = con.execute(
+        f"SELECT * FROM ({union}) ORDER BY ts DESC, kind LIMIT $lim OFFSET $off",
+        {**params, "lim": per_page, "off": (page - 1) * per_page},
+    ).df()
+    return rows, int(total)
+
+
+def monthly_spend(con: duckdb.DuckDBPyConnection, customer_id: str) -> pd.DataFrame:
+    """Net spend per calendar month (returns subtracted)."""
+    return con.execute(
+        "SELECT date_trunc('month', ts) AS month, sum(amount) AS spend FROM transactions "
+        "WHERE customer_id = ? GROUP BY 1 ORDER BY 1",
+        [customer_id],
+    ).df()
+
+
+def latest_segments_as_of(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    if not table_exists(con, "customer_segments"):
+        return None
+    (as_of,) = con.execute("SELECT max(CAST(as_of AS DATE)) FROM customer_segments").fetchone()
+    return as_of
+
+
+def segment_members(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date, *, value_segment: str | None = None,
+    rfm_r: int | None = None, rfm_f: int | None = None,
+) -> pd.DataFrame:
+    """The ``customer_segments`` rows of ``as_of`` in a value segment or an R x F cell."""
+    where, params = ["CAST(as_of AS DATE) = $as_of"], {"as_of": as_of}
+    if value_segment is not None:
+        where.append("value_segment = $seg")
+        params["seg"] = value_segment
+    if rfm_r is not None:
+        where.append("rfm_r = $r")
+        params["r"] = rfm_r
+    if rfm_f is not None:
+        where.append("rfm_f = $f")
+        params["f"] = rfm_f
+    return con.execute(
+        "SELECT customer_id, value_segment, rfm_segment, rfm_r, rfm_f, rfm_m, status, "
+        "lifecycle_stage, clv FROM customer_segments WHERE " + " AND ".join(where)
+        + " ORDER BY customer_id",
+        params,
+    ).df()
+
+
+def segment_table(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.DataFrame:
+    """Per value segment: customers, revenue, margin, cost to serve (transactions before
+    ``as_of``) and mean CLV (the table's ``clv``)."""
+    return con.execute(
+        "WITH t AS (SELECT customer_id, sum(amount) AS revenue, sum(margin) AS margin, "
+        "sum(cost_to_serve) AS cost_to_serve FROM transactions WHERE ts < $as_of GROUP BY 1) "
+        "SELECT s.value_segment, count(*) AS customers, coalesce(sum(t.revenue), 0) AS revenue, "
+        "coalesce(sum(t.margin), 0) AS margin, coalesce(sum(t.cost_to_serve), 0) AS "
+        "cost_to_serve, avg(s.clv) AS mean_clv FROM customer_segments s LEFT JOIN t USING "
+        "(customer_id) WHERE CAST(s.as_of AS DATE) = $as_of GROUP BY 1 ORDER BY 1",
+        {"as_of": as_of},
+    ).df()
+
+
+def rfm_grid(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.DataFrame:
+    """Customer counts per (R, F) score cell."""
+    return con.execute(
+        "SELECT rfm_r, rfm_f, count(*) AS customers FROM customer_segments "
+        "WHERE CAST(as_of AS DATE) = $as_of GROUP BY 1, 2 ORDER BY 1 DESC, 2",
+        {"as_of": as_of},
+    ).df()

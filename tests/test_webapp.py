@@ -1,0 +1,251 @@
+"""The web app (customer360.serving.webapp) in Debian's Chromium driven by Playwright, against
+one real server (token on) over the small trained warehouse of tests/serving_env.py.
+
+Set ``CUSTOMER360_SCREENSHOTS=docs/screenshots`` to refresh the README's screenshots.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+from serving_env import Server, ServingEnv, build_env
+
+pytestmark = [pytest.mark.server, pytest.mark.browser]
+
+TOKEN = "webapp-token-456"
+CHROMIUM = os.environ.get("CUSTOMER360_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, small_warehouse_master) -> ServingEnv:
+    return build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)
+
+
+@pytest.fixture(scope="module")
+def db(env, tmp_path_factory) -> Path:
+    """A private copy of the trained warehouse with ``customer_segments`` written."""
+    from customer360.data.warehouse import connect
+    from customer360.training.segments import run_segments
+
+    path = env.copy_db(tmp_path_factory.mktemp("webapp") / "warehouse.duckdb")
+    with connect(path) as con:
+        run_segments(con, dt.date.fromisoformat(env.as_of), with_clv=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(env, db):
+    srv = Server(env, db, db.parent / "server.log", token=TOKEN)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = (
+            f"no Chromium at {CHROMIUM}: install Debian's package `chromium` "
+            "(apt-get install chromium), or run `make test`, which does"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    """A signed-in tab."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.goto(f"{server.url}/app/")
+    assert "/app/login" in tab.url
+    tab.fill("#token", TOKEN)
+    tab.click("button[type=submit]")
+    tab.wait_for_url(f"{server.url}/app/")
+    yield tab
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    out = Path(os.environ.get("CUSTOMER360_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def customer(db) -> str:
+    """A customer with purchases and at least one offer."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        (cid,) = con.execute(
+            "SELECT customer_id FROM feature_snapshots WHERE txn__orders__all > 2 "
+            "ORDER BY customer_id LIMIT 1 OFFSET 3"
+        ).fetchone()
+    return cid
+
+
+def feedback_rows(db: Path, customer_id: str) -> int:
+    from customer360.data.warehouse import table_exists
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        if not table_exists(con, "nbo_feedback"):  # created by the first feedback
+            return 0
+        return con.execute(
+            "SELECT count(*) FROM nbo_feedback WHERE customer_id = ?", [customer_id]
+        ).fetchone()[0]
+
+
+def test_pages_need_the_session(browser, server, customer):
+    context = browser.new_context()
+    tab = context.new_page()
+    for path in ("/app/", f"/app/customers/{customer}", "/app/segments"):
+        tab.goto(f"{server.url}{path}")
+        assert "/app/login" in tab.url, path
+        assert tab.locator("#token").is_visible()
+    tab.fill("#token", "wrong")
+    tab.click("button[type=submit]")
+    assert tab.locator(".error").is_visible()
+    assert not any(c["name"] == "c360_session" for c in context.cookies())
+    context.close()
+    # the API itself still needs the bearer header
+    assert httpx.post(f"{server.url}/churn", json={"customer_id": customer}).status_code == 401
+
+
+def test_session_cookie_is_httponly_and_strict(page):
+    session = next(c for c in page.context.cookies() if c["name"] == "c360_session")
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert TOKEN not in session["value"]
+
+
+def test_search_finds_the_customer(page, server, customer, shots):
+    page.goto(f"{server.url}/app/")
+    page.fill("input[name=q]", customer.lower())
+    page.click("form.search button")
+    link = page.locator("#results a", has_text=customer)
+    assert link.count() == 1
+    page.screenshot(path=shots / "search.png", full_page=True)
+    link.click()
+    page.wait_for_url(f"**/app/customers/{customer}")
+    page.goto(f"{server.url}/app/?q=no-such-customer")
+    assert page.locator(".empty").is_visible()
+
+
+def test_card_matches_customer360(page, server, customer, shots):
+    api = server.post("/customer360", json={"customer_id": customer}).json()
+    page.goto(f"{server.url}/app/customers/{customer}")
+    shown = float(page.get_attribute("#churn-probability", "data-value"))
+    assert shown == pytest.approx(api["churn"]["churn_probability"], abs=1e-12)
+    assert page.get_attribute("#value-segment", "data-value") == api["value_segment"]
+    offers = page.locator("#offers tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.offer)"
+    )
+    assert offers == [o["offer_id"] for o in api["offers"]]
+    assert page.locator("#churn-reasons li").count() == len(api["churn"]["reasons"])
+    assert page.locator(".chart svg").count() >= 1
+    assert page.locator("#timeline tbody tr").count() > 0
+    page.screenshot(path=shots / "customer.png", full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=shots / "customer_phone.png", full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_accepting_an_offer_stores_one_feedback_row(page, server, db, customer):
+    before = feedback_rows(db, customer)
+    page.goto(f"{server.url}/app/customers/{customer}")
+    first = page.locator("#offers tbody tr").first
+    offer = first.get_attribute("data-offer")
+    first.locator("button.ok").click()
+    page.wait_for_selector(".notice")
+    assert offer in page.inner_text(".notice")
+    assert feedback_rows(db, customer) == before + 1
+    with duckdb.connect(str(db), read_only=True) as con:
+        accepted = con.execute(
+            "SELECT accepted FROM nbo_feedback WHERE customer_id = ? AND offer_id = ? "
+            "ORDER BY ts DESC LIMIT 1", [customer, offer],
+        ).fetchone()[0]
+    assert accepted is True
+
+
+def test_post_without_csrf_is_refused(page, server, db, customer):
+    before = feedback_rows(db, customer)
+    offer = server.post("/customer360", json={"customer_id": customer}).json()["offers"][0]
+    resp = page.context.request.post(
+        f"{server.url}/app/customers/{customer}/feedback",
+        form={"offer_id": offer["offer_id"], "accepted": "1"},
+    )
+    assert resp.status == 403
+    forged = page.context.request.post(
+        f"{server.url}/app/customers/{customer}/feedback",
+        form={"offer_id": offer["offer_id"], "accepted": "1", "csrf_token": "forged"},
+    )
+    assert forged.status == 403
+    assert feedback_rows(db, customer) == before
+
+
+def test_segments_page_counts_equal_the_table(page, server, db, shots):
+    with duckdb.connect(str(db), read_only=True) as con:
+        expected = dict(con.execute(
+            "SELECT value_segment, count(*) FROM customer_segments GROUP BY 1"
+        ).fetchall())
+        grid = {(r, f): n for r, f, n in con.execute(
+            "SELECT rfm_r, rfm_f, count(*) FROM customer_segments GROUP BY 1, 2"
+        ).fetchall()}
+    page.goto(f"{server.url}/app/segments")
+    shown = {
+        row.get_attribute("data-segment"): int(row.locator("[data-count]").get_attribute(
+            "data-count"))
+        for row in page.locator("#segment-table tbody tr").all()
+    }
+    assert shown == expected
+    cells = page.locator("#rfm-grid td[data-count]").evaluate_all(
+        "cells => cells.map(c => [+c.dataset.r, +c.dataset.f, +c.dataset.count])"
+    )
+    assert {(r, f): n for r, f, n in cells if n} == grid
+    page.screenshot(path=shots / "segments.png", full_page=True)
+
+
+def test_segment_list_and_csv_export(page, server, db, shots):
+    page.goto(f"{server.url}/app/segments")
+    page.locator("#segment-table tbody tr[data-segment=A] a").first.click()
+    page.wait_for_url("**/app/segments/customers?segment=A")
+    listed = page.locator("#members tbody tr td:first-child").all_inner_texts()
+    page.screenshot(path=shots / "segment_list.png")
+    resp = page.context.request.get(server.url + page.get_attribute("#csv", "href"))
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(resp.text())))
+    with duckdb.connect(str(db), read_only=True) as con:
+        members = [r[0] for r in con.execute(
+            "SELECT customer_id FROM customer_segments WHERE value_segment = 'A' "
+            "ORDER BY customer_id"
+        ).fetchall()]
+    assert [r["customer_id"] for r in rows] == listed == members
+    assert {r["value_segment"] for r in rows} == {"A"}
+
+
+def test_get_writes_nothing(server, db, customer):
+    """A GET of the feedback address is not a way to record feedback."""
+    before = feedback_rows(db, customer)
+    resp = httpx.get(f"{server.url}/app/customers/{customer}/feedback?offer_id=x&accepted=1")
+    assert resp.status_code in (303, 405)
+    assert feedback_rows(db, customer) == before
+
