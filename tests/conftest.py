@@ -40,3 +40,11 @@ def small_warehouse(small_warehouse_master, tmp_path) -> Path:
     shutil.copy(small_warehouse_master, dst)
     os.chmod(dst, 0o644)
     return dst
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, small_warehouse_master):
+    """The trained, served-ready environment (tests/serving_env.py), built once per session."""
+    from serving_env import build_env
+
+    return build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)

@@ -7,12 +7,7 @@ import subprocess
 import duckdb
 import pandas as pd
 import pytest
-from serving_env import REPO, ServingEnv, build_env
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, small_warehouse_master) -> ServingEnv:
-    return build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)
+from serving_env import REPO, ServingEnv
 
 
 @pytest.fixture

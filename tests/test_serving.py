@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from serving_env import REPO, Server, ServingEnv, build_env
+from serving_env import REPO, Server
 
 pytestmark = pytest.mark.server
 
@@ -28,10 +28,6 @@ class Served:
 
     server: Server
 
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, small_warehouse_master) -> ServingEnv:
-    return build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,12 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving_env import Server, ServingEnv, build_env
+from serving_env import Server
 
 pytestmark = pytest.mark.server
 
 TOKEN = "input-token-9"
 
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, small_warehouse_master) -> ServingEnv:
-    return build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)
 
 
 @pytest.fixture(scope="module")

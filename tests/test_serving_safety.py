@@ -20,16 +20,12 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from serving_env import REPO, Server, ServingEnv, build_env
+from serving_env import REPO, Server, ServingEnv
 
 pytestmark = pytest.mark.server
 
 TOKEN = "safety-token-1"
 
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, small_warehouse_master) -> ServingEnv:
-    return build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)
 
 
 @pytest.fixture(scope="module")

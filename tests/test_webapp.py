@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from serving_env import Server, ServingEnv, build_env
+from serving_env import Server
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -26,10 +26,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, small_warehouse_master) -> ServingEnv:
-    return build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)
 
 
 @pytest.fixture(scope="module")
