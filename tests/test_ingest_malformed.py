@@ -4,6 +4,7 @@ parses is refused whole. Tiny files, real DuckDB file in tmp_path."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -104,3 +105,16 @@ def test_file_whose_every_line_is_malformed_is_refused_whole(tmp_path: Path) -> 
         ingest_file(con, "customers", path)
     assert con.execute("SELECT count(*) FROM ingest_log").fetchone()[0] == 0
     assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
+
+
+def test_bad_line_past_the_sniffer_sample_in_a_gzip_file(tmp_path: Path) -> None:
+    """The sniffer reads only the start; a ragged line 3002 of a .csv.gz is still found."""
+    rows = [line(f"C{i}") for i in range(1, 3001)] + [line("C3001") + ",x"]
+    path = tmp_path / "customers.csv.gz"
+    path.write_bytes(gzip.compress((",".join(COLUMNS) + "\n" + "\n".join(rows) + "\n").encode()))
+    con = connect(tmp_path / "w.duckdb", create=True)
+    report = ingest_file(con, "customers", path)
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (3001, 3000, 1)
+    reason, row_number = con.execute("SELECT reason, row_number FROM quarantine").fetchone()
+    assert row_number == 3001
+    assert reason == f"line 3002: {len(COLUMNS) + 1} fields but the header has {len(COLUMNS)}"
