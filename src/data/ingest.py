@@ -19,8 +19,11 @@ In a file of at least :data:`WHOLE_COLUMN_MIN_VALUES` rows, a required column th
 throughout, or a column in which no value has the right type, is a file-level error (a wrong
 column or format, e.g. decimal commas), not that many bad rows. A file already in
 ``ingest_log`` (same SHA-256 of its content, same table) is skipped, so loading the same file
-twice adds nothing. Table checks follow SQL ``CHECK`` semantics: a check
-that evaluates to null (because an optional column is null) passes.
+twice adds nothing. A CSV line that does not parse (unbalanced double quote, wrong number of
+fields) is found with DuckDB's reject tables and quarantined with its line number and text; the
+other rows are read from a copy without those lines (see :func:`_salvage_csv`). Table checks
+follow SQL ``CHECK`` semantics: a check that evaluates to null (because an optional column is
+null) passes.
 """
 
 from __future__ import annotations
