@@ -118,3 +118,35 @@ def test_bad_line_past_the_sniffer_sample_in_a_gzip_file(tmp_path: Path) -> None
     reason, row_number = con.execute("SELECT reason, row_number FROM quarantine").fetchone()
     assert row_number == 3001
     assert reason == f"line 3002: {len(COLUMNS) + 1} fields but the header has {len(COLUMNS)}"
+
+
+def test_quoted_field_spanning_lines_before_a_bad_line(tmp_path: Path) -> None:
+    """A valid quoted field with a newline shifts records against physical lines: the bad
+    line is still named by its physical line and quarantined under its data row."""
+    rows = [line("C1").replace("Oslo", '"Os\nlo"'), line("C2"), "C3,B2C", line("C4")]
+    path = tmp_path / "customers.csv"
+    path.write_text(",".join(COLUMNS) + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    con = connect(tmp_path / "w.duckdb", create=True)
+    report = ingest_file(con, "customers", path)
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (4, 3, 1)
+    assert con.execute("SELECT city FROM customers WHERE customer_id = 'C1'").fetchone() == (
+        "Os\nlo",
+    )
+    assert con.execute("SELECT row_number, reason, raw_row FROM quarantine").fetchall() == [
+        (3, f"line 5: 2 fields but the header has {len(COLUMNS)}", '{"_line":"C3,B2C"}')
+    ]
+
+
+def test_several_bad_lines_after_an_unbalanced_quote(tmp_path: Path) -> None:
+    rows = [line("C1"), 'C2,"B2C', line("C3"), "C4,B2C", line("C5"), line("C6") + ",x"]
+    path = tmp_path / "customers.csv"
+    path.write_text(",".join(COLUMNS) + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    con = connect(tmp_path / "w.duckdb", create=True)
+    report = ingest_file(con, "customers", path)
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (6, 3, 3)
+    quarantined = con.execute(
+        "SELECT row_number, split_part(reason, ':', 1) FROM quarantine ORDER BY row_number"
+    ).fetchall()
+    assert quarantined == [(2, "line 3"), (4, "line 5"), (6, "line 7")]
+    loaded = con.execute("SELECT customer_id FROM customers ORDER BY customer_id").fetchall()
+    assert loaded == [("C1",), ("C3",), ("C5",)]

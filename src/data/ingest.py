@@ -28,6 +28,7 @@ null) passes.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import gzip
@@ -569,9 +570,12 @@ def _salvage_csv(
         return None
     columns = "{" + ", ".join(f"{_lit(h)}: 'VARCHAR'" for h in header) + "}"
     clean = tmp / "salvaged.csv"
-    bad: dict[int, str] = {}  # 0-based index into lines -> problem
+    bad: dict[int, tuple[int, str]] = {}  # 0-based index into lines -> (data row, problem)
     for _ in range(_MAX_SALVAGE_SCANS):
         kept = [i for i in range(len(lines)) if i not in bad]
+        starts = [0]  # byte offset of each kept line in the salvaged copy
+        for i in kept:
+            starts.append(starts[-1] + len(lines[i].encode("utf-8")))
         clean.write_text("".join(lines[i] for i in kept), encoding="utf-8")
         con.execute("DROP TABLE IF EXISTS _c360_rejects")
         con.execute("DROP TABLE IF EXISTS _c360_reject_scans")
@@ -582,7 +586,7 @@ def _salvage_csv(
                 "rejects_table = '_c360_rejects', rejects_scan = '_c360_reject_scans')"
             ).fetchall()
             rejects = con.execute(
-                "SELECT line, CAST(error_type AS VARCHAR), error_message, "
+                "SELECT line, line_byte_position, CAST(error_type AS VARCHAR), error_message, "
                 "contains(csv_line, chr(10)) FROM _c360_rejects ORDER BY line"
             ).fetchall()
         except duckdb.Error:
@@ -593,9 +597,13 @@ def _salvage_csv(
         if not rejects:
             break
         rescan = False
-        for line, kind, message, spans in rejects:
-            if kind == "INVALID ENCODING" or not 1 < line <= len(kept):
+        for record, offset, kind, message, spans in rejects:
+            # ``line`` counts records (a quoted field may span lines); the byte offset finds
+            # the physical line.
+            at = bisect.bisect_right(starts, offset or 0) - 1
+            if kind == "INVALID ENCODING" or not 0 < at < len(kept) or record < 2:
                 return None
+            line = at + 1
             if kind == "UNQUOTED VALUE" or spans:
                 problem, rescan = "a double quote is opened and never closed", True
             elif kind in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
@@ -603,13 +611,16 @@ def _salvage_csv(
                 problem = f"{found} fields but the header has {len(header)}"
             else:
                 problem = (message or kind).rstrip(".")
-            bad[kept[line - 1]] = problem
+            index = kept[line - 1]
+            row = record - 1 + index - at  # plus the bad lines left out of this copy before it
+            bad[index] = (row, problem)
             if rescan:
                 break  # the rest of the file was read as part of that quote: scan again
     else:
         return None
     return clean, [
-        _BadLine(i + 1, i, problem, lines[i].rstrip("\r\n")) for i, problem in sorted(bad.items())
+        _BadLine(i + 1, row, problem, lines[i].rstrip("\r\n"))
+        for i, (row, problem) in sorted(bad.items())
     ]
 
 
