@@ -545,7 +545,8 @@ class _BadLine:
     line: int
     """1-based physical line of the file (the header is line 1)."""
     row: int
-    """1-based data row it would have been (``line - 1`` when no field spans lines)."""
+    """1-based data row it would have been (``line - 1`` unless a quoted field before it spans
+    lines); the salvaged rows are renumbered around it (:func:`_renumber_around`)."""
     problem: str
     text: str
 
