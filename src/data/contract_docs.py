@@ -31,6 +31,9 @@ must be whole (`1.5` is refused, not rounded); a timestamp with a UTC offset is 
 naive UTC. In a file of 100 rows or more, a required column that is empty throughout, or a
 column in which no value has the right type, refuses the whole file (a wrong column or format,
 e.g. decimal commas) instead of quarantining every row.
+A CSV line that does not parse (an unbalanced double quote, more or fewer fields than the
+header) goes to `quarantine` with reason `line N: <problem>` and its text in `raw_row`
+(`{"_line": ...}`), and the rest of the file loads; a file of which no line parses is refused.
 Tables are listed in load order: load referenced tables first.
 """
 

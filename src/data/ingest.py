@@ -19,12 +19,16 @@ In a file of at least :data:`WHOLE_COLUMN_MIN_VALUES` rows, a required column th
 throughout, or a column in which no value has the right type, is a file-level error (a wrong
 column or format, e.g. decimal commas), not that many bad rows. A file already in
 ``ingest_log`` (same SHA-256 of its content, same table) is skipped, so loading the same file
-twice adds nothing. Table checks follow SQL ``CHECK`` semantics: a check
-that evaluates to null (because an optional column is null) passes.
+twice adds nothing. A CSV line that does not parse (unbalanced double quote, wrong number of
+fields) is found with DuckDB's reject tables and quarantined with its line number and text; the
+other rows are read from a copy without those lines (see :func:`_salvage_csv`). Table checks
+follow SQL ``CHECK`` semantics: a check that evaluates to null (because an optional column is
+null) passes.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import gzip
@@ -32,6 +36,7 @@ import hashlib
 import logging
 import re
 import shlex
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -243,7 +248,42 @@ def _ingest_in_transaction(
     progress: Callable[[int], None],
 ) -> IngestReport:
     reader = _reader_sql(path)
-    file_columns = _describe(con, reader, source_file, path)
+    with tempfile.TemporaryDirectory(prefix="c360-ingest-") as tmp:
+        bad_lines: list[_BadLine] = []
+        salvaged = None
+        if _suffix(path) != ".parquet":
+            # Probe on a connection of its own: a failed read aborts the ingest transaction.
+            probe = duckdb.connect()
+            try:
+                probe.execute(f"SELECT count(*) FROM {reader}").fetchall()
+            except duckdb.Error:
+                salvaged = _salvage_csv(probe, path, Path(tmp))
+            finally:
+                probe.close()
+        if salvaged is not None:
+            clean, bad_lines = salvaged
+            reader = _reader_sql(clean)
+            file_columns = _describe(con, reader, source_file, clean)
+        else:
+            file_columns = _describe(con, reader, source_file, path)
+        return _ingest_rows(
+            con, contract, path, source_file, sha, column_map, progress, reader, file_columns,
+            bad_lines,
+        )
+
+
+def _ingest_rows(
+    con: duckdb.DuckDBPyConnection,
+    contract: TableContract,
+    path: Path,
+    source_file: str,
+    sha: str,
+    column_map: dict[str, str],
+    progress: Callable[[int], None],
+    reader: str,
+    file_columns: list[tuple[str, str]],
+    bad_lines: list[_BadLine],
+) -> IngestReport:
     try:
         sources, ignored, defaulted = _plan_columns(
             contract, file_columns, column_map, source_file
@@ -261,8 +301,17 @@ def _ingest_in_transaction(
     rules = _rules(contract, sources, raw_index)
     _build_checked(con, reader, contract, file_columns, sources, rules, source_file)
     rows_read = con.execute(f"SELECT count(*) FROM {CHECKED}").fetchone()[0]
+    if rows_read == 0 and bad_lines:
+        raise IngestError(
+            f"Cannot read {source_file}: no line parses as CSV ({bad_lines[0].problem}, line "
+            f"{bad_lines[0].line}). Nothing was ingested; check that it is a UTF-8, "
+            "comma-separated CSV with a header row."
+        )
     if rows_read == 0:
         raise _empty_error(source_file)
+    if bad_lines:
+        _renumber_around(con, bad_lines)
+        rows_read += len(bad_lines)
     _check_whole_columns(con, contract, sources, raw_index, rules, rows_read, source_file)
     progress(1)
     _apply_late_rules(con, contract, rules)
@@ -293,6 +342,16 @@ def _ingest_in_transaction(
             [contract.name, source_file, now],
         )
     )
+    if bad_lines:
+        con.executemany(
+            "INSERT INTO quarantine (table_name, source_file, row_number, reason, raw_row, "
+            "ingested_at) VALUES (?, ?, ?, ?, to_json(struct_pack(_line := ?)), ?)",
+            [
+                [contract.name, source_file, b.row, f"line {b.line}: {b.problem}", b.text, now]
+                for b in bad_lines
+            ],
+        )
+        rows_quarantined += len(bad_lines)
     _crash_point("after_quarantine")
     progress(4)
 
@@ -303,6 +362,8 @@ def _ingest_in_transaction(
     for rule_index, n in counts:
         key = rules[rule_index].key
         reasons[key] = reasons.get(key, 0) + n
+    if bad_lines:
+        reasons[MALFORMED_LINE] = len(bad_lines)
     if rows_read != rows_loaded + rows_quarantined or sum(reasons.values()) != rows_quarantined:
         raise IngestError(
             f"Internal accounting error ingesting {source_file}: read {rows_read} != loaded "
@@ -472,6 +533,108 @@ def _first_malformed_line(path: Path) -> str | None:
     except (OSError, EOFError, UnicodeDecodeError):
         return None  # not UTF-8 text at all: DuckDB's own message says so
     return None
+
+
+MALFORMED_LINE = "malformed CSV line"
+"""Key in :attr:`IngestReport.reasons` of lines quarantined because they do not parse as CSV."""
+_MAX_SALVAGE_SCANS = 50
+
+
+@dataclass(frozen=True)
+class _BadLine:
+    line: int
+    """1-based physical line of the file (the header is line 1)."""
+    row: int
+    """1-based data row it would have been (``line - 1`` unless a quoted field before it spans
+    lines); the salvaged rows are renumbered around it (:func:`_renumber_around`)."""
+    problem: str
+    text: str
+
+
+def _salvage_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, tmp: Path
+) -> tuple[Path, list[_BadLine]] | None:
+    """Find the lines that break a CSV with DuckDB's reject tables (``store_rejects``) and
+    write the file without them to ``tmp``; ``None`` when the file is not salvageable (no
+    header, not UTF-8, or too many unterminated quotes).
+
+    The header fixes the columns (the sniffer is what fails on these files). A field-count
+    error rejects one line and the scan goes on; an unterminated quote swallows the rest of the
+    file, so its line is dropped and the file scanned again (at most ``_MAX_SALVAGE_SCANS``)."""
+    header = _csv_header(path)
+    if not header or len(set(header)) != len(header):
+        return None
+    try:
+        with _csv_lines(path) as fh:
+            lines = fh.readlines()
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None
+    columns = "{" + ", ".join(f"{_lit(h)}: 'VARCHAR'" for h in header) + "}"
+    clean = tmp / "salvaged.csv"
+    bad: dict[int, tuple[int, str]] = {}  # 0-based index into lines -> (data row, problem)
+    for _ in range(_MAX_SALVAGE_SCANS):
+        kept = [i for i in range(len(lines)) if i not in bad]
+        starts = [0]  # byte offset of each kept line in the salvaged copy
+        for i in kept:
+            starts.append(starts[-1] + len(lines[i].encode("utf-8")))
+        clean.write_text("".join(lines[i] for i in kept), encoding="utf-8")
+        con.execute("DROP TABLE IF EXISTS _c360_rejects")
+        con.execute("DROP TABLE IF EXISTS _c360_reject_scans")
+        try:
+            con.execute(
+                f"SELECT count(*) FROM read_csv({_lit(str(clean))}, {_CSV_OPTIONS}, "
+                f"auto_detect = false, columns = {columns}, store_rejects = true, "
+                "rejects_table = '_c360_rejects', rejects_scan = '_c360_reject_scans')"
+            ).fetchall()
+            rejects = con.execute(
+                "SELECT line, line_byte_position, CAST(error_type AS VARCHAR), error_message, "
+                "contains(csv_line, chr(10)) FROM _c360_rejects ORDER BY line"
+            ).fetchall()
+        except duckdb.Error:
+            return None
+        finally:
+            con.execute("DROP TABLE IF EXISTS _c360_rejects")
+            con.execute("DROP TABLE IF EXISTS _c360_reject_scans")
+        if not rejects:
+            break
+        rescan = False
+        for record, offset, kind, message, spans in rejects:
+            # ``line`` counts records (a quoted field may span lines); the byte offset finds
+            # the physical line.
+            at = bisect.bisect_right(starts, offset or 0) - 1
+            if kind == "INVALID ENCODING" or not 0 < at < len(kept) or record < 2:
+                return None
+            line = at + 1
+            if kind == "UNQUOTED VALUE" or spans:
+                problem, rescan = "a double quote is opened and never closed", True
+            elif kind in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
+                found = len(next(csv.reader([lines[kept[line - 1]]]), []))
+                problem = f"{found} fields but the header has {len(header)}"
+            else:
+                problem = (message or kind).rstrip(".")
+            index = kept[line - 1]
+            row = record - 1 + index - at  # plus the bad lines left out of this copy before it
+            bad[index] = (row, problem)
+            if rescan:
+                break  # the rest of the file was read as part of that quote: scan again
+    else:
+        return None
+    return clean, [
+        _BadLine(i + 1, row, problem, lines[i].rstrip("\r\n"))
+        for i, (row, problem) in sorted(bad.items())
+    ]
+
+
+def _renumber_around(con: duckdb.DuckDBPyConnection, bad_lines: list[_BadLine]) -> None:
+    """Give the rows read from the salvaged copy their data row number in the original file."""
+    # The k-th bad row (1-based, sorted) has row - k good rows before it; a salvaged row r
+    # moves down by the number of bad rows with fewer than r good rows before them.
+    before = [b.row - k for k, b in enumerate(bad_lines, start=1)]
+    con.execute(
+        f"UPDATE {CHECKED} SET {ROW} = {ROW} + (SELECT count(*) FROM "
+        f"(SELECT unnest(?::BIGINT[]) AS g) WHERE g < {CHECKED}.{ROW})",
+        [before],
+    )
 
 
 def _describe(
