@@ -386,7 +386,7 @@ def mixed_load(url: str, ids: list[str], columns: list[str], *, clients: int, du
     parsed = urlsplit(url)
     lock = threading.Lock()
     counts: dict[tuple[str, str], int] = {}  # (kind, status) -> n
-    valid_ms: list[float] = []
+    valid_ms: dict[str, list[float]] = {p: [] for p in MIXED_PATHS}
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     start = time.monotonic()
@@ -401,7 +401,7 @@ def mixed_load(url: str, ids: list[str], columns: list[str], *, clients: int, du
     def worker(k: int) -> None:
         rng = np.random.default_rng(1000 + k)
         mine: dict[tuple[str, str], int] = {}
-        lat: list[float] = []
+        lat: list[tuple[str, float]] = []
         conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
         deadline = start + duration
         try:
@@ -427,12 +427,13 @@ def mixed_load(url: str, ids: list[str], columns: list[str], *, clients: int, du
                     conn.close()
                     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
                 if kind == "valid" and status == "200":
-                    lat.append(time.perf_counter() - t)
+                    lat.append((path, time.perf_counter() - t))
                 mine[(kind, status)] = mine.get((kind, status), 0) + 1
         finally:
             conn.close()
         with lock:
-            valid_ms.extend(x * 1000 for x in lat)
+            for path, x in lat:
+                valid_ms[path].append(x * 1000)
             for key, n in mine.items():
                 counts[key] = counts.get(key, 0) + n
 
@@ -453,7 +454,10 @@ def mixed_load(url: str, ids: list[str], columns: list[str], *, clients: int, du
                   if (kind == "valid" and status != "200")
                   or (kind != "valid" and (not status.isdigit()
                                            or int(status) not in BAD_EXPECTED[kind]))}
-    ms = np.asarray(valid_ms)
+    ms = np.concatenate([np.asarray(v) for v in valid_ms.values()])
+    per_path = {p: {"n": len(v), "p50_ms": float(np.percentile(v, 50)) if v else float("nan"),
+                    "p99_ms": float(np.percentile(v, 99)) if v else float("nan")}
+                for p, v in valid_ms.items()}
     return {
         "clients": clients, "duration_s": wall, "requests": total, "valid": valid,
         "valid_200": len(ms), "bad": total - valid, "by_class": by_class,
@@ -461,7 +465,7 @@ def mixed_load(url: str, ids: list[str], columns: list[str], *, clients: int, du
         "unexpected": unexpected,
         "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
         "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
-        "throughput_rps": total / wall, "rss_mib": samples,
+        "per_path": per_path, "throughput_rps": total / wall, "rss_mib": samples,
         "load_avg": os.getloadavg(),
     }
 
@@ -511,6 +515,9 @@ def mixed_report(row: dict) -> str:
         "by kind: " + ", ".join(f"{k} {v:,}" for k, v in row["by_kind"].items()),
         f"valid answered 200: {row['valid_200']:,} of {row['valid']:,}; "
         f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
+        "valid by path: " + "; ".join(
+            f"{p} n={v['n']:,} p50 {v['p50_ms']:.1f} ms p99 {v['p99_ms']:.1f} ms"
+            for p, v in row["per_path"].items()),
         f"5xx: {row['by_class'].get('5xx', 0)}; unexpected: {row['unexpected'] or 'none'}",
         f"server RSS MiB (every ~5 s): start {rss[0][1]:.0f}, end {rss[-1][1]:.0f}, "
         f"min {min(r for _, r in rss):.0f}, max {max(r for _, r in rss):.0f}; "
