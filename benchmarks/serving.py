@@ -11,6 +11,12 @@
    servers interleaved, and the table shows medians.
 2. Batch scoring (``customer360 score``) of a generated warehouse: wall time and peak memory of
    the scoring process.
+3. ``--mixed-bad FRACTION`` (issue 12): our service alone, ``--clients`` threads for
+   ``--duration`` seconds on ``/churn`` and ``/customer360`` by id with FRACTION bad payloads
+   mixed in (unknown ids, malformed JSON, nulls in every feature, wrong types, wrong content
+   type); counts per status class and per kind, p50/p99 of the valid requests, server RSS
+   every ~5 s. Exits 1 on any 5xx, a valid request not answered 200 or a bad one answered
+   outside its expected statuses.
 
 Rerun (the work folder keeps the generated warehouses and the tiny trained models)::
 
@@ -18,6 +24,8 @@ Rerun (the work folder keeps the generated warehouses and the tiny trained model
         --pin both --repeats 3
     .venv/bin/python benchmarks/serving.py --workdir out/bench_serving --skip-latency \
         --batch-customers 200000
+    .venv/bin/python benchmarks/serving.py --workdir out/bench_mixed --customers 5000 \
+        --mixed-bad 0.1 --duration 60 --clients 50
 
 Results go to stdout as Markdown tables (recorded in docs/benchmarks.md).
 """
@@ -323,6 +331,202 @@ def latency_table(rows: list[dict]) -> str:
     return "\n".join(lines + tail)
 
 
+# --- mixed load with bad payloads (issue 12) --------------------------------------------------
+
+MIXED_PATHS = ("/churn", "/customer360")
+BAD_KINDS = ("unknown_id", "malformed_json", "null_features", "wrong_type", "wrong_content_type")
+# what each bad kind may answer (anything else, and any 5xx, is a failure)
+BAD_EXPECTED = {
+    "unknown_id": {404},
+    "malformed_json": {400, 422},
+    # a null scores as the registry default says, or is refused naming the field
+    "null_features": {200, 400, 422},
+    "wrong_type": {400, 422},
+    "wrong_content_type": {415},
+}
+JSON = "application/json"
+
+
+def bad_request(kind: str, rng: np.random.Generator, columns: list[str]) -> tuple[bytes, str]:
+    """One bad payload of ``kind``: its body and its Content-Type."""
+    n = int(rng.integers(1_000_000))
+    if kind == "unknown_id":
+        return json.dumps({"customer_id": f"no-such-customer-{n}"}).encode(), JSON
+    if kind == "malformed_json":
+        return [b'{"customer_id": ', b'{"customer_id": "c1",}', b"\xff\xfe{", b"[1, 2"][n % 4], JSON
+    if kind == "null_features":
+        return json.dumps({"features": dict.fromkeys(columns)}).encode(), JSON
+    if kind == "wrong_type":
+        body = [{"customer_id": n}, {"customer_id": ["x"]}, {"features": "abc"},
+                {"customer_id": None, "features": None}][n % 4]
+        return json.dumps(body).encode(), JSON
+    return json.dumps({"customer_id": "x"}).encode(), ["text/plain",
+                                                       "application/x-www-form-urlencoded"][n % 2]
+
+
+def server_rss_mib(pid: int) -> float:
+    """RSS of the server and every process it started, MiB."""
+    root = psutil.Process(pid)
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def mixed_load(url: str, ids: list[str], columns: list[str], *, clients: int, duration: float,
+               bad_fraction: float, max_per_client: int, pid: int,
+               sample_every: float = 5.0) -> dict:
+    """``clients`` threads, each with its own keep-alive connection, for ``duration`` seconds
+    (and at most ``max_per_client`` requests each) on ``/churn`` and ``/customer360`` by id,
+    ``bad_fraction`` of the requests bad payloads; server RSS sampled every ``sample_every``
+    seconds."""
+    parsed = urlsplit(url)
+    lock = threading.Lock()
+    counts: dict[tuple[str, str], int] = {}  # (kind, status) -> n
+    valid_ms: dict[str, list[float]] = {p: [] for p in MIXED_PATHS}
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def sampler() -> None:
+        while True:
+            samples.append((time.monotonic() - start, server_rss_mib(pid)))
+            if stop.wait(sample_every):
+                samples.append((time.monotonic() - start, server_rss_mib(pid)))
+                return
+
+    def worker(k: int) -> None:
+        rng = np.random.default_rng(1000 + k)
+        mine: dict[tuple[str, str], int] = {}
+        lat: list[tuple[str, float]] = []
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+        deadline = start + duration
+        try:
+            for _ in range(max_per_client):
+                if time.monotonic() >= deadline:
+                    break
+                path = MIXED_PATHS[int(rng.integers(len(MIXED_PATHS)))]
+                if rng.random() < bad_fraction:
+                    kind = BAD_KINDS[int(rng.integers(len(BAD_KINDS)))]
+                    body, ctype = bad_request(kind, rng, columns)
+                else:
+                    kind = "valid"
+                    body = json.dumps({"customer_id": ids[int(rng.integers(len(ids)))]}).encode()
+                    ctype = JSON
+                t = time.perf_counter()
+                try:
+                    conn.request("POST", path, body=body, headers={"Content-Type": ctype})
+                    resp = conn.getresponse()
+                    resp.read()
+                    status = str(resp.status)
+                except (OSError, http.client.HTTPException) as exc:
+                    status = f"conn:{type(exc).__name__}"
+                    conn.close()
+                    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+                if kind == "valid" and status == "200":
+                    lat.append((path, time.perf_counter() - t))
+                mine[(kind, status)] = mine.get((kind, status), 0) + 1
+        finally:
+            conn.close()
+        with lock:
+            for path, x in lat:
+                valid_ms[path].append(x * 1000)
+            for key, n in mine.items():
+                counts[key] = counts.get(key, 0) + n
+
+    watcher = threading.Thread(target=sampler, daemon=True)
+    watcher.start()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    wall = time.monotonic() - start
+    stop.set()
+    watcher.join(timeout=30)
+    total = sum(counts.values())
+    by_class: dict[str, int] = {}
+    for (_, status), n in counts.items():
+        cls = f"{status[0]}xx" if status.isdigit() else "connection error"
+        by_class[cls] = by_class.get(cls, 0) + n
+    valid = sum(n for (kind, _), n in counts.items() if kind == "valid")
+    unexpected = {f"{kind} -> {status}": n for (kind, status), n in counts.items()
+                  if (kind == "valid" and status != "200")
+                  or (kind != "valid" and (not status.isdigit()
+                                           or int(status) not in BAD_EXPECTED[kind]))}
+    ms = np.concatenate([np.asarray(v) for v in valid_ms.values()])
+    per_path = {p: {"n": len(v), "p50_ms": float(np.percentile(v, 50)) if v else float("nan"),
+                    "p99_ms": float(np.percentile(v, 99)) if v else float("nan")}
+                for p, v in valid_ms.items()}
+    return {
+        "clients": clients, "duration_s": wall, "requests": total, "valid": valid,
+        "valid_200": len(ms), "bad": total - valid, "by_class": by_class,
+        "by_kind": {f"{k} -> {s}": n for (k, s), n in sorted(counts.items())},
+        "unexpected": unexpected,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+        "per_path": per_path, "throughput_rps": total / wall, "rss_mib": samples,
+        "load_avg": os.getloadavg(),
+    }
+
+
+def mixed_benchmark(db: Path, *, clients: int, duration: float, bad_fraction: float,
+                    max_per_client: int) -> dict:
+    """Our service alone on a free loopback port under :func:`mixed_load`, after a warm-up."""
+    from customer360.serving.service import serve_command
+
+    with __import__("duckdb").connect(str(db), read_only=True) as con:
+        ids = [r[0] for r in con.execute(
+            "SELECT customer_id FROM feature_snapshots ORDER BY hash(customer_id) LIMIT 500"
+        ).fetchall()]
+    port = free_port()
+    cmd, env = serve_command(db, port=port)
+    env.pop("CUSTOMER360_API_TOKEN", None)
+    logs = open(Path(db).parent / "bench_mixed_server.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=logs, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, "/readyz")
+        info = httpx.post(url + "/schema_info", timeout=30).json()
+        columns = list(info["feature_columns"])
+        print(f"server ready: {server_rss_mib(proc.pid):.0f} MiB RSS, "
+              f"{len(columns)} feature columns", flush=True)
+        for path in MIXED_PATHS:  # warm-up
+            load(url + path, [json.dumps({"customer_id": c}).encode() for c in ids], 4, 10)
+        row = mixed_load(url, ids, columns, clients=clients, duration=duration,
+                         bad_fraction=bad_fraction, max_per_client=max_per_client,
+                         pid=proc.pid)
+        row["server_exited"] = proc.poll()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=60)
+        logs.close()
+    return row
+
+
+def mixed_report(row: dict) -> str:
+    rss = row["rss_mib"]
+    lines = [
+        f"{row['clients']} clients, {row['duration_s']:.1f} s: {row['requests']:,} requests "
+        f"({row['throughput_rps']:.1f} req/s), {row['valid']:,} valid, {row['bad']:,} bad",
+        "status classes: " + ", ".join(f"{k} {v:,}" for k, v in sorted(row["by_class"].items())),
+        "by kind: " + ", ".join(f"{k} {v:,}" for k, v in row["by_kind"].items()),
+        f"valid answered 200: {row['valid_200']:,} of {row['valid']:,}; "
+        f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms",
+        "valid by path: " + "; ".join(
+            f"{p} n={v['n']:,} p50 {v['p50_ms']:.1f} ms p99 {v['p99_ms']:.1f} ms"
+            for p, v in row["per_path"].items()),
+        f"5xx: {row['by_class'].get('5xx', 0)}; unexpected: {row['unexpected'] or 'none'}",
+        f"server RSS MiB (every ~5 s): start {rss[0][1]:.0f}, end {rss[-1][1]:.0f}, "
+        f"min {min(r for _, r in rss):.0f}, max {max(r for _, r in rss):.0f}; "
+        + " ".join(f"{r:.0f}" for _, r in rss),
+        f"load average at end: {tuple(round(x, 2) for x in row['load_avg'])}",
+    ]
+    return "\n".join(lines)
+
+
 # --- batch scoring ---------------------------------------------------------------------------
 
 
@@ -368,10 +572,26 @@ def main() -> None:
     parser.add_argument("--pin", choices=["off", "on", "both"], default="off",
                         help=f"on: both servers on CPU {SERVER_CPU}, the load generator on "
                         f"CPU {CLIENT_CPU}; both: unpinned, then pinned")
+    parser.add_argument("--mixed-bad", type=float, default=None, metavar="FRACTION",
+                        help="instead of the latency table: /churn and /customer360 by id "
+                        "with FRACTION bad payloads mixed in (issue 12 load test)")
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds of the --mixed-bad run")
+    parser.add_argument("--clients", type=int, default=50, help="clients of the --mixed-bad run")
+    parser.add_argument("--max-per-client", type=int, default=100_000,
+                        help="request cap per client of the --mixed-bad run")
     args = parser.parse_args()
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
     db, as_of = prepare(args.workdir, args.customers)
     print(f"load average at start: {os.getloadavg()}", flush=True)
+    if args.mixed_bad is not None:
+        row = mixed_benchmark(db, clients=args.clients, duration=args.duration,
+                              bad_fraction=args.mixed_bad, max_per_client=args.max_per_client)
+        print(json.dumps(row), flush=True)
+        print()
+        print(mixed_report(row))
+        failed = row["by_class"].get("5xx", 0) or row["unexpected"] or row["server_exited"]
+        sys.exit(1 if failed else 0)
     if not args.skip_latency:
         levels = {c: max(10, args.requests // c) for c in (1, 8, 32)}
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.pin]
