@@ -34,6 +34,7 @@ from customer360.serving.schemas import (
     NboResult,
     ProfileResult,
 )
+from customer360.serving.webapp.app import APP_PATH
 
 REF = "#/components/schemas/{model}"
 ERROR_SCHEMA = "Error"
@@ -115,6 +116,12 @@ def truthful_spec(spec: Mapping[str, Any], *, token_required: bool) -> dict[str,
         "description": "Churn, CLV, next best offer and the integrated customer profile, "
         "scored by the champion models on the latest feature snapshot. Every endpoint takes "
         "and returns JSON. POST /schema_info lists the columns of a feature payload.",
+    }
+    # The web app's HTML pages and forms (mounted at APP_PATH) are not part of the JSON API.
+    out["paths"] = {
+        path: item
+        for path, item in out.get("paths", {}).items()
+        if path != APP_PATH and not path.startswith(APP_PATH + "/")
     }
     defs: dict[str, Any] = {}
     security: list[dict[str, list]] = [{SECURITY_SCHEME: []}]
