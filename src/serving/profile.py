@@ -477,6 +477,12 @@ def payload_vocabulary(
     return out
 
 
+def _field_list(columns: list[str], shown: int = 5) -> str:
+    """``features.a, features.b and 3 more``: the first few field names of an error."""
+    head = ", ".join(f"features.{c}" for c in columns[:shown])
+    return head + (f" and {len(columns) - shown} more" if len(columns) > shown else "")
+
+
 def check_payload(
     payload: Mapping[str, Any],
     required: Mapping[str, str],
@@ -497,18 +503,14 @@ def check_payload(
     vocabulary = vocabulary or {}
     missing = [c for c in required if c not in payload]
     if missing:
-        shown = ", ".join(f"features.{c}" for c in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise PayloadError(
-            f"missing field(s) {shown}{more}; a feature payload needs every "
+            f"missing field(s) {_field_list(missing)}; a feature payload needs every "
             "column listed by POST /schema_info."
         )
     extra = [c for c in payload if c not in required]
     if extra:
-        shown = ", ".join(f"features.{c}" for c in extra[:5])
-        more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
         raise PayloadError(
-            f"unknown field(s) {shown}{more}; a feature payload holds exactly the columns "
+            f"unknown field(s) {_field_list(extra)}; a feature payload holds exactly the columns "
             "listed by POST /schema_info."
         )
     out = dict(payload)
