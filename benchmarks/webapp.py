@@ -62,17 +62,78 @@ def measure(client: httpx.Client, requests: list[tuple[str, str, dict | None]]) 
             "max": w.max(), "phases": {k: float(np.median(v)) for k, v in phases.items()}}
 
 
+TIMELINE_TABLES = ("customers", "third_party", "transactions", "events", "support_tickets",
+                   "offer_events", "social")
+
+
+def replicated_queries(db: Path, copies: int, workdir: Path, requests: int, seed: int) -> dict:
+    """The card's warehouse reads and search, in process on one kept connection (as the app
+    reads), over a scratch warehouse holding ``copies`` copies of the tables the card and
+    search read, each copy's ids suffixed (``C00000123`` -> ``C00000123_7``), stored copy after
+    copy so each customer's rows stay together as the generator writes them. Measures what
+    the warehouse part of the card costs at ``copies`` x the customers, without generating
+    and training a warehouse that size."""
+    from customer360.serving.webapp import app as webapp_app
+    from customer360.serving.webapp import queries
+
+    scratch = workdir / f"replicated_{copies}.duckdb"
+    if not scratch.exists():
+        t = time.perf_counter()
+        with duckdb.connect(str(scratch)) as con:
+            con.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
+            for table in TIMELINE_TABLES:
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM src.{table} LIMIT 0")
+                for k in range(copies):
+                    con.execute(f"INSERT INTO {table} SELECT * REPLACE (customer_id || '_{k}' "
+                                f"AS customer_id) FROM src.{table}")
+        print(f"replicated x{copies} in {time.perf_counter() - t:.0f} s", flush=True)
+    with duckdb.connect(str(scratch), read_only=True) as con:
+        (n,) = con.execute("SELECT count(*) FROM customers").fetchone()
+        (n_events,) = con.execute("SELECT count(*) FROM events").fetchone()
+        ids = [r[0] for r in con.execute(
+            f"SELECT customer_id FROM customers USING SAMPLE {requests} ROWS "
+            f"(reservoir, {seed})").fetchall()]
+        card, search = [], []
+        for i, cid in enumerate(ids):
+            t = time.perf_counter()
+            webapp_app._card_data(con, cid, 1)
+            card.append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            queries.search_customers(con, cid if i % 2 else cid[:-4])
+            search.append(1000 * (time.perf_counter() - t))
+    return {"customers": n, "events": n_events,
+            **{f"card_{q}": np.percentile(card, q) for q in (50, 95)},
+            **{f"search_{q}": np.percentile(search, q) for q in (50, 95)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("out/bench_webapp"))
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--url", default=None,
+                        help="measure this already running service (started on the same "
+                             "warehouse) instead of starting one")
+    parser.add_argument("--replicate", type=int, default=0, metavar="K",
+                        help="also time the card's warehouse reads and search over K copies "
+                             "of the warehouse's tables (see replicated_queries)")
     args = parser.parse_args()
 
     from customer360.serving.service import serve_command
 
-    db, _ = prepare(args.workdir, args.customers)
+    db = args.workdir / f"serve_{args.customers}.duckdb"
+    if args.requests or not db.exists():  # --requests 0: only the replicated reads
+        db, _ = prepare(args.workdir, args.customers)
+    if args.replicate:
+        r = replicated_queries(db, args.replicate, args.workdir, 50, args.seed)
+        load = os.getloadavg()
+        print(f"\nwarehouse reads over x{args.replicate}: {r['customers']:,} customers, "
+              f"{r['events']:,} events (load {load[0]:.2f}): card reads p50 "
+              f"{r['card_50']:.1f} ms / p95 {r['card_95']:.1f} ms; search p50 "
+              f"{r['search_50']:.1f} ms / p95 {r['search_95']:.1f} ms")
+        if args.requests == 0:
+            return
     with duckdb.connect(str(db), read_only=True) as con:
         ids = [r[0] for r in con.execute("SELECT customer_id FROM feature_snapshots").fetchall()]
         cities = [r[0] for r in con.execute(
@@ -83,17 +144,21 @@ def main() -> None:
     sample = [str(ids[i]) for i in rng.choice(len(ids), size=args.requests + 20, replace=False)]
     warm, sample = sample[:20], sample[20:]
 
-    port = free_port()
-    cmd, env = serve_command(db, port=port)
-    env.pop("CUSTOMER360_API_TOKEN", None)
-    log = open(args.workdir / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc = log = None
+    url = args.url
+    if url is None:
+        port = free_port()
+        cmd, env = serve_command(db, port=port)
+        env.pop("CUSTOMER360_API_TOKEN", None)
+        log = open(args.workdir / "server.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
     try:
-        t = time.perf_counter()
-        wait_ready(url, proc, "/readyz", timeout=900)
-        print(f"server ready in {time.perf_counter() - t:.0f} s", flush=True)
+        if proc is not None:
+            t = time.perf_counter()
+            wait_ready(url, proc, "/readyz", timeout=900)
+            print(f"server ready in {time.perf_counter() - t:.0f} s", flush=True)
         with httpx.Client(base_url=url, timeout=120) as client:
             for cid in warm:  # first requests load templates, models' lazy parts, caches
                 client.get(f"/app/customers/{cid}")
@@ -118,9 +183,10 @@ def main() -> None:
             except RuntimeError as exc:
                 print(f"(no department page: {exc})")
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=60)
-        log.close()
+        if proc is not None:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=60)
+            log.close()
     load = os.getloadavg()
     print(f"\n{args.customers:,} customers, load average {load[0]:.2f} / {load[1]:.2f} / "
           f"{load[2]:.2f}\n")
