@@ -440,12 +440,26 @@ def _department_filters(request: Request, department: str) -> dict[str, str | No
     return filters
 
 
+def _department_summary(view: population.PopulationView, department: str):
+    """Class table, filter options and chart of a department, once per population view."""
+    cache = view.cache
+    if department not in cache:
+        frame = view.frame
+        classes = population.department_classes(frame, department)
+        options = {k: sorted(frame[k].dropna().unique().tolist()) for k in population.FILTERS}
+        chart = charts.bar_chart(
+            [words(c) for c in classes["cls"]], classes["customers"].to_numpy(),
+            label=f"customers per {department} class", value_text=lambda v: f"{v:,.0f}")
+        cache[department] = (classes.to_dict("records"), options, chart)
+    return cache[department]
+
+
 @app.get("/departments/{department}.csv")
 async def department_csv(request: Request, department: str):
     if department not in population.DEPARTMENTS:
         return _unknown(request, "department", department, population.DEPARTMENTS)
     view = await population_view()
-    rows = population.select(view.frame, _department_filters(request, department))
+    rows, _ = population.select(view.frame, _department_filters(request, department))
     cls = request.query_params.get("cls") or "all"
     return _csv(rows, f"{department}_{cls}")
 
@@ -457,22 +471,21 @@ async def department(request: Request, department: str):
     with timed(request, "population"):
         view = await population_view()
     frame = view.frame
-    classes = population.department_classes(frame, department)
-    filters = _department_filters(request, department)
-    rows = population.select(frame, filters)
+    with timed(request, "classes"):
+        classes, options, chart = _department_summary(view, department)
+    with timed(request, "select"):
+        rows, matching = population.select(frame, _department_filters(request, department),
+                                           limit=PAGE_ROWS)
     query = urlencode({k: v for k, v in request.query_params.items() if v})
-    options = {k: sorted(frame[k].dropna().unique().tolist()) for k in population.FILTERS}
-    chart = charts.bar_chart([words(c) for c in classes["cls"]], classes["customers"].to_numpy(),
-                             label=f"customers per {department} class",
-                             value_text=lambda v: f"{v:,.0f}")
-    return render(
-        request, "department.html", active=f"dept-{department}", department=department,
-        departments=list(population.DEPARTMENTS), classes=classes.to_dict("records"),
-        chart=chart, as_of=view.as_of, total=len(rows), population=len(frame),
-        rows=rows.head(PAGE_ROWS).to_dict("records"), options=options,
-        chosen={k: request.query_params.get(k, "") for k in ("cls", *population.FILTERS)},
-        csv_url=f"{APP_PATH}/departments/{department}.csv" + (f"?{query}" if query else ""),
-    )
+    with timed(request, "render"):
+        return render(
+            request, "department.html", active=f"dept-{department}", department=department,
+            departments=list(population.DEPARTMENTS), classes=classes, chart=chart,
+            as_of=view.as_of, total=matching, population=len(frame),
+            rows=rows.to_dict("records"), options=options,
+            chosen={k: request.query_params.get(k, "") for k in ("cls", *population.FILTERS)},
+            csv_url=f"{APP_PATH}/departments/{department}.csv" + (f"?{query}" if query else ""),
+        )
 
 
 # --- models -------------------------------------------------------------------------------------

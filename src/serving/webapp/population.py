@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ class PopulationView:
     report: Any  # customer360.models.segments.ParetoReport
     referral_curve: pd.DataFrame
     built_seconds: float
+    cache: dict = field(default_factory=dict)  # per-view summaries the pages derive once
 
 
 def share_curve(values: np.ndarray) -> pd.DataFrame:
@@ -150,9 +151,11 @@ def department_classes(frame: pd.DataFrame, department: str) -> pd.DataFrame:
     return table
 
 
-def select(frame: pd.DataFrame, filters: dict[str, str | None]) -> pd.DataFrame:
-    """Rows matching every given filter (``column -> value``; a flag column -> any value
-    means "flag set"), ordered by churn probability, highest first (then id)."""
+def select(frame: pd.DataFrame, filters: dict[str, str | None],
+           limit: int | None = None) -> tuple[pd.DataFrame, int]:
+    """The first ``limit`` (all when None) rows matching every given filter (``column ->
+    value``; a flag column -> any value means "flag set"), highest churn probability first
+    (ties in snapshot order), and how many rows match."""
     mask = np.ones(len(frame), dtype=bool)
     for column, value in filters.items():
         if value in (None, ""):
@@ -161,9 +164,9 @@ def select(frame: pd.DataFrame, filters: dict[str, str | None]) -> pd.DataFrame:
             mask &= frame[column].to_numpy()
         else:
             mask &= (frame[column] == value).to_numpy()
-    rows = frame.loc[mask, LIST_COLUMNS]
-    return rows.sort_values(["churn_probability", "customer_id"], ascending=[False, True],
-                            kind="stable")
+    idx = np.flatnonzero(mask)
+    order = np.argsort(-frame["churn_probability"].to_numpy()[idx], kind="stable")
+    return frame.iloc[idx[order[:limit]]][LIST_COLUMNS], len(idx)
 
 
 def top_share(frame: pd.DataFrame, column: str, share: float) -> pd.DataFrame:
