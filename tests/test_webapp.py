@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import numpy as np
 import pytest
 from serving_env import Server
 
@@ -358,3 +359,52 @@ def test_models_page_shows_the_registry(page, server, env, shots):
             f"/runs/{version.run_id}")
     assert page.locator("#model-churn th", has_text="logistic regression").count() >= 1
     page.screenshot(path=shots / "models.png", full_page=True)
+
+
+def test_charts_are_escaped_svg_with_a_label():
+    from customer360.serving.webapp import charts
+
+    svg = charts.column_chart(["<script>x</script>", "b"], [5.0, -2.0], label="net <spend>")
+    assert svg.startswith("<svg") and 'aria-label="net &lt;spend&gt;"' in svg
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert svg.count("<rect") == 2 and f'fill="{charts.RED}"' in svg  # the negative bar
+    bars = charts.bar_chart(["a", "b", "c"], [3, 2, 1], label="reasons")
+    assert bars.count("<rect") == 3
+    curve = charts.line_chart({"m": (np.linspace(0, 1, 5000), np.linspace(0, 1, 5000))},
+                              label="pareto", x_label="x", y_label="y", guide=0.2)
+    assert len(curve.split("<polyline points=\"")[1].split('"')[0].split()) <= 201
+
+
+def test_model_metrics_sit_next_to_their_baselines():
+    from customer360.serving.webapp.models_page import metric_table
+
+    names, rows = metric_table({
+        "test_roc_auc": 0.9, "test_auc": 0.8, "baseline_lr_roc_auc": 0.85,
+        "baseline_lr_auc": 0.7, "baseline_auc": 0.6, "val_auc": 0.1,
+    })
+    assert names == ["baseline", "lr"]
+    assert rows == [{"metric": "auc", "model": 0.8, "lr": 0.7, "baseline": 0.6},
+                    {"metric": "roc_auc", "model": 0.9, "lr": 0.85}]
+
+
+def test_department_selection_and_classes():
+    import pandas as pd
+
+    from customer360.serving.webapp import population
+
+    frame = pd.DataFrame({c: ["x"] * 4 for c in population.LIST_COLUMNS})
+    frame = frame.assign(
+        customer_id=["a", "b", "c", "d"], lens_sales=["loyal", "new", "loyal", "prospect"],
+        churn_probability=[0.1, 0.5, 0.9, np.nan], revenue=1.0, margin=1.0, clv=1.0,
+        open_complaints=[True, False, False, True],
+    )
+    rows, n = population.select(frame, {"lens_sales": "loyal", "status": None})
+    assert n == 2 and rows["customer_id"].tolist() == ["c", "a"]
+    rows, n = population.select(frame, {"open_complaints": "1"}, limit=1)
+    assert n == 2 and rows["customer_id"].tolist() == ["a"]  # unknown churn last
+    classes = population.department_classes(frame, "sales")
+    assert classes["cls"].tolist() == ["prospect", "new", "loyal"]
+    assert classes["customers"].tolist() == [1, 1, 2]
+    service = population.department_classes(frame.assign(lens_service="satisfied"), "service")
+    assert service.set_index("cls")["customers"].to_dict() == {"satisfied": 4,
+                                                               "open_complaints": 2}
