@@ -77,23 +77,22 @@ def bar_chart(
     labels: Sequence[str], values: Sequence[float], *, label: str, colour: str = BLUE,
     value_text: Callable[[float], str] = _fmt_short, width: int = 520,
 ) -> Markup:
-    """Horizontal bars, first row at the top, each with its label and value."""
+    """Horizontal bars, first row at the top, each with its label above it (long labels
+    stay readable at phone width) and its value at its end."""
     v = np.asarray(values, dtype=float)
-    row, label_w, value_w = 26, 220, 60
-    height = row * len(v) + 8
-    plot_w = width - label_w - value_w
+    row, value_w = 36, 60
+    height = row * len(v) + 4
+    plot_w = width - value_w
     top = float(np.nanmax(np.abs(v), initial=0)) or 1.0
     body = []
     for i, (name, value) in enumerate(zip(labels, v, strict=True)):
-        y = 4 + i * row
-        w = plot_w * abs(value) / top if np.isfinite(value) else 0
+        y = 2 + i * row
+        w = max(plot_w * abs(value) / top, 1.0) if np.isfinite(value) else 0
         body += [
-            f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end" font-size="12" '
-            f'fill="#1d2733">{escape(name)}</text>',
-            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 8}" '
+            f'<text x="0" y="{y + 12}" font-size="12" fill="#1d2733">{escape(name)}</text>',
+            f'<rect x="0" y="{y + 17}" width="{w:.1f}" height="13" '
             f'fill="{colour if value >= 0 else RED}"/>',
-            f'<text x="{label_w + w + 4:.1f}" y="{y + 16}" {_FONT}>{escape(value_text(value))}'
-            "</text>",
+            f'<text x="{w + 4:.1f}" y="{y + 28}" {_FONT}>{escape(value_text(value))}</text>',
         ]
     return _svg(width, height, label, body)
 
@@ -104,7 +103,7 @@ def line_chart(
 ) -> Markup:
     """Lines on [0, 1] x [0, 1] (shares), one per series (name -> (x, y)), with a legend and
     an optional vertical guide at x = ``guide``."""
-    left, right, top, bottom = 44, 12, 12, 44
+    left, right, top, bottom = 44, 22, 12, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     colours = (BLUE, GREEN, RED, GREY)
 
@@ -158,9 +157,11 @@ def spend_chart(monthly: pd.DataFrame) -> Markup | None:
     """Net spend per month (returns subtracted); None when the customer never bought."""
     if monthly.empty:
         return None
-    months = pd.to_datetime(monthly["month"])
+    spend = monthly.set_index(pd.to_datetime(monthly["month"]))["spend"]
+    months = pd.date_range(spend.index.min(), spend.index.max(), freq="MS")
+    spend = spend.reindex(months, fill_value=0.0)  # months without a purchase show as 0
     labels = [m.strftime("%b %y") for m in months]
-    return column_chart(labels, monthly["spend"].to_numpy(), label="net spend per month",
+    return column_chart(labels, spend.to_numpy(), label="net spend per month",
                         every=max(1, -(-len(labels) // 8)))
 
 
