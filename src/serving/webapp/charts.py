@@ -1,9 +1,9 @@
 """Server-side charts as inline SVG, written directly (no plotting library, no JavaScript).
 
-matplotlib took 0.2-0.5 s per chart and request (figure, layout, SVG backend); these charts
-are a few rectangles or one polyline, so they are built as SVG text in well under a
-millisecond. Every chart has ``role="img"`` and an ``aria-label`` saying what it shows, and
-draws its axis labels as text, so it reads without colour.
+matplotlib took 1.3-1.5 s for a card's two charts (figure, layout, SVG backend; measured at
+load average 15); these charts are a few rectangles or one polyline, so they are built as SVG
+text in about a millisecond. Every chart has ``role="img"`` and an ``aria-label`` saying what
+it shows, and draws its axis labels as text, so it reads without colour.
 """
 
 from __future__ import annotations
