@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import numpy as np
 import pytest
 from serving_env import Server
 
@@ -245,3 +246,168 @@ def test_get_writes_nothing(server, db, customer):
     assert resp.status_code in (303, 405)
     assert feedback_rows(db, customer) == before
 
+
+
+# --- issue 18, second slice: Pareto lists, departments, models ---------------------------------
+
+
+def csv_rows(page, url: str) -> list[dict]:
+    resp = page.context.request.get(url)
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/csv")
+    return list(csv.DictReader(io.StringIO(resp.text())))
+
+
+def snapshot_column(db: Path, column: str) -> dict[str, float]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return dict(con.execute(
+            f"SELECT customer_id, coalesce({column}, 0) FROM feature_snapshots "
+            "WHERE as_of = (SELECT max(as_of) FROM feature_snapshots)"
+        ).fetchall())
+
+
+def test_pareto_figures_and_their_lists(page, server, db, shots):
+    """The headline share equals the one computed from the snapshot; each figure links to
+    its customers, and the CSV holds them."""
+    import math
+
+    margin = snapshot_column(db, "txn__margin_sum__365d")
+    orders = snapshot_column(db, "txn__orders__all")
+    profit = snapshot_column(db, "txn__profitability__365d")
+    buyers = sorted((margin[c] for c in margin if orders[c] >= 1), reverse=True)
+    k = math.ceil(0.2 * len(buyers))
+    page.goto(f"{server.url}/app/segments")
+    shown = float(page.locator("#pareto dd").first.get_attribute("data-share"))
+    assert shown == pytest.approx(sum(buyers[:k]) / sum(buyers), rel=1e-9)
+    assert page.locator("svg[aria-label^='Pareto curves'] polyline").count() == 2
+    page.screenshot(path=shots / "segments.png", full_page=True)
+
+    page.locator("#pareto a", has_text="of buyers").click()
+    page.wait_for_url("**/app/segments/pareto/top-margin")
+    top = csv_rows(page, server.url + page.get_attribute("#csv", "href"))
+    assert len(top) == k
+    assert sum(margin[r["customer_id"]] for r in top) == pytest.approx(sum(buyers[:k]))
+
+    negative = {c for c, v in profit.items() if v < 0}
+    page.goto(f"{server.url}/app/segments")
+    assert int(page.get_attribute("#negative-count", "data-count")) == len(negative)
+    rows = csv_rows(page, f"{server.url}/app/segments/pareto/negative.csv")
+    assert {r["customer_id"] for r in rows} == negative
+    values = [float(r["profitability"]) for r in rows]
+    assert values == sorted(values)
+
+
+@pytest.mark.parametrize("department", ["marketing", "sales", "finance", "service"])
+def test_department_counts_equal_the_segments_table(page, server, db, department):
+    column = f"lens_{department}"
+    with duckdb.connect(str(db), read_only=True) as con:
+        expected = dict(con.execute(
+            f"SELECT {column}, count(*) FROM customer_segments GROUP BY 1").fetchall())
+    page.goto(f"{server.url}/app/departments/{department}")
+    assert page.locator("nav a[aria-current=page]").inner_text() == department.capitalize()
+    shown = {
+        row.get_attribute("data-class"): int(row.locator("[data-count]").get_attribute(
+            "data-count"))
+        for row in page.locator("#classes tbody tr").all()
+    }
+    flags = {"open_complaints"} if department == "service" else set()
+    assert {k: v for k, v in shown.items() if k not in flags} == expected
+    if flags:
+        complaints = snapshot_column(db, "svc__open_complaints__all")
+        assert shown["open_complaints"] == sum(v > 0 for v in complaints.values())
+
+
+def test_department_filter_and_csv(page, server, db, shots):
+    with duckdb.connect(str(db), read_only=True) as con:
+        cls, segment = con.execute(
+            "SELECT lens_sales, value_segment FROM customer_segments GROUP BY 1, 2 "
+            "ORDER BY count(*) DESC LIMIT 1").fetchone()
+        expected = {r[0] for r in con.execute(
+            "SELECT customer_id FROM customer_segments WHERE lens_sales = ? "
+            "AND value_segment = ?", [cls, segment]).fetchall()}
+    page.goto(f"{server.url}/app/departments/sales")
+    page.select_option("select[name=cls]", cls)
+    page.select_option("select[name=value_segment]", segment)
+    page.click("form.filters button")
+    page.wait_for_url(f"**/app/departments/sales?cls={cls}*")
+    listed = page.locator("#members tbody tr td:first-child").all_inner_texts()
+    assert set(listed) <= expected and len(listed) == min(len(expected), 200)
+    rows = csv_rows(page, server.url + page.get_attribute("#csv", "href"))
+    assert {r["customer_id"] for r in rows} == expected
+    # the page holds 200 rows: two screens' worth is enough to show it
+    page.screenshot(path=shots / "department.png", clip={"x": 0, "y": 0, "width": 1280,
+                                                          "height": 1800}, full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=shots / "department_phone.png", clip={"x": 0, "y": 0, "width": 390,
+                                                                "height": 1688}, full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{server.url}/app/departments/legal")
+    assert "No department" in page.inner_text("h1")
+
+
+def test_models_page_shows_the_registry(page, server, env, shots):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=env.tracking_uri, registry_uri=env.tracking_uri)
+    page.goto(f"{server.url}/app/models")
+    for name in ("churn", "clv", "nbo"):
+        version = client.get_model_version_by_alias(name, "champion")
+        card = page.locator(f"#model-{name} .version[data-role=champion]")
+        assert card.get_attribute("data-version") == str(version.version)
+        metrics = client.get_run(version.run_id).data.metrics
+        cells = card.locator("td[data-metric]").evaluate_all(
+            "cells => cells.map(c => [c.dataset.metric, +c.dataset.value])")
+        assert cells and {m: v for m, v in cells} == pytest.approx(
+            {m.removeprefix("test_"): v for m, v in metrics.items() if m.startswith("test_")})
+        assert card.locator("a", has_text="training run").get_attribute("href").endswith(
+            f"/runs/{version.run_id}")
+    assert page.locator("#model-churn th", has_text="logistic regression").count() >= 1
+    page.screenshot(path=shots / "models.png", full_page=True)
+
+
+def test_charts_are_escaped_svg_with_a_label():
+    from customer360.serving.webapp import charts
+
+    svg = charts.column_chart(["<script>x</script>", "b"], [5.0, -2.0], label="net <spend>")
+    assert svg.startswith("<svg") and 'aria-label="net &lt;spend&gt;"' in svg
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert svg.count("<rect") == 2 and f'fill="{charts.RED}"' in svg  # the negative bar
+    bars = charts.bar_chart(["a", "b", "c"], [3, 2, 1], label="reasons")
+    assert bars.count("<rect") == 3
+    curve = charts.line_chart({"m": (np.linspace(0, 1, 5000), np.linspace(0, 1, 5000))},
+                              label="pareto", x_label="x", y_label="y", guide=0.2)
+    assert len(curve.split("<polyline points=\"")[1].split('"')[0].split()) <= 201
+
+
+def test_model_metrics_sit_next_to_their_baselines():
+    from customer360.serving.webapp.models_page import metric_table
+
+    names, rows = metric_table({
+        "test_roc_auc": 0.9, "test_auc": 0.8, "baseline_lr_roc_auc": 0.85,
+        "baseline_lr_auc": 0.7, "baseline_auc": 0.6, "val_auc": 0.1,
+    })
+    assert names == ["baseline", "lr"]
+    assert rows == [{"metric": "auc", "model": 0.8, "lr": 0.7, "baseline": 0.6},
+                    {"metric": "roc_auc", "model": 0.9, "lr": 0.85}]
+
+
+def test_department_selection_and_classes():
+    import pandas as pd
+
+    from customer360.serving.webapp import population
+
+    frame = pd.DataFrame({c: ["x"] * 4 for c in population.LIST_COLUMNS})
+    frame = frame.assign(
+        customer_id=["a", "b", "c", "d"], lens_sales=["loyal", "new", "loyal", "prospect"],
+        churn_probability=[0.1, 0.5, 0.9, np.nan], revenue=1.0, margin=1.0, clv=1.0,
+        open_complaints=[True, False, False, True],
+    )
+    rows, n = population.select(frame, {"lens_sales": "loyal", "status": None})
+    assert n == 2 and rows["customer_id"].tolist() == ["c", "a"]
+    rows, n = population.select(frame, {"open_complaints": "1"}, limit=1)
+    assert n == 2 and rows["customer_id"].tolist() == ["a"]  # unknown churn last
+    classes = population.department_classes(frame, "sales")
+    assert classes["cls"].tolist() == ["prospect", "new", "loyal"]
+    assert classes["customers"].tolist() == [1, 1, 2]
+    service = population.department_classes(frame.assign(lens_service="satisfied"), "service")
+    assert service.set_index("cls")["customers"].to_dict() == {"satisfied": 4,
+                                                               "open_complaints": 2}

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import functools
 import math
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import anyio
 import bentoml
-import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from customer360.serving.webapp import charts, queries, security
+from customer360.serving.webapp import charts, models_page, population, queries, security
+from customer360.serving.webapp.reader import reader_of
 
 APP_PATH = "/app"
 HERE = Path(__file__).parent
 TIMELINE_PER_PAGE = 20
 LIST_LIMIT = 1000  # rows a customer list shows; its CSV export has them all
+PAGE_ROWS = 200  # rows a department or Pareto list shows (1000 rows took ~0.5 s to render)
 SEGMENT_ORDER = ("A", "B", "C", "D")
 
 app = FastAPI(title="customer360 workspace", docs_url=None, redoc_url=None, openapi_url=None)
@@ -73,18 +76,10 @@ def service() -> Any:
 
 
 async def read(fn, *args, **kwargs):
-    """Run a warehouse read in a worker thread on a short read-only connection, serialised
-    with /feedback's writes (DuckDB refuses a read-only and a read-write handle on one file in
-    one process at the same time)."""
-    from customer360.data.warehouse import connect
-
-    svc = service()
-
-    def run():
-        with svc.write_lock, connect(svc.db_path, read_only=True) as con:
-            return fn(con, *args, **kwargs)
-
-    return await anyio.to_thread.run_sync(run)
+    """Run a warehouse read ``fn(con, ...)`` in a worker thread on the app's shared read-only
+    connection (see :mod:`customer360.serving.webapp.reader`)."""
+    reader = reader_of(service())
+    return await anyio.to_thread.run_sync(lambda: reader.run(fn, *args, **kwargs))
 
 
 def render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
@@ -98,6 +93,30 @@ def render(request: Request, name: str, status: int = 200, **context) -> HTMLRes
     )
     if request.cookies.get(security.CSRF_COOKIE) != csrf:
         response.set_cookie(security.CSRF_COOKIE, csrf, **security.COOKIE_OPTIONS)
+    return response
+
+
+@contextmanager
+def timed(request: Request, phase: str):
+    """Time a phase of the request; the phases go out in a ``Server-Timing`` header (read by
+    benchmarks/webapp.py and the browser's developer tools)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases = request.scope.setdefault("c360_timing", {})
+        phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - start
+
+
+@app.middleware("http")
+async def server_timing(request: Request, call_next):
+    start = time.perf_counter()
+    response = await call_next(request)
+    phases = request.scope.get("c360_timing", {})
+    total = time.perf_counter() - start
+    response.headers["Server-Timing"] = ", ".join(
+        [f"{k};dur={1000 * v:.2f}" for k, v in phases.items()] + [f"app;dur={1000 * total:.2f}"]
+    )
     return response
 
 
@@ -159,7 +178,8 @@ async def login(request: Request, token: str = Form(""), next: str = Form(APP_PA
 @app.get("/", response_class=HTMLResponse)
 async def search(request: Request, q: str = ""):
     svc = service()
-    results = await read(queries.search_customers, q) if q.strip() else None
+    with timed(request, "warehouse"):
+        results = await read(queries.search_customers, q) if q.strip() else None
     return render(
         request, "search.html", q=q,
         results=None if results is None else results.to_dict("records"),
@@ -192,23 +212,28 @@ def _card_data(con, customer_id: str, page: int) -> dict[str, Any]:
 @app.get("/customers/{customer_id}", response_class=HTMLResponse)
 async def customer_card(request: Request, customer_id: str, page: int = 1, msg: str = ""):
     svc = service()
-    profile = await svc.customer360.local(customer_id=customer_id)
+    with timed(request, "profile"):
+        profile = await svc.customer360.local(customer_id=customer_id)
     if not hasattr(profile, "model_dump"):  # the API's error response (unknown id, ...)
         return render(request, "not_found.html", status=404, customer_id=customer_id)
     profile = profile.model_dump()
     page = max(1, page)
-    data = await read(_card_data, customer_id, page)
+    with timed(request, "warehouse"):
+        data = await read(_card_data, customer_id, page)
     pages = max(1, -(-data["timeline_total"] // TIMELINE_PER_PAGE))
     classes = profile["classifications"]
-    return render(
-        request, "customer.html", p=profile, c=classes, msg=msg,
-        lenses={k.removeprefix("lens_"): v for k, v in classes.items() if k.startswith("lens_")},
-        demographics=data["demographics"], timeline=data["timeline"],
-        timeline_total=data["timeline_total"], page=min(page, pages), pages=pages,
-        spend_svg=charts.spend_chart(data["monthly"]),
-        reasons_svg=charts.reasons_chart(profile["churn"]["reasons"]),
-        horizons=model_horizons(),
-    )
+    with timed(request, "charts"):
+        spend_svg = charts.spend_chart(data["monthly"])
+        reasons_svg = charts.reasons_chart(profile["churn"]["reasons"])
+    with timed(request, "render"):
+        return render(
+            request, "customer.html", p=profile, c=classes, msg=msg,
+            lenses={k.removeprefix("lens_"): v for k, v in classes.items()
+                    if k.startswith("lens_")},
+            demographics=data["demographics"], timeline=data["timeline"],
+            timeline_total=data["timeline_total"], page=min(page, pages), pages=pages,
+            spend_svg=spend_svg, reasons_svg=reasons_svg, horizons=model_horizons(),
+        )
 
 
 @app.post("/customers/{customer_id}/feedback")
@@ -237,24 +262,29 @@ async def offer_feedback(
 # --- segments -----------------------------------------------------------------------------------
 
 
-def _churn_by_customer(svc) -> pd.Series:
-    """Churn probability of every snapshot customer (the service's churn model), computed
-    once per service instance."""
-    cached = getattr(svc, "_webapp_churn", None)
-    if cached is None:
-        if svc.churn_lookup is not None:
-            probability, _ = svc.churn_lookup.predict(np.arange(len(svc.snapshot)))
-        else:
-            probability = svc.scorer.churn(svc.snapshot)["churn_probability"].to_numpy()
-        cached = pd.Series(probability, index=svc.row_of, name="churn_probability")
-        svc._webapp_churn = cached
-    return cached
+async def population_view() -> population.PopulationView:
+    """The service's population view (built once per snapshot, in a worker thread)."""
+    return await anyio.to_thread.run_sync(population.view, service())
+
+
+_segments_cache: dict[tuple, dict[str, Any]] = {}
 
 
 def _segments_data(con) -> dict[str, Any] | None:
+    """The A-D table, RFM grid and members of the latest ``customer_segments`` date, cached
+    until the table changes (its latest date or its row count)."""
     as_of = queries.latest_segments_as_of(con)
     if as_of is None:
         return None
+    (rows,) = con.execute("SELECT count(*) FROM customer_segments").fetchone()
+    key = (as_of, rows)
+    if key not in _segments_cache:
+        _segments_cache.clear()
+        _segments_cache[key] = _read_segments(con, as_of)
+    return _segments_cache[key]
+
+
+def _read_segments(con, as_of) -> dict[str, Any]:
     return {"as_of": as_of, "table": queries.segment_table(con, as_of),
             "grid": queries.rfm_grid(con, as_of),
             "members": queries.segment_members(con, as_of)[["customer_id", "value_segment"]]}
@@ -262,23 +292,48 @@ def _segments_data(con) -> dict[str, Any] | None:
 
 @app.get("/segments", response_class=HTMLResponse)
 async def segments(request: Request):
-    svc = service()
-    data = await read(_segments_data)
-    if data is None:
-        return render(request, "segments.html", data=None)
-    churn = await anyio.to_thread.run_sync(_churn_by_customer, svc)
-    members = data["members"]
-    members["churn"] = churn.reindex(members["customer_id"]).to_numpy()
-    risk = members.groupby("value_segment")["churn"].mean()
-    table = data["table"].assign(churn_risk=lambda t: t["value_segment"].map(risk))
-    grid = data["grid"]
-    r_scores = sorted(grid["rfm_r"].unique(), reverse=True)
-    f_scores = sorted(grid["rfm_f"].unique())
-    cells = {(int(r), int(f)): int(n) for r, f, n in grid.itertuples(index=False)}
+    with timed(request, "warehouse"):
+        data = await read(_segments_data)
+    with timed(request, "population"):
+        view = await population_view()
+    report = view.report
+    context: dict[str, Any] = {"data": data}
+    if data is not None:
+        churn = pd.Series(view.frame["churn_probability"].to_numpy(),
+                          index=view.frame["customer_id"])
+        members = data["members"]
+        risk = (pd.Series(churn.reindex(members["customer_id"]).to_numpy())
+                .groupby(members["value_segment"].to_numpy()).mean())
+        table = data["table"].assign(churn_risk=lambda t: t["value_segment"].map(risk))
+        grid = data["grid"]
+        context.update(
+            table=table.to_dict("records"), total=int(table["customers"].sum()),
+            r_scores=[int(r) for r in sorted(grid["rfm_r"].unique(), reverse=True)],
+            f_scores=[int(f) for f in sorted(grid["rfm_f"].unique())],
+            cells={(int(r), int(f)): int(n) for r, f, n in grid.itertuples(index=False)},
+        )
+    per_segment = report.segments[report.segments["segment"] != "all"]
+    with timed(request, "charts"):
+        pareto_svg = charts.line_chart(
+            {"margin (buyers)": (report.curve["customer_share"], report.curve["margin_share"]),
+             "purchases by referred customers (referrers)": (
+                 view.referral_curve["customer_share"], view.referral_curve["value_share"])},
+            label="Pareto curves of margin and of referrals that buy",
+            x_label="share of customers, best first", y_label="share of the total",
+            guide=report.top_share,
+        )
+        segment_svg = charts.column_chart(
+            [f"{s} ({n:,})" for s, n in zip(per_segment["segment"], per_segment["customers"],
+                                             strict=True)],
+            per_segment["margin"].to_numpy(), label="margin per value segment",
+            width=520, height=200,
+        )
+    negative = population.negative_contributors(view.frame)
     return render(
-        request, "segments.html", data=data, table=table.to_dict("records"),
-        total=int(table["customers"].sum()), r_scores=[int(r) for r in r_scores],
-        f_scores=[int(f) for f in f_scores], cells=cells,
+        request, "segments.html", active="segments", **context, report=report, view=view,
+        pareto_svg=pareto_svg, segment_svg=segment_svg,
+        negative=negative.head(10).to_dict("records"), negative_total=len(negative),
+        negative_sum=float(negative["profitability"].sum()),
     )
 
 
@@ -322,3 +377,123 @@ async def segment_csv(segment: str | None = None, r: int | None = None, f: int |
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
+
+
+# --- population lists: Pareto groups and the departments ---------------------------------------
+
+PARETO_LISTS = {
+    "top-margin": "the top {share} of buyers by margin",
+    "top-referrals": "the top {share} of referrers by purchases of the customers they referred",
+    "negative": "customers who contribute negatively (profitability below zero)",
+}
+
+
+def _pareto_rows(view: population.PopulationView, who: str) -> pd.DataFrame:
+    frame, share = view.frame, view.report.top_share
+    if who == "top-margin":
+        return population.top_share(frame[frame["orders"] >= 1], "margin", share)
+    if who == "top-referrals":
+        return population.top_share(frame[frame["referrals"] > 0], "referrals", share)
+    return population.negative_contributors(frame)
+
+
+def _csv(rows: pd.DataFrame, name: str) -> Response:
+    return Response(rows.to_csv(index=False), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+def _unknown(request: Request, what: str, value: str, known) -> HTMLResponse:
+    return render(request, "not_found.html", status=404, what=what, value=value,
+                  known=list(known))
+
+
+@app.get("/segments/pareto/{who}.csv")
+async def pareto_csv(request: Request, who: str):
+    if who not in PARETO_LISTS:
+        return _unknown(request, "Pareto list", who, PARETO_LISTS)
+    view = await population_view()
+    return _csv(_pareto_rows(view, who), f"customers_{who}")
+
+
+@app.get("/segments/pareto/{who}", response_class=HTMLResponse)
+async def pareto_list(request: Request, who: str):
+    if who not in PARETO_LISTS:
+        return _unknown(request, "Pareto list", who, PARETO_LISTS)
+    view = await population_view()
+    rows = _pareto_rows(view, who)
+    title = PARETO_LISTS[who].format(share=pct(view.report.top_share))
+    return render(request, "population_list.html", active="segments", title=title,
+                  as_of=view.as_of, total=len(rows), rows=rows.head(PAGE_ROWS).to_dict("records"),
+                  csv_url=f"{APP_PATH}/segments/pareto/{who}.csv", back=f"{APP_PATH}/segments",
+                  back_label="segments", filters=None)
+
+
+def _department_filters(request: Request, department: str) -> dict[str, str | None]:
+    column, _ = population.DEPARTMENTS[department]
+    cls = request.query_params.get("cls") or None
+    filters: dict[str, str | None] = {k: request.query_params.get(k) or None
+                                      for k in population.FILTERS}
+    if cls in population.FLAGS.get(department, {}):
+        filters[cls] = "1"
+    else:
+        filters[column] = cls
+    return filters
+
+
+def _department_summary(view: population.PopulationView, department: str):
+    """Class table, filter options and chart of a department, once per population view."""
+    cache = view.cache
+    if department not in cache:
+        frame = view.frame
+        classes = population.department_classes(frame, department)
+        options = {k: sorted(frame[k].dropna().unique().tolist()) for k in population.FILTERS}
+        chart = charts.bar_chart(
+            [words(c) for c in classes["cls"]], classes["customers"].to_numpy(),
+            label=f"customers per {department} class", value_text=lambda v: f"{v:,.0f}")
+        cache[department] = (classes.to_dict("records"), options, chart)
+    return cache[department]
+
+
+@app.get("/departments/{department}.csv")
+async def department_csv(request: Request, department: str):
+    if department not in population.DEPARTMENTS:
+        return _unknown(request, "department", department, population.DEPARTMENTS)
+    view = await population_view()
+    rows, _ = population.select(view.frame, _department_filters(request, department))
+    cls = request.query_params.get("cls") or "all"
+    return _csv(rows, f"{department}_{cls}")
+
+
+@app.get("/departments/{department}", response_class=HTMLResponse)
+async def department(request: Request, department: str):
+    if department not in population.DEPARTMENTS:
+        return _unknown(request, "department", department, population.DEPARTMENTS)
+    with timed(request, "population"):
+        view = await population_view()
+    frame = view.frame
+    with timed(request, "classes"):
+        classes, options, chart = _department_summary(view, department)
+    with timed(request, "select"):
+        rows, matching = population.select(frame, _department_filters(request, department),
+                                           limit=PAGE_ROWS)
+    query = urlencode({k: v for k, v in request.query_params.items() if v})
+    with timed(request, "render"):
+        return render(
+            request, "department.html", active=f"dept-{department}", department=department,
+            departments=list(population.DEPARTMENTS), classes=classes, chart=chart,
+            as_of=view.as_of, total=matching, population=len(frame),
+            rows=rows.to_dict("records"), options=options,
+            chosen={k: request.query_params.get(k, "") for k in ("cls", *population.FILTERS)},
+            csv_url=f"{APP_PATH}/departments/{department}.csv" + (f"?{query}" if query else ""),
+        )
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+@app.get("/models", response_class=HTMLResponse)
+async def models(request: Request):
+    with timed(request, "mlflow"):
+        cards = await anyio.to_thread.run_sync(models_page.model_cards)
+    return render(request, "models.html", active="models", cards=cards,
+                  mlflow_ui=models_page.mlflow_ui_url())

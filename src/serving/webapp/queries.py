@@ -53,17 +53,24 @@ def search_customers(con: duckdb.DuckDBPyConnection, query: str) -> pd.DataFrame
     ).df()
 
 
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables")
+            .fetchall()}
+
+
+def _row(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> dict:
+    cur = con.execute(sql, params)
+    row = cur.fetchone()
+    return {} if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
 def demographics(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict:
     """The customer's master-data row (and third-party attributes when present)."""
-    rows = con.execute("SELECT * FROM customers WHERE customer_id = ?", [customer_id]).df()
-    out = rows.iloc[0].to_dict() if len(rows) else {}
+    out = _row(con, "SELECT * FROM customers WHERE customer_id = ?", [customer_id])
     if table_exists(con, "third_party"):
-        tp = con.execute(
-            "SELECT * EXCLUDE (customer_id) FROM third_party WHERE customer_id = ?",
-            [customer_id],
-        ).df()
-        if len(tp):
-            out.update({f"third_party · {k}": v for k, v in tp.iloc[-1].to_dict().items()})
+        tp = _row(con, "SELECT * EXCLUDE (customer_id) FROM third_party WHERE customer_id = ? "
+                  "LIMIT 1", [customer_id])
+        out.update({f"third_party · {k}": v for k, v in tp.items()})
     return {k: v for k, v in out.items() if v is not None and not (isinstance(v, float) and
                                                                    pd.isna(v))}
 
@@ -71,18 +78,24 @@ def demographics(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict:
 def timeline(
     con: duckdb.DuckDBPyConnection, customer_id: str, *, page: int, per_page: int
 ) -> tuple[pd.DataFrame, int]:
-    """One page of the customer's activities, newest first, and the total count."""
-    parts = [sql for table, sql in _TIMELINE_PARTS.items() if table_exists(con, table)]
+    """One page of the customer's activities, newest first, and the total count (one pass:
+    the count is a window over the same union)."""
+    present = _tables(con)
+    parts = [sql for table, sql in _TIMELINE_PARTS.items() if table in present]
+    columns = ["kind", "ts", "what", "amount"]
     if not parts:
-        return pd.DataFrame(columns=["kind", "ts", "what", "amount"]), 0
+        return pd.DataFrame(columns=columns), 0
     union = " UNION ALL ".join(parts)
-    params = {"id": customer_id}
-    (total,) = con.execute(f"SELECT count(*) FROM ({union})", params).fetchone()
     rows = con.execute(
-        f"SELECT * FROM ({union}) ORDER BY ts DESC, kind LIMIT $lim OFFSET $off",
-        {**params, "lim": per_page, "off": (page - 1) * per_page},
-    ).df()
-    return rows, int(total)
+        f"SELECT *, count(*) OVER () AS total FROM ({union}) ORDER BY ts DESC, kind "
+        "LIMIT $lim OFFSET $off",
+        {"id": customer_id, "lim": per_page, "off": (page - 1) * per_page},
+    ).fetchall()
+    if not rows and page > 1:  # past the last page: the count still comes back
+        (total,) = con.execute(f"SELECT count(*) FROM ({union})", {"id": customer_id}).fetchone()
+        return pd.DataFrame(columns=columns), int(total)
+    frame = pd.DataFrame([r[:4] for r in rows], columns=columns)
+    return frame, int(rows[0][4]) if rows else 0
 
 
 def monthly_spend(con: duckdb.DuckDBPyConnection, customer_id: str) -> pd.DataFrame:
