@@ -76,6 +76,9 @@ def test_events_after_the_scoring_date_change_no_score(trained, small_warehouse)
         leads, events = read_sales_tables(con)
         _, before = lead_snapshot(con, leads, events, as_of.date())
         ids = before["lead_id"].head(50).tolist()
+        # qualification filled after the fact: only leads not yet qualified at the date
+        unqualified = before.loc[before["lead__qualified"] == 0, "lead_id"].head(50).tolist()
+        assert unqualified
         later = pd.Timestamp(as_of) + pd.Timedelta(hours=1)
         extra = pd.DataFrame({
             "lead_event_id": [f"LEPIT{i}" for i in range(2 * len(ids))],
@@ -93,7 +96,7 @@ def test_events_after_the_scoring_date_change_no_score(trained, small_warehouse)
             "decision_timeframe = 'under_3_months', cost_of_postponing = 'high', "
             "purchase_influence = 'decision_maker', status = 'converted', "
             "status_changed_at = ?, converted_at = ? WHERE list_contains(?, lead_id)",
-            [later, later, later, ids],
+            [later, later, later, unqualified],
         )
         leads2, events2 = read_sales_tables(con)
         _, after = lead_snapshot(con, leads2, events2, as_of.date())
@@ -118,7 +121,7 @@ def test_scores_carry_reasons_both_ways(trained, small_warehouse_master):
     with connect(small_warehouse_master, read_only=True) as con:
         first = score_open_leads(con, model, config)
         again = score_open_leads(con, model, config, previous=first.assign(
-            score=first["score"] - 10))
+            score=first["score"] + 10))
     assert first["score"].between(1, 100).all()
     assert set(first["grade"]) <= set(GRADES)
     assert (first["trend"] == "new").all()

@@ -28,6 +28,9 @@ STAGE_FEATURES_DESCRIPTIONS: dict[str, str] = {
     "opp__company_size": "company size",
     "opp__industry": "industry",
     "opp__decision_timeframe": "decision timeframe",
+    "opp__need_identified": "main need identified",
+    "opp__cost_of_postponing": "cost of postponing",
+    "opp__purchase_influence": "contact's influence on the purchase",
 }
 OPPORTUNITY_FEATURES = tuple(STAGE_FEATURES_DESCRIPTIONS)
 SURVIVAL_CATEGORICALS = ("opp__stage", "opp__lead_type", "opp__decision_timeframe")
@@ -74,7 +77,8 @@ def stage_rows(
     observed = rows["entered_at"] if every_stage else pd.Series(as_of, index=rows.index)
     rows["observed_at"] = observed
     lead_cols = ["lead_id", "lead_type", "company_size", "industry", "qualified_at",
-                 "decision_timeframe"]
+                 "decision_timeframe", "need_identified", "cost_of_postponing",
+                 "purchase_influence"]
     if leads is not None and not leads.empty:
         info = rows[["lead_id"]].merge(leads[lead_cols], on="lead_id", how="left")
     else:
@@ -108,6 +112,13 @@ def stage_rows(
         "opp__industry": text(info["industry"], "none"),
         "opp__decision_timeframe": np.where(
             timeframe_known, text(info["decision_timeframe"], "unknown"), "unknown"),
+        "opp__need_identified": np.where(
+            timeframe_known, text(info["need_identified"].map({True: "yes", False: "no"}),
+                                  "unknown"), "unknown"),
+        "opp__cost_of_postponing": np.where(
+            timeframe_known, text(info["cost_of_postponing"], "unknown"), "unknown"),
+        "opp__purchase_influence": np.where(
+            timeframe_known, text(info["purchase_influence"], "unknown"), "unknown"),
     })
     # the close stage is the win itself: nothing left to predict there
     return out[out["opp__stage"] != "close"].reset_index(drop=True)
@@ -258,3 +269,52 @@ def pipeline_forecast(
         rows.append({"month": edges[m].strftime("%Y-%m"), "expected_won": mean,
                      "low": float(lo), "high": float(hi), "deals": int((q[:, m] > 0).sum())})
     return pd.DataFrame(rows)
+
+
+CYCLE_CLASSES = ("short", "intermediate", "long")
+CYCLE_LIMITS_DAYS = (91, 274)  # 3 and 9 months: short up to 3, intermediate 3-9, long beyond
+
+
+def sales_cycle_classes(
+    opportunities: pd.DataFrame,
+    predicted_close: pd.DataFrame | None = None,
+    limits_days: tuple[int, int] = CYCLE_LIMITS_DAYS,
+) -> pd.DataFrame:
+    """Sales-cycle class per customer: the median over its opportunities of the cycle from
+    opening to a won close (observed), or to the predicted close date of an open one
+    (``predicted_close``: ``opportunity_id``, ``expected_close_date``) when it has no won deal
+    yet. Returns ``customer_id``, ``cycle_days``, ``cycle_class``, ``cycle_source``.
+
+    Examples
+    --------
+    >>> opps = pd.DataFrame({"opportunity_id": ["a", "b"], "customer_id": ["C1", "C2"],
+    ...     "created_at": pd.to_datetime(["2025-01-01", "2025-01-01"]),
+    ...     "closed_at": pd.to_datetime(["2025-02-01", "2026-01-01"]), "outcome": ["won"] * 2})
+    >>> sales_cycle_classes(opps)["cycle_class"].tolist()
+    ['short', 'long']
+    """
+    opps = opportunities.dropna(subset=["customer_id"])
+    won = opps[opps["outcome"] == "won"]
+    observed = pd.DataFrame({
+        "customer_id": won["customer_id"],
+        "cycle_days": _days(won["closed_at"] - won["created_at"]),
+        "cycle_source": "observed",
+    })
+    parts = [observed]
+    if predicted_close is not None:
+        pred = opps.merge(predicted_close[["opportunity_id", "expected_close_date"]],
+                          on="opportunity_id").dropna(subset=["expected_close_date"])
+        pred = pred[~pred["customer_id"].isin(observed["customer_id"])]
+        parts.append(pd.DataFrame({
+            "customer_id": pred["customer_id"],
+            "cycle_days": _days(pd.to_datetime(pred["expected_close_date"]) - pred["created_at"]),
+            "cycle_source": "predicted",
+        }))
+    both = pd.concat(parts, ignore_index=True)
+    out = both.groupby("customer_id", sort=True).agg(
+        cycle_days=("cycle_days", "median"), cycle_source=("cycle_source", "first")).reset_index()
+    short, inter = limits_days
+    out["cycle_class"] = np.select(
+        [out["cycle_days"] <= short, out["cycle_days"] <= inter], CYCLE_CLASSES[:2],
+        CYCLE_CLASSES[2])
+    return out[["customer_id", "cycle_days", "cycle_class", "cycle_source"]]
