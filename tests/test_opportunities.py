@@ -99,3 +99,19 @@ def test_forecast_backtest_within_interval_most_months(warehouse):
     assert len(table) == 4
     assert table["within_interval"].sum() >= 3, table
     assert np.all(table["actual_won"] >= 0)
+
+
+def test_sales_cycle_classes_observed_then_predicted():
+    from customer360.models.opportunities import sales_cycle_classes
+
+    opps = pd.DataFrame({
+        "opportunity_id": ["a", "b", "c", "d"], "customer_id": ["C1", "C2", "C3", None],
+        "created_at": pd.to_datetime(["2025-01-01"] * 4),
+        "closed_at": pd.to_datetime(["2025-02-15", "2025-07-01", None, "2025-02-01"]),
+        "outcome": ["won", "won", "open", "won"],
+    })
+    predicted = pd.DataFrame({"opportunity_id": ["c"],
+                              "expected_close_date": pd.to_datetime(["2026-03-01"])})
+    out = sales_cycle_classes(opps, predicted).set_index("customer_id")
+    assert out["cycle_class"].to_dict() == {"C1": "short", "C2": "intermediate", "C3": "long"}
+    assert out.loc["C3", "cycle_source"] == "predicted"
