@@ -995,10 +995,10 @@ def predict(
 ) -> None:
     """Score a table with a registered model: id, probability (or value) and reason codes."""
     from customer360.training.churn import read_table
-    from customer360.training.common import predict_table
+    from customer360.training.leads import predict_leads_or_any  # issue 15: lead scores
 
     _quiet_mlflow()
-    scored = predict_table(model, read_table(table), id_col=id_col)
+    scored = predict_leads_or_any(model, read_table(table), id_col=id_col)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix.lower() in {".parquet", ".pq"}:
         scored.to_parquet(output, index=False)
@@ -1209,6 +1209,81 @@ def monitor(
     if report.alerting:
         console.print(f"[bold red]drift alert:[/] exit {ALERT_EXIT_CODE}; retrain and promote.")
         raise typer.Exit(ALERT_EXIT_CODE)
+
+
+# --- issue 15: leads and opportunities (owner: leads15) ------------------------------------------
+
+
+@train_app.command("leads")
+def train_leads_cmd(
+    db: DbOption = None,
+    trials: TrialsOption = None,
+    config: ConfigOption = None,
+    table: Annotated[
+        Path | None,
+        typer.Option("--table", help="Train on your own CSV/Parquet table, not the warehouse."),
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Label column of --table (two values).")
+    ] = None,
+    positive_label: Annotated[
+        str | None, typer.Option("--positive-label", help="Value of --label that means converted.")
+    ] = None,
+    id_col: Annotated[
+        str | None, typer.Option("--id-col", help="Lead id column of --table (not a feature).")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model-name", help="Registered model name (default: config's).")
+    ] = None,
+    no_register: NoRegisterOption = False,
+) -> None:
+    """Train the lead conversion model (score 1-100, grade A-D, reasons) on the warehouse or a
+    table."""
+    from customer360.errors import ConfigError
+    from customer360.training.leads import load_leads_config, train_leads, train_leads_table
+
+    cfg = load_leads_config(config)
+    if table is None:
+        if label or positive_label or id_col:
+            raise ConfigError("--label, --positive-label and --id-col go with --table FILE.")
+        if model_name:
+            cfg = cfg.model_copy(update={"model_name": model_name})
+        from customer360.data.warehouse import connect
+
+        with connect(db, read_only=True) as con:
+            result = _run_with_trial_bar("leads", lambda cb: train_leads(
+                con, cfg, trials=trials, register=not no_register, on_progress=cb))
+    else:
+        if not label:
+            raise ConfigError("--table needs --label COLUMN (the converted flag column).")
+        result = _run_with_trial_bar("leads", lambda cb: train_leads_table(
+            table, label, positive_label=positive_label, id_col=id_col, model_name=model_name,
+            trials=trials, config=cfg, register=not no_register, on_progress=cb))
+    _print_training_result("Leads", result, ["roc_auc", "pr_auc", "brier", "log_loss", "ece"])
+
+
+@train_app.command("opportunities")
+def train_opportunities_cmd(
+    db: DbOption = None,
+    trials: TrialsOption = None,
+    config: ConfigOption = None,
+    no_register: NoRegisterOption = False,
+) -> None:
+    """Train the win-probability model per stage, fit time to close (survival, open deals
+    censored), and forecast and backtest the pipeline."""
+    from customer360.data.warehouse import connect
+    from customer360.training.leads import load_leads_config
+    from customer360.training.opportunities import train_opportunities
+
+    cfg = load_leads_config(config)
+    with connect(db, read_only=True) as con:
+        out = _run_with_trial_bar("opportunities", lambda cb: train_opportunities(
+            con, cfg, trials=trials, register=not no_register, on_progress=cb))
+    _print_training_result("Opportunities (win)", out.train,
+                           ["roc_auc", "pr_auc", "brier", "log_loss", "ece"])
+    print_table("Pipeline forecast (open opportunities)", out.forecast.to_dict("records"))
+    print_table("Forecast backtest", out.backtest.to_dict("records"),
+                ["month", "expected_won", "low", "high", "actual_won", "within_interval"])
 
 
 def main() -> None:

@@ -74,6 +74,43 @@ CHECK_VIOLATIONS: dict[tuple[str, str], dict[str, str]] = {
     ("support_tickets", "open_means_not_closed"): {"status": "open"},
 }
 
+# --- issue 15: the sales tables (leads L1 and opportunity OP1 are prerequisites) -------------
+VALID_ROWS.update({
+    "leads": {
+        "lead_id": "LX", "customer_id": "C1", "lead_type": "person", "name": "Ann Berg",
+        "source": "referral", "channel": "web", "owner": "rep_01",
+        "created_at": "2025-01-01 10:00:00", "company_size": "", "industry": "",
+        "qualified_at": "2025-01-05 10:00:00", "need_identified": "true",
+        "decision_timeframe": "under_3_months", "cost_of_postponing": "high",
+        "purchase_influence": "decision_maker", "status": "converted",
+        "status_changed_at": "2025-02-01 10:00:00", "converted_at": "2025-02-01 10:00:00",
+    },
+    "lead_events": {
+        "lead_event_id": "LEX", "lead_id": "L1", "ts": "2025-01-02 10:00:00",
+        "kind": "status_change", "status": "working",
+    },
+    "opportunities": {
+        "opportunity_id": "OPX", "lead_id": "L1", "customer_id": "C1", "account_name": "Ann",
+        "created_at": "2025-02-01 10:00:00", "amount": "1500",
+        "expected_close_date": "2025-04-01", "stage": "close", "outcome": "lost",
+        "closed_at": "2025-03-01 10:00:00", "loss_reason": "price",
+    },
+    "opportunity_stages": {
+        "opportunity_stage_id": "OSX", "opportunity_id": "OP1", "stage": "proposal",
+        "entered_at": "2025-02-10 10:00:00",
+    },
+})
+CHECK_VIOLATIONS.update({
+    ("leads", "qualification_only_when_qualified"): {"qualified_at": ""},
+    ("leads", "lead_dates_in_order"): {"status_changed_at": "2024-12-31 10:00:00"},
+    ("leads", "converted_means_converted_at"): {"status": "working"},
+    ("leads", "company_fields_only_for_companies"): {"company_size": "small"},
+    ("lead_events", "status_only_on_status_change"): {"kind": "call"},
+    ("opportunities", "open_means_not_closed"): {"outcome": "open", "loss_reason": ""},
+    ("opportunities", "loss_reason_only_when_lost"): {"outcome": "won"},
+    ("opportunities", "closed_after_created"): {"closed_at": "2025-01-01 10:00:00"},
+})
+
 
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> Path:
     with path.open("w", newline="") as fh:
@@ -93,6 +130,8 @@ def load_prerequisites(db: Path) -> None:
     for table, rows in (
         ("customers", [{**base, "customer_id": "C1"}, b2b]),
         ("offers", [{**VALID_ROWS["offers"], "offer_id": "O1"}]),
+        ("leads", [{**VALID_ROWS["leads"], "lead_id": "L1"}]),  # issue 15
+        ("opportunities", [{**VALID_ROWS["opportunities"], "opportunity_id": "OP1"}]),
     ):
         file = write_csv(folder / f"prereq_{table}.csv", CONTRACTS[table].column_names, rows)
         report = ingest_file(con, table, file)

@@ -372,3 +372,139 @@ CONTRACTS: dict[str, TableContract] = {
 """Every raw table, in load order (referenced tables first)."""
 
 RAW_TABLES: tuple[str, ...] = tuple(CONTRACTS)
+
+
+# --- issue 15: B2B leads and opportunities --------------------------------------------------------
+
+LEAD_SOURCES = ("web_form", "referral", "trade_show", "partner", "cold_outreach", "content")
+LEAD_CHANNELS = ("web", "email", "phone", "event", "partner")
+LEAD_TYPES = ("company", "person")
+LEAD_STATUSES = ("new", "working", "qualified", "converted", "disqualified")
+DECISION_TIMEFRAMES = ("under_3_months", "3_to_9_months", "over_9_months")
+POSTPONING_COSTS = ("low", "medium", "high")
+PURCHASE_INFLUENCES = ("user", "influencer", "decision_maker")
+LEAD_EVENT_KINDS = ("status_change", "email_open", "email_click", "web_visit", "call", "meeting")
+OPPORTUNITY_STAGES = ("lead", "potential_customer", "proposal", "verbal_acceptance", "close")
+OPPORTUNITY_OUTCOMES = ("open", "won", "lost")
+LOSS_REASONS = ("price", "competitor", "no_decision", "timing", "no_fit")
+
+LEADS = TableContract(
+    name="leads",
+    description=(
+        "Sales leads (prospects): where they came from, who owns them, the qualification "
+        "answers (filled at qualified_at, null before) and the current status. The status "
+        "history and the lead's activity are in lead_events."
+    ),
+    primary_key="lead_id",
+    time_column="created_at",
+    columns=(
+        _c("lead_id", "VARCHAR", "Lead identifier."),
+        _c("customer_id", "VARCHAR", "Unified customer this lead belongs to, if known.",
+           nullable=True, references="customers.customer_id"),
+        _c("lead_type", "VARCHAR", "A company (B2B) or a person (B2C).", allowed=LEAD_TYPES),
+        _c("name", "VARCHAR", "Company or person name as entered."),
+        _c("source", "VARCHAR", "Where the lead came from.", allowed=LEAD_SOURCES),
+        _c("channel", "VARCHAR", "First contact channel.", allowed=LEAD_CHANNELS),
+        _c("owner", "VARCHAR", "Sales rep who owns the lead."),
+        _c("created_at", "TIMESTAMP", "When the lead was created."),
+        _c("company_size", "VARCHAR", "Companies only.", nullable=True, allowed=COMPANY_SIZES),
+        _c("industry", "VARCHAR", "Companies only.", nullable=True, allowed=INDUSTRIES),
+        _c("qualified_at", "TIMESTAMP", "When the qualification answers were recorded.",
+           nullable=True),
+        _c("need_identified", "BOOLEAN", "The main need is identified (qualification).",
+           nullable=True),
+        _c("decision_timeframe", "VARCHAR", "When the buyer expects to decide (qualification).",
+           nullable=True, allowed=DECISION_TIMEFRAMES),
+        _c("cost_of_postponing", "VARCHAR", "Consequence of postponing (qualification).",
+           nullable=True, allowed=POSTPONING_COSTS),
+        _c("purchase_influence", "VARCHAR", "Contact's influence on the purchase "
+           "(qualification).", nullable=True, allowed=PURCHASE_INFLUENCES),
+        _c("status", "VARCHAR", "Current status (as of the extract).", allowed=LEAD_STATUSES),
+        _c("status_changed_at", "TIMESTAMP", "When the current status was set."),
+        _c("converted_at", "TIMESTAMP", "When it became an opportunity; null if not (yet).",
+           nullable=True),
+    ),
+    checks=(
+        ("qualification_only_when_qualified",
+         "qualified_at IS NOT NULL OR (need_identified IS NULL AND decision_timeframe IS NULL "
+         "AND cost_of_postponing IS NULL AND purchase_influence IS NULL)"),
+        ("lead_dates_in_order",
+         "status_changed_at >= created_at AND (qualified_at IS NULL OR qualified_at >= "
+         "created_at) AND (converted_at IS NULL OR converted_at >= created_at)"),
+        ("converted_means_converted_at",
+         "(status = 'converted') = (converted_at IS NOT NULL)"),
+        ("company_fields_only_for_companies",
+         "lead_type = 'company' OR (company_size IS NULL AND industry IS NULL)"),
+    ),
+)
+
+LEAD_EVENTS = TableContract(
+    name="lead_events",
+    description=(
+        "Dated history of each lead: status changes (new status in `status`) and activity "
+        "(email opens and clicks, web visits, calls, meetings)."
+    ),
+    primary_key="lead_event_id",
+    time_column="ts",
+    columns=(
+        _c("lead_event_id", "VARCHAR", "Event identifier."),
+        _c("lead_id", "VARCHAR", "Lead.", references="leads.lead_id"),
+        _c("ts", "TIMESTAMP", "When it happened."),
+        _c("kind", "VARCHAR", "What happened.", allowed=LEAD_EVENT_KINDS),
+        _c("status", "VARCHAR", "New status of a status change; null otherwise.",
+           nullable=True, allowed=LEAD_STATUSES),
+    ),
+    checks=(("status_only_on_status_change", "(kind = 'status_change') = (status IS NOT NULL)"),),
+)
+
+OPPORTUNITIES = TableContract(
+    name="opportunities",
+    description=(
+        "Sales opportunities: account, amount, the seller's expected close date, outcome "
+        "(open / won / lost) and loss reason. Stage history is in opportunity_stages."
+    ),
+    primary_key="opportunity_id",
+    time_column="created_at",
+    columns=(
+        _c("opportunity_id", "VARCHAR", "Opportunity identifier."),
+        _c("lead_id", "VARCHAR", "Lead it was converted from, if any.", nullable=True,
+           references="leads.lead_id"),
+        _c("customer_id", "VARCHAR", "Unified customer (account), if known.", nullable=True,
+           references="customers.customer_id"),
+        _c("account_name", "VARCHAR", "Account (company or person) name."),
+        _c("created_at", "TIMESTAMP", "When the opportunity was opened."),
+        _c("amount", "DOUBLE", "Expected deal value.", min=0, max=MAX_MONEY),
+        _c("expected_close_date", "DATE", "Close date the seller expects (as entered).",
+           planned=True),
+        _c("stage", "VARCHAR", "Current stage (as of the extract).", allowed=OPPORTUNITY_STAGES),
+        _c("outcome", "VARCHAR", "Open, won or lost.", allowed=OPPORTUNITY_OUTCOMES),
+        _c("closed_at", "TIMESTAMP", "When it was won or lost; null while open.", nullable=True),
+        _c("loss_reason", "VARCHAR", "Why it was lost.", nullable=True, allowed=LOSS_REASONS),
+    ),
+    checks=(
+        ("open_means_not_closed", "(outcome = 'open') = (closed_at IS NULL)"),
+        ("loss_reason_only_when_lost", "loss_reason IS NULL OR outcome = 'lost'"),
+        ("closed_after_created", "closed_at IS NULL OR closed_at >= created_at"),
+    ),
+)
+
+OPPORTUNITY_STAGE_HISTORY = TableContract(
+    name="opportunity_stages",
+    description="When each opportunity entered each stage (one row per stage entered).",
+    primary_key="opportunity_stage_id",
+    time_column="entered_at",
+    columns=(
+        _c("opportunity_stage_id", "VARCHAR", "Row identifier."),
+        _c("opportunity_id", "VARCHAR", "Opportunity.",
+           references="opportunities.opportunity_id"),
+        _c("stage", "VARCHAR", "Stage entered.", allowed=OPPORTUNITY_STAGES),
+        _c("entered_at", "TIMESTAMP", "When the stage was entered."),
+    ),
+)
+
+B2B_CONTRACTS: dict[str, TableContract] = {
+    t.name: t for t in (LEADS, LEAD_EVENTS, OPPORTUNITIES, OPPORTUNITY_STAGE_HISTORY)
+}
+"""The issue-15 sales tables, in load order; part of :data:`CONTRACTS`."""
+CONTRACTS.update(B2B_CONTRACTS)
+RAW_TABLES = tuple(CONTRACTS)

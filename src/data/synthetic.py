@@ -52,6 +52,11 @@ from pydantic import ConfigDict, Field, model_validator
 
 from customer360.config import StrictModel, load_config
 from customer360.data import contracts as k
+from customer360.data.synthetic_b2b import (  # issue 15
+    SALES_TRUTH_DDL,
+    SALES_TRUTH_KEYS,
+    write_sales_pipeline,
+)
 from customer360.data.warehouse import (
     connect,
     create_schema,
@@ -337,6 +342,10 @@ TRUTH_KEYS: dict[str, str] = {
     "truth_offer_acceptance": "customer_id, offer_id",
     "truth_logging_policy": "offer_event_id, offer_id",
 }
+# issue 15: the sales pipeline's truth tables (customer360.data.synthetic_b2b)
+TRUTH_DDL.update(SALES_TRUTH_DDL)
+TRUTH_KEYS.update(SALES_TRUTH_KEYS)
+TRUTH_TABLES = tuple(TRUTH_DDL)
 
 
 
@@ -722,6 +731,8 @@ def generate_warehouse(
             log.info("generated customers %d-%d of %d", lo, hi, n_customers)
             if on_progress is not None:
                 on_progress(hi, n_customers)
+        # issue 15: leads and opportunities, from their own random stream
+        write_sales_pipeline(con, seed=seed, today=today_d)
         for key, value in (
             ("today", today_d.isoformat()),
             ("seed", str(seed)),
