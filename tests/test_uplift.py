@@ -30,7 +30,7 @@ def planned(tmp_path_factory):
     db = root / "w.duckdb"
     generate_warehouse(db, n_customers=CUSTOMERS, seed=11, campaigns=CampaignConfig(waves=3))
     cfg = root / "campaigns.yaml"
-    cfg.write_text("n_estimators: 100\nn_boot: 200\n")
+    cfg.write_text("n_estimators: 60\nn_boot: 200\n")
     out = root / "plan"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")

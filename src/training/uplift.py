@@ -52,7 +52,7 @@ FATIGUE_FEATURES = ("camp__offers_received__90d", "camp__contacted__120d")
 class UpliftConfig(StrictModel):
     """``configs/campaigns.yaml``: learners, evaluation and plan settings."""
 
-    method: str = "dr"
+    method: str = "x"
     n_estimators: int = Field(200, ge=10)
     learning_rate: float = Field(0.05, gt=0)
     num_leaves: int = Field(15, ge=2)
@@ -200,21 +200,41 @@ def strategy_order(scored: pd.DataFrame, strategy: str, seed: int) -> np.ndarray
     raise CampaignError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}.")
 
 
-def fit_uplift(
-    con: duckdb.DuckDBPyConnection, action: str, config: UpliftConfig | None = None
-) -> UpliftFit:
-    """Fit purchase and margin uplift of ``action`` on all campaigns but the latest and
-    evaluate on the latest (see the module docstring)."""
-    cfg = config or UpliftConfig()
+def campaign_frame(con: duckdb.DuckDBPyConnection, action: str) -> pd.DataFrame:
+    """The logged contacts of ``action`` (refused without a control group) with the features
+    as of each campaign's start and, on a synthetic warehouse, the true effects."""
     logged = load_campaign_log(con, action=action)
-    starts = sorted(logged["started_at"].map(lambda d: pd.Timestamp(d).date()).unique())
+    logged["as_of"] = logged["started_at"].map(lambda d: pd.Timestamp(d).date())
+    starts = sorted(logged["as_of"].unique())
     if len(starts) < 2:
         raise CampaignError(
             f"action {action!r} has one campaign ({starts[0]}); uplift is fitted on earlier "
             "campaigns and checked on the latest, so log at least two."
         )
-    logged["as_of"] = logged["started_at"].map(lambda d: pd.Timestamp(d).date())
     frame = logged.merge(customer_frame(con, starts), on=["customer_id", "as_of"], how="left")
+    if table_exists(con, "truth_campaign_effects"):
+        truth = con.execute(
+            "SELECT customer_id, started_at, p_treated - p_control AS true_uplift_purchase, "
+            "margin_treated - margin_control AS true_uplift_margin "
+            "FROM truth_campaign_effects WHERE action = ?", [action]
+        ).df()
+        truth["as_of"] = truth.pop("started_at").map(lambda d: pd.Timestamp(d).date())
+        frame = frame.merge(truth, on=["customer_id", "as_of"], how="left")
+    return frame
+
+
+def fit_uplift(
+    con: duckdb.DuckDBPyConnection, action: str, config: UpliftConfig | None = None
+) -> UpliftFit:
+    """Fit purchase and margin uplift of ``action`` on all campaigns but the latest and
+    evaluate on the latest (see the module docstring)."""
+    return fit_frame(campaign_frame(con, action), action, config)
+
+
+def fit_frame(frame: pd.DataFrame, action: str, config: UpliftConfig | None = None) -> UpliftFit:
+    """:func:`fit_uplift` on a :func:`campaign_frame` already read."""
+    cfg = config or UpliftConfig()
+    starts = sorted(frame["as_of"].unique())
     columns = _feature_columns(frame)
     train = frame[frame["as_of"] < starts[-1]]
     hold = frame[frame["as_of"] == starts[-1]].reset_index(drop=True)
@@ -235,28 +255,15 @@ def fit_uplift(
                     train_campaigns=sorted(train["campaign_id"].unique()),
                     holdout_campaign=str(hold["campaign_id"].iloc[0]))
     scored = score_frame(fit, hold, cost=0.0)
-    for c in ("treatment_probability", "purchased", "margin", "arm", "as_of"):
+    kept = ["treatment_probability", "purchased", "margin", "arm", "as_of"]
+    kept += [c for c in ("true_uplift_purchase", "true_uplift_margin") if c in hold]
+    for c in kept:
         scored[c] = hold[c].to_numpy()
     scored["treated"] = (hold["arm"] == "treatment").to_numpy()
     scored["_m0"] = margin.predict_outcomes(feature_matrix(hold, columns, levels))[0]
-    _attach_truth(con, scored, action)
     fit.scored = scored
     fit.metrics = evaluate_holdout(scored, k=cfg.k)
     return fit
-
-
-def _attach_truth(con, scored: pd.DataFrame, action: str) -> None:
-    if not table_exists(con, "truth_campaign_effects"):
-        return
-    start = scored["as_of"].iloc[0]
-    truth = con.execute(
-        "SELECT customer_id, p_treated - p_control AS true_uplift_purchase, "
-        "margin_treated - margin_control AS true_uplift_margin FROM truth_campaign_effects "
-        "WHERE action = ? AND started_at = ?", [action, start]
-    ).df()
-    merged = scored[["customer_id"]].merge(truth, on="customer_id", how="left")
-    for c in ("true_uplift_purchase", "true_uplift_margin"):
-        scored[c] = merged[c].to_numpy()
 
 
 RANKINGS = {
