@@ -1253,18 +1253,19 @@ def campaign_plan(
     db: DbOption = None,
 ) -> None:
     """Fit uplift on the logged campaigns, check the strategies on the latest (held-out)
-    campaign, and list who to contact today within the budget; logged to MLflow."""
+    campaign, and list who to contact today within the budget; logged to MLflow and kept in
+    table campaign_scores for the service's /campaign_plan."""
     from rich.progress import Progress
 
     from customer360.data.warehouse import connect
     from customer360.training.uplift import load_uplift_config, run_campaign_plan
 
     cfg = load_uplift_config(str(config) if config else None)
-    with connect(db, read_only=True) as con, Progress(console=console, transient=True) as bar:
+    with connect(db) as con, Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"campaign plan ({action})", total=4)
         report = run_campaign_plan(
             con, action=action, budget=budget, cost=cost_per_contact, segments=segments,
-            output=str(output) if output else None, config=cfg,
+            output=str(output) if output else None, config=cfg, store=True,
             on_progress=lambda d, t: bar.update(task, completed=d, total=t),
         )
     t = report.strategies

@@ -144,3 +144,31 @@ def test_learners_recover_a_known_effect_and_refuse_one_arm():
         UpliftLearner().fit(X, y, np.ones(n, bool), propensity=0.5)
     share, gain = gain_curve(y, tau, t)
     assert gain[0] == 0 and share[-1] == 1.0
+
+
+def test_campaign_plan_endpoint_logic_cuts_the_stored_ranking(planned):
+    from customer360.serving.campaign import CampaignPlanRequest, plan_from_scores
+
+    with duckdb.connect(str(planned["db"]), read_only=True) as con:
+        full = plan_from_scores(con, CampaignPlanRequest(budget=BUDGET, cost_per_contact=COST))
+        half = plan_from_scores(con, CampaignPlanRequest(budget=BUDGET / 2,
+                                                         cost_per_contact=COST, limit=5))
+        only_d = plan_from_scores(con, CampaignPlanRequest(budget=BUDGET, cost_per_contact=COST,
+                                                           segments=["D"]))
+        with pytest.raises(ValueError, match="unknown value segments"):
+            plan_from_scores(con, CampaignPlanRequest(budget=1, cost_per_contact=1,
+                                                      segments=["Z"]))
+        from customer360.errors import NotFoundError
+
+        with pytest.raises(NotFoundError, match="campaign plan --action up_sell"):
+            plan_from_scores(con, CampaignPlanRequest(action="up_sell", budget=1,
+                                                      cost_per_contact=1))
+    contacts = pd.read_csv(planned["out"] / "contacts.csv")
+    # the same customers as the CLI's contact list for the same budget and cost
+    assert full.contacts == len(contacts)
+    assert [c.customer_id for c in full.customers] == contacts["customer_id"].head(100).tolist()
+    assert full.expected_incremental_margin == pytest.approx(
+        contacts["expected_net_margin"].sum(), rel=1e-6)
+    assert half.contacts <= BUDGET / 2 and len(half.customers) == min(5, half.contacts)
+    assert {c.value_segment for c in only_d.customers} <= {"D"}
+    assert [b["strategy"] for b in full.backtest][:2] == ["mass_D", "focused_BC"]

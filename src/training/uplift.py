@@ -45,6 +45,8 @@ from customer360.models.uplift import (
 
 log = logging.getLogger(__name__)
 
+SCORES_TABLE = "campaign_scores"
+BACKTESTS_TABLE = "campaign_backtests"
 STRATEGIES = ("mass_D", "focused_BC", "top_uplift", "top_churn_risk", "top_propensity")
 FATIGUE_FEATURES = ("camp__offers_received__90d", "camp__contacted__120d")
 
@@ -470,6 +472,33 @@ def bar_figure(table: pd.DataFrame, by: str, action: str):
     return fig
 
 
+def write_plan_tables(
+    con: duckdb.DuckDBPyConnection, action: str, as_of, scores: pd.DataFrame,
+    backtest: pd.DataFrame,
+) -> None:
+    """Replace the stored scores (``scores`` scored at zero cost) and backtest of ``action``
+    that ``/campaign_plan`` cuts to a budget (the caller holds a transaction)."""
+    from customer360.data.warehouse import registered
+
+    cols = ["customer_id", "value_segment", "churn_probability", "uplift_purchase",
+            "uplift_margin", "gross_margin"]
+    frame = scores.assign(gross_margin=scores["expected_net_margin"])[cols]
+    frame = frame.assign(action=action, as_of=pd.Timestamp(as_of))
+    con.execute(f"CREATE TABLE IF NOT EXISTS {SCORES_TABLE} (customer_id VARCHAR, "
+                "value_segment VARCHAR, churn_probability DOUBLE, uplift_purchase DOUBLE, "
+                "uplift_margin DOUBLE, gross_margin DOUBLE, action VARCHAR, as_of DATE)")
+    con.execute(f"DELETE FROM {SCORES_TABLE} WHERE action = ?", [action])
+    with registered(con, frame) as view:
+        con.execute(f"INSERT INTO {SCORES_TABLE} SELECT customer_id, value_segment, "
+                    "churn_probability, uplift_purchase, uplift_margin, gross_margin, action, "
+                    f"as_of FROM {view}")
+    bt = backtest.assign(action=action)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {BACKTESTS_TABLE} (action VARCHAR, payload JSON)")
+    con.execute(f"DELETE FROM {BACKTESTS_TABLE} WHERE action = ?", [action])
+    con.execute(f"INSERT INTO {BACKTESTS_TABLE} VALUES (?, ?)",
+                [action, bt.to_json(orient="records")])
+
+
 @dataclass
 class PlanReport:
     action: str
@@ -490,10 +519,13 @@ def run_campaign_plan(
     output: str | None = None,
     config: UpliftConfig | None = None,
     on_progress=None,
+    store: bool = False,
 ) -> PlanReport:
     """Fit, evaluate, compare the strategies and plan who to contact today; log it to MLflow
     (experiment ``campaign_plan``) with the Qini and incremental-margin plots and, when
-    ``output`` is given, write the contact list, the strategy table and the plots there."""
+    ``output`` is given, write the contact list, the strategy table and the plots there.
+    ``store`` keeps today's scores and the backtest in the warehouse for ``/campaign_plan``
+    (needs a writable ``con``)."""
     from pathlib import Path
 
     import mlflow
@@ -517,6 +549,11 @@ def run_campaign_plan(
     now = now[now["value_segment"].astype(str).isin(["A", "B", "C", "D"])]
     contacts = contact_list(fit, now, budget=budget, cost=cost, segments=segments,
                             seed=cfg.seed)
+    if store:
+        from customer360.data.warehouse import transaction
+
+        with transaction(con):
+            write_plan_tables(con, action, today, score_frame(fit, now, 0.0), table)
     step(3, 4)
     scored = fit.scored.copy()
     scored["expected_net_margin"] = score_frame(fit, fit.holdout, cost)["expected_net_margin"]
