@@ -172,3 +172,28 @@ def test_campaign_plan_endpoint_logic_cuts_the_stored_ranking(planned):
     assert half.contacts <= BUDGET / 2 and len(half.customers) == min(5, half.contacts)
     assert {c.value_segment for c in only_d.customers} <= {"D"}
     assert [b["strategy"] for b in full.backtest][:2] == ["mass_D", "focused_BC"]
+
+
+def test_an_ingested_log_without_control_is_refused(small_warehouse, tmp_path):
+    from customer360.data.campaigns import create_campaign_tables
+    from customer360.data.contracts import CAMPAIGN_CONTACTS, CAMPAIGNS
+    from customer360.data.ingest import ingest_file
+    from customer360.data.warehouse import connect
+
+    (tmp_path / "campaigns.csv").write_text(
+        "campaign_id,action,channel,started_at,horizon_days,control_group,treatment_share\n"
+        "K1,retention,email,2026-01-05,90,,1.0\n"
+        "K2,bogus,email,2026-01-05,90,control,0.5\n")
+    (tmp_path / "contacts.csv").write_text(
+        "contact_id,campaign_id,customer_id,arm,treatment_probability,purchased,margin\n"
+        "X1,K1,C00000001,treatment,1.0,true,12.5\n"
+        "X2,K1,C00000002,treatment,1.0,false,0\n")
+    with connect(small_warehouse) as con:
+        create_campaign_tables(con)
+        header = ingest_file(con, CAMPAIGNS, tmp_path / "campaigns.csv")
+        rows = ingest_file(con, CAMPAIGN_CONTACTS, tmp_path / "contacts.csv")
+        assert (header.rows_loaded, header.rows_quarantined) == (1, 1)
+        assert header.reasons == {"action: value not allowed": 1}
+        assert rows.rows_loaded == 2
+        with pytest.raises(CampaignError, match="campaign K1 names no control group"):
+            load_campaign_log(con)
