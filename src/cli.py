@@ -1284,6 +1284,90 @@ def train_opportunities_cmd(
     print_table("Pipeline forecast (open opportunities)", out.forecast.to_dict("records"))
     print_table("Forecast backtest", out.backtest.to_dict("records"),
                 ["month", "expected_won", "low", "high", "actual_won", "within_interval"])
+# --- campaign: randomised campaigns, uplift and the campaign planner (issue 16) ---------------
+
+campaign_app = typer.Typer(
+    help="Campaigns: simulate randomised campaigns with a holdout; plan who to contact by uplift.",
+    no_args_is_help=True,
+)
+app.add_typer(campaign_app, name="campaign")
+
+
+@campaign_app.command("simulate")
+def campaign_simulate(
+    db: DbOption = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    waves: Annotated[int, typer.Option("--waves", help="Campaign waves (quarterly).")] = 4,
+) -> None:
+    """Add randomised retention / cross-sell / up-sell campaigns with a control group and their
+    true effects (truth_campaign_effects) to a synthetic warehouse."""
+    from customer360.data.campaigns import CampaignConfig, generate_campaigns
+    from customer360.data.warehouse import connect
+
+    with connect(db) as con:
+        counts = generate_campaigns(con, seed=seed, config=CampaignConfig(waves=waves))
+    print_table("Campaign tables written", [{"table": k, "rows": v} for k, v in counts.items()])
+
+
+@campaign_app.command("plan")
+def campaign_plan(
+    budget: Annotated[float, typer.Option("--budget", help="Total contact budget.")],
+    cost_per_contact: Annotated[float, typer.Option(
+        "--cost-per-contact", help="Cost of one contact.")],
+    action: Annotated[str, typer.Option(
+        "--action", help="retention | cross_sell | up_sell.")] = "retention",
+    segments: Annotated[list[str] | None, typer.Option(
+        "--segments", help="Only these value segments (repeat: --segments B --segments C).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="Write contacts.csv, strategies.csv and the plots here.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="Uplift config (default configs/campaigns.yaml).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Fit uplift on the logged campaigns, check the strategies on the latest (held-out)
+    campaign, and list who to contact today within the budget; logged to MLflow and kept in
+    table campaign_scores for the service's /campaign_plan."""
+    from rich.progress import Progress
+
+    from customer360.data.warehouse import connect
+    from customer360.training.uplift import load_uplift_config, run_campaign_plan
+
+    cfg = load_uplift_config(str(config) if config else None)
+    with connect(db) as con, Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"campaign plan ({action})", total=4)
+        report = run_campaign_plan(
+            con, action=action, budget=budget, cost=cost_per_contact, segments=segments,
+            output=str(output) if output else None, config=cfg, store=True,
+            on_progress=lambda d, t: bar.update(task, completed=d, total=t),
+        )
+    t = report.strategies
+    rows = []
+    for r in t.to_dict("records"):
+        rows.append({
+            "strategy": r["strategy"], "contacts": r["contacts"],
+            "model": r["predicted_incremental_margin"],
+            "DR backtest": r["backtest_incremental_margin"],
+            "95% interval": f"{r['ci_low']:,.0f}..{r['ci_high']:,.0f}",
+            "true": r.get("true_incremental_margin"),
+        })
+    print_table(
+        f"Incremental margin net of cost, {action}, budget {budget:g} at {cost_per_contact:g} "
+        "per contact (held-out campaign)", rows,
+    )
+    m = report.metrics
+    console.print(
+        f"Held-out Qini: uplift {m['qini__uplift']:.3f}, churn risk {m['qini__churn_risk']:.3f}, "
+        f"propensity {m['qini__propensity']:.3f}", soft_wrap=True, markup=False,
+    )
+    c = report.contacts
+    console.print(
+        f"Contact today: {len(c)} customers, expected incremental margin net of cost "
+        f"{c['expected_net_margin'].sum():,.0f} (model); MLflow run {report.run_id}",
+        soft_wrap=True, markup=False,
+    )
+    for f in report.files:
+        console.print(f"wrote {f}", markup=False)
 
 
 def main() -> None:

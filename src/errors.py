@@ -37,3 +37,9 @@ class NotFoundError(Customer360Error):
 
 class IdentityError(Customer360Error):
     """Source records cannot be unified (missing id column, duplicate ids, empty file, bad map)."""
+
+
+# issue 16
+class CampaignError(Customer360Error):
+    """A campaign log cannot support uplift or planning (no control group, unknown action,
+    budget or cost out of range)."""

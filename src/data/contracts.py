@@ -508,3 +508,63 @@ B2B_CONTRACTS: dict[str, TableContract] = {
 """The issue-15 sales tables, in load order; part of :data:`CONTRACTS`."""
 CONTRACTS.update(B2B_CONTRACTS)
 RAW_TABLES = tuple(CONTRACTS)
+# --- issue 16: campaign logs with a randomised control group -----------------------------------
+# Kept outside CONTRACTS: a warehouse holds them only when campaigns were logged (generated with
+# ``campaigns=...`` or ingested with ``ingest_file(con, CAMPAIGN_CONTACTS, file)`` after
+# :func:`customer360.data.campaigns.create_campaign_tables`), so default warehouses are unchanged.
+CAMPAIGN_ACTIONS = ("retention", "cross_sell", "up_sell")
+CAMPAIGN_ARMS = ("treatment", "control")
+
+CAMPAIGNS = TableContract(
+    name="campaigns",
+    description=(
+        "Campaign header: the action offered, its channel, when it started, the horizon its "
+        "outcomes were measured over, and the arm of its randomised holdout (eligible "
+        "customers deliberately not contacted)."
+    ),
+    primary_key="campaign_id",
+    time_column="started_at",
+    columns=(
+        _c("campaign_id", "VARCHAR", "Campaign identifier."),
+        _c("action", "VARCHAR", "Retention offer, cross-sell or up-sell.",
+           allowed=CAMPAIGN_ACTIONS),
+        _c("channel", "VARCHAR", "Channel the contacts were made through.",
+           allowed=OFFER_CHANNELS),
+        _c("started_at", "DATE", "First day of the campaign (features are taken before it)."),
+        _c("horizon_days", "INTEGER", "Days after the start over which outcomes were measured.",
+           min=1, max=3650),
+        _c("control_group", "VARCHAR",
+           "Arm value in campaign_contacts.arm of the randomised holdout; NULL = no holdout "
+           "(the log is then refused for uplift).", nullable=True, allowed=CAMPAIGN_ARMS),
+        _c("treatment_share", "DOUBLE",
+           "Probability with which an eligible customer was assigned to treatment.",
+           min=0, max=1),
+    ),
+)
+
+CAMPAIGN_CONTACTS = TableContract(
+    name="campaign_contacts",
+    description=(
+        "One row per eligible customer of a campaign: the arm drawn at random, its "
+        "probability, and the outcome measured over the campaign's horizon."
+    ),
+    primary_key="contact_id",
+    columns=(
+        _c("contact_id", "VARCHAR", "Row identifier."),
+        _c("campaign_id", "VARCHAR", "Campaign.", references="campaigns.campaign_id"),
+        _c("customer_id", "VARCHAR", "Customer.", references="customers.customer_id"),
+        _c("arm", "VARCHAR", "treatment (contacted) or control (eligible, not contacted).",
+           allowed=CAMPAIGN_ARMS),
+        _c("treatment_probability", "DOUBLE",
+           "Probability this customer was assigned to treatment (the logging propensity).",
+           min=1e-9, max=1),
+        _c("purchased", "BOOLEAN", "Bought at least once within the horizon."),
+        _c("margin", "DOUBLE", "Margin of the customer's orders within the horizon.",
+           min=-MAX_MONEY, max=MAX_MONEY),
+    ),
+)
+
+CAMPAIGN_CONTRACTS: dict[str, TableContract] = {
+    t.name: t for t in (CAMPAIGNS, CAMPAIGN_CONTACTS)
+}
+"""The campaign log tables (issue 16), in load order."""

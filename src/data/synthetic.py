@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -65,6 +66,9 @@ from customer360.data.warehouse import (
     set_meta,
 )
 from customer360.errors import WarehouseError
+
+if TYPE_CHECKING:  # issue 16
+    from customer360.data.campaigns import CampaignConfig
 
 log = logging.getLogger(__name__)
 META_CONFIG_KEY = "generator_config"
@@ -653,6 +657,7 @@ def generate_warehouse(
     on_progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
     config: SyntheticConfig | None = None,
+    campaigns: CampaignConfig | None = None,
 ) -> dict[str, int]:
     """Generate a synthetic CRM warehouse with known ground truth.
 
@@ -673,6 +678,10 @@ def generate_warehouse(
     config
         Parameters of the simulated world; default :class:`SyntheticConfig()` (the values of
         ``configs/synthetic.yaml``).
+    campaigns
+        Also simulate randomised campaigns with known effects
+        (:func:`customer360.data.campaigns.generate_campaigns`); default none, so the tables
+        are unchanged unless asked.
 
     Returns
     -------
@@ -750,6 +759,11 @@ def generate_warehouse(
             t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in (*k.RAW_TABLES, *TRUTH_TABLES)
         }
+        # issue 16: randomised campaigns and their true effects, only when asked
+        if campaigns is not None:
+            from customer360.data.campaigns import generate_campaigns
+
+            counts.update(generate_campaigns(con, seed=seed, config=campaigns))
         con.execute("CHECKPOINT")
     finally:
         con.close()

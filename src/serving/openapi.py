@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from customer360.serving.campaign import CampaignPlanRequest, CampaignPlanResult
 from customer360.serving.schemas import (
     SERVING_CONFIG,
     BatchItem,
@@ -53,6 +54,8 @@ ENDPOINTS: dict[str, tuple[type[BaseModel] | None, Any, tuple[int, ...]]] = {
     "feedback": (FeedbackRequest, FeedbackResult, (404, 503)),
     "schema_info": (None, dict[str, Any], ()),
 }
+# issue 16: the campaign planner
+ENDPOINTS["campaign_plan"] = (CampaignPlanRequest, CampaignPlanResult, (404, 503))
 
 STATUS_TEXT = {
     400: "Invalid request: not JSON, a field of the wrong type or range, a missing or unknown "

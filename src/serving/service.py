@@ -39,6 +39,10 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from customer360.errors import Customer360Error, NotFoundError, WarehouseError
+from customer360.serving.campaign import (  # issue 16
+    CampaignPlanRequest,
+    CampaignPlanResult,
+)
 from customer360.serving.openapi import OpenAPIMiddleware
 from customer360.serving.profile import (
     REASON_COLUMNS,
@@ -816,6 +820,37 @@ class Customer360:
             "feature_columns": self.scorer.required,
             "max_batch_size": self.config.max_batch_size,
         }
+
+    # --- issue 16: the campaign planner (added block) -----------------------------------------
+
+    @bentoml.api(input_spec=CampaignPlanRequest)
+    def campaign_plan(
+        self,
+        budget: float,
+        cost_per_contact: float,
+        action: str = "retention",
+        segments: list[str] | None = None,
+        limit: int = 100,
+    ) -> CampaignPlanResult:
+        """Who to contact for a budget and cost per contact, best expected incremental margin
+        first, from the ranking `customer360 campaign plan` stored; with that run's backtest
+        of the strategies."""
+        from customer360.data.warehouse import connect
+        from customer360.serving.campaign import plan_from_scores
+
+        request = CampaignPlanRequest(action=action, budget=budget,
+                                      cost_per_contact=cost_per_contact, segments=segments,
+                                      limit=limit)
+        try:
+            with self.write_lock, connect(self.db_path, read_only=True) as con:
+                return plan_from_scores(con, request)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        except NotFoundError as exc:
+            return _error(404, str(exc))
+        except WarehouseError as exc:
+            log.warning("campaign plan not read: %s", exc)
+            return _error(503, "the warehouse is busy (another process holds it); retry later")
 
 
 Customer360.add_asgi_middleware(BearerTokenMiddleware)
