@@ -189,6 +189,12 @@ def apply_overrides(offers: pd.DataFrame, config: NBOConfig) -> pd.DataFrame:
     return offers
 
 
+def offer_catalogue(raw: pd.DataFrame, config: NBOConfig) -> pd.DataFrame:
+    """The catalogue training and serving score: the warehouse's offer table (``raw``) with
+    the config's overrides, sorted by ``offer_id``."""
+    return apply_overrides(raw, config).sort_values("offer_id").reset_index(drop=True)
+
+
 # --- eligibility --------------------------------------------------------------------------
 
 

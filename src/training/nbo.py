@@ -46,13 +46,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from customer360.data.readers import offer_history
 from customer360.data.warehouse import registered, require_tables, table_exists
 from customer360.errors import Customer360Error, ModelError
 from customer360.models.nbo import (
     OFFER_COLUMNS,
     NBOConfig,
     PropensityModel,
-    apply_overrides,
     eligibility,
     load_nbo_config,
     pair_frame,
@@ -74,49 +74,14 @@ ProgressCallback = Callable[[int, int], None]
 
 def load_offers(con: duckdb.DuckDBPyConnection, config: NBOConfig) -> pd.DataFrame:
     """The offer catalogue (warehouse table + config overrides), sorted by ``offer_id``."""
-    table = config.catalogue.source_table
-    require_tables(con, table)
-    offers = con.execute(f"SELECT * FROM {table} ORDER BY offer_id").df()
-    if offers.empty:
-        raise Customer360Error(
-            f"The offer catalogue (table {table}) is empty; ingest offers first."
-        )
-    return apply_overrides(offers, config).sort_values("offer_id").reset_index(drop=True)
+    from customer360.data.readers import offer_table
+    from customer360.models.nbo import offer_catalogue
+
+    return offer_catalogue(offer_table(con, config.catalogue.source_table), config)
 
 
-def load_history(
-    con: duckdb.DuckDBPyConnection,
-    offers: pd.DataFrame | None = None,
-    customer_ids: list[str] | None = None,
-) -> pd.DataFrame:
-    """Every past offer and answer: ``offer_events`` plus the bandit feedback log.
-
-    Columns ``customer_id, offer_id, ts, channel, accepted``; feeds the held / recently
-    rejected / contact-cap rules. ``customer_ids`` restricts it to those customers (what a
-    single request needs).
-    """
-    from customer360.models.bandit import FEEDBACK_TABLE
-
-    where, params = "", []
-    if customer_ids is not None:
-        where, params = " WHERE list_contains(?::VARCHAR[], customer_id)", [list(customer_ids)]
-    parts = [
-        con.execute(
-            f"SELECT customer_id, offer_id, ts, channel, accepted FROM offer_events{where}", params
-        ).df()
-    ]
-    if table_exists(con, FEEDBACK_TABLE):
-        fb = con.execute(
-            f"SELECT customer_id, offer_id, ts, accepted FROM {FEEDBACK_TABLE}{where}", params
-        ).df()
-        if len(fb):
-            if offers is None:
-                offers = con.execute("SELECT offer_id, channel FROM offers").df()
-            fb["channel"] = (
-                offers.set_index("offer_id")["channel"].reindex(fb["offer_id"]).to_numpy()
-            )
-            parts.append(fb)
-    return pd.concat(parts, ignore_index=True)
+# The reader moved to data/ (serving reads history too); the old name stays for callers.
+load_history = offer_history
 
 
 def snapshot_grid(first: pd.Timestamp, last: pd.Timestamp, step_months: int) -> list[dt.date]:
@@ -784,14 +749,9 @@ BYO_POLICIES = ("uniform", "logging", "model")
 
 def read_logs(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet log file."""
-    path = Path(path)
-    if not path.is_file():
-        raise Customer360Error(f"Log file {path} does not exist.")
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        return pd.read_parquet(path)
-    if path.suffix.lower() in {".csv", ".txt"}:
-        return pd.read_csv(path)
-    raise Customer360Error(f"Log file {path}: use .csv or .parquet (got {path.suffix!r}).")
+    from customer360.data.files import read_file
+
+    return read_file(path, what="Log file", error=Customer360Error)
 
 
 def _crossfit_rewards(
