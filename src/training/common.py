@@ -487,7 +487,7 @@ def describe_version(
 
 LABEL_DEFINITIONS = {
     "label__churn__": "1 = a buyer before the as-of date with no purchase in the {h} days "
-    "after it (or whose contract ends in them); 0 = bought again",
+    "after the as-of date (or whose contract ends in them); 0 = bought again",
     "label__margin__": "margin of the purchases in the {h} days after the as-of date",
     "label__purchases__": "purchases in the {h} days after the as-of date",
     "label__offer_accepted__": "1 = an offer made in the {h} days after the as-of date was "
