@@ -111,3 +111,59 @@ def test_registered_versions_carry_a_description_and_tags(use_env):
         assert tags["probabilistic_inputs_fitted_as_of"] < use_env.as_of
         assert "prob__ inputs are computed inside the model" in version.description
         assert f"{int(tags['rows_registered_model']):,} labelled rows" in version.description
+
+
+def test_nbo_pyfunc_scores_every_offer_of_plain_feature_rows(use_env, built):
+    """No offer columns: every catalogue offer for each row; int64 features as they come."""
+    from customer360.models.nbo import OFFER_COLUMNS, pair_frame
+
+    features, _ = built
+    head = features.head(4)
+    assert (head.dtypes == "int64").sum() > 10
+    model = mlflow.pyfunc.load_model("models:/nbo@champion")
+    out = model.predict(head)
+    inner = model.unwrap_python_model()
+    offers = inner.offers
+    assert list(out.columns) == ["input_row", "offer_id", "p_accept"]
+    assert len(out) == 4 * len(offers) and len(offers) > 1
+    pairs = pair_frame(head, offers, out["input_row"].to_numpy(),
+                       np.tile(np.arange(len(offers)), 4))
+    np.testing.assert_allclose(out["p_accept"], inner.model.predict_proba(pairs), atol=1e-12)
+    # with offer columns given, one answer per row, equal to the same pairs
+    one = model.predict(pairs[[*features.columns.drop(["customer_id", "as_of"]),
+                               *OFFER_COLUMNS]].head(3))
+    np.testing.assert_allclose(one["p_accept"], out["p_accept"].head(3), atol=1e-12)
+
+
+def test_nbo_is_registered_and_gated_like_the_others(env, tmp_path, monkeypatch):
+    """A second NBO training scores the champion on its own test events; promote compares."""
+    import shutil
+
+    from customer360.training.nbo import train_nbo
+    from customer360.training.promote import promote
+
+    store = tmp_path / "store.db"
+    shutil.copy(env.tracking_uri.removeprefix("sqlite:///"), store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.setenv("CUSTOMER360_CONFIG_DIR", str(env.config_dir))
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    mlflow.set_registry_uri(f"sqlite:///{store}")
+    client = mlflow.MlflowClient()
+    first = client.get_model_version_by_alias("nbo", "champion")
+    assert "offer_events.accepted" in first.tags["label_definition"]
+    assert int(first.tags["rows_registered_model"]) > 0 and first.description
+
+    with duckdb.connect(str(env.copy_db(tmp_path / "w.duckdb"))) as con:
+        result = train_nbo(con, trials=0)
+    run = client.get_run(result.run_id)
+    assert run.data.tags["champion_version_evaluated"] == first.version
+    # the same data and seed: the champion re-scored on the challenger's events scores the same
+    assert run.data.metrics["champion_test_policy_value_dr"] == pytest.approx(
+        run.data.metrics["test_policy_value_dr"], abs=1e-9
+    )
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert {"plots/calibration.png", "plots/acceptance_by_offer.png",
+            "plots/policy_values.png"} <= artifacts
+    decision = promote("nbo")
+    assert not decision.promoted and "does not beat" in decision.message
+    assert client.get_model_version_by_alias("nbo", "champion").version == first.version

@@ -696,6 +696,26 @@ def pair_frame(
     return pd.concat([left, right], axis=1)
 
 
+def score_every_offer(model: Any, customers: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
+    """P(accept) of every offer for every row of ``customers`` (feature rows without offer
+    columns): one row per (customer row, offer), ``input_row`` (0-based position in
+    ``customers``), ``offer_id``, ``p_accept``; ordered by row, then catalogue order.
+
+    Eligibility is not applied here (that is :func:`eligibility`'s job): this is the model's
+    answer for each pair.
+    """
+    n, k = len(customers), len(offers)
+    cust_idx = np.repeat(np.arange(n), k)
+    offer_idx = np.tile(np.arange(k), n)
+    pairs = pair_frame(customers.reset_index(drop=True), offers.reset_index(drop=True),
+                       cust_idx, offer_idx)
+    return pd.DataFrame({
+        "input_row": cust_idx,
+        "offer_id": offers["offer_id"].to_numpy()[offer_idx],
+        "p_accept": predict_accept(model, pairs),
+    })
+
+
 # --- decision -----------------------------------------------------------------------------
 
 

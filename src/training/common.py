@@ -570,6 +570,18 @@ def evaluate_champion(
     ``score(predictions_frame) -> metrics``. Returns ``(version, metrics)``, or ``None`` when
     there is no champion or it cannot read these rows (different input columns).
     """
+    return evaluate_champion_with(model_name, lambda champion: score(champion.predict(X_test)))
+
+
+def evaluate_champion_with(
+    model_name: str, evaluate: Callable[[Any], dict[str, float]]
+) -> tuple[str, dict[str, float]] | None:
+    """``evaluate(champion_pyfunc) -> metrics`` for the current ``champion`` of
+    ``model_name`` (the NBO model's metrics need more than predictions on a frame).
+
+    Returns ``(version, metrics)``, or ``None`` when there is no champion or it cannot be
+    evaluated on the challenger's test data (logged).
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -580,7 +592,7 @@ def evaluate_champion(
         return None
     try:
         champion = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
-        metrics = score(champion.predict(X_test))
+        metrics = evaluate(champion)
     except (MlflowException, ModelError, KeyError, ValueError) as exc:
         log.warning(
             "champion %s v%s cannot score this test data: %s", model_name, version.version, exc
