@@ -58,7 +58,8 @@ def plot_policy_values(table: pd.DataFrame) -> Figure:
     dr = table["dr"].to_numpy(dtype=float)
     err = np.vstack([dr - table["dr_low"].to_numpy(dtype=float),
                      table["dr_high"].to_numpy(dtype=float) - dr])
-    ax.errorbar(dr, y, xerr=np.clip(err, 0, None), fmt="o", capsize=3, label="DR (95 % interval)")
+    ax.errorbar(dr, y, xerr=np.clip(err, 0, None), fmt="o", capsize=3,
+                label="DR, bootstrap interval")
     if "true_value" in table and table["true_value"].notna().any():
         ax.scatter(table["true_value"], y, marker="x", color="black", label="true value")
     ax.set_yticks(y, table["policy"].astype(str).tolist())
