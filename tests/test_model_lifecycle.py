@@ -156,7 +156,7 @@ def test_nbo_is_registered_and_gated_like_the_others(env, tmp_path, monkeypatch)
     with duckdb.connect(str(env.copy_db(tmp_path / "w.duckdb"))) as con:
         result = train_nbo(con, trials=0)
     run = client.get_run(result.run_id)
-    assert run.data.tags["champion_version_evaluated"] == first.version
+    assert run.data.tags["champion_version_evaluated"] == str(first.version)
     # the same data and seed: the champion re-scored on the challenger's events scores the same
     assert run.data.metrics["champion_test_policy_value_dr"] == pytest.approx(
         run.data.metrics["test_policy_value_dr"], abs=1e-9
@@ -166,4 +166,4 @@ def test_nbo_is_registered_and_gated_like_the_others(env, tmp_path, monkeypatch)
             "plots/policy_values.png"} <= artifacts
     decision = promote("nbo")
     assert not decision.promoted and "does not beat" in decision.message
-    assert client.get_model_version_by_alias("nbo", "champion").version == first.version
+    assert str(client.get_model_version_by_alias("nbo", "champion").version) == str(first.version)
