@@ -8,7 +8,8 @@ import pytest
 from test_clv_probabilistic import _tiny_warehouse
 
 from customer360.errors import ModelError
-from customer360.models.clv import GammaGammaModel, probabilistic_scores, warehouse_rfm
+from customer360.models.clv import GammaGammaModel
+from customer360.training.probabilistic import probabilistic_scores, warehouse_rfm
 
 
 def _with_outlier(tmp_path):

@@ -26,9 +26,9 @@ from customer360.models.clv import (
     _warm_start,
     customer_clv,
     monthly_rate,
-    probabilistic_scores,
     purchases_column,
 )
+from customer360.training.probabilistic import probabilistic_scores
 
 
 @pytest.fixture(scope="module")

@@ -167,7 +167,7 @@ def _payload(env, snapshot, cid: str, columns: dict[str, str]) -> dict:
     """A full feature payload for ``cid``, built the way a client would: the snapshot's
     features plus the probabilistic scores for every horizon the models read."""
     from customer360.data.warehouse import connect
-    from customer360.models.clv import probabilistic_scores
+    from customer360.training.probabilistic import probabilistic_scores
 
     row = snapshot.set_index("customer_id").loc[cid].to_dict()
     pattern = r"prob__expected_purchases__(\d+)d"

@@ -118,9 +118,9 @@ def test_null_integer_feature_on_single_endpoints_is_scored(server, info, payloa
 def test_values_that_cannot_be_scored_are_a_400_naming_the_field(server, info, payload):
     columns = info["feature_columns"]
     int_col = next(c for c, t in columns.items() if t == "long")
-    from customer360.features.registry import categorical_features
+    from customer360.features.registry import dtypes
 
-    cat_col = next(c for c in categorical_features() if c in columns)
+    cat_col = next(c for c, dtype in dtypes().items() if dtype == "category" and c in columns)
     cases = [
         ({**payload, int_col: 1.5}, f"features.{int_col}", "integer"),
         ({**payload, int_col: 10**30}, f"features.{int_col}", "integer"),

@@ -353,15 +353,6 @@ TRUTH_TABLES = tuple(TRUTH_DDL)
 
 
 
-def __getattr__(name: str):
-    """The oracles live in :mod:`customer360.data.oracle`; re-exported here lazily."""
-    if name in ("oracle_churn_probability", "oracle_expected_margin"):
-        from customer360.data import oracle
-
-        return getattr(oracle, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _ids(prefix: str, col: str, width: int) -> str:
     return f"'{prefix}' || lpad(CAST({col} AS VARCHAR), {width}, '0')"
 

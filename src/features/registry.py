@@ -87,11 +87,6 @@ def dtypes() -> dict[str, str]:
     return {f.name: f.dtype for f in FEATURES}
 
 
-def categorical_features() -> list[str]:
-    """Names of the string-valued features (model code converts them to categories)."""
-    return [f.name for f in FEATURES if f.dtype == "category"]
-
-
 def _default_text(spec: FeatureSpec) -> str:
     if spec.default is None:
         return f"null: {spec.null_means}"

@@ -58,6 +58,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from customer360.data.files import SUFFIXES, duckdb_reader
 from customer360.errors import ContractError
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ except ImportError:  # pragma: no cover - other numpy layouts
 TimeUnit = Literal["D", "W"]
 Plan = Literal["auto", "runs", "sql"]
 _UNIT_DAYS = {"D": 1.0, "W": 7.0}
-_FILE_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq", ".gz"}
+_FILE_SUFFIXES = set(SUFFIXES)
 
 # Run-scan plan limits. The probe reads this many rows first; the plan is used when at most
 # one row in _RUN_SHARE_MAX starts a new customer run (a clustered log has one run per
@@ -234,7 +235,7 @@ class _SourceView:
         if path.suffix.lower() in _FILE_SUFFIXES or path.exists():
             if not path.is_file():
                 raise ContractError(f"Transactions file {path} does not exist.")
-            reader = "read_parquet" if path.suffix.lower() in {".parquet", ".pq"} else "read_csv"
+            reader = duckdb_reader(path)
             try:
                 self.con.execute(
                     f"CREATE TEMP VIEW {self.name} AS SELECT * FROM {reader}(?)", [str(path)]

@@ -95,10 +95,12 @@ CTES: tuple[tuple[str, str], ...] = (
         f"""SELECT customer_id,
                   1 + SUM(CASE WHEN gap > 0 THEN 1 ELSE 0 END) AS purchase_days,
                   AVG(CASE WHEN gap > 0 THEN gap END) AS ipt_mean,
-                  STDDEV_SAMP(CASE WHEN gap > 0 THEN gap END) AS ipt_std
-           FROM (SELECT customer_id,
+                  STDDEV_SAMP(CASE WHEN gap > 0 THEN gap END) AS ipt_std,
+                  SUM(CASE WHEN day > first_day THEN amount ELSE 0 END) AS repeat_spend
+           FROM (SELECT customer_id, day, amount,
                         date_diff('day', LAG(day) OVER (PARTITION BY customer_id ORDER BY day),
-                                  day) AS gap
+                                  day) AS gap,
+                        MIN(day) OVER (PARTITION BY customer_id) AS first_day
                  FROM {ROWS} WHERE NOT is_return) AS gaps
            GROUP BY customer_id""",
     ),
@@ -289,6 +291,19 @@ def _declare() -> tuple[FeatureSpec, ...]:
                 f"txn_breadth.breadth_{k}",
             ),
         ]
+    # issue 13: the last RFM input of the probabilistic models (frequency, recency and T are
+    # purchase_days - 1, first_purchase_days - recency_days and first_purchase_days), so a
+    # registered model computes its prob__ inputs from a feature frame alone.
+    out.append(
+        feature(
+            "txn__repeat_spend_mean__all",
+            "average spend per repeat purchase day: spend on the purchase days after the "
+            "first, divided by their number (0 without a repeat purchase day)",
+            "float64",
+            0.0,
+            "txn_ipt.repeat_spend / NULLIF(txn_ipt.purchase_days - 1, 0)",
+        )
+    )
     return tuple(out)
 
 

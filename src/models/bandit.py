@@ -31,14 +31,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from customer360.data.tables import BANDIT_STATE_VIEW as STATE_VIEW
+from customer360.data.tables import FEEDBACK_TABLE
+from customer360.data.tables import NBO_SEGMENTS_TABLE as SEGMENTS_TABLE
 from customer360.data.warehouse import insert_frame, registered, table_exists, transaction
 from customer360.errors import Customer360Error, NotFoundError, WarehouseError
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_TABLE = "nbo_feedback"
-STATE_VIEW = "nbo_bandit_state"
-SEGMENTS_TABLE = "nbo_segments"
 
 FEEDBACK_DDL = f"""
 CREATE TABLE IF NOT EXISTS {FEEDBACK_TABLE} (

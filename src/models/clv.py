@@ -1,5 +1,6 @@
 """Probabilistic CLV: thin scikit-learn style wrappers around lifetimes' BG/NBD, Pareto/NBD and
-Gamma-Gamma fitters, plus vectorised CLV and the warehouse scoring used by other rooms.
+Gamma-Gamma fitters, plus vectorised CLV and the scores the other rooms stack on (frames in,
+frames out: the warehouse is read by ``customer360.training.probabilistic``).
 
 What the wrappers add to lifetimes:
 
@@ -31,7 +32,7 @@ import datetime as dt
 import io
 import logging
 import math
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from customer360.config import StrictModel, load_config
 from customer360.errors import ContractError, ModelError
+
+if TYPE_CHECKING:
+    from customer360.models.prob_stack import ProbabilisticStack
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +172,13 @@ class _WarmStartMixin:
         self._log_optimum_ = result.x
         hessian = _gradient_jacobian(objective, result.x, result.jac, minimizing_function_args)
         return result.x, result.fun, hessian
+
+    def __getstate__(self) -> dict:
+        # lifetimes stores a lambda as ``generate_new_data`` when fitting, which pickle cannot
+        # write; it only simulates data, so a registered model (issue 13) is saved without it.
+        state = self.__dict__.copy()
+        state.pop("generate_new_data", None)
+        return state
 
 
 def _gradient_jacobian(objective, x: np.ndarray, grad: np.ndarray, args: tuple) -> np.ndarray:
@@ -733,122 +744,69 @@ def customer_clv(
     return _finite(clv, "CLV", X)
 
 
-# --- warehouse scoring ---------------------------------------------------------------------------
+# --- scores for the stacked models ----------------------------------------------------------
 
 def purchases_column(horizon_days: int) -> str:
     """Name of the expected-purchases score column for a horizon."""
     return f"prob__expected_purchases__{horizon_days}d"
 
 
-def warehouse_purchases(con, before: dt.date | str) -> pd.DataFrame:
-    """Non-return transactions (``customer_id, ts, amount``) strictly before ``before``."""
-    from customer360.data.warehouse import require_tables
-
-    require_tables(con, "transactions", "customers")
-    return con.execute(
-        "SELECT customer_id, ts, amount FROM transactions WHERE NOT is_return AND ts < ?",
-        [pd.Timestamp(before).to_pydatetime()],
-    ).df()
-
-
-def warehouse_rfm(con, as_of: dt.date | str, *, time_unit: str = "W") -> pd.DataFrame:
-    """RFM summary of the warehouse purchases strictly before ``as_of`` (returns excluded).
-
-    The calibration period ends the day before ``as_of``, so no row dated ``as_of`` or later
-    is read.
+def stack_for(
+    rfm: pd.DataFrame,
+    cfg: ClvProbabilisticConfig,
+    *,
+    margin_rate: float,
+    as_of: dt.date | str,
+    annual_discount_rate: float | None = None,
+    months: int | None = None,
+) -> ProbabilisticStack:
+    """Fit BG/NBD + Gamma-Gamma on ``rfm`` (the purchases before ``as_of``, in the config's
+    time unit) and keep them with the CLV settings: the ``prob__`` inputs of the LightGBM models.
     """
-    from customer360.features.rfm import rfm_summary
+    from customer360.models.prob_stack import ProbabilisticStack
 
-    cal_end = (pd.Timestamp(as_of) - pd.Timedelta(days=1)).date()
-    return rfm_summary(
-        con, warehouse_purchases(con, as_of), customer_col="customer_id", date_col="ts",
-        amount_col="amount", calibration_end=cal_end, time_unit=time_unit,
+    bg, gg = fit_pair(rfm, cfg)
+    return ProbabilisticStack(
+        transaction_model=bg,
+        spend_model=gg,
+        months=cfg.clv_months if months is None else months,
+        annual_discount_rate=(
+            cfg.annual_discount_rate if annual_discount_rate is None else annual_discount_rate
+        ),
+        margin_rate=float(margin_rate),
+        time_unit=cfg.time_unit,
+        fitted_as_of=str(pd.Timestamp(as_of).date()),
     )
 
 
-def warehouse_margin_rate(con, as_of: dt.date | str) -> float:
-    """Margin share of revenue of the purchases before ``as_of`` (1.0 without revenue)."""
-    amount, margin = con.execute(
-        "SELECT sum(amount), sum(margin) FROM transactions WHERE NOT is_return AND ts < ?",
-        [pd.Timestamp(as_of).to_pydatetime()],
-    ).fetchall()[0]
-    return float(margin / amount) if amount else 1.0
-
-
-def probabilistic_scores(
-    con,
-    as_of: dt.date | str,
-    *,
-    horizon_days: int | None = None,
-    discount_rate: float | None = None,
-    margin_rate: float | None = None,
-    months: int | None = None,
-    config: ClvProbabilisticConfig | None = None,
+def stack_scores(
+    stack: ProbabilisticStack, rfm: pd.DataFrame, customer_ids: pd.Series, horizon_days: int
 ) -> pd.DataFrame:
-    """BG/NBD + Gamma-Gamma scores of every customer signed up before ``as_of``.
+    """``customer_id`` and the four ``prob__`` columns of every id in ``customer_ids``.
 
-    Fits both models on the non-return purchases strictly before ``as_of`` (time in weeks) and
-    scores each customer:
-
-    * ``prob__p_alive``: P(still active) at ``as_of``;
-    * ``prob__expected_purchases__{H}d``: expected purchases in ``[as_of, as_of + H days)``;
-    * ``prob__expected_spend``: expected spend per purchase (Gamma-Gamma);
-    * ``prob__clv``: discounted expected margin over ``months`` months.
-
-    Customers who never bought before ``as_of`` are outside the models' scope; they get the
-    documented defaults ``p_alive = 0``, ``expected purchases = 0``, ``clv = 0`` and the
-    population mean spend of the fitted Gamma-Gamma prior as expected spend.
-
-    Parameters
-    ----------
-    con
-        Warehouse connection (tables ``customers`` and ``transactions``).
-    as_of
-        Scoring date; only rows strictly before it are read.
-    horizon_days, discount_rate, margin_rate, months
-        Override ``configs/clv_probabilistic.yaml`` (``discount_rate`` is annual;
-        ``margin_rate=None`` uses the warehouse's margin / revenue ratio before ``as_of``).
-    config
-        An already loaded config.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``customer_id`` and the four ``prob__`` columns, sorted by ``customer_id``.
+    ``rfm`` is the RFM summary with calibration ending the day before the scoring date; each
+    customer is scored at the scoring date itself (``T`` one day later). Ids without a purchase
+    get the documented defaults: ``p_alive = 0``, no expected purchases, ``clv = 0`` and the
+    population mean spend of the fitted Gamma-Gamma prior. Sorted by ``customer_id``.
     """
-    from customer360.data.warehouse import require_tables
-
-    require_tables(con, "transactions", "customers")
-    cfg = config or load_clv_config()
-    horizon = cfg.horizon_days if horizon_days is None else horizon_days
-    rate = cfg.annual_discount_rate if discount_rate is None else discount_rate
-    months = cfg.clv_months if months is None else months
-    margin = margin_rate if margin_rate is not None else cfg.margin_rate
-    if margin is None:
-        margin = warehouse_margin_rate(con, as_of)
-    rfm = warehouse_rfm(con, as_of, time_unit=cfg.time_unit)
-    bg, gg = fit_pair(rfm, cfg)
-    unit_days = DAYS_PER_UNIT[cfg.time_unit]
-    # T runs to the day before as_of; score at as_of itself, one day later.
+    bg, gg = stack.transaction_model, stack.spend_model
+    unit_days = DAYS_PER_UNIT[stack.time_unit]
     scored = rfm.assign(T=rfm["T"] + 1 / unit_days)
     scores = pd.DataFrame({
         "customer_id": scored["customer_id"].to_numpy(),
         "prob__p_alive": bg.p_alive(scored),
-        purchases_column(horizon): bg.expected_purchases(scored, horizon / unit_days),
+        purchases_column(horizon_days): bg.expected_purchases(scored, horizon_days / unit_days),
         "prob__expected_spend": gg.expected_spend(scored),
         "prob__clv": customer_clv(
-            bg, gg, scored, months=months, annual_discount_rate=rate, margin_rate=margin,
-            time_unit=cfg.time_unit,
+            bg, gg, scored, months=stack.months, annual_discount_rate=stack.annual_discount_rate,
+            margin_rate=stack.margin_rate, time_unit=stack.time_unit,
         ),
     })
-    everyone = con.execute(
-        "SELECT customer_id FROM customers WHERE signup_date < ? ORDER BY customer_id",
-        [pd.Timestamp(as_of).date()],
-    ).df()
+    everyone = pd.DataFrame({"customer_id": pd.Series(customer_ids).to_numpy()})
     out = everyone.merge(scores, on="customer_id", how="outer")
     defaults = {
         "prob__p_alive": 0.0,
-        purchases_column(horizon): 0.0,
+        purchases_column(horizon_days): 0.0,
         "prob__expected_spend": gg.population_mean_spend_,
         "prob__clv": 0.0,
     }

@@ -189,6 +189,12 @@ def apply_overrides(offers: pd.DataFrame, config: NBOConfig) -> pd.DataFrame:
     return offers
 
 
+def offer_catalogue(raw: pd.DataFrame, config: NBOConfig) -> pd.DataFrame:
+    """The catalogue training and serving score: the warehouse's offer table (``raw``) with
+    the config's overrides, sorted by ``offer_id``."""
+    return apply_overrides(raw, config).sort_values("offer_id").reset_index(drop=True)
+
+
 # --- eligibility --------------------------------------------------------------------------
 
 
@@ -688,6 +694,26 @@ def pair_frame(
     right = offers.iloc[offer_idx][list(OFFER_COLUMNS)].reset_index(drop=True)
     left = left.drop(columns=[c for c in OFFER_COLUMNS if c in left.columns])
     return pd.concat([left, right], axis=1)
+
+
+def score_every_offer(model: Any, customers: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
+    """P(accept) of every offer for every row of ``customers`` (feature rows without offer
+    columns): one row per (customer row, offer), ``input_row`` (0-based position in
+    ``customers``), ``offer_id``, ``p_accept``; ordered by row, then catalogue order.
+
+    Eligibility is not applied here (that is :func:`eligibility`'s job): this is the model's
+    answer for each pair.
+    """
+    n, k = len(customers), len(offers)
+    cust_idx = np.repeat(np.arange(n), k)
+    offer_idx = np.tile(np.arange(k), n)
+    pairs = pair_frame(customers.reset_index(drop=True), offers.reset_index(drop=True),
+                       cust_idx, offer_idx)
+    return pd.DataFrame({
+        "input_row": cust_idx,
+        "offer_id": offers["offer_id"].to_numpy()[offer_idx],
+        "p_accept": predict_accept(model, pairs),
+    })
 
 
 # --- decision -----------------------------------------------------------------------------

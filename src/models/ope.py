@@ -69,22 +69,10 @@ def effective_sample_size(weights: np.ndarray) -> float:
     return float(np.sum(weights) ** 2 / denom) if denom > 0 else 0.0
 
 
-def ips_value(rewards: np.ndarray, weights: np.ndarray) -> float:
-    """Inverse propensity scoring estimate ``mean(w r)``."""
-    return float(np.mean(np.asarray(weights) * np.asarray(rewards)))
-
-
 def snips_value(rewards: np.ndarray, weights: np.ndarray) -> float:
     """Self-normalised IPS estimate ``sum(w r) / sum(w)`` (0 when every weight is 0)."""
     total = float(np.sum(weights))
     return float(np.sum(np.asarray(weights) * np.asarray(rewards)) / total) if total > 0 else 0.0
-
-
-def dr_value(
-    rewards: np.ndarray, weights: np.ndarray, q_logged: np.ndarray, q_target: np.ndarray
-) -> float:
-    """Doubly robust estimate ``mean(q_target + w (r - q_logged))``."""
-    return float(np.mean(q_target + weights * (rewards - q_logged)))
 
 
 def per_action_mean_reward(actions: np.ndarray, rewards: np.ndarray, n_actions: int) -> np.ndarray:

@@ -31,6 +31,7 @@ MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#
 _NUMBER_RE = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)?(\.\d*)?([eE][+-]?\d+)?$")
 NUMERIC_SHARE = 0.95
 MAX_CATEGORIES = 200
+STACK_FILE = "probabilistic_stack.joblib"  # the fitted BG/NBD + Gamma-Gamma a model stacks on
 
 
 # --- automatic typing ---------------------------------------------------------------------------
@@ -518,12 +519,9 @@ def plain_description(name: str) -> str:
 
 
 def _figure():
-    import matplotlib
+    from customer360.figures import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(6, 4.5), dpi=100)
+    return new_figure((6, 4.5), dpi=100)
 
 
 def plot_roc(y: np.ndarray, curves: dict[str, np.ndarray]):
@@ -781,11 +779,26 @@ class BoostedTabularModel(_estimator_base()):
         return self
 
     def matrix(self, X: pd.DataFrame) -> np.ndarray:
-        """``X`` as the model's contiguous float matrix (typing applied)."""
+        """``X`` as the model's contiguous float matrix (typing applied; the ``prob__`` inputs
+        computed by the model's probabilistic stack, see :meth:`with_probabilistic`)."""
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "booster_")
-        return to_matrix(X, self.schema_)
+        return to_matrix(self.with_probabilistic(X), self.schema_)
+
+    def with_probabilistic(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` with the model's ``prob__`` inputs computed from its features by the
+        :class:`~customer360.models.prob_stack.ProbabilisticStack` it was trained with
+        (``stack_``; issue 13). Columns of that name in ``X`` are ignored, so every caller gets
+        the same answers. Without a stack, ``X`` as given."""
+        from customer360.models.prob_stack import is_prob_column
+
+        stack = getattr(self, "stack_", None)
+        wanted = [c for c in self.schema_.columns if is_prob_column(c)]
+        if stack is None or not wanted:
+            return X
+        kept = [c for c in X.columns if not is_prob_column(c)]
+        return pd.concat([X[kept], stack.transform(X, wanted)], axis=1)
 
     def predict_raw(
         self, X: pd.DataFrame | np.ndarray, *, num_threads: int | None = None
@@ -838,6 +851,12 @@ class BoostedTabularModel(_estimator_base()):
             "best_score": self.best_score_,
             **self._extra_state(),
         }
+        stack = getattr(self, "stack_", None)
+        if stack is not None:
+            import joblib
+
+            meta["probabilistic_stack"] = stack.params()
+            joblib.dump(stack, folder / STACK_FILE)
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
         self._save_artifacts(folder)
 
@@ -869,6 +888,10 @@ class BoostedTabularModel(_estimator_base()):
         model.best_score_ = meta["best_score"]
         model._load_extra_state(meta)
         model._load_artifacts(folder)
+        if (folder / STACK_FILE).is_file():
+            import joblib
+
+            model.stack_ = joblib.load(folder / STACK_FILE)
         return model
 
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:  # pragma: no cover - abstract

@@ -467,13 +467,10 @@ def write_results(con: Any, results: pd.DataFrame) -> None:
 
 def psi_figure(results: pd.DataFrame, config: MonitorConfig, top: int = 30):
     """Horizontal bar plot of the ``top`` largest feature PSIs with the warn/alert lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from customer360.figures import new_figure
 
     psi = results[results["check"].isin(["psi", "prediction_psi"])].nlargest(top, "value")
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.25 * len(psi) + 1)))
+    fig, ax = new_figure((8, max(3, 0.25 * len(psi) + 1)))
     colours = psi["status"].map({"alert": "tab:red", "warn": "tab:orange"}).fillna("tab:blue")
     ax.barh(psi["feature"][::-1], psi["value"][::-1], color=colours[::-1])
     ax.axvline(config.psi_warn, color="tab:orange", ls="--", lw=1, label="warn")
@@ -528,9 +525,6 @@ def log_report(report: MonitorReport) -> None:
         mlflow.log_metrics(metrics)
         fig = psi_figure(now, load_monitor_config())
         mlflow.log_figure(fig, "psi.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
         mlflow.log_text(html_report(report), "monitor_report.html")
         report.run_id = run.info.run_id
         report.report_path = f"{run.info.artifact_uri}/monitor_report.html"

@@ -310,23 +310,23 @@ class Population:
         """Classify every customer of ``features`` (at least the columns classification
         reads), compute the probabilistic scores (expected purchases over the serving horizon
         and every ``prob_horizons`` the models were stacked on) and load the NBO context."""
+        from customer360.data.readers import offer_history, offer_table
         from customer360.models.bandit import BanditState
-        from customer360.models.nbo import load_nbo_config
+        from customer360.models.nbo import load_nbo_config, offer_catalogue
         from customer360.models.segments import load_segments_config
-        from customer360.training.nbo import load_history, load_offers
 
         segments_config = load_segments_config()
         nbo_config = load_nbo_config()
         prob = probabilistic_frame(con, as_of, [config.prob_horizon_days, *prob_horizons])
         classes = _classify(features, segments_config, prob)
-        offers = load_offers(con, nbo_config)
+        offers = offer_catalogue(offer_table(con, nbo_config.catalogue.source_table), nbo_config)
         return cls(
             as_of=as_of,
             classifications=classes,
             prob=prob.set_index("customer_id"),
             policies=_policies(classes, segments_config),
             offers=offers,
-            history=load_history(con, offers),
+            history=offer_history(con, offers),
             bandit=BanditState.load(con) if _has_feedback(con) else BanditState.empty(),
             segments_config=segments_config,
             nbo_config=nbo_config,
@@ -348,7 +348,7 @@ def probabilistic_frame(
 ) -> pd.DataFrame:
     """BG/NBD + Gamma-Gamma scores (``customer_id`` + ``prob__*``) with expected purchases
     over each of ``horizons`` days."""
-    from customer360.models.clv import probabilistic_scores
+    from customer360.training.probabilistic import probabilistic_scores
 
     horizons = sorted(set(horizons))
     prob = probabilistic_scores(con, as_of, horizon_days=horizons[0])

@@ -110,6 +110,7 @@ class ChurnData:
     tags: dict[str, object]
     extra_baselines: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    stack: object = None  # issue 13: the probabilistic stack the prob__ inputs were made with
     # >= 2: select on stratified k-fold CV of the training rows (X_val is then empty)
     cv_folds: int = 0
 
@@ -147,6 +148,7 @@ def prepare_warehouse_data(con, config: ChurnConfig) -> ChurnData:
         tags=parts.tags,
         extra_baselines=extra,
         notes=parts.notes,
+        stack=parts.stack,
     )
 
 
@@ -204,31 +206,9 @@ AFFIRMATIVE = ("1", "true", "yes", "y", "churn", "churned", "t")
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file, with clear errors for a missing file or unknown format."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Table file {path} does not exist; pass the path of a CSV or Parquet.")
-    suffix = path.suffix.lower()
-    if suffix not in {".csv", ".txt", ".tsv", ".parquet", ".pq"}:
-        raise ConfigError(f"Cannot read {path}: use a .csv, .tsv or .parquet file.")
-    if path.stat().st_size == 0:
-        raise ConfigError(f"Table file {path} is empty (0 bytes); pass a file with a header "
-                          "and at least one data row.")
-    try:
-        if suffix in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",",
-                                skipinitialspace=False)
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        # pyarrow's ArrowInvalid and pandas' EmptyDataError / ParserError are ValueErrors.
-        reason = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"Cannot read table file {path}: {reason}. Check that it is a "
-                          f"valid {suffix.lstrip('.').upper()} file.") from exc
-    if frame.empty:
-        raise ConfigError(f"Table file {path} has no data rows (columns: "
-                          f"{', '.join(map(str, frame.columns[:10])) or 'none'}); nothing to "
-                          "score or train on.")
-    return frame
+    from customer360.data.files import read_file
+
+    return read_file(path, what="Table file", error=ConfigError)
 
 
 def binary_labels(
@@ -459,6 +439,7 @@ def run_churn_job(
             if config.refit_on_all_rows
             else None
         ),
+        stack=data.stack,
     )
 
 

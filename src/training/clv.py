@@ -84,13 +84,13 @@ def last_period_margin(con, test: pd.DataFrame, horizon_days: int) -> np.ndarray
 def probabilistic_margin(con, test: pd.DataFrame, horizon_days: int) -> np.ndarray | None:
     """BG/NBD + Gamma-Gamma alone: expected purchases in H x expected spend x the margin rate
     before the as-of date. ``None`` when the ``prob__`` scores are missing on the test rows."""
-    from customer360.models.clv import warehouse_margin_rate
+    from customer360.data.readers import margin_rate_before
 
     purchases = f"prob__expected_purchases__{horizon_days}d"
     if purchases not in test.columns or test[purchases].isna().any():
         return None
     rate = test["as_of"].map(
-        {d: warehouse_margin_rate(con, pd.Timestamp(d).date()) for d in test["as_of"].unique()}
+        {d: margin_rate_before(con, pd.Timestamp(d).date()) for d in test["as_of"].unique()}
     )
     return (test[purchases] * test["prob__expected_spend"] * rate).to_numpy(dtype=float)
 
@@ -207,4 +207,5 @@ def train_clv(
             else None
         ),
         on_progress=on_progress,
+        stack=parts.stack,
     )

@@ -390,14 +390,11 @@ def shap_figure(model, X: np.ndarray, names: Sequence[str], seed: int, rows: int
 
 
 def log_figures(figures: dict[str, Any]) -> None:
-    """Log matplotlib figures as ``plots/<name>.png`` artifacts of the active run and close
-    them."""
-    import matplotlib.pyplot as plt
+    """Log matplotlib figures as ``plots/<name>.png`` artifacts of the active run."""
     import mlflow
 
     for name, fig in figures.items():
         mlflow.log_figure(fig, f"plots/{name}.png")
-        plt.close(fig)
 
 
 def log_metric_table(prefix: str, metrics: dict[str, float]) -> None:
@@ -415,9 +412,15 @@ def log_and_register(
     *,
     model_name: str,
     register: bool,
+    description: str | None = None,
+    version_tags: dict[str, object] | None = None,
 ) -> tuple[str, str | None]:
     """Log ``model`` (a fitted BoostedTabularModel) as a pyfunc with signature and input
-    example; register it as ``model_name`` with alias ``challenger`` when ``register``.
+    example; register it as ``model_name`` with alias ``challenger`` when ``register``, with
+    ``description`` and ``version_tags`` on the new version.
+
+    A model with a probabilistic stack (``stack_``) computes its ``prob__`` inputs itself: the
+    signature and example hold only the feature columns.
 
     Returns the model URI and the registered version (``None`` when not registered).
     """
@@ -425,8 +428,11 @@ def log_and_register(
     import mlflow
     from mlflow.models import infer_signature
 
+    from customer360.models.prob_stack import is_prob_column
     from customer360.models.tabular import BoostedModelPyfunc
 
+    if getattr(model, "stack_", None) is not None:
+        example = example[[c for c in example.columns if not is_prob_column(c)]]
     with warnings.catch_warnings():
         # int64 features are never null (build_features fills them); the hint is noise here
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
@@ -460,8 +466,76 @@ def log_and_register(
     version = None
     if register:
         version = str(info.registered_model_version)
+        describe_version(model_name, version, description, version_tags or {})
         set_registration_aliases(model_name, version)
     return info.model_uri, version
+
+
+def describe_version(
+    model_name: str, version: str, description: str | None, tags: dict[str, object]
+) -> None:
+    """Set the description and tags of a registered model version (what it predicts, on
+    which feature set, from how many rows), so the registry says what a version is."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if description:
+        client.update_model_version(model_name, version, description=description)
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, str(value))
+
+
+LABEL_DEFINITIONS = {
+    "label__churn__": "1 = a buyer before the as-of date with no purchase in the {h} days "
+    "after the as-of date (or whose contract ends in them); 0 = bought again",
+    "label__margin__": "margin of the purchases in the {h} days after the as-of date",
+    "label__purchases__": "purchases in the {h} days after the as-of date",
+    "label__offer_accepted__": "1 = an offer made in the {h} days after the as-of date was "
+    "accepted",
+}
+
+
+def label_definition(label: str, horizon_days: int | None) -> str:
+    """Plain definition of a warehouse label (``label__churn__90d``); a user's own label
+    column is described by its name."""
+    for prefix, text in LABEL_DEFINITIONS.items():
+        if label.startswith(prefix):
+            return text.format(h=horizon_days)
+    return f"the column {label!r} of the user's table"
+
+
+def version_description(
+    model_name: str, tags: dict[str, object], rows: dict[str, int], stack: Any
+) -> tuple[str, dict[str, object]]:
+    """Description and tags of a registered version from the run's tags and row counts."""
+    label = str(tags.get("label", ""))
+    horizon = tags.get("horizon_days")
+    definition = label_definition(label, horizon) if label else "see the training run"
+    version_tags: dict[str, object] = {
+        "label": label,
+        "label_definition": definition,
+        "horizon_days": horizon,
+        "feature_set_version": tags.get("feature_set_version"),
+        "source": tags.get("source"),
+        **rows,
+    }
+    scope = f", horizon {horizon} days" if horizon is not None else ""
+    if tags.get("feature_set_version"):
+        scope += f", feature set {tags['feature_set_version']}"
+    else:
+        scope += f", trained on {tags.get('table') or tags.get('source') or 'a table'}"
+    text = (
+        f"{model_name}: predicts {label or 'its label'} ({definition}){scope}. Registered "
+        f"model fit on {rows.get('rows_registered_model', 0):,} labelled rows; test figures "
+        f"from a model fit on {rows.get('rows_fit_evaluated_model', 0):,}."
+    )
+    if stack is not None:
+        version_tags["probabilistic_inputs_fitted_as_of"] = stack.fitted_as_of
+        text += (
+            " The prob__ inputs are computed inside the model by BG/NBD + Gamma-Gamma fitted "
+            f"on the purchases before {stack.fitted_as_of}: pass plain feature rows."
+        )
+    return text, {k: v for k, v in version_tags.items() if v is not None and v != ""}
 
 
 def set_registration_aliases(model_name: str, version: str) -> bool:
@@ -496,6 +570,18 @@ def evaluate_champion(
     ``score(predictions_frame) -> metrics``. Returns ``(version, metrics)``, or ``None`` when
     there is no champion or it cannot read these rows (different input columns).
     """
+    return evaluate_champion_with(model_name, lambda champion: score(champion.predict(X_test)))
+
+
+def evaluate_champion_with(
+    model_name: str, evaluate: Callable[[Any], dict[str, float]]
+) -> tuple[str, dict[str, float]] | None:
+    """``evaluate(champion_pyfunc) -> metrics`` for the current ``champion`` of
+    ``model_name`` (the NBO model's metrics need more than predictions on a frame).
+
+    Returns ``(version, metrics)``, or ``None`` when there is no champion or it cannot be
+    evaluated on the challenger's test data (logged).
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -506,7 +592,7 @@ def evaluate_champion(
         return None
     try:
         champion = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
-        metrics = score(champion.predict(X_test))
+        metrics = evaluate(champion)
     except (MlflowException, ModelError, KeyError, ValueError) as exc:
         log.warning(
             "champion %s v%s cannot score this test data: %s", model_name, version.version, exc
@@ -520,16 +606,6 @@ def mlflow_ui_command() -> str:
     from customer360.training.tracking import tracking_uri
 
     return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri()}"
-
-
-def require_columns(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
-    """Raise a clear error naming the missing columns of ``frame``."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ConfigError(
-            f"{where} lacks column(s) {', '.join(missing)}; available: "
-            f"{', '.join(map(str, frame.columns[:30]))}."
-        )
 
 
 # --- warehouse snapshots -------------------------------------------------------------------------
@@ -548,43 +624,50 @@ def warehouse_today(con) -> dt.date:
 
 def load_snapshots(
     con, as_of_dates: Sequence[dt.date], horizon_days: int, *, with_probabilistic: bool
-) -> tuple[pd.DataFrame, list[str]]:
+) -> tuple[pd.DataFrame, list[str], Any]:
     """Features + labels of every as-of date, stacked, optionally with the BG/NBD +
     Gamma-Gamma scores of the same as-of date (``prob__*`` columns) joined on.
 
-    Returns the frame (``as_of`` as ``datetime64``) and notes: when the probabilistic models
-    cannot be fitted on one snapshot (e.g. too few repeat buyers early in the history), that
-    snapshot's ``prob__*`` columns stay missing (LightGBM handles missing values) and a note
-    says so; when they fail on every snapshot the model trains without them (noted).
+    The scores of each date come from a
+    :class:`~customer360.models.prob_stack.ProbabilisticStack` fitted on the purchases before
+    that date and applied to the date's feature rows: the same computation the registered
+    model runs on a feature frame. Returns the frame (``as_of`` as ``datetime64``), notes and
+    the stack of the latest date that could be fitted (``None`` without one), which the
+    registered model carries. When the probabilistic models cannot be fitted on one snapshot
+    (e.g. too few repeat buyers early in the history), that snapshot's ``prob__*`` columns stay
+    missing (LightGBM handles missing values) and a note says so; when they fail on every
+    snapshot the model trains without them (noted).
     """
     from customer360.features import build_training_set
 
     data = build_training_set(con, list(as_of_dates), horizon_days)
     data["as_of"] = pd.to_datetime(data["as_of"])
     notes: list[str] = []
-    if with_probabilistic:
-        from customer360.models.clv import probabilistic_scores
+    if not with_probabilistic:
+        return data, notes, None
+    from customer360.models.clv import purchases_column
+    from customer360.training.probabilistic import warehouse_stack
 
-        parts = []
-        for d in as_of_dates:
-            try:
-                scores = probabilistic_scores(con, d, horizon_days=horizon_days)
-            except ModelError as exc:
-                notes.append(
-                    f"BG/NBD + Gamma-Gamma failed on the {d} snapshot; its prob__ "
-                    f"features are missing: {exc}"
-                )
-                log.warning(notes[-1])
-                continue
-            parts.append(scores.assign(as_of=pd.Timestamp(d)))
-        if not parts:
-            notes.append("No prob__ features: BG/NBD + Gamma-Gamma failed on every snapshot.")
+    columns = ["prob__p_alive", purchases_column(horizon_days), "prob__expected_spend",
+               "prob__clv"]
+    parts, stack = [], None
+    for d in as_of_dates:
+        try:
+            stack = warehouse_stack(con, d)
+        except ModelError as exc:
+            notes.append(
+                f"BG/NBD + Gamma-Gamma failed on the {d} snapshot; its prob__ "
+                f"features are missing: {exc}"
+            )
             log.warning(notes[-1])
-            return data, notes
-        prob = pd.concat(parts, ignore_index=True)
-        prob["as_of"] = prob["as_of"].astype(data["as_of"].dtype)
-        data = data.merge(prob, on=["customer_id", "as_of"], how="left", validate="one_to_one")
-    return data, notes
+            continue
+        rows = data["as_of"] == pd.Timestamp(d)
+        parts.append(stack.transform(data[rows], columns))
+    if not parts:
+        notes.append("No prob__ features: BG/NBD + Gamma-Gamma failed on every snapshot.")
+        log.warning(notes[-1])
+        return data, notes, None
+    return data.join(pd.concat(parts)), notes, stack
 
 
 @dataclass
@@ -600,6 +683,7 @@ class WarehouseSplit:
     notes: list[str]
     test_identity: str
     tags: dict[str, object]
+    stack: Any = None  # the ProbabilisticStack the registered model computes prob__ with
 
 
 def warehouse_split(
@@ -616,7 +700,9 @@ def warehouse_split(
 
     horizon = config.horizon_days
     dates = snapshot_dates(warehouse_today(con), horizon, config.snapshots)
-    data, notes = load_snapshots(con, dates, horizon, with_probabilistic=with_probabilistic)
+    data, notes, stack = load_snapshots(
+        con, dates, horizon, with_probabilistic=with_probabilistic
+    )
     if label not in data.columns:
         raise ModelError(f"build_training_set returned no {label} column; check horizon_days.")
     missing = int(data[label].isna().sum())
@@ -634,6 +720,7 @@ def warehouse_split(
     )
     tags: dict[str, object] = {
         "source": "warehouse",
+        "label": label,
         "feature_set_version": FEATURE_SET_VERSION,
         "horizon_days": horizon,
         "as_of_train": _joined(split.train_dates),
@@ -646,6 +733,7 @@ def warehouse_split(
     return WarehouseSplit(
         train=train, validation=val, test=test, label=label, features=features,
         schema=infer_schema(train[features]), notes=notes, test_identity=identity, tags=tags,
+        stack=stack,
     )
 
 
@@ -718,6 +806,7 @@ def run_training_job(
     notes: Sequence[str] = (),
     on_progress: Callable[[int, int], None] | None = None,
     refit_data: tuple[Any, np.ndarray] | None = None,
+    stack: Any = None,
 ) -> TrainResult:
     """One MLflow parent run: tags + resolved config, Optuna trials as nested runs, the refit
     best model, its evaluation against baselines (metrics, plots), the current champion scored
@@ -740,6 +829,9 @@ def run_training_job(
         model is refit on these rows with the chosen settings, its boosting rounds rescaled
         from the early-stopped count by ``len(X_all) / training rows``. ``None`` registers
         the evaluated model itself. The run's ``rows_*`` tags say which rows each part used.
+    stack
+        The :class:`~customer360.models.prob_stack.ProbabilisticStack` the ``prob__`` inputs
+        were made with: the logged model carries it and computes them from plain features.
     """
     import mlflow
 
@@ -806,10 +898,15 @@ def run_training_job(
         else:
             rows["rows_registered_model"] = rows["rows_fit_evaluated_model"]
         mlflow.set_tags(rows)
+        if stack is not None:
+            model.stack_ = stack
+            mlflow.log_params({f"prob_{k}": v for k, v in stack.params().items()})
         if all_notes:
             mlflow.log_text("\n".join(all_notes), "notes.txt")
+        description, version_tags = version_description(model_name, tags, rows, stack)
         model_uri, version = log_and_register(
-            model, example, model_name=model_name, register=register
+            model, example, model_name=model_name, register=register,
+            description=description, version_tags=version_tags,
         )
         became_champion = False
         if version is not None:

@@ -46,13 +46,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from customer360.data.readers import offer_history
 from customer360.data.warehouse import registered, require_tables, table_exists
 from customer360.errors import Customer360Error, ModelError
 from customer360.models.nbo import (
     OFFER_COLUMNS,
     NBOConfig,
     PropensityModel,
-    apply_overrides,
     eligibility,
     load_nbo_config,
     pair_frame,
@@ -74,49 +74,14 @@ ProgressCallback = Callable[[int, int], None]
 
 def load_offers(con: duckdb.DuckDBPyConnection, config: NBOConfig) -> pd.DataFrame:
     """The offer catalogue (warehouse table + config overrides), sorted by ``offer_id``."""
-    table = config.catalogue.source_table
-    require_tables(con, table)
-    offers = con.execute(f"SELECT * FROM {table} ORDER BY offer_id").df()
-    if offers.empty:
-        raise Customer360Error(
-            f"The offer catalogue (table {table}) is empty; ingest offers first."
-        )
-    return apply_overrides(offers, config).sort_values("offer_id").reset_index(drop=True)
+    from customer360.data.readers import offer_table
+    from customer360.models.nbo import offer_catalogue
+
+    return offer_catalogue(offer_table(con, config.catalogue.source_table), config)
 
 
-def load_history(
-    con: duckdb.DuckDBPyConnection,
-    offers: pd.DataFrame | None = None,
-    customer_ids: list[str] | None = None,
-) -> pd.DataFrame:
-    """Every past offer and answer: ``offer_events`` plus the bandit feedback log.
-
-    Columns ``customer_id, offer_id, ts, channel, accepted``; feeds the held / recently
-    rejected / contact-cap rules. ``customer_ids`` restricts it to those customers (what a
-    single request needs).
-    """
-    from customer360.models.bandit import FEEDBACK_TABLE
-
-    where, params = "", []
-    if customer_ids is not None:
-        where, params = " WHERE list_contains(?::VARCHAR[], customer_id)", [list(customer_ids)]
-    parts = [
-        con.execute(
-            f"SELECT customer_id, offer_id, ts, channel, accepted FROM offer_events{where}", params
-        ).df()
-    ]
-    if table_exists(con, FEEDBACK_TABLE):
-        fb = con.execute(
-            f"SELECT customer_id, offer_id, ts, accepted FROM {FEEDBACK_TABLE}{where}", params
-        ).df()
-        if len(fb):
-            if offers is None:
-                offers = con.execute("SELECT offer_id, channel FROM offers").df()
-            fb["channel"] = (
-                offers.set_index("offer_id")["channel"].reindex(fb["offer_id"]).to_numpy()
-            )
-            parts.append(fb)
-    return pd.concat(parts, ignore_index=True)
+# The reader moved to data/ (serving reads history too); the old name stays for callers.
+load_history = offer_history
 
 
 def snapshot_grid(first: pd.Timestamp, last: pd.Timestamp, step_months: int) -> list[dt.date]:
@@ -565,13 +530,49 @@ def _python_model_base():
 
 
 class NBOPyfunc(_python_model_base()):
-    """MLflow pyfunc of the propensity model: feature + offer columns in, ``p_accept`` out."""
+    """MLflow pyfunc of the propensity model.
 
-    def __init__(self, model: PropensityModel | None = None) -> None:
+    Feature + offer columns in, ``p_accept`` out (one row per input row). Without offer
+    columns, every offer of the catalogue it was trained with is scored for each row:
+    ``input_row``, ``offer_id``, ``p_accept`` (see
+    :func:`customer360.models.nbo.score_every_offer`).
+    """
+
+    def __init__(
+        self, model: PropensityModel | None = None, offers: pd.DataFrame | None = None
+    ) -> None:
         self.model = model
+        self.offers = offers
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        return pd.DataFrame({"p_accept": self.model.predict_proba(model_input)})
+        from customer360.models.nbo import score_every_offer
+
+        has_offer = any(c in model_input.columns for c in OFFER_COLUMNS)
+        if has_offer or getattr(self, "offers", None) is None:
+            return pd.DataFrame({"p_accept": self.model.predict_proba(model_input)})
+        return score_every_offer(self.model, model_input, self.offers)
+
+
+def nbo_signature(example: pd.DataFrame, output: pd.DataFrame):
+    """The pyfunc signature: customer features required with their own types (int64 features
+    stay ``long``, as ``features build`` writes them), the offer columns optional."""
+    from mlflow.models import infer_signature
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    from customer360.features.registry import dtypes
+
+    kinds = dtypes()
+    typed = example.copy()
+    for col in typed.columns:
+        if kinds.get(col) == "int64" and typed[col].notna().all():
+            typed[col] = typed[col].astype("int64")
+    inferred = infer_signature(typed, output)
+    inputs = Schema([
+        ColSpec(spec.type, spec.name, required=spec.name not in OFFER_COLUMNS)
+        for spec in inferred.inputs.inputs
+    ])
+    return typed, ModelSignature(inputs=inputs, outputs=inferred.outputs)
 
 
 def train_nbo(
@@ -598,14 +599,16 @@ def train_nbo(
     >>> result.policy_values[["policy", "dr", "true_value"]]  # doctest: +SKIP
     """
     import mlflow
-    from mlflow.models import infer_signature
 
     from customer360.features.registry import FEATURE_SET_VERSION
     from customer360.training.common import (
+        TAG_CHAMPION_EVALUATED,
         TAG_GREATER_IS_BETTER,
         TAG_PRIMARY_METRIC,
         TAG_TEST_SNAPSHOT,
         ParamRange,
+        evaluate_champion_with,
+        log_figures,
         tune,
     )
     from customer360.training.tracking import run_tags, setup_mlflow
@@ -670,6 +673,8 @@ def train_nbo(
             objective, space, trials=trials, seed=cfg.seed, metric="log_loss", fixed_params={}
         )
         model = fit_propensity(data, config, best.best_params)
+        # what actually ran (the requested trials are the `trials` param)
+        mlflow.log_params({"trials_run": best.n_trials, "trials_pruned": best.n_pruned})
         step()
 
         X_test = model_input(data.test, data.feature_columns)
@@ -729,11 +734,23 @@ def train_nbo(
             )
             mlflow.log_artifact(str(Path(tmp) / "ope.json"))
 
-        example = X_test.head(5)
-        signature = infer_signature(example, NBOPyfunc(model).predict(None, example))
+        catalogue = data.offers[list(OFFER_COLUMNS)].reset_index(drop=True)
+        champion = evaluate_champion_with(
+            MODEL_NAME,
+            lambda champ: {"policy_value_dr": _learned_dr(
+                con, data, champ.unwrap_python_model().model, config
+            )},
+        )
+        if champion is not None:
+            mlflow.set_tag(TAG_CHAMPION_EVALUATED, champion[0])
+            mlflow.log_metrics({f"champion_test_{k}": v for k, v in champion[1].items()})
+        log_figures(_figures(data, model, table, cfg))
+        example, signature = nbo_signature(
+            X_test.head(5), NBOPyfunc(model).predict(None, X_test.head(5))
+        )
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=NBOPyfunc(model),
+            python_model=NBOPyfunc(model, catalogue),
             signature=signature,
             input_example=example,
             pip_requirements=["lightgbm", "scikit-learn", "pandas", "numpy", "customer360"],
@@ -741,9 +758,10 @@ def train_nbo(
         )
         version = None
         if register:
-            from customer360.training.common import set_registration_aliases
+            from customer360.training.common import describe_version, set_registration_aliases
 
             version = str(info.registered_model_version)
+            describe_version(MODEL_NAME, version, *_version_description(data, cfg, best))
             set_registration_aliases(MODEL_NAME, version)  # first version -> @champion too
         step()
     return NBOResult(
@@ -756,6 +774,57 @@ def train_nbo(
         ope=ope,
         notes=notes,
     )
+
+
+def _learned_dr(con, data: OfferData, model: PropensityModel, config: NBOConfig) -> float:
+    """Doubly robust value of the policy ``model`` induces on the held-out events."""
+    table, _ = policy_values(decision_matrices(con, data.test, data, model, config), config)
+    return float(table.set_index("policy").loc["learned", "dr"])
+
+
+def _figures(data: OfferData, model: PropensityModel, table: pd.DataFrame, cfg) -> dict:
+    """Calibration, acceptance by offer and policy values of one NBO run."""
+    from customer360.models.nbo_plots import (
+        plot_acceptance_by_offer,
+        plot_policy_values,
+        plot_weighted_calibration,
+    )
+
+    X_test = model_input(data.test, data.feature_columns)
+    y = data.test["accepted"].astype(float).to_numpy()
+    p = model.predict_proba(X_test)
+    w = ipw_weights(data.test["propensity"], cfg.weight_clip)
+    return {
+        "calibration": plot_weighted_calibration(y, p, w),
+        "acceptance_by_offer": plot_acceptance_by_offer(data.test["offer_id"].to_numpy(), y, p, w),
+        "policy_values": plot_policy_values(table),
+    }
+
+
+def _version_description(data: OfferData, cfg, best) -> tuple[str, dict[str, object]]:
+    """Description and tags of a registered NBO version (as churn and ML-CLV get them)."""
+    from customer360.features.registry import FEATURE_SET_VERSION
+
+    rows = len(data.train) + len(data.calib)
+    definition = (
+        "P(accept) of an offer made to a customer: offer_events.accepted, inverse-propensity "
+        "weighted by the logging policy"
+    )
+    tags: dict[str, object] = {
+        "label": "accepted",
+        "label_definition": definition,
+        "feature_set_version": FEATURE_SET_VERSION,
+        "source": "warehouse",
+        "rows_registered_model": rows,
+        "rows_test": len(data.test),
+        "trials_run": best.n_trials,
+    }
+    text = (
+        f"nbo: {definition}; feature set {FEATURE_SET_VERSION}. Fit on {rows:,} offer events "
+        f"(training + calibration), tested on {len(data.test):,} later events. Without offer "
+        "columns, predict scores every offer of the catalogue for each feature row."
+    )
+    return text, tags
 
 
 def load_propensity_model(name: str = MODEL_NAME, alias: str = "challenger") -> PropensityModel:
@@ -784,14 +853,9 @@ BYO_POLICIES = ("uniform", "logging", "model")
 
 def read_logs(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet log file."""
-    path = Path(path)
-    if not path.is_file():
-        raise Customer360Error(f"Log file {path} does not exist.")
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        return pd.read_parquet(path)
-    if path.suffix.lower() in {".csv", ".txt"}:
-        return pd.read_csv(path)
-    raise Customer360Error(f"Log file {path}: use .csv or .parquet (got {path.suffix!r}).")
+    from customer360.data.files import read_file
+
+    return read_file(path, what="Log file", error=Customer360Error)
 
 
 def _crossfit_rewards(

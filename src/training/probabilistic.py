@@ -22,8 +22,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from customer360.data.readers import customers_before, margin_rate_before, purchases_before
 from customer360.errors import ContractError, ModelError
 from customer360.features.rfm import rfm_summary
+from customer360.figures import new_figure
 from customer360.models.clv import (
     DAYS_PER_UNIT,
     BetaGeoModel,
@@ -32,9 +34,9 @@ from customer360.models.clv import (
     customer_clv,
     fit_pair,
     load_clv_config,
+    stack_for,
+    stack_scores,
     transaction_kwargs,
-    warehouse_margin_rate,
-    warehouse_purchases,
 )
 
 log = logging.getLogger(__name__)
@@ -92,19 +94,9 @@ def holdout_metrics(rfm: pd.DataFrame, predictions: dict[str, np.ndarray]) -> di
 # --- plots --------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_holdout_by_frequency(table: pd.DataFrame, path: Path, holdout_label: str) -> Path:
     """Actual vs predicted mean holdout purchases by calibration frequency."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure((7, 4.5))
     labels = [str(f) for f in table.index[:-1]] + [f"{table.index[-1]}+"]
     x = np.arange(len(table))
     ax.plot(x, table["actual"], "k-o", label="actual")
@@ -117,7 +109,6 @@ def plot_holdout_by_frequency(table: pd.DataFrame, path: Path, holdout_label: st
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -143,7 +134,6 @@ def plot_matrix(
 ) -> Path:
     """Heatmap of P(alive) (``kind="p_alive"``) or of expected purchases in the next
     ``horizon`` (``kind="frequency_recency"``) over frequency x recency at age ``age``."""
-    plt = _pyplot()
     rows, (shape, valid, recs) = _grid(max_frequency, age)
     if kind == "p_alive":
         values, title = model.p_alive(rows), "P(alive)"
@@ -152,7 +142,7 @@ def plot_matrix(
         title = f"Expected purchases in the next {horizon:g} {unit_label}"
     image = np.full(shape, np.nan)
     image[valid] = values
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = new_figure((6.5, 5))
     shown = ax.imshow(
         np.ma.masked_invalid(image),
         origin="lower",
@@ -166,7 +156,6 @@ def plot_matrix(
     ax.set_title(f"{model._label}: {title}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -381,9 +370,10 @@ def log_to_mlflow(report: ClvReport, *, tags: dict[str, Any]) -> str:
 def _read_columns(con: duckdb.DuckDBPyConnection, path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ContractError(f"Transactions file {path} does not exist.")
-    reader = "read_parquet" if path.suffix.lower() in {".parquet", ".pq"} else "read_csv"
+    from customer360.data.files import duckdb_reader
+
     try:
-        return con.execute(f"SELECT * FROM {reader}(?)", [str(path)]).df()
+        return con.execute(f"SELECT * FROM {duckdb_reader(path)}(?)", [str(path)]).df()
     except duckdb.Error as exc:
         raise ContractError(f"Cannot read transactions file {path}: {exc}") from exc
 
@@ -558,7 +548,7 @@ def run_warehouse(
     as_of_ts = pd.Timestamp(as_of)
     cal_end = (as_of_ts - pd.Timedelta(days=days + 1)).date()
     obs_end = (as_of_ts - pd.Timedelta(days=1)).date()
-    purchases = warehouse_purchases(con, as_of_ts)
+    purchases = purchases_before(con, as_of_ts)
     rfm = rfm_summary(
         con,
         purchases,
@@ -571,7 +561,7 @@ def run_warehouse(
     )
     margin = margin_rate if margin_rate is not None else cfg.margin_rate
     if margin is None:
-        margin = warehouse_margin_rate(con, cal_end + dt.timedelta(days=1))
+        margin = margin_rate_before(con, cal_end + dt.timedelta(days=1))
     rate = cfg.annual_discount_rate if discount_rate is None else discount_rate
     report = fit_and_report(
         rfm,
@@ -603,3 +593,97 @@ def run_warehouse(
         )
     log.info("probabilistic CLV on %d customers written to %s", len(rfm), output_dir)
     return report
+
+
+# --- the warehouse scores the stacked models read ------------------------------------------------
+
+
+def warehouse_rfm(con, as_of: dt.date | str, *, time_unit: str = "W") -> pd.DataFrame:
+    """RFM summary of the warehouse purchases strictly before ``as_of`` (returns excluded).
+
+    The calibration period ends the day before ``as_of``, so no row dated ``as_of`` or later
+    is read.
+    """
+    cal_end = (pd.Timestamp(as_of) - pd.Timedelta(days=1)).date()
+    return rfm_summary(
+        con, purchases_before(con, as_of), customer_col="customer_id", date_col="ts",
+        amount_col="amount", calibration_end=cal_end, time_unit=time_unit,
+    )
+
+
+def warehouse_stack(
+    con,
+    as_of: dt.date | str,
+    *,
+    config: ClvProbabilisticConfig | None = None,
+    discount_rate: float | None = None,
+    margin_rate: float | None = None,
+    months: int | None = None,
+    rfm: pd.DataFrame | None = None,
+):
+    """BG/NBD + Gamma-Gamma fitted on the purchases before ``as_of`` with the CLV settings
+    (:class:`~customer360.models.prob_stack.ProbabilisticStack`); ``margin_rate=None`` and no
+    configured rate use the warehouse's margin / revenue ratio before ``as_of``."""
+    cfg = config or load_clv_config()
+    margin = margin_rate if margin_rate is not None else cfg.margin_rate
+    if margin is None:
+        margin = margin_rate_before(con, as_of)
+    rfm = warehouse_rfm(con, as_of, time_unit=cfg.time_unit) if rfm is None else rfm
+    return stack_for(
+        rfm, cfg, margin_rate=margin, as_of=as_of, annual_discount_rate=discount_rate,
+        months=months,
+    )
+
+
+def probabilistic_scores(
+    con,
+    as_of: dt.date | str,
+    *,
+    horizon_days: int | None = None,
+    discount_rate: float | None = None,
+    margin_rate: float | None = None,
+    months: int | None = None,
+    config: ClvProbabilisticConfig | None = None,
+) -> pd.DataFrame:
+    """BG/NBD + Gamma-Gamma scores of every customer signed up before ``as_of``.
+
+    Fits both models on the non-return purchases strictly before ``as_of`` (time in weeks) and
+    scores each customer:
+
+    * ``prob__p_alive``: P(still active) at ``as_of``;
+    * ``prob__expected_purchases__{H}d``: expected purchases in ``[as_of, as_of + H days)``;
+    * ``prob__expected_spend``: expected spend per purchase (Gamma-Gamma);
+    * ``prob__clv``: discounted expected margin over ``months`` months.
+
+    Customers who never bought before ``as_of`` get the documented defaults of
+    :func:`customer360.models.clv.stack_scores`.
+
+    Parameters
+    ----------
+    con
+        Warehouse connection (tables ``customers`` and ``transactions``).
+    as_of
+        Scoring date; only rows strictly before it are read.
+    horizon_days, discount_rate, margin_rate, months
+        Override ``configs/clv_probabilistic.yaml`` (``discount_rate`` is annual;
+        ``margin_rate=None`` uses the warehouse's margin / revenue ratio before ``as_of``).
+    config
+        An already loaded config.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``customer_id`` and the four ``prob__`` columns, sorted by ``customer_id``.
+
+    Examples
+    --------
+    >>> probabilistic_scores(con, "2026-06-30", horizon_days=90)  # doctest: +SKIP
+    """
+    cfg = config or load_clv_config()
+    horizon = cfg.horizon_days if horizon_days is None else horizon_days
+    rfm = warehouse_rfm(con, as_of, time_unit=cfg.time_unit)
+    stack = warehouse_stack(
+        con, as_of, config=cfg, discount_rate=discount_rate, margin_rate=margin_rate,
+        months=months, rfm=rfm,
+    )
+    return stack_scores(stack, rfm, customers_before(con, as_of)["customer_id"], horizon)

@@ -39,7 +39,7 @@ def probabilistic_clv(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.Data
     our own errors (logged as a warning: the report then shows no mean CLV).
     """
     try:
-        from customer360.models.clv import probabilistic_scores
+        from customer360.training.probabilistic import probabilistic_scores
     except ImportError as exc:
         log.info("probabilistic CLV not available (%s); segments without CLV", exc)
         return None
@@ -160,31 +160,25 @@ def write_outputs(classified: pd.DataFrame, report: ParetoReport, output: Path) 
 
 def plot_pareto(report: ParetoReport, path: Path) -> Path:
     """Cumulative margin share against customer share (buyers sorted by margin, best first)."""
-    import matplotlib
+    from customer360.figures import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    try:
-        curve = report.curve
-        ax.plot(curve["customer_share"], curve["margin_share"], label="cumulative margin share")
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="equal contribution")
-        ax.axvline(report.top_share, color="tab:red", linestyle=":")
-        ax.axhline(1.0, color="black", linewidth=0.5)
-        if report.margin_share_top == report.margin_share_top:  # not NaN
-            ax.annotate(
-                f"top {report.top_share:.0%}: {report.margin_share_top:.0%} of margin",
-                (report.top_share, report.margin_share_top),
-                textcoords="offset points",
-                xytext=(8, -14),
-            )
-        ax.set_xlabel("share of buyers (sorted by margin, best first)")
-        ax.set_ylabel("cumulative share of margin")
-        ax.set_title(f"Pareto of margin, as of {report.as_of or '?'} ({report.buyers} buyers)")
-        ax.legend(loc="lower right")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+    fig, ax = new_figure((6, 4.5))
+    curve = report.curve
+    ax.plot(curve["customer_share"], curve["margin_share"], label="cumulative margin share")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="equal contribution")
+    ax.axvline(report.top_share, color="tab:red", linestyle=":")
+    ax.axhline(1.0, color="black", linewidth=0.5)
+    if report.margin_share_top == report.margin_share_top:  # not NaN
+        ax.annotate(
+            f"top {report.top_share:.0%}: {report.margin_share_top:.0%} of margin",
+            (report.top_share, report.margin_share_top),
+            textcoords="offset points",
+            xytext=(8, -14),
+        )
+    ax.set_xlabel("share of buyers (sorted by margin, best first)")
+    ax.set_ylabel("cumulative share of margin")
+    ax.set_title(f"Pareto of margin, as of {report.as_of or '?'} ({report.buyers} buyers)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     return path
