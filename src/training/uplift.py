@@ -32,6 +32,7 @@ from customer360.config import StrictModel, load_config
 from customer360.data.campaigns import load_campaign_log
 from customer360.data.warehouse import table_exists
 from customer360.errors import CampaignError
+from customer360.figures import new_figure
 from customer360.models.ope import evaluate_policy
 from customer360.models.uplift import (
     UpliftLearner,
@@ -404,22 +405,12 @@ def contact_list(
 # --- plots, MLflow and the command's job ----------------------------------------------------------
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def qini_figure(scored: pd.DataFrame, action: str):
     """Qini curves (incremental buyers) of uplift, churn-risk and propensity targeting on the
     held-out campaign, with the random line."""
     from customer360.models.uplift import qini_points
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = new_figure((6, 4.5))
     y = scored["purchased"].astype(int).to_numpy()
     t = scored["treated"].to_numpy()
     for name, col in RANKINGS.items():
@@ -457,8 +448,7 @@ def incremental_table(scored: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def bar_figure(table: pd.DataFrame, by: str, action: str):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure((7, 4.5))
     cols = [c for c in ("dr_estimate", "model_estimate", "true") if c in table]
     x = np.arange(len(table))
     w = 0.8 / len(cols)
