@@ -31,3 +31,32 @@ def test_source_records_are_deterministic_duplicated_and_hold_hard_negatives():
     # People have no company id, companies no date of birth.
     assert records.loc[records["company_name"].isna(), "company_id"].isna().all()
     assert records.loc[records["company_name"].notna(), "date_of_birth"].isna().all()
+
+
+def test_generator_writes_source_records_that_pass_their_own_contract(tmp_path):
+    from customer360.data.ingest import ingest_file
+    from customer360.data.synthetic import generate_warehouse
+    from customer360.data.warehouse import connect
+
+    db = tmp_path / "w.duckdb"
+    counts = generate_warehouse(db, n_customers=60, seed=2, source_records=True)
+    assert counts["source_records"] == counts["truth_source_records"] >= 60
+    con = connect(db)
+    try:
+        kinds = con.execute(
+            "SELECT bool_and((r.company_name IS NOT NULL) = (c.customer_type = 'B2B')) "
+            "FROM source_records r JOIN truth_source_records t USING (record_key) "
+            "JOIN customers c ON c.customer_id = t.entity_id").fetchone()[0]
+        assert kinds
+        # The generator's rows re-ingested into a fresh warehouse: all load, none quarantined.
+        path = tmp_path / "sources.csv"
+        con.execute(f"COPY source_records TO '{path}' (HEADER)")
+    finally:
+        con.close()
+    fresh = connect(tmp_path / "fresh.duckdb", create=True)
+    try:
+        report = ingest_file(fresh, "source_records", path)
+        assert report.rows_loaded == counts["source_records"], report.reasons
+        assert report.rows_quarantined == 0
+    finally:
+        fresh.close()

@@ -644,6 +644,7 @@ def generate_warehouse(
     on_progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
     config: SyntheticConfig | None = None,
+    source_records: bool = False,
 ) -> dict[str, int]:
     """Generate a synthetic CRM warehouse with known ground truth.
 
@@ -664,6 +665,11 @@ def generate_warehouse(
     config
         Parameters of the simulated world; default :class:`SyntheticConfig()` (the values of
         ``configs/synthetic.yaml``).
+    source_records
+        Also write ``source_records``: every customer as one to four records in the source
+        systems, with duplication and hard negatives, and ``truth_source_records`` mapping each
+        record to its ``customer_id`` (issue 14, :mod:`customer360.data.synthetic_identity`).
+        Off, the table stays empty and every other table is unchanged.
 
     Returns
     -------
@@ -732,6 +738,10 @@ def generate_warehouse(
                                                        else None)),
         ):
             set_meta(con, key, value)
+        if source_records:  # issue 14
+            from customer360.data.synthetic_identity import write_source_records
+
+            write_source_records(con, seed=seed, today=today_d)
         # keys are added once at the end: one bulk index build instead of row-by-row upkeep
         for table, key in _primary_keys().items():
             con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
@@ -739,6 +749,9 @@ def generate_warehouse(
             t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in (*k.RAW_TABLES, *TRUTH_TABLES)
         }
+        if source_records:  # issue 14
+            counts["truth_source_records"] = con.execute(
+                "SELECT count(*) FROM truth_source_records").fetchone()[0]
         con.execute("CHECKPOINT")
     finally:
         con.close()

@@ -153,9 +153,12 @@ def _cat(*parts) -> np.ndarray:
     return out.to_numpy(dtype=object)
 
 
-def _entities(n: int, rng: np.random.Generator, cfg: SourceRecordsConfig) -> pd.DataFrame:
+def _entities(
+    n: int, rng: np.random.Generator, cfg: SourceRecordsConfig, is_b2b: np.ndarray | None
+) -> pd.DataFrame:
     """True people and companies, households and sister companies included."""
-    is_b2b = rng.random(n) < cfg.b2b_share
+    drawn = rng.random(n) < cfg.b2b_share
+    is_b2b = drawn if is_b2b is None else np.asarray(is_b2b, dtype=bool)
     surnames = np.concatenate([
         _cat(_pick(rng, SURNAME_STEMS, n), _pick(rng, SURNAME_ENDS, n)),
         _pick(rng, PLAIN_SURNAMES, n, zipf=0.8),
@@ -278,6 +281,7 @@ def generate_source_records(
     *,
     seed: int,
     entity_ids: np.ndarray | None = None,
+    is_b2b: np.ndarray | None = None,
     today: dt.date = dt.date(2026, 6, 30),
     config: SourceRecordsConfig | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -291,6 +295,8 @@ def generate_source_records(
         Random seed; the same seed and size give identical records.
     entity_ids
         The customers' ids (e.g. the warehouse's ``customer_id``); default ``E00000001`` ...
+    is_b2b
+        Which customers are companies; default drawn with ``config.b2b_share``.
     today
         Timestamps lie in the three years before it.
 
@@ -302,7 +308,7 @@ def generate_source_records(
     """
     cfg = config or SourceRecordsConfig()
     rng = np.random.default_rng([seed, 14])
-    ent = _entities(n_entities, rng, cfg)
+    ent = _entities(n_entities, rng, cfg, is_b2b)
     ids = (np.asarray(entity_ids, dtype=object) if entity_ids is not None
            else np.array([f"E{i:08d}" for i in range(n_entities)], dtype=object))
     copies = rng.choice(len(cfg.copies_p), n_entities, p=np.asarray(cfg.copies_p)) + 1
@@ -425,3 +431,32 @@ def generate_source_records(
         if records[col].dtype == object:
             records[col] = records[col].astype("string")
     return records, truth
+
+
+TRUTH_SOURCE_RECORDS_DDL = """
+CREATE OR REPLACE TABLE truth_source_records (
+  record_key VARCHAR PRIMARY KEY,
+  source_system VARCHAR NOT NULL,
+  source_record_id VARCHAR NOT NULL,
+  entity_id VARCHAR NOT NULL
+)"""
+
+
+def write_source_records(con, *, seed: int, today: dt.date) -> int:
+    """Write the source records of every warehouse customer, and their truth, into ``con``.
+
+    The warehouse's B2B customers are the companies.
+    """
+    from customer360.data.warehouse import insert_frame
+
+    customers = con.execute(
+        "SELECT customer_id, customer_type = 'B2B' AS b2b FROM customers ORDER BY customer_id"
+    ).df()
+    records, truth = generate_source_records(
+        len(customers), seed=seed, entity_ids=customers["customer_id"].to_numpy(),
+        is_b2b=customers["b2b"].to_numpy(), today=today,
+    )
+    insert_frame(con, "source_records", records)
+    con.execute(TRUTH_SOURCE_RECORDS_DDL)
+    insert_frame(con, "truth_source_records", truth)
+    return len(records)
