@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,15 @@ class IdentityConfig(StrictModel):
     em_max_iterations: int = Field(25, gt=0)
     deterministic_recall: float = Field(0.7, gt=0, le=1)
     seed: int = 42
+
+    # Golden records (issue 14 item 3): one rule per attribute; attributes not named use
+    # default_rule. Rules: source_priority, most_recent, most_complete, most_frequent.
+    survivorship: dict[str, Literal["source_priority", "most_recent", "most_complete",
+                                    "most_frequent"]] = Field(default_factory=dict)
+    default_rule: Literal["source_priority", "most_recent", "most_complete",
+                          "most_frequent"] = "most_recent"
+    source_priority: list[str] = Field(
+        default_factory=lambda: ["crm", "b2b", "webshop", "callcentre", "pos"])
 
     @model_validator(mode="after")
     def _review_below_match(self) -> IdentityConfig:
