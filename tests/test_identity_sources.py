@@ -177,3 +177,21 @@ def test_golden_records_name_the_record_each_attribute_came_from(resolved):
         WHERE {rank.format('r.source_system')}
               < {rank.format("split_part(g.company_name_source, ':', 1)")}""").fetchall()
     assert golden["company_name"].notna().sum() > 10 and worse[0][0] == 0
+
+
+def test_identity_cli_runs_reviews_and_refuses_bad_decisions(resolved, monkeypatch, capsys):
+    from test_identity import run_main
+
+    con, *_ = resolved
+    db = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+                     ).fetchall()[0][0]
+    pair = con.execute("SELECT record_key_l, record_key_r FROM identity_review LIMIT 1").fetchall()
+    con.close()  # the CLI opens the file itself (the last test of this module that uses it)
+    code, text = run_main(monkeypatch, capsys, "identity", "review", "--db", db, "--limit", "3")
+    assert code == 0 and "identity review queue" in text, text
+    code, text = run_main(monkeypatch, capsys, "identity", "review", pair[0][0], "--db", db,
+                          "--accept")
+    assert code == 2 and "exactly one of --accept or --reject" in text
+    code, text = run_main(monkeypatch, capsys, "identity", "review", "crm:nope", pair[0][1],
+                          "--reject", "--db", db)
+    assert code == 2 and "both must be resolved source records" in text
