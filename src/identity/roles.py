@@ -31,6 +31,8 @@ _NAME_PATTERNS: tuple[tuple[str, str], ...] = (
     ("dob", r"dob|dateofbirth|birth|born|bday"),
     ("given_name", r"given|first|forename|fname|christian"),
     ("surname", r"surname|last|family|lname"),
+    # A company's registration or tax number is an id, not the company's name.
+    ("id", r"(company|organi[sz]ation|business)(id|no|num|reg)"),
     ("full_name", r"^(full)?name$|company|organi[sz]ation|business|contact"),
     ("postcode", r"post|zip|pin"),
     ("street_number", r"(street|house|building)(no|num)|^number$"),
@@ -224,7 +226,10 @@ def build_settings(roles: dict[str, str], link_type: str, *, max_iterations: int
 
 def training_blocks(roles: dict[str, str]) -> list[list[str]]:
     """Blocks for EM: one on the names (trains the rest), one on the rest (trains the names)."""
-    names = [f"std_{c}" for c, r in roles.items() if r in ("given_name", "surname", "full_name")]
+    # Person names when there are any: a company-name column is empty on every person's
+    # record, so an exact rule that needs it too would find no pairs to train on.
+    names = [f"std_{c}" for c, r in roles.items() if r in ("given_name", "surname")] or [
+        f"std_{c}" for c, r in roles.items() if r == "full_name"]
     others = [
         f"std_{c}" for r in ("dob", "postcode", "email", "phone", "id")
         for c, role in roles.items() if role == r

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 from customer360.config import StrictModel, load_config
 from customer360.errors import IdentityError
 from customer360.identity.roles import (
+    blocking_columns,
     build_settings,
     infer_roles,
     standardise_frame,
@@ -38,6 +39,15 @@ class IdentityConfig(StrictModel):
     em_max_iterations: int = Field(25, gt=0)
     deterministic_recall: float = Field(0.7, gt=0, le=1)
     seed: int = 42
+
+    # Golden records (issue 14 item 3): one rule per attribute; attributes not named use
+    # default_rule. Rules: source_priority, most_recent, most_complete, most_frequent.
+    survivorship: dict[str, Literal["source_priority", "most_recent", "most_complete",
+                                    "most_frequent"]] = Field(default_factory=dict)
+    default_rule: Literal["source_priority", "most_recent", "most_complete",
+                          "most_frequent"] = "most_recent"
+    source_priority: list[str] = Field(
+        default_factory=lambda: ["crm", "b2b", "webshop", "callcentre", "pos"])
 
     @model_validator(mode="after")
     def _review_below_match(self) -> IdentityConfig:
@@ -164,7 +174,7 @@ def unify_frames(
     model as a dict, to save next to the run) and ``report`` (JSON-ready).
     """
     import splink
-    from splink import DuckDBAPI, Linker, block_on
+    from splink import DuckDBAPI, Linker
 
     config = config or IdentityConfig()
     threshold = config.match_threshold if threshold is None else threshold
@@ -224,16 +234,7 @@ def unify_frames(
         trained = False
     linker = Linker(dfs, settings, log_level=None)
     if not trained:
-        blocks = training_blocks(roles)
-        deterministic = [block_on(*sum(blocks, []))]
-        linker.training.estimate_probability_two_random_records_match(
-            deterministic, recall=config.deterministic_recall
-        )
-        linker.training.estimate_u_using_random_sampling(
-            max_pairs=config.u_max_pairs, seed=config.seed
-        )
-        for block in blocks:
-            linker.training.estimate_parameters_using_expectation_maximisation(block_on(*block))
+        train_linker(linker, roles, config)
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -318,6 +319,38 @@ def unify_frames(
     seconds["total"] = time.perf_counter() - started
     report["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return {"clusters": clusters, "pairs": out_pairs, "settings": model, "report": report}
+
+
+def train_linker(linker: Any, roles: dict[str, str], config: IdentityConfig) -> list[str]:
+    """Train a fresh linker: prior from an exact rule, u by random sampling, m by EM per block.
+
+    An EM block whose run drives a level's m to exactly 0 (Splink refuses it) is retried on the
+    next candidate block; the blocks that could not be used are returned (and logged), never
+    hidden.
+    """
+    from splink import block_on
+
+    blocks = training_blocks(roles)
+    deterministic = [block_on(*sum(blocks, []))]
+    linker.training.estimate_probability_two_random_records_match(
+        deterministic, recall=config.deterministic_recall
+    )
+    linker.training.estimate_u_using_random_sampling(
+        max_pairs=config.u_max_pairs, seed=config.seed
+    )
+    skipped = []
+    fallbacks = [g for g in blocking_columns(roles) if g not in blocks]
+    for block in blocks:
+        for candidate in [block, *fallbacks]:
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(
+                    block_on(*candidate)
+                )
+                break
+            except ValueError as exc:
+                log.warning("EM on block %s failed (%s); trying the next block", candidate, exc)
+                skipped.append(" & ".join(candidate))
+    return skipped
 
 
 def _count_candidates(linker: Any) -> int | None:

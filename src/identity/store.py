@@ -1,0 +1,424 @@
+"""Identity resolution inside the warehouse: crosswalk, stable ids, golden records, review.
+
+One :func:`resolve` run over the ``source_records`` table:
+
+1. standardises the records not seen before into ``identity_records`` (raw value kept next to
+   ``std_<column>``);
+2. trains the Splink model once (saved in ``identity_model``) and, on later runs, scores only
+   the new records: against the existing ones (``predict_between``) and among themselves
+   (``predict_within``); scored pairs at or above the review threshold go to
+   ``identity_pairs``;
+3. clusters every stored pair at the match threshold, with the steward's decisions
+   (``identity_decisions``) applied: an accepted pair is a link, a rejected pair never is;
+4. assigns stable ids (:func:`assign_ids`) and writes ``identity_crosswalk``,
+   ``identity_aliases``, ``identity_splits``, ``identity_review`` and ``identity_golden``.
+
+Stable-id rules (documented in docs/architecture.md):
+
+* a cluster whose records had no id gets a new one, ``U`` + the first 12 hex digits of the
+  sha1 of its smallest record key (deterministic, so a rerun mints the same id);
+* a cluster holding records of one existing customer keeps that customer's id;
+* a cluster holding records of several existing customers is a merge: the survivor is the
+  customer with the most records before the merge, then the earliest first seen, then the
+  smallest id; every other id becomes an alias of the survivor and still resolves;
+* an existing customer whose records would now fall into several clusters is kept whole and
+  flagged in ``identity_splits`` (a suspected split), never re-keyed silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from customer360.data.warehouse import registered, table_exists, transaction
+from customer360.errors import IdentityError
+from customer360.identity.roles import build_settings, standardise_frame
+from customer360.identity.unify import IdentityConfig, load_identity_config, train_linker
+
+log = logging.getLogger(__name__)
+
+# The roles of the source_records contract's identity columns (no inference needed: the
+# contract names them).
+ROLES = {
+    "given_name": "given_name", "surname": "surname", "company_name": "full_name",
+    "email": "email", "phone": "phone", "street": "address", "postcode": "postcode",
+    "city": "city", "date_of_birth": "dob", "company_id": "id",
+}
+GOLDEN_ATTRIBUTES = tuple(ROLES) + ("country",)
+DECISIONS = ("accept", "reject")
+
+DDL = {
+    "identity_records": None,  # created from the first standardised frame
+    "identity_pairs": """CREATE TABLE IF NOT EXISTS identity_pairs (
+  record_key_l VARCHAR, record_key_r VARCHAR, match_probability DOUBLE, match_weight DOUBLE,
+  match_weights VARCHAR, run_id VARCHAR, PRIMARY KEY (record_key_l, record_key_r))""",
+    "identity_decisions": """CREATE TABLE IF NOT EXISTS identity_decisions (
+  record_key_l VARCHAR, record_key_r VARCHAR, decision VARCHAR NOT NULL,
+  steward VARCHAR NOT NULL, decided_at TIMESTAMP NOT NULL, note VARCHAR,
+  PRIMARY KEY (record_key_l, record_key_r))""",
+    "identity_crosswalk": """CREATE TABLE IF NOT EXISTS identity_crosswalk (
+  record_key VARCHAR PRIMARY KEY, source_system VARCHAR NOT NULL,
+  source_record_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL,
+  match_probability DOUBLE, cluster_size INTEGER NOT NULL, first_seen_run VARCHAR NOT NULL)""",
+    "identity_aliases": """CREATE TABLE IF NOT EXISTS identity_aliases (
+  alias_id VARCHAR PRIMARY KEY, customer_id VARCHAR NOT NULL, merged_run VARCHAR NOT NULL)""",
+    "identity_splits": """CREATE TABLE IF NOT EXISTS identity_splits (
+  customer_id VARCHAR, run_id VARCHAR, parts INTEGER NOT NULL, records INTEGER NOT NULL,
+  PRIMARY KEY (customer_id, run_id))""",
+    "identity_model": """CREATE TABLE IF NOT EXISTS identity_model (
+  trained_run VARCHAR NOT NULL, settings VARCHAR NOT NULL)""",
+}
+
+
+def _create(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in DDL.values():
+        if ddl:
+            con.execute(ddl)
+
+
+def _ordered(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Pair keys in a canonical order (left < right), so a pair is stored once."""
+    a, b = a.astype(str).to_numpy(), b.astype(str).to_numpy()
+    swap = a > b
+    return np.where(swap, b, a), np.where(swap, a, b)
+
+
+def record_decision(
+    con: duckdb.DuckDBPyConnection, key_l: str, key_r: str, decision: str, *, steward: str,
+    note: str | None = None,
+) -> None:
+    """Store a steward's ``accept`` / ``reject`` of a pair; later runs respect it.
+
+    Examples
+    --------
+    >>> record_decision(con, "crm:1", "pos:9", "reject", steward="ann")  # doctest: +SKIP
+    """
+    if decision not in DECISIONS:
+        raise IdentityError(f"Decision {decision!r}: use one of {', '.join(DECISIONS)}.")
+    if key_l == key_r:
+        raise IdentityError(f"Decision on {key_l!r} with itself: name two different records.")
+    _create(con)
+    known = con.execute(
+        "SELECT count(*) FROM identity_records WHERE record_key IN (?, ?)", [key_l, key_r]
+    ).fetchone()[0] if table_exists(con, "identity_records") else 0
+    if known < 2:
+        raise IdentityError(
+            f"Decision on {key_l!r} / {key_r!r}: both must be resolved source records "
+            "(record_key = system:id, as in identity_review); run `customer360 identity run`.")
+    (left,), (right,) = _ordered(pd.Series([key_l]), pd.Series([key_r]))
+    con.execute(
+        "INSERT OR REPLACE INTO identity_decisions VALUES (?, ?, ?, ?, ?, ?)",
+        [left, right, decision, steward, dt.datetime.now(dt.UTC).replace(tzinfo=None), note],
+    )
+
+
+def _standardise_new(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> pd.DataFrame:
+    """Standardise the source records not in ``identity_records`` yet; returns them."""
+    seen = table_exists(con, "identity_records")
+    where = ("WHERE record_key NOT IN (SELECT record_key FROM identity_records)" if seen
+             else "")
+    raw = con.execute(f"SELECT * FROM source_records {where} ORDER BY record_key").df()
+    if raw.empty:
+        return raw
+    clean = standardise_frame(raw, ROLES, config.default_phone_region)
+    clean = clean.astype({c: "string" for c in clean.columns if c.startswith("std_")})
+    with registered(con, clean) as view:
+        if seen:
+            con.execute(f"INSERT INTO identity_records BY NAME SELECT * FROM {view}")
+        else:
+            con.execute(f"CREATE TABLE identity_records AS SELECT * FROM {view}")
+    return clean
+
+
+def _splink_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"record_id": frame["record_key"].astype(str).to_numpy()}
+                        | {f"std_{c}": frame[f"std_{c}"].to_numpy() for c in ROLES})
+
+
+def _pairs_frame(scored: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    left, right = _ordered(scored["record_id_l"], scored["record_id_r"])
+    weights = pd.DataFrame({
+        c: scored[f"mw_std_{c}"].astype("float64")
+        + scored.get(f"mw_tf_adj_std_{c}", pd.Series(0.0, index=scored.index)).astype(
+            "float64").fillna(0.0)
+        for c in ROLES if f"mw_std_{c}" in scored.columns
+    }).round(4)
+    return pd.DataFrame({
+        "record_key_l": left, "record_key_r": right,
+        "match_probability": scored["match_probability"].astype("float64").to_numpy(),
+        "match_weight": scored["match_weight"].astype("float64").to_numpy(),
+        "match_weights": [json.dumps(r) for r in weights.to_dict("records")],
+        "run_id": run_id,
+    })
+
+
+def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[str, Any]:
+    """Score the new records (all of them on the first run) and store the pairs."""
+    from splink import DuckDBAPI, Linker
+
+    everything = con.execute("SELECT * FROM identity_records").df()
+    db_api = DuckDBAPI()
+    rows = con.execute("SELECT settings FROM identity_model").fetchall()
+    model = rows[0] if rows else None
+    first = model is None
+    settings: Any = (build_settings(ROLES, "dedupe_only", max_iterations=config.em_max_iterations)
+                     if first else json.loads(model[0]))
+    if not first:
+        settings["source_dataset_column_name"] = None
+    if first:
+        frame = db_api.register(_splink_frame(everything), table_name="c360_identity_all")
+        linker = Linker(frame, settings, log_level=None)
+        skipped = train_linker(linker, {f"{c}": r for c, r in ROLES.items()}, config)
+        scored = linker.inference.predict(threshold_match_probability=config.review_threshold)
+        saved = json.dumps(linker.misc.save_model_to_json(), default=str)
+        con.execute("INSERT INTO identity_model VALUES (?, ?)", [run_id, saved])
+    else:
+        skipped = []
+        new_keys = set(new["record_key"])
+        old = everything[~everything["record_key"].isin(new_keys)]
+        new_df = db_api.register(_splink_frame(new), table_name="c360_identity_new")
+        old_df = db_api.register(_splink_frame(old), table_name="c360_identity_old")
+        all_df = db_api.register(_splink_frame(everything), table_name="c360_identity_all")
+        linker = Linker(all_df, settings, log_level=None)
+        for comp in settings["comparisons"]:
+            if any(lv.get("tf_adjustment_column") for lv in comp["comparison_levels"]):
+                linker.table_management.compute_tf_table(comp["output_column_name"])
+        between = linker.inference.predict_between(
+            old_df, new_df, threshold_match_probability=config.review_threshold)
+        within = linker.inference.predict_within(
+            new_df, threshold_match_probability=config.review_threshold)
+        scored = [between, within]
+    frames = [s.as_pandas_dataframe() for s in (scored if isinstance(scored, list) else [scored])]
+    frames = [f for f in frames if len(f)]
+    stored = 0
+    if frames:
+        pairs = pd.concat([_pairs_frame(f, run_id) for f in frames], ignore_index=True)
+        pairs = pairs.drop_duplicates(["record_key_l", "record_key_r"])
+        with registered(con, pairs) as view:
+            con.execute(f"INSERT OR IGNORE INTO identity_pairs SELECT * FROM {view}")
+        stored = len(pairs)
+    return {"trained": first, "em_blocks_skipped": skipped, "pairs_scored": stored}
+
+
+def assign_ids(
+    records: pd.Series, labels: np.ndarray, previous: pd.DataFrame, run_id: str
+) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
+    """Stable customer ids for clustered records (the rules of the module docstring).
+
+    Parameters
+    ----------
+    records
+        Record keys.
+    labels
+        Cluster label per record (same order).
+    previous
+        The last crosswalk: ``record_key``, ``customer_id``, ``first_seen_run``.
+
+    Returns
+    -------
+    ids, aliases, splits
+        ``ids`` per record (aligned with ``records``); new ``alias_id -> customer_id`` rows;
+        suspected splits (``customer_id``, ``parts``, ``records``).
+
+    Examples
+    --------
+    >>> prev = pd.DataFrame({"record_key": ["a", "b"], "customer_id": ["X", "Y"],
+    ...                      "first_seen_run": ["r1", "r1"]})
+    >>> ids, aliases, _ = assign_ids(pd.Series(["a", "b", "c"]), np.array([0, 0, 0]), prev, "r2")
+    >>> ids.tolist(), aliases["alias_id"].tolist()
+    (['X', 'X', 'X'], ['Y'])
+    """
+    frame = pd.DataFrame({"record_key": records.astype(str).to_numpy(), "label": labels})
+    frame = frame.merge(previous[["record_key", "customer_id"]], on="record_key", how="left")
+    # Suspected splits: an old customer over several clusters is kept whole (clusters joined).
+    old = frame.dropna(subset=["customer_id"])
+    parts = old.groupby("customer_id")["label"].nunique()
+    split_ids = parts[parts > 1]
+    splits = pd.DataFrame({
+        "customer_id": split_ids.index.astype(str),
+        "parts": split_ids.to_numpy(dtype=np.int64),
+        "records": old[old["customer_id"].isin(split_ids.index)].groupby("customer_id").size()
+        .reindex(split_ids.index).to_numpy(dtype=np.int64),
+    })
+    if len(split_ids):
+        lab = frame["label"].to_numpy()
+        n_labels = int(lab.max()) + 1
+        owner, owners = pd.factorize(old["customer_id"])
+        size = n_labels + len(owners)
+        graph = coo_matrix((np.ones(len(owner)), (lab[old.index.to_numpy()], n_labels + owner)),
+                           shape=(size, size))
+        _, joined = connected_components(graph, directed=False)
+        frame["label"] = joined[lab]
+    # Per cluster: the old customers in it, with their size and first run.
+    first_seen = previous.groupby("customer_id")["first_seen_run"].min()
+    size = previous.groupby("customer_id").size()
+    old = frame.dropna(subset=["customer_id"]).drop_duplicates(["label", "customer_id"])
+    old = old.assign(size=old["customer_id"].map(size), first=old["customer_id"].map(first_seen))
+    old = old.sort_values(["label", "size", "first", "customer_id"],
+                          ascending=[True, False, True, True])
+    survivor = old.drop_duplicates("label").set_index("label")["customer_id"]
+    merged = old[old["customer_id"] != old["label"].map(survivor)]
+    aliases = pd.DataFrame({"alias_id": merged["customer_id"].astype(str).to_numpy(),
+                            "customer_id": merged["label"].map(survivor).astype(str).to_numpy(),
+                            "merged_run": run_id})
+    fresh_labels = frame.loc[~frame["label"].isin(survivor.index), ["label", "record_key"]]
+    minted = fresh_labels.groupby("label")["record_key"].min().map(
+        lambda key: "U" + hashlib.sha1(key.encode()).hexdigest()[:12].upper())
+    ids = frame["label"].map(pd.concat([survivor, minted])).astype(str)
+    return ids.reset_index(drop=True), aliases, splits
+
+
+def resolve(
+    con: duckdb.DuckDBPyConnection, *, config: IdentityConfig | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Run identity resolution over ``source_records`` (incrementally after the first run).
+
+    Returns a JSON-ready summary: new records, pairs scored, customers, merges, suspected
+    splits, review queue length. Running it again on the same input changes nothing.
+    """
+    config = config or load_identity_config()
+    run_id = run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    if not table_exists(con, "source_records"):
+        raise IdentityError("No source_records table: ingest source records first "
+                            "(`customer360 ingest source_records FILE`).")
+    _create(con)
+    new = _standardise_new(con, config)
+    summary: dict[str, Any] = {"run_id": run_id, "new_records": int(len(new))}
+    if new.empty and con.execute("SELECT count(*) FROM identity_crosswalk").fetchone()[0]:
+        summary |= {"pairs_scored": 0, "trained": False}
+    elif con.execute("SELECT count(*) FROM identity_records").fetchone()[0] == 0:
+        raise IdentityError("source_records is empty: ingest source records first.")
+    else:
+        summary |= _score(con, config, new, run_id)
+    with transaction(con):
+        summary |= _cluster_and_write(con, config, run_id)
+    return summary
+
+
+def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, Any]:
+    keys = con.execute(
+        "SELECT record_key, source_system, source_record_id FROM identity_records "
+        "ORDER BY record_key").df()
+    edges = con.execute("""
+        SELECT p.record_key_l, p.record_key_r, p.match_probability
+        FROM identity_pairs p LEFT JOIN identity_decisions d USING (record_key_l, record_key_r)
+        WHERE (p.match_probability >= ? AND d.decision IS NULL) OR d.decision = 'accept'
+        UNION ALL
+        SELECT d.record_key_l, d.record_key_r, 1.0 FROM identity_decisions d
+        LEFT JOIN identity_pairs p USING (record_key_l, record_key_r)
+        WHERE d.decision = 'accept' AND p.record_key_l IS NULL
+    """, [config.match_threshold]).df()
+    index = pd.Index(keys["record_key"])
+    left, right = index.get_indexer(edges["record_key_l"]), index.get_indexer(edges["record_key_r"])
+    n = len(keys)
+    graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    previous = con.execute(
+        "SELECT record_key, customer_id, first_seen_run FROM identity_crosswalk").df()
+    ids, aliases, splits = assign_ids(keys["record_key"], labels, previous, run_id)
+    best = pd.concat([
+        edges[["record_key_l", "match_probability"]].set_axis(["record_key", "p"], axis=1),
+        edges[["record_key_r", "match_probability"]].set_axis(["record_key", "p"], axis=1),
+    ]).groupby("record_key")["p"].max()
+    crosswalk = keys.assign(
+        customer_id=ids.to_numpy(),
+        match_probability=keys["record_key"].map(best).to_numpy(),
+        cluster_size=ids.map(ids.value_counts()).to_numpy(dtype=np.int64),
+        first_seen_run=keys["record_key"].map(previous.set_index("record_key")["first_seen_run"])
+        .fillna(run_id).to_numpy(),
+    )
+    changed = _changes(previous, crosswalk)
+    con.execute("DELETE FROM identity_crosswalk")
+    with registered(con, crosswalk) as view:
+        con.execute(f"INSERT INTO identity_crosswalk SELECT * FROM {view}")
+    if len(aliases):
+        with registered(con, aliases) as view:
+            con.execute(f"INSERT OR REPLACE INTO identity_aliases SELECT * FROM {view}")
+        # Aliases of an id that is now itself an alias point at the final survivor.
+        con.execute("""UPDATE identity_aliases a SET customer_id = b.customer_id
+            FROM identity_aliases b WHERE a.customer_id = b.alias_id""")
+    if len(splits):
+        with registered(con, splits.assign(run_id=run_id)) as view:
+            con.execute("INSERT OR REPLACE INTO identity_splits "
+                        f"SELECT customer_id, run_id, parts, records FROM {view}")
+    _write_review(con, config)
+    _write_golden(con, config)
+    return {
+        "records": int(n), "customers": int(ids.nunique()), "merges": int(len(aliases)),
+        "suspected_splits": int(len(splits)), "records_rekeyed": changed,
+        "review_queue": con.execute("SELECT count(*) FROM identity_review").fetchone()[0],
+    }
+
+
+def _changes(previous: pd.DataFrame, crosswalk: pd.DataFrame) -> int:
+    before = previous.set_index("record_key")["customer_id"]
+    after = crosswalk.set_index("record_key")["customer_id"].reindex(before.index)
+    return int((after != before).sum())
+
+
+def _write_review(con, config: IdentityConfig) -> None:
+    """Pairs in the uncertain band that no steward decided, with their match weights."""
+    con.execute("""CREATE OR REPLACE TABLE identity_review AS
+        SELECT p.record_key_l, p.record_key_r, p.match_probability, p.match_weight,
+               p.match_weights, l.customer_id AS customer_id_l, r.customer_id AS customer_id_r
+        FROM identity_pairs p
+        JOIN identity_crosswalk l ON l.record_key = p.record_key_l
+        JOIN identity_crosswalk r ON r.record_key = p.record_key_r
+        LEFT JOIN identity_decisions d USING (record_key_l, record_key_r)
+        WHERE p.match_probability >= ? AND p.match_probability < ? AND d.decision IS NULL
+        ORDER BY abs(p.match_probability - 0.5 * (? + ?))""",
+        [config.review_threshold, config.match_threshold, config.review_threshold,
+         config.match_threshold])
+
+
+def _write_golden(con, config: IdentityConfig) -> None:
+    """One row per customer: each attribute by its survivorship rule, with the record it came
+    from (``<attribute>_source`` = record key)."""
+    rules = config.survivorship
+    priority = config.source_priority
+    rank = "CASE r.source_system " + " ".join(
+        f"WHEN '{s}' THEN {i}" for i, s in enumerate(priority)) + f" ELSE {len(priority)} END"
+    complete = " + ".join(f"(r.{c} IS NOT NULL)::INT" for c in GOLDEN_ATTRIBUTES)
+    parts = []
+    for attr in GOLDEN_ATTRIBUTES:
+        rule = rules.get(attr, config.default_rule)
+        std = f"std_{attr}" if attr in ROLES else attr
+        # One DOUBLE per record: the rule's score, then recency as the tie-break (epoch
+        # seconds stay below 1e10, so the score's unit is 1e10).
+        key = {
+            "source_priority": f"-({rank}) * 1e10 + epoch(r.updated_at)",
+            "most_recent": f"epoch(r.updated_at) * 10 - ({rank})",
+            "most_complete": f"({complete}) * 1e10 + epoch(r.updated_at)",
+            "most_frequent": f"count(*) OVER (PARTITION BY c.customer_id, r.{std}) * 1e10 "
+                             "+ epoch(r.updated_at)",
+        }[rule]
+        parts.append((attr, key))
+    selects = ", ".join(
+        f"arg_max(r.{a}, r.k_{a}) FILTER (WHERE r.{a} IS NOT NULL) AS {a}, "
+        f"arg_max(r.record_key, r.k_{a}) FILTER (WHERE r.{a} IS NOT NULL) AS {a}_source"
+        for a, _ in parts)
+    keys = ", ".join(f"{k} AS k_{a}" for a, k in parts)
+    con.execute(f"""CREATE OR REPLACE TABLE identity_golden AS
+        WITH ranked AS (
+          SELECT c.customer_id, r.*, {keys}
+          FROM identity_crosswalk c JOIN identity_records r USING (record_key)
+        )
+        SELECT r.customer_id, count(*) AS source_records, {selects}
+        FROM ranked r GROUP BY r.customer_id ORDER BY r.customer_id""")
+
+
+def resolve_id(con: duckdb.DuckDBPyConnection, customer_id: str) -> str:
+    """The current id of ``customer_id`` (itself, or the survivor it was merged into)."""
+    rows = con.execute("SELECT customer_id FROM identity_aliases WHERE alias_id = ?",
+                       [customer_id]).fetchall()
+    return rows[0][0] if rows else customer_id
