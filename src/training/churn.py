@@ -86,6 +86,9 @@ class ChurnConfig(TrainingConfig):
     linear_c: list[float] = [0.05, 0.5, 5.0, 50.0]
     linear_knots: list[int] = [0, 5]  # 0: straight-line numerics; n: cubic splines, n knots
     blend_weights: list[float] = [0.25, 0.5, 0.75]
+    # issue 13: the linear candidate averages the log-odds of this many best (C, knots)
+    # settings by out-of-fold ROC-AUC (1: the single best)
+    linear_top: int = Field(3, ge=1)
     byo: ByoConfig = ByoConfig()
 
 
@@ -776,7 +779,7 @@ def choose_family(
     import mlflow
     from sklearn.metrics import roc_auc_score
 
-    from customer360.models.tabular import spline_logistic
+    from customer360.models.tabular import AveragedLinear, spline_logistic
 
     y = data.y_train
     held = ~np.isnan(lightgbm_oof)
@@ -793,21 +796,28 @@ def choose_family(
                         train_m[held_idx]
                     )
                 linear[(c, knots)] = oof
-        best_c = max(linear, key=lambda c: roc_auc_score(y[held], linear[c][held]))
-        scores[("linear", 0.0, best_c)] = linear[best_c]
+        ranked = sorted(linear, key=lambda c: -roc_auc_score(y[held], linear[c][held]))
+        best_c = tuple(ranked[: config.linear_top])
+        averaged = np.mean([linear[c] for c in best_c], axis=0)  # same folds: exact OOF
+        scores[("linear", 0.0, best_c)] = averaged
         for w in config.blend_weights:
-            scores[("blend", w, best_c)] = w * lightgbm_oof + (1 - w) * linear[best_c]
+            scores[("blend", w, best_c)] = w * lightgbm_oof + (1 - w) * averaged
     aucs = {key: float(roc_auc_score(y[held], s[held])) for key, s in scores.items()}
     chosen = max(aucs, key=aucs.get)  # first maximum: LightGBM on ties
     family, weight, c = chosen
     if family != "lightgbm":
-        model.linear_ = spline_logistic(data.schema, c=c[0], seed=config.seed, knots=c[1]).fit(
-            train_m, y
-        )
+        model.linear_ = AveragedLinear(
+            estimators=tuple(
+                spline_logistic(data.schema, c=ci, seed=config.seed, knots=k) for ci, k in c
+            )
+        ).fit(train_m, y)
         model.blend_weight_ = weight
     mlflow.set_tags({"model_family": family, "blend_lightgbm_weight": weight})
     if c is not None:
-        mlflow.set_tags({"linear_c": c[0], "linear_spline_knots": c[1]})
+        mlflow.set_tags({
+            "linear_c": ",".join(f"{ci:g}" for ci, _ in c),
+            "linear_spline_knots": ",".join(str(k) for _, k in c),
+        })
     mlflow.log_metrics(
         {
             f"cv_roc_auc_{f}" + (f"_w{w:g}" if f == "blend" else ""): v
