@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,8 +68,20 @@ def main() -> None:
     })
     load_before = os.getloadavg()
     start = time.perf_counter()
+
+    def cpu_seconds() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    cpu_start = cpu_seconds()
+
+    def progress(done: int, total: int) -> None:
+        print(f"trial {done}/{total}: {time.perf_counter() - start:.0f} s wall, "
+              f"{cpu_seconds() - cpu_start:.0f} s CPU, load {os.getloadavg()[0]:.1f}",
+              file=sys.stderr, flush=True)
+
     result = train_churn_table(frame, "churned", trials=args.trials, config=config,
-                               register=False, model_name="bench_byo")
+                               register=False, model_name="bench_byo", on_progress=progress)
     seconds = time.perf_counter() - start
     import mlflow
 
@@ -79,6 +92,7 @@ def main() -> None:
         "trials": args.trials,
         "folds": args.folds,
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds() - cpu_start, 1),
         "seconds_per_trial": run.data.metrics.get("seconds_per_trial"),
         "pruned": run.data.metrics.get("n_pruned"),
         "family": run.data.tags.get("model_family"),
