@@ -330,7 +330,12 @@ def _segment_row(row: dict) -> dict:
         "margin": money(row["margin"]),
         "profit": money(row["profitability"]),
         "mean CLV": money(row["mean_clv"]),
-        "churn": "" if math.isnan(row["churn_rate"]) else f"{row['churn_rate']:.0%}",
+        # issue 13: the share is named by its definition (inactive buyers or a labelled rate)
+        **{
+            k.replace("_", " "): "" if math.isnan(v) else f"{v:.0%}"
+            for k, v in row.items()
+            if k == "inactive_buyer_share" or k.startswith("churn_rate_")
+        },
         "serve cost": money(row["cost_to_serve"]),
         "acq. cost": money(row["cost_to_acquire"]),
         "channel": row["preferred_channel"],
@@ -462,11 +467,12 @@ def clv_fit(
     ],
     customer_col: Annotated[str, typer.Option("--customer-col", help="Customer id column.")],
     date_col: Annotated[str, typer.Option("--date-col", help="Date column (ISO or YYYYMMDD).")],
-    amount_col: Annotated[
-        str, typer.Option("--amount-col", help="Amount column; negative rows are returns.")
-    ],
     output: Annotated[Path, typer.Option("--output", help="Folder for params.json, "
                                          "customers.parquet and the plots.")],
+    amount_col: Annotated[  # issue 13: optional (a log without amounts: no spend model)
+        str | None, typer.Option("--amount-col", help="Amount column; negative rows are "
+                                 "returns. Without it only the purchase models are fitted.")
+    ] = None,
     calibration_end: Annotated[str | None, typer.Option(
         "--calibration-end", help="Last calibration day, YYYY-MM-DD (default: last date).")] = None,
     holdout_end: Annotated[str | None, typer.Option(
@@ -482,7 +488,8 @@ def clv_fit(
         "--mlflow/--no-mlflow", help="Also log the run to MLflow (experiment clv_probabilistic).")
     ] = False,
 ) -> None:
-    """Fit BG/NBD, Pareto/NBD and Gamma-Gamma on your own transactions (no warehouse needed)."""
+    """Fit BG/NBD, Pareto/NBD, Gamma-Gamma and an ML-CLV stacked on BG/NBD (trained by
+    backtesting inside the calibration period) on your own transactions (no warehouse)."""
     from customer360.training.probabilistic import run_transactions
 
     report = run_transactions(
@@ -517,11 +524,19 @@ def clv_warehouse(
     console.print(f"MLflow run {report.run_id} (experiment clv_probabilistic)")
 
 
+def _stacked_row(name: str, backtest: dict) -> dict:  # issue 13: the stacked ML-CLV
+    return {"model": name, "parameters": (
+        f"LightGBM x BG/NBD, {backtest['rounds']} rounds; backtest: features as of "
+        f"{backtest['cutoff']}, targets over the next {backtest['window']:.4g} units "
+        f"({backtest['customers']:,} customers)")}
+
+
 def _print_clv_report(report) -> None:
     rows = [
         {"model": name, "parameters": ", ".join(f"{k}={v:.4g}" for k, v in m["params"].items()),
          "log-lik": m["log_likelihood"], "penalizer": m["penalizer_used"]}
         if "params" in m else {"model": name, "parameters": f"not fitted: {m['error']}"}
+        if "error" in m or "backtest" not in m else _stacked_row(name, m["backtest"])
         for name, m in report.params["models"].items()
     ]
     print_table("Fitted models", rows)
@@ -898,6 +913,14 @@ def train_churn_cmd(
     snapshots: SnapshotsOption = None,
     step_days: StepOption = None,
     no_register: NoRegisterOption = False,
+    time_col: Annotated[  # issue 13: time-ordered selection on a BYO table
+        str | None,
+        typer.Option(
+            "--time-col",
+            help="Date column of --table that orders rows in time (default: the one date "
+            "column found): the latest rows are the test part, the CV folds are time-ordered.",
+        ),
+    ] = None,
 ) -> None:
     """Train the churn model (calibrated LightGBM + reason codes) on the warehouse or a table."""
     from customer360.errors import ConfigError
@@ -905,8 +928,10 @@ def train_churn_cmd(
 
     cfg = _with_snapshots(load_churn_config(config), snapshots, step_days)
     if table is None:
-        if label or positive_label or id_col:
-            raise ConfigError("--label, --positive-label and --id-col go with --table FILE.")
+        if label or positive_label or id_col or time_col:
+            raise ConfigError(
+                "--label, --positive-label, --id-col and --time-col go with --table FILE."
+            )
         if model_name:
             cfg = cfg.model_copy(update={"model_name": model_name})
         from customer360.data.warehouse import connect
@@ -933,6 +958,7 @@ def train_churn_cmd(
                 config=cfg,
                 register=not no_register,
                 on_progress=cb,
+                time_col=time_col,
             ),
         )
     _print_training_result(

@@ -601,8 +601,9 @@ def test_pareto_report_known_answer(cfg):
     assert seg.loc["B", "profitability"] == 20.0
     assert seg.loc["A", "mean_clv"] == 300.0 and seg.loc["B", "mean_clv"] == 100.0
     assert seg.loc["D", "mean_clv"] == 5.0 and math.isnan(seg.loc["C", "mean_clv"])
-    assert seg.loc["D", "churn_rate"] == pytest.approx(2 / 5)  # c008, c009 inactive
-    assert seg.loc["all", "churn_rate"] == pytest.approx(0.2)
+    assert seg.loc["D", "inactive_buyer_share"] == pytest.approx(2 / 5)  # c008, c009 inactive
+    assert seg.loc["all", "inactive_buyer_share"] == pytest.approx(0.2)
+    assert "churn_rate" not in seg.columns  # issue 13: named by what it is
     assert seg.loc["A", "cost_to_acquire"] == 25.0
     assert seg.loc["D", "cost_to_acquire"] == 10.0 + 2 * 45.0 + 120.0 + 10.0 + 60.0
     assert seg.loc["D", "cost_to_serve"] == 5.0
@@ -625,7 +626,7 @@ def test_pareto_report_uses_churn_labels_and_checks_inputs(cfg):
     classified = classify(data, cfg)
     report = pareto_report(classified, data, cfg)
     assert report.churn_basis == "label__churn__365d"
-    assert report.segments.set_index("segment").loc["all", "churn_rate"] == 0.5
+    assert report.segments.set_index("segment").loc["all", "churn_rate_365d"] == 0.5
     with pytest.raises(ContractError, match="same customers"):
         pareto_report(classified.iloc[::-1], data, cfg)
     odd = data.assign(demo__acquisition_channel__static="carrier_pigeon")

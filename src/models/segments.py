@@ -789,11 +789,12 @@ def pareto_report(
     Returns
     -------
     ParetoReport
-        Per segment: customers, buyers, revenue, margin, profitability, mean CLV, churn rate
-        (mean of a ``label__churn__*`` column when the features carry one, else the share of
-        inactive buyers), cost to serve, cost to acquire (config per acquisition channel) and
-        the preferred channel (mode of ``report.preferred_channel_feature``; empty when not
-        configured).
+        Per segment: customers, buyers, revenue, margin, profitability, mean CLV, the churn
+        share named by its definition (:func:`churn_share_column`: ``churn_rate_<H>d``, the
+        mean of a ``label__churn__<H>d`` column when the features carry one, else
+        ``inactive_buyer_share``, the share of inactive buyers), cost to serve, cost to
+        acquire (config per acquisition channel) and the preferred channel (mode of
+        ``report.preferred_channel_feature``; empty when not configured).
 
     Examples
     --------
@@ -871,8 +872,9 @@ def pareto_report(
         "channel": (f[rep.preferred_channel_feature] if rep.preferred_channel_feature
                     else pd.Series([None] * len(f))),
     })
-    segments = _segment_table(table)
-    total_row = _segment_table(table.assign(segment="all"))
+    share_column = churn_share_column(churn_basis)
+    segments = _segment_table(table, share_column)
+    total_row = _segment_table(table.assign(segment="all"), share_column)
     segments = pd.concat([segments, total_row], ignore_index=True)
 
     channels = (
@@ -907,7 +909,25 @@ def pareto_report(
     )
 
 
-def _segment_table(table: pd.DataFrame) -> pd.DataFrame:
+INACTIVE_SHARE_COLUMN = "inactive_buyer_share"
+
+
+def churn_share_column(churn_basis: str) -> str:
+    """The segment table's column for the churn-like share, named by what it measures (issue
+    13): ``inactive_buyer_share`` (share of buyers whose status is inactive) or, with a churn
+    label ``label__churn__<H>d``, ``churn_rate_<H>d`` (share labelled churned within H days).
+
+    Examples
+    --------
+    >>> churn_share_column("share of buyers inactive"), churn_share_column("label__churn__90d")
+    ('inactive_buyer_share', 'churn_rate_90d')
+    """
+    if churn_basis.startswith("label__churn__"):
+        return "churn_rate_" + churn_basis.removeprefix("label__churn__")
+    return INACTIVE_SHARE_COLUMN
+
+
+def _segment_table(table: pd.DataFrame, share_column: str = INACTIVE_SHARE_COLUMN) -> pd.DataFrame:
     grouped = table.groupby("segment", sort=True)
     out = grouped.agg(
         customers=("customers", "sum"),
@@ -916,7 +936,7 @@ def _segment_table(table: pd.DataFrame) -> pd.DataFrame:
         margin=("margin", "sum"),
         profitability=("profitability", "sum"),
         mean_clv=("clv", "mean"),
-        churn_rate=("churn", "mean"),
+        **{share_column: ("churn", "mean")},
         cost_to_serve=("cost_to_serve", "sum"),
         cost_to_acquire=("cost_to_acquire", "sum"),
     ).reset_index()

@@ -163,8 +163,9 @@ def score_customers(
                 if chunk.empty:
                     break
                 flat = scorer.score(chunk, exclusions=False)
+                flat = _with_definitions(flat)  # issue 13: horizons and definitions
                 if schema is None:
-                    schema = _arrow_schema(flat)
+                    schema = _described(_arrow_schema(flat))
                     writer = pq.ParquetWriter(tmp, schema)
                 writer.write_table(pa.Table.from_pandas(flat, schema=schema, preserve_index=False))
                 done += len(chunk)
@@ -210,6 +211,29 @@ def _arrow_schema(flat: pd.DataFrame):
         pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema
     ]
     return pa.schema(fields)
+
+
+# --- issue 13: what the score columns mean ----------------------------------------------------
+
+
+def _with_definitions(flat: pd.DataFrame) -> pd.DataFrame:
+    """``flat`` with the constant horizon columns (``churn_horizon_days``, ...) added."""
+    from customer360.serving.definitions import definitions
+
+    return flat.assign(**definitions().horizon_columns())
+
+
+def _described(schema):
+    """``schema`` with each churn / CLV column's definition and horizon as field metadata."""
+    import pyarrow as pa
+
+    from customer360.serving.definitions import definitions
+
+    meta = definitions().column_metadata()
+    return pa.schema(
+        [f.with_metadata(meta[f.name]) if f.name in meta else f for f in schema],
+        metadata=schema.metadata,
+    )
 
 
 # --- Spark -----------------------------------------------------------------------------------

@@ -144,6 +144,12 @@ class ChurnResult(BaseModel):
     as_of: dt.date | None
     churn_probability: float = Field(..., ge=0, le=1)
     reasons: list[str] = Field(..., description="Top drivers of churn risk, strongest first.")
+    # issue 13: what the number means (from the training configs; see serving/definitions.py)
+    horizon_days: int = Field(
+        default_factory=lambda: _definitions().churn_horizon_days,
+        description="Churn window: days after as_of in which no purchase counts as churn.",
+    )
+    definition: str = Field(default_factory=lambda: _definitions().churn)
 
 
 class ClvResult(BaseModel):
@@ -155,6 +161,20 @@ class ClvResult(BaseModel):
     expected_purchases: float | None = None
     expected_spend: float | None = None
     horizon_days: int
+    # issue 13: the ML and the probabilistic CLV have different horizons; say which is which
+    clv_ml_horizon_days: int = Field(
+        default_factory=lambda: _definitions().clv_ml_horizon_days,
+        description="Days after as_of that clv_ml covers.",
+    )
+    clv_ml_definition: str = Field(default_factory=lambda: _definitions().clv_ml)
+    prob_clv_horizon_months: int = Field(
+        default_factory=lambda: _definitions().prob_clv_horizon_months,
+        description="Months that prob_clv covers (discounted).",
+    )
+    prob_clv_definition: str = Field(default_factory=lambda: _definitions().prob_clv)
+    expected_purchases_definition: str = Field(
+        default_factory=lambda: _definitions().expected_purchases
+    )
 
 
 class Offer(BaseModel):
@@ -227,3 +247,9 @@ class BatchItem(BaseModel, Generic[ResultT]):
     customer_id: str | None
     result: ResultT | None = None
     error: str | None = None
+
+
+def _definitions():  # issue 13: lazy, the definitions read configs that import this module
+    from customer360.serving.definitions import definitions
+
+    return definitions()

@@ -83,9 +83,12 @@ class ChurnConfig(TrainingConfig):
     baseline_max_rows: int = 100_000
     # BYO CV: inverse L2 strengths of the spline logistic regression competing with (and
     # blended with) LightGBM, and the LightGBM weights of the blends tried; [] = LightGBM only
-    linear_c: list[float] = [0.05, 0.5, 5.0]
+    linear_c: list[float] = [0.05, 0.5, 5.0, 50.0]
     linear_knots: list[int] = [0, 5]  # 0: straight-line numerics; n: cubic splines, n knots
     blend_weights: list[float] = [0.25, 0.5, 0.75]
+    # issue 13: the linear candidate averages the log-odds of this many best (C, knots)
+    # settings by out-of-fold ROC-AUC (1: the single best)
+    linear_top: int = Field(3, ge=1)
     byo: ByoConfig = ByoConfig()
 
 
@@ -113,6 +116,8 @@ class ChurnData:
     stack: object = None  # issue 13: the probabilistic stack the prob__ inputs were made with
     # >= 2: select on stratified k-fold CV of the training rows (X_val is then empty)
     cv_folds: int = 0
+    # issue 13: one time value per training row (``X_train`` order) -> time-ordered folds
+    times: np.ndarray | None = None
 
 
 # --- warehouse -----------------------------------------------------------------------------------
@@ -135,6 +140,17 @@ def prepare_warehouse_data(con, config: ChurnConfig) -> ChurnData:
     if oracle is not None:
         extra["oracle"] = oracle
     features = parts.features
+    tags = parts.tags
+    tags["split"] = (
+        "time-ordered snapshots: trials fit on the training as-of dates and are selected, with "
+        "the calibration, on the later validation as-of date; test = the latest as-of date"
+    )
+    rows_note = (
+        f"Rows: trials fit on {tags['rows_train']:,} rows (as-of {tags['as_of_train']}); "
+        f"settings and calibration chosen on {tags['rows_validation']:,} later rows (as-of "
+        f"{tags['as_of_validation']}); test figures on {tags['rows_test']:,} rows (as-of "
+        f"{tags['as_of_test']}), which no selection saw."
+    )
     return ChurnData(
         X_train=parts.train[features],
         y_train=parts.train[label].to_numpy(dtype=int),
@@ -145,9 +161,9 @@ def prepare_warehouse_data(con, config: ChurnConfig) -> ChurnData:
         schema=parts.schema,
         descriptions=feature_descriptions(features),
         test_identity=parts.test_identity,
-        tags=parts.tags,
+        tags=tags,
         extra_baselines=extra,
-        notes=parts.notes,
+        notes=[*parts.notes, rows_note],
         stack=parts.stack,
     )
 
@@ -263,6 +279,85 @@ def binary_labels(
     return (as_text == positive).to_numpy(dtype=int), present, positive
 
 
+TIME_SHARE = 0.95  # share of non-blank values that must parse as dates for auto-detection
+
+
+def parse_times(values: pd.Series) -> tuple[np.ndarray, int]:
+    """``values`` as int64 nanoseconds since the epoch in UTC (blank or not a date: the int64
+    minimum) and the number of non-blank values that are not dates. Numbers are not dates."""
+    import warnings
+
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return np.full(len(values), np.iinfo(np.int64).min), int(values.notna().sum())
+    if pd.api.types.is_datetime64_any_dtype(values):
+        stamps, bad = pd.to_datetime(values, utc=True), 0
+    else:
+        text = values.astype("string").str.strip().replace("", pd.NA)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+            stamps = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+        bad = int((text.notna() & stamps.isna()).sum())
+    ns = stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return ns, bad
+
+
+def find_time_column(
+    frame: pd.DataFrame, *, exclude: list[str], time_col: str | None, source: str
+) -> str | None:
+    """The column whose values order the rows in time: ``time_col`` when given (checked), else
+    the one column of dates found (datetime-typed, or text that is at least 95 % dates);
+    ``None`` when there is none. Two or more candidates are an error asking for
+    ``--time-col``."""
+    if time_col is not None:
+        if time_col not in frame.columns:
+            raise ConfigError(
+                f"Time column {time_col!r} is not in {source}; its columns are "
+                f"{', '.join(map(str, frame.columns[:30]))}."
+            )
+        _, bad = parse_times(frame[time_col])
+        present = int(frame[time_col].notna().sum())
+        if present == 0 or bad > (1 - TIME_SHARE) * present:
+            raise ConfigError(
+                f"Time column {time_col!r} of {source}: {bad} of {present} value(s) are not "
+                "dates (e.g. 2024-03-31); fix them or pass another --time-col."
+            )
+        return time_col
+    found = []
+    for name in frame.columns:
+        if name in exclude:
+            continue
+        col = frame[name]
+        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        present = int(col.notna().sum())
+        if present == 0:
+            continue
+        sample = col.dropna().head(2000)
+        _, bad = parse_times(sample)
+        if bad <= (1 - TIME_SHARE) * len(sample):
+            found.append(name)
+    if len(found) > 1:
+        raise ConfigError(
+            f"{source} has several date columns ({', '.join(map(repr, found))}); pass "
+            "--time-col NAME to say which one orders the rows in time (the others are left out)."
+        )
+    return found[0] if found else None
+
+
+def time_holdout(times: np.ndarray, *, test: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train / test masks with the latest ``test`` share of rows (whole time values, so the
+    test rows are all strictly later than every training row) as the test part."""
+    ordered = np.sort(times)
+    cut = ordered[min(len(ordered) - 1, int(round(len(ordered) * (1 - test))))]
+    test_mask = times >= cut
+    if test_mask.all() or not test_mask.any():
+        raise ConfigError(
+            "The time column has too few distinct values to hold out the latest rows for the "
+            "test figure; give a finer time column or none."
+        )
+    return ~test_mask, test_mask
+
+
 def train_churn_table(
     table: pd.DataFrame | str | Path,
     label: str,
@@ -274,12 +369,16 @@ def train_churn_table(
     config: ChurnConfig | None = None,
     register: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    time_col: str | None = None,
 ) -> TrainResult:
     """Train a churn model on any customer table with a binary label column.
 
     Columns are typed automatically (numbers stored as text, blanks, stray spaces); rows are
     split at random (stratified) into train / validation / test; the tuned, calibrated model
     is reported beside a logistic regression and an untuned LightGBM on the same test rows.
+    When the table has a date column (``time_col``, or the one found), the split follows
+    time instead: the latest rows are the test part and the CV folds are time-ordered (each
+    fold fits on earlier rows than it validates on); the date column is not a feature.
 
     Examples
     --------
@@ -317,10 +416,35 @@ def train_churn_table(
             "10 of each to train and evaluate."
         )
     exclude = [label] + ([id_col] if id_col else [])
+    folds = config.byo.cv_folds
+    found_time = find_time_column(rows, exclude=exclude, time_col=time_col, source=source)
+    times = None
+    if found_time is not None:
+        exclude.append(found_time)
+        times, _ = parse_times(rows[found_time])
+        if folds < 2:
+            raise ConfigError(
+                f"Time-ordered selection on {found_time!r} needs byo.cv_folds >= 2 in the config."
+            )
     schema = infer_schema(rows, exclude=exclude)
     notes += [f"column {n.column!r} {n.action}: {n.detail}" for n in schema.notes]
-    folds = config.byo.cv_folds
-    if folds >= 2:
+    if times is not None:
+        missing = times == np.iinfo(np.int64).min
+        if missing.any():
+            raise ConfigError(
+                f"Time column {found_time!r} of {source} is blank or not a date in "
+                f"{int(missing.sum())} row(s) (first at row {int(np.argmax(missing))}); fill "
+                "them or pass another --time-col."
+            )
+        train, test = time_holdout(times, test=config.byo.test_fraction)
+        val = np.zeros(len(y_all), dtype=bool)
+        for part, mask in (("training", train), ("test", test)):
+            if len(np.unique(y_all[mask])) < 2:
+                raise ConfigError(
+                    f"The {part} part of the time-ordered split on {found_time!r} holds one "
+                    "class only; the table needs churners and stayers early and late."
+                )
+    elif folds >= 2:
         train, test = holdout_split(y_all, test=config.byo.test_fraction, seed=config.seed)
         val = np.zeros(len(y_all), dtype=bool)
     else:
@@ -330,6 +454,19 @@ def train_churn_table(
             test=config.byo.test_fraction,
             seed=config.seed,
         )
+    if times is not None:
+        split_text = (
+            f"time-ordered on {found_time!r}: the latest {int(test.sum()):,} rows are the test "
+            f"part; {folds} expanding-window folds on the earlier rows (each fits on rows "
+            "earlier than those it validates on) select the settings and calibration"
+        )
+    elif folds >= 2:
+        split_text = (
+            f"random stratified test hold-out; {folds}-fold stratified CV on the training "
+            "rows selects the settings and calibration"
+        )
+    else:
+        split_text = "random stratified train / validation / test (no time column)"
     features = list(schema.columns)
     key_cols = [id_col] if id_col else []
     data = ChurnData(
@@ -351,18 +488,30 @@ def train_churn_table(
             "label": label,
             "positive_label": positive,
             "id_col": id_col or "",
-            "split": (
-                f"random stratified test hold-out; {folds}-fold stratified CV on the training "
-                "rows selects the settings and calibration"
-                if folds >= 2
-                else "random stratified (one table has no time axis)"
-            ),
+            "split": split_text,
+            "time_col": found_time or "",
             "cv_folds": folds if folds >= 2 else 0,
             "rows_train": int(train.sum()),
             "rows_validation": int(val.sum()),
             "rows_test": int(test.sum()),
         },
         cv_folds=folds if folds >= 2 else 0,
+        times=None if times is None else times[train],
+    )
+    if times is not None:
+        data.tags["test_from"] = str(pd.Timestamp(times[test].min()))
+        data.tags["train_until"] = str(pd.Timestamp(times[train].max()))
+    notes.append(
+        f"Rows: {split_text}. Selection (hyperparameters, model family, calibration) used the "
+        f"{int(train.sum()):,} training rows only; the test figures are on the other "
+        f"{int(test.sum()):,} rows"
+        + (
+            f" (dated {data.tags['test_from'][:10]} or later; training rows end "
+            f"{data.tags['train_until'][:10]})"
+            if times is not None
+            else ""
+        )
+        + "."
     )
     return run_churn_job(
         data,
@@ -465,19 +614,59 @@ def holdout_split(y: np.ndarray, *, test: float, seed: int) -> tuple[np.ndarray,
     return ~test_mask, test_mask
 
 
+def cv_splits(data: ChurnData, config: ChurnConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (fit, held-out) row positions of the CV folds on the training rows: stratified
+    k-fold, or, when the table has a time column (``data.times``), time-ordered folds in which
+    every fit part is strictly earlier than the part it is validated on."""
+    if data.times is not None:
+        return time_ordered_splits(data.times, data.cv_folds)
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=data.cv_folds, shuffle=True, random_state=config.seed)
+    return list(splitter.split(np.zeros(len(data.y_train)), data.y_train))
+
+
+def time_ordered_splits(times: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expanding-window folds over ``times`` (one value per row, any order): the rows are cut
+    into ``folds + 1`` blocks by time; fold i fits on the blocks before block i + 1 and is
+    validated on block i + 1. A cut never splits rows of the same time, so every fitted row
+    is strictly earlier than every row it is validated on.
+
+    Examples
+    --------
+    >>> [(f.tolist(), h.tolist()) for f, h in time_ordered_splits(np.array([3, 1, 2, 4]), 3)]
+    [([1], [2]), ([1, 2], [0]), ([1, 2, 0], [3])]
+    """
+    times = np.asarray(times)
+    order = np.argsort(times, kind="stable")
+    ordered = times[order]
+    n = len(order)
+    # block starts at n * i / (folds + 1), moved back to the first row of their time value
+    # (forward, past it, when that is the very first row)
+    cuts = set()
+    for start in (n * i // (folds + 1) for i in range(1, folds + 1)):
+        cut = int(np.searchsorted(ordered, ordered[start], side="left"))
+        cuts.add(cut or int(np.searchsorted(ordered, ordered[start], side="right")))
+    bounds = sorted({c for c in cuts if 0 < c < n} | {n})
+    splits = [(order[:a], order[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if not splits:
+        raise ConfigError(
+            "The time column has too few distinct values for time-ordered folds; give a finer "
+            "time column or none (stratified folds)."
+        )
+    return splits
+
+
 def cross_validate(
     data: ChurnData, config: ChurnConfig, train_m: np.ndarray, params: dict, callbacks=()
 ) -> CrossValidation:
-    """Stratified k-fold CV of one setting on the training rows only (``data.X_train``); the
-    pruning ``callbacks`` watch the first fold."""
-    from sklearn.model_selection import StratifiedKFold
-
+    """CV of one setting on the training rows only (``data.X_train``), each fold early-stopped
+    on its held-out part; the pruning ``callbacks`` watch the first fold."""
     y = data.y_train
-    splitter = StratifiedKFold(n_splits=data.cv_folds, shuffle=True, random_state=config.seed)
-    oof = np.empty(len(y))
+    oof = np.full(len(y), np.nan)
     scores, rounds = [], []
     model = None
-    for i, (fit_idx, held_idx) in enumerate(splitter.split(train_m, y)):
+    for i, (fit_idx, held_idx) in enumerate(cv_splits(data, config)):
         model = ChurnClassifier(
             params=params,
             num_boost_round=config.num_boost_round,
@@ -501,6 +690,22 @@ def cross_validate(
     return CrossValidation(float(np.mean(scores)), float(np.mean(rounds)), oof, model)
 
 
+def fixed_round_oof(
+    data: ChurnData, config: ChurnConfig, train_m: np.ndarray, params: dict, rounds: int
+) -> np.ndarray:
+    """Out-of-fold LightGBM log-odds with a fixed number of rounds on every fold: unlike the
+    tuning folds, no held-out part chose its own stopping round, so these scores are as
+    honest as the linear candidates' when families, blend weights and calibration are chosen
+    on them (rows no fold holds out, the earliest under time-ordered folds, stay NaN)."""
+    y = data.y_train
+    oof = np.full(len(y), np.nan)
+    for fit_idx, held_idx in cv_splits(data, config):
+        model = ChurnClassifier(params=params, seed=config.seed, n_jobs=config.n_jobs)
+        model.refit_all(train_m[fit_idx], y[fit_idx], rounds=rounds, schema=data.schema)
+        oof[held_idx] = model.predict_raw(train_m[held_idx])
+    return oof
+
+
 def cv_fit(
     data: ChurnData,
     config: ChurnConfig,
@@ -513,9 +718,9 @@ def cv_fit(
 ):
     """The CV counterpart of a single fit: a trial returns the :class:`CrossValidation`; the
     final fit boosts on every training row for the folds' mean rounds rescaled by
-    ``k / (k - 1)`` and is calibrated on the out-of-fold scores (the calibration method too is
-    chosen on them). ``rounds`` (the untuned baseline) boosts that many rounds on every
-    training row, as ``LGBMClassifier()`` would."""
+    ``k / (k - 1)`` and is calibrated on out-of-fold scores of fixed-round fits (the
+    calibration method too is chosen on them). ``rounds`` (the untuned baseline) boosts that
+    many rounds on every training row, as ``LGBMClassifier()`` would."""
     if rounds is not None:
         model = ChurnClassifier(params=params, seed=config.seed, n_jobs=config.n_jobs)
         model.refit_all(
@@ -526,15 +731,16 @@ def cv_fit(
     cv = cross_validate(data, config, train_m, params, callbacks)
     if not final:
         return cv
-    folds = data.cv_folds
+    splits = cv_splits(data, config)
+    fit_share = np.mean([len(f) for f, _ in splits]) / len(train_m)
     model = cv.last_model
-    model.refit_all(
-        train_m, data.y_train, rounds=max(1, round(cv.best_iteration_ * folds / (folds - 1)))
-    )
+    model.refit_all(train_m, data.y_train, rounds=max(1, round(cv.best_iteration_ / fit_share)))
     model.train_rows_ = len(train_m)
-    oof = choose_family(model, data, config, train_m, cv.oof_raw)
+    honest = fixed_round_oof(data, config, train_m, params, max(1, round(cv.best_iteration_)))
+    oof = choose_family(model, data, config, train_m, honest)
+    held = ~np.isnan(oof)
     model.calibrator_, model.calibration_report_ = choose_calibrator(
-        oof, data.y_train, config.calibration, seed=config.seed
+        oof[held], data.y_train[held], config.calibration, seed=config.seed
     )
     return model
 
@@ -547,45 +753,52 @@ def choose_family(
     lightgbm_oof: np.ndarray,
 ) -> np.ndarray:
     """Pick LightGBM, the spline logistic regression or a blend of their log-odds by
-    out-of-fold ROC-AUC on the training rows (same folds as tuning), fit the linear part on
-    every training row when chosen, and return the chosen family's out-of-fold scores (what
-    the calibrator is then chosen and fitted on). Ties keep LightGBM."""
+    out-of-fold ROC-AUC on the training rows (same folds as tuning; rows no fold holds out
+    are left out), fit the linear part on every training row when chosen, and return the
+    chosen family's out-of-fold scores (what the calibrator is then chosen and fitted on).
+    Ties keep LightGBM."""
     import mlflow
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
 
-    from customer360.models.tabular import spline_logistic
+    from customer360.models.tabular import AveragedLinear, spline_logistic
 
     y = data.y_train
+    held = ~np.isnan(lightgbm_oof)
     scores = {("lightgbm", 1.0, None): lightgbm_oof}
     if config.linear_c:
-        splitter = StratifiedKFold(n_splits=data.cv_folds, shuffle=True, random_state=config.seed)
-        splits = list(splitter.split(train_m, y))
+        splits = cv_splits(data, config)
         linear = {}
         for c in config.linear_c:
             for knots in config.linear_knots:
-                oof = np.empty(len(y))
+                oof = np.full(len(y), np.nan)
                 for fit_idx, held_idx in splits:
                     pipe = spline_logistic(data.schema, c=c, seed=config.seed, knots=knots)
                     oof[held_idx] = pipe.fit(train_m[fit_idx], y[fit_idx]).decision_function(
                         train_m[held_idx]
                     )
                 linear[(c, knots)] = oof
-        best_c = max(linear, key=lambda c: roc_auc_score(y, linear[c]))
-        scores[("linear", 0.0, best_c)] = linear[best_c]
+        ranked = sorted(linear, key=lambda c: -roc_auc_score(y[held], linear[c][held]))
+        best_c = tuple(ranked[: config.linear_top])
+        averaged = np.mean([linear[c] for c in best_c], axis=0)  # same folds: exact OOF
+        scores[("linear", 0.0, best_c)] = averaged
         for w in config.blend_weights:
-            scores[("blend", w, best_c)] = w * lightgbm_oof + (1 - w) * linear[best_c]
-    aucs = {key: float(roc_auc_score(y, s)) for key, s in scores.items()}
+            scores[("blend", w, best_c)] = w * lightgbm_oof + (1 - w) * averaged
+    aucs = {key: float(roc_auc_score(y[held], s[held])) for key, s in scores.items()}
     chosen = max(aucs, key=aucs.get)  # first maximum: LightGBM on ties
     family, weight, c = chosen
     if family != "lightgbm":
-        model.linear_ = spline_logistic(data.schema, c=c[0], seed=config.seed, knots=c[1]).fit(
-            train_m, y
-        )
+        model.linear_ = AveragedLinear(
+            estimators=tuple(
+                spline_logistic(data.schema, c=ci, seed=config.seed, knots=k) for ci, k in c
+            )
+        ).fit(train_m, y)
         model.blend_weight_ = weight
     mlflow.set_tags({"model_family": family, "blend_lightgbm_weight": weight})
     if c is not None:
-        mlflow.set_tags({"linear_c": c[0], "linear_spline_knots": c[1]})
+        mlflow.set_tags({
+            "linear_c": ",".join(f"{ci:g}" for ci, _ in c),
+            "linear_spline_knots": ",".join(str(k) for _, k in c),
+        })
     mlflow.log_metrics(
         {
             f"cv_roc_auc_{f}" + (f"_w{w:g}" if f == "blend" else ""): v

@@ -183,6 +183,7 @@ def fit_and_report(
     margin_rate: float,
     extra_customers: pd.Series | None = None,
     context: dict[str, Any] | None = None,
+    history: dict[str, Any] | None = None,
 ) -> ClvReport:
     """Fit the three models on ``rfm``, evaluate, plot and write the output files.
 
@@ -190,12 +191,23 @@ def fit_and_report(
     purchases are over the holdout and evaluated against it; otherwise over
     ``cfg.horizon_days``. ``extra_customers`` (ids without any purchase) are added to
     ``customers.parquet`` with the defaults of
-    :func:`customer360.models.clv.probabilistic_scores`.
+    :func:`customer360.models.clv.probabilistic_scores`. ``history`` (the transaction log:
+    ``con``, ``purchases``, ``customer_col``, ``date_col``, ``calibration_end``) adds the ML
+    purchase model stacked on BG/NBD (:mod:`customer360.training.clv_stack`), trained by
+    backtesting inside the calibration period. Without ``monetary_value`` the spend model is
+    skipped; spend that never varies is not fitted (a warning; CLV uses the constant).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     unit_days = DAYS_PER_UNIT[time_unit]
     unit_label = "days" if time_unit == "D" else "weeks"
-    bg, gg = fit_pair(rfm, cfg)
+    from customer360.training import clv_stack
+
+    bg = BetaGeoModel(**transaction_kwargs(cfg)).fit(rfm)
+    gg, spend_note = clv_stack.spend_model(
+        rfm, lambda frame: fit_pair(frame, cfg)[1],
+        constant_amount=bool((history or {}).get("constant_amount")),
+    )
+    no_spend = np.full(len(rfm), np.nan)
     holdout = "frequency_holdout" in rfm.columns
     horizon = float(rfm["duration_holdout"].iloc[0]) if holdout else cfg.horizon_days / unit_days
     clv_kwargs = {
@@ -210,12 +222,40 @@ def fit_and_report(
         "frequency": rfm["frequency"].to_numpy(),
         "recency": rfm["recency"].to_numpy(),
         "T": rfm["T"].to_numpy(),
-        "monetary_value": rfm["monetary_value"].to_numpy(),
+        "monetary_value": rfm["monetary_value"].to_numpy() if gg is not None else no_spend,
         "p_alive": bg.p_alive(rfm),
         "expected_purchases": predictions["bgnbd"],
-        "expected_spend": gg.expected_spend(rfm),
-        "clv": customer_clv(bg, gg, rfm, **clv_kwargs),
+        "expected_spend": gg.expected_spend(rfm) if gg is not None else no_spend,
+        "clv": customer_clv(bg, gg, rfm, **clv_kwargs) if gg is not None else no_spend,
     }
+    stacked_summary: dict[str, Any] | None = None
+    if history is not None:
+        try:
+            stacked = clv_stack.fit_stacked_purchases(
+                history["con"],
+                history["purchases"],
+                customer_col=history["customer_col"],
+                date_col=history["date_col"],
+                calibration_end=history["calibration_end"],
+                time_unit=time_unit,
+                horizon=horizon,
+                age_max=float(rfm["T"].max()),
+                transaction_kwargs=transaction_kwargs(cfg),
+            )
+            factor = stacked.correction(
+                clv_stack.history_features(
+                    history["con"], history["purchases"], rfm, bg,
+                    customer_col=history["customer_col"], date_col=history["date_col"],
+                    end=history["calibration_end"], time_unit=time_unit,
+                )
+            )
+            predictions["ml_stacked"] = predictions["bgnbd"] * factor
+            columns["expected_purchases_ml"] = predictions["ml_stacked"]
+            columns["clv_ml"] = columns["clv"] * factor
+            stacked_summary = {"backtest": stacked.info, "features": list(clv_stack.FEATURES)}
+        except ModelError as exc:
+            log.warning("ML-CLV (stacked) left out: %s", exc)
+            stacked_summary = {"error": str(exc)}
     # Pareto/NBD is the second opinion: when it cannot be fitted or evaluated, the job still
     # delivers BG/NBD + Gamma-Gamma and params.json says why Pareto/NBD is missing.
     try:
@@ -223,7 +263,9 @@ def fit_and_report(
         pareto_columns = {
             "p_alive_pareto": pareto.p_alive(rfm),
             "expected_purchases_pareto": pareto.expected_purchases(rfm, horizon),
-            "clv_pareto": customer_clv(pareto, gg, rfm, **clv_kwargs),
+            "clv_pareto": (
+                customer_clv(pareto, gg, rfm, **clv_kwargs) if gg is not None else no_spend
+            ),
         }
         predictions["pareto_nbd"] = pareto_columns["expected_purchases_pareto"]
         columns.update(pareto_columns)
@@ -241,7 +283,7 @@ def fit_and_report(
             col: np.nan if col in unknown else 0.0
             for col in customers.columns.drop("customer_id")
         })
-        defaults["expected_spend"] = gg.population_mean_spend_
+        defaults["expected_spend"] = gg.population_mean_spend_ if gg is not None else np.nan
         customers = pd.concat([customers, defaults], ignore_index=True)
     customers["has_purchases"] = customers["frequency"].notna()
 
@@ -259,13 +301,19 @@ def fit_and_report(
         "models": {
             "bgnbd": _model_summary(bg),
             "pareto_nbd": pareto_summary,
-            "gamma_gamma": {
+            "gamma_gamma": {"error": spend_note}
+            if spend_note
+            else {
                 **_model_summary(gg),
                 "customers_excluded": gg.n_excluded_,
                 "population_mean_spend": gg.population_mean_spend_,
             },
         },
     }
+    if isinstance(gg, clv_stack.ConstantSpend):
+        params["constant_spend"] = gg.spend
+    if stacked_summary is not None:
+        params["models"]["ml_stacked"] = stacked_summary
     plots = [
         plot_matrix(
             bg,
@@ -383,7 +431,7 @@ def run_transactions(
     *,
     customer_col: str,
     date_col: str,
-    amount_col: str,
+    amount_col: str | None,
     output_dir: Path,
     calibration_end: str | None = None,
     holdout_end: str | None = None,
@@ -404,7 +452,8 @@ def run_transactions(
     transactions
         CSV or Parquet file, one row per transaction.
     customer_col, date_col, amount_col
-        Its columns.
+        Its columns; ``amount_col=None``: a log without amounts (purchase models only, the
+        Gamma-Gamma spend model is skipped with a message).
     output_dir
         Receives ``params.json``, ``customers.parquet`` and the PNG plots.
     calibration_end
@@ -439,14 +488,20 @@ def run_transactions(
             )
     con = duckdb.connect()
     frame = _read_columns(con, transactions)
-    missing = [c for c in (customer_col, date_col, amount_col) if c not in frame.columns]
+    missing = [
+        c for c in (customer_col, date_col, amount_col) if c is not None and c not in frame.columns
+    ]
     if missing:
         raise ContractError(
             f"{transactions} has no column(s) {', '.join(map(repr, missing))}; its columns are: "
             f"{', '.join(map(str, frame.columns))}. Pass the right --customer-col/--date-col/"
             "--amount-col."
         )
-    amounts = pd.to_numeric(frame[amount_col], errors="coerce")
+    amounts = (
+        pd.to_numeric(frame[amount_col], errors="coerce")
+        if amount_col is not None
+        else pd.Series(np.zeros(len(frame)))
+    )
     if amounts.isna().any():
         row = int(np.flatnonzero(amounts.isna().to_numpy())[0])
         raise ContractError(
@@ -488,6 +543,15 @@ def run_transactions(
         annual_discount_rate=rate,
         margin_rate=margin_rate,
         extra_customers=extra,
+        history={
+            "con": con,
+            "purchases": purchases,
+            "customer_col": customer_col,
+            "date_col": date_col,
+            "calibration_end": calibration_end,
+            "constant_amount": amount_col is not None
+            and amounts[~is_return].nunique(dropna=True) == 1,
+        },
         context={
             "input": {
                 "file": str(transactions),
