@@ -277,6 +277,78 @@ class ChurnLookup:
         return self.model.score_matrix(m, num_threads=self.threads)
 
 
+class DirectModels:
+    """The three champions' own estimators, called on typed matrices without MLflow's pyfunc
+    layer (issue 17): the profile (batch scoring and ``/customer360``) spends its time in the
+    trees, not in schema enforcement and frame copies.
+
+    Answers equal the pyfunc's for churn probability, ML CLV and P(accept): same model input
+    (:meth:`Champion.model_input`), same matrix, same trees and calibrators. Churn reasons come
+    from :class:`~customer360.serving.reasons.PathAttribution` (``reasons: path``, the default
+    of ``configs/serving.yaml``; within :data:`~customer360.serving.reasons.REASON_TOLERANCE`
+    of exact TreeSHAP) or from exact TreeSHAP (``reasons: exact``: the pyfunc's reasons).
+
+    ``build`` returns None when a champion is not one of our estimators (the profile then
+    stays on the pyfunc path).
+    """
+
+    def __init__(self, churn: Any, clv: Any, nbo: Any, reasons: str, champions) -> None:
+        self.churn_model, self.clv_model, self.nbo_model = churn, clv, nbo
+        self.champions = champions
+        self.reasons = reasons
+        self.attribution = None
+        if reasons == "path":
+            from customer360.serving.reasons import PathAttribution
+
+            self.attribution = PathAttribution(churn.booster_)
+
+    @classmethod
+    def build(cls, champions: Mapping[str, Champion], reasons: str = "path") -> DirectModels | None:
+        from customer360.models.churn import ChurnClassifier
+        from customer360.models.clv_ml import CLVRegressor
+        from customer360.models.nbo import PropensityModel
+
+        models = {n: _unwrapped(champions[n]) for n in ("churn", "clv", "nbo") if n in champions}
+        kinds = {"churn": ChurnClassifier, "clv": CLVRegressor, "nbo": PropensityModel}
+        if any(not isinstance(models.get(n), k) for n, k in kinds.items()):
+            log.info("a champion is not a customer360 estimator: the profile uses the pyfunc path")
+            return None
+        return cls(models["churn"], models["clv"], models["nbo"], reasons, dict(champions))
+
+    def churn(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``churn_probability`` and ``reason_1..3`` per row."""
+        from customer360.models.tabular import reason_phrases
+
+        model = self.churn_model
+        m = model.matrix(self.champions["churn"].model_input(features))
+        probability = model.calibrator_(model.predict_raw(m))
+        if self.attribution is None:
+            contrib = model.contributions(m)
+        else:
+            contrib = self.attribution.contributions(m)
+        phrases = reason_phrases(
+            m, contrib, model.schema_, model.descriptions_, model.medians_, k=len(REASON_COLUMNS)
+        )
+        frame = pd.DataFrame({"churn_probability": np.asarray(probability, dtype=float)})
+        for j, col in enumerate(REASON_COLUMNS):
+            frame[col] = phrases[:, j] if j < phrases.shape[1] else None
+        return frame
+
+    def clv(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``clv_ml`` per row."""
+        m = self.clv_model.matrix(self.champions["clv"].model_input(features))
+        return pd.DataFrame({"clv_ml": np.asarray(self.clv_model.predict(m), dtype=float)})
+
+
+def _unwrapped(champion: Champion) -> Any:
+    """The estimator inside a customer360 pyfunc, or None."""
+    unwrap = getattr(champion.model, "unwrap_python_model", None)
+    try:
+        return getattr(unwrap(), "model", None) if unwrap else None
+    except Exception:  # a flavour without a Python model inside
+        return None
+
+
 # --- the population context -------------------------------------------------------------------
 
 
@@ -625,6 +697,8 @@ class ProfileScorer:
         self.model_versions = {n: c.version for n, c in self.champions.items()}
         self.required = required_payload_columns(self.champions, population)
         self.defaults = payload_defaults(self.required)
+        # The profile's models without the pyfunc layer (issue 17); None: pyfunc path.
+        self.direct = DirectModels.build(self.champions, getattr(config, "reasons", "path"))
         # What recommend() reads: ids, the propensity model's inputs, the eligibility features.
         self.nbo_columns = list(
             dict.fromkeys(
@@ -749,7 +823,8 @@ class ProfileScorer:
         recs = recommend(
             frame,
             pop.offers,
-            self.champions["nbo"],  # casts the pair frame to the signature
+            # the estimator itself, or the pyfunc (which casts the pair frame to the signature)
+            self.direct.nbo_model if self.direct else self.champions["nbo"],
             pop.nbo_config,
             None if payload else pop.history,
             self.config.top_k_offers,
@@ -782,8 +857,8 @@ class ProfileScorer:
                 id_columns(features),
                 classes.add_prefix("seg__"),
                 pd.DataFrame({"value_segment": classes["value_segment"].to_numpy()}),
-                self.churn(features),
-                self.clv(features),
+                self.direct.churn(features) if self.direct else self.churn(features),
+                self.direct.clv(features) if self.direct else self.clv(features),
                 self.prob_for(features),
             ],
             axis=1,
