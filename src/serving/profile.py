@@ -241,12 +241,15 @@ class ChurnLookup:
 
     threads = 1
 
-    def __init__(self, model: Any, matrix: np.ndarray) -> None:
+    def __init__(self, model: Any, matrix: np.ndarray, attribution: Any = None) -> None:
         self.model = model
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+        self.attribution = attribution  # issue 17: the profile's reasons (None: exact)
 
     @classmethod
-    def build(cls, champion: Champion, features: pd.DataFrame) -> ChurnLookup | None:
+    def build(
+        cls, champion: Champion, features: pd.DataFrame, attribution: Any = None
+    ) -> ChurnLookup | None:
         """The lookup over the rows of ``features`` (the served snapshot, in row order), or
         None when the champion is not a customer360 churn pyfunc (the service then scores
         through the generic pyfunc path)."""
@@ -260,7 +263,7 @@ class ChurnLookup:
         if not isinstance(model, ChurnClassifier):
             log.info("churn champion is not a ChurnClassifier: /churn uses the pyfunc path")
             return None
-        return cls(model, model.matrix(champion.model_input(features)))
+        return cls(model, model.matrix(champion.model_input(features)), attribution)
 
     def __len__(self) -> int:
         return self.matrix.shape[0]
@@ -274,7 +277,7 @@ class ChurnLookup:
         """Calibrated churn probability, shape (k,), and ``reason_1..3``, shape (k, 3) (None
         where the model has fewer inputs than reasons), of the snapshot rows ``rows``."""
         m = self.matrix[np.asarray(rows, dtype=np.intp)]  # a copy, C-contiguous
-        return self.model.score_matrix(m, num_threads=self.threads)
+        return churn_scores(self.model, m, self.attribution, num_threads=self.threads)
 
 
 class DirectModels:
@@ -317,27 +320,37 @@ class DirectModels:
 
     def churn(self, features: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability`` and ``reason_1..3`` per row."""
-        from customer360.models.tabular import reason_phrases
-
-        model = self.churn_model
-        m = model.matrix(self.champions["churn"].model_input(features))
-        probability = model.calibrator_(model.predict_raw(m))
-        if self.attribution is None:
-            contrib = model.contributions(m)
-        else:
-            contrib = self.attribution.contributions(m)
-        phrases = reason_phrases(
-            m, contrib, model.schema_, model.descriptions_, model.medians_, k=len(REASON_COLUMNS)
-        )
-        frame = pd.DataFrame({"churn_probability": np.asarray(probability, dtype=float)})
+        m = self.churn_model.matrix(self.champions["churn"].model_input(features))
+        probability, reasons = churn_scores(self.churn_model, m, self.attribution)
+        frame = pd.DataFrame({"churn_probability": probability})
         for j, col in enumerate(REASON_COLUMNS):
-            frame[col] = phrases[:, j] if j < phrases.shape[1] else None
+            frame[col] = reasons[:, j]
         return frame
 
     def clv(self, features: pd.DataFrame) -> pd.DataFrame:
         """``clv_ml`` per row."""
         m = self.clv_model.matrix(self.champions["clv"].model_input(features))
         return pd.DataFrame({"clv_ml": np.asarray(self.clv_model.predict(m), dtype=float)})
+
+
+def churn_scores(
+    model: Any, m: np.ndarray, attribution: Any = None, *, num_threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated churn probability (n,) and ``reason_1..3`` (n, 3; None where the model has
+    fewer inputs) of the churn classifier ``model`` on its matrix ``m``: the reasons by
+    ``attribution`` (a :class:`~customer360.serving.reasons.PathAttribution`) or, when None,
+    by the classifier's own exact TreeSHAP (``score_matrix``)."""
+    if attribution is None:
+        return model.score_matrix(m, num_threads=num_threads)
+    from customer360.models.tabular import reason_phrases
+
+    probability = model.calibrator_(model.predict_raw(m, num_threads=num_threads))
+    contrib = attribution.contributions(m, num_threads=num_threads)
+    k = len(REASON_COLUMNS)
+    phrases = reason_phrases(m, contrib, model.schema_, model.descriptions_, model.medians_, k=k)
+    reasons = np.full((len(m), k), None, dtype=object)
+    reasons[:, : phrases.shape[1]] = phrases
+    return np.asarray(probability, dtype=float), reasons
 
 
 def _unwrapped(champion: Champion) -> Any:
@@ -753,6 +766,8 @@ class ProfileScorer:
     # Each part is vectorised over the rows of ``features`` (enriched, or payloads).
     def churn(self, features: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability`` and ``reason_1..3`` per row."""
+        if self.direct is not None:
+            return self.direct.churn(features)
         out = self.champions["churn"].predict(features)
         if "churn_probability" not in out.columns:
             out = out.rename(columns={out.columns[0]: "churn_probability"})
@@ -763,6 +778,8 @@ class ProfileScorer:
 
     def clv(self, features: pd.DataFrame) -> pd.DataFrame:
         """``clv_ml`` per row."""
+        if self.direct is not None:
+            return self.direct.clv(features)
         out = self.champions["clv"].predict(features)
         col = "clv_ml" if "clv_ml" in out.columns else out.columns[0]
         return pd.DataFrame({"clv_ml": out[col].astype(float).to_numpy()})
@@ -851,20 +868,26 @@ class ProfileScorer:
         features = features.reset_index(drop=True)
         if not payload:
             features = self.enrich(features)
+        flat = self.base(features, payload=payload)
+        offers = self.offers(features, flat, payload=payload, exclusions=exclusions)
+        return pd.concat([flat, offers], axis=1)
+
+    def base(self, features: pd.DataFrame, *, payload: bool = False) -> pd.DataFrame:
+        """The profile frame without the offers: what depends only on the snapshot, so the
+        service computes it once per snapshot for every customer (issue 17). ``features``
+        are enriched rows (or payloads), index 0..n-1."""
         classes = self.classifications(features, payload=payload)
-        flat = pd.concat(
+        return pd.concat(
             [
                 id_columns(features),
                 classes.add_prefix("seg__"),
                 pd.DataFrame({"value_segment": classes["value_segment"].to_numpy()}),
-                self.direct.churn(features) if self.direct else self.churn(features),
-                self.direct.clv(features) if self.direct else self.clv(features),
+                self.churn(features),
+                self.clv(features),
                 self.prob_for(features),
             ],
             axis=1,
         )
-        offers = self.offers(features, flat, payload=payload, exclusions=exclusions)
-        return pd.concat([flat, offers], axis=1)
 
     # --- feedback -----------------------------------------------------------------------------
 
@@ -948,6 +971,22 @@ class ProfileScorer:
 
     def channels(self) -> set[str]:
         return set(self.population.offers["channel"].dropna().astype(str))
+
+
+def precompute_profile_base(
+    scorer: ProfileScorer, snapshot: pd.DataFrame, chunk_size: int | None = None
+) -> pd.DataFrame | None:
+    """:meth:`ProfileScorer.base` of every row of the (enriched) served snapshot, in
+    chunks of ``chunk_size`` (default the serving config's) as batch scoring runs it; None when
+    the champions are not our estimators (the profile then scores each request in full)."""
+    if scorer.direct is None:
+        return None
+    size = chunk_size or scorer.config.chunk_size
+    parts = [
+        scorer.base(snapshot.iloc[start : start + size].reset_index(drop=True))
+        for start in range(0, len(snapshot), size)
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 class FeedbackConflict(Customer360Error):
