@@ -151,7 +151,8 @@ def score_customers(
         side = con.cursor()
         # Arrow batches of exactly chunk_size rows (issue 17: chunks no longer round up to
         # DuckDB's 2048-row vectors), each turned into the frame the models read.
-        stream = con.sql(
+        reader = con.cursor()  # its own cursor: build_scorer's queries stay on con
+        stream = reader.sql(
             f"SELECT * FROM {SNAPSHOT_TABLE} WHERE CAST(as_of AS DATE) = ? ORDER BY customer_id",
             params=[as_of],
         ).to_arrow_reader(chunk_size)
@@ -176,6 +177,7 @@ def score_customers(
         finally:
             if writer is not None:
                 writer.close()
+            reader.close()
         if done != total:
             raise WarehouseError(
                 f"Scored {done} customers but the snapshot as of {as_of} has {total}; the "

@@ -418,6 +418,29 @@ class Population:
             classify_base=features,
         )
 
+    def history_of(self, customer_ids: np.ndarray) -> pd.DataFrame:
+        """The rows of ``history`` of these customers (what eligibility reads for them),
+        found through a per-customer index instead of a scan of the whole history on every
+        request and chunk (issue 17). The index is rebuilt when feedback replaces
+        ``history``."""
+        cached = getattr(self, "_history_index", None)
+        if cached is None or cached[0] is not self.history:
+            codes, uniques = pd.factorize(self.history["customer_id"].astype(object))
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+            cached = (self.history, pd.Index(uniques), order, bounds)
+            self._history_index = cached
+        _, index, order, bounds = cached
+        found = index.get_indexer(pd.Index(customer_ids).astype(object))
+        found = found[found >= 0]
+        if not len(found):
+            return self.history.iloc[:0]
+        starts, stops = bounds[found], bounds[found + 1]
+        lengths = stops - starts
+        offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+        rows = order[np.arange(lengths.sum()) + offsets]
+        return self.history.iloc[np.sort(rows)]
+
     def classify_payload(self, features: pd.DataFrame) -> pd.DataFrame:
         """Classify payload rows relative to this population (rows appended, then classified)."""
         base = self.classify_base
@@ -828,6 +851,7 @@ class ProfileScorer:
         )
         if payload:
             frame["customer_id"] = [f"__payload_{i}" for i in range(len(frame))]
+        ids_before = frame["customer_id"].to_numpy()
         # The features are as of the snapshot; the decision happens now, so feedback recorded
         # since (held / recently rejected / contact cap) counts, as in NBO's recommend_for.
         now = pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -843,7 +867,7 @@ class ProfileScorer:
             # the estimator itself, or the pyfunc (which casts the pair frame to the signature)
             self.direct.nbo_model if self.direct else self.champions["nbo"],
             pop.nbo_config,
-            None if payload else pop.history,
+            None if payload else pop.history_of(ids_before),
             self.config.top_k_offers,
             bandit=pop.bandit if use_bandit else None,
             decided_at=now,
