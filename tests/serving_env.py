@@ -81,6 +81,11 @@ def _configs(dest: Path) -> Path:
     nbo = yaml.safe_load((dest / "nbo.yaml").read_text())
     nbo["bandit"]["exploration"] = 0.0
     (dest / "nbo.yaml").write_text(yaml.safe_dump(nbo))
+    # Exact TreeSHAP reasons, so answers equal the registered pyfuncs' (and Spark's) bit for
+    # bit; the fast path reasons are tested in tests/test_batch_fast.py (issue 17).
+    serving = yaml.safe_load((dest / "serving.yaml").read_text())
+    serving["reasons"] = "exact"
+    (dest / "serving.yaml").write_text(yaml.safe_dump(serving))
     for name in ("churn", "clv"):
         path = dest / f"{name}.yaml"
         if not path.exists():

@@ -149,19 +149,21 @@ def score_customers(
         total = _snapshot_rows(con, as_of)
         scorer = build_scorer(con, as_of, config)
         side = con.cursor()
-        stream = con.execute(
+        # Arrow batches of exactly chunk_size rows (issue 17: chunks no longer round up to
+        # DuckDB's 2048-row vectors), each turned into the frame the models read.
+        reader = con.cursor()  # its own cursor: build_scorer's queries stay on con
+        stream = reader.sql(
             f"SELECT * FROM {SNAPSHOT_TABLE} WHERE CAST(as_of AS DATE) = ? ORDER BY customer_id",
-            [as_of],
-        )
-        vectors = max(1, -(-chunk_size // 2048))  # DuckDB hands out 2048-row vectors
+            params=[as_of],
+        ).to_arrow_reader(chunk_size)
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
         done = chunks = 0
         try:
-            while True:
-                chunk = stream.fetch_df_chunk(vectors)
-                if chunk.empty:
-                    break
+            for batch in stream:
+                if batch.num_rows == 0:
+                    continue
+                chunk = batch.to_pandas()
                 flat = scorer.score(chunk, exclusions=False)
                 flat = _with_definitions(flat)  # issue 13: horizons and definitions
                 if schema is None:
@@ -176,6 +178,7 @@ def score_customers(
         finally:
             if writer is not None:
                 writer.close()
+            reader.close()
         if done != total:
             raise WarehouseError(
                 f"Scored {done} customers but the snapshot as of {as_of} has {total}; the "

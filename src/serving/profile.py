@@ -241,12 +241,15 @@ class ChurnLookup:
 
     threads = 1
 
-    def __init__(self, model: Any, matrix: np.ndarray) -> None:
+    def __init__(self, model: Any, matrix: np.ndarray, attribution: Any = None) -> None:
         self.model = model
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+        self.attribution = attribution  # issue 17: the profile's reasons (None: exact)
 
     @classmethod
-    def build(cls, champion: Champion, features: pd.DataFrame) -> ChurnLookup | None:
+    def build(
+        cls, champion: Champion, features: pd.DataFrame, attribution: Any = None
+    ) -> ChurnLookup | None:
         """The lookup over the rows of ``features`` (the served snapshot, in row order), or
         None when the champion is not a customer360 churn pyfunc (the service then scores
         through the generic pyfunc path)."""
@@ -260,7 +263,7 @@ class ChurnLookup:
         if not isinstance(model, ChurnClassifier):
             log.info("churn champion is not a ChurnClassifier: /churn uses the pyfunc path")
             return None
-        return cls(model, model.matrix(champion.model_input(features)))
+        return cls(model, model.matrix(champion.model_input(features)), attribution)
 
     def __len__(self) -> int:
         return self.matrix.shape[0]
@@ -274,7 +277,89 @@ class ChurnLookup:
         """Calibrated churn probability, shape (k,), and ``reason_1..3``, shape (k, 3) (None
         where the model has fewer inputs than reasons), of the snapshot rows ``rows``."""
         m = self.matrix[np.asarray(rows, dtype=np.intp)]  # a copy, C-contiguous
-        return self.model.score_matrix(m, num_threads=self.threads)
+        return churn_scores(self.model, m, self.attribution, num_threads=self.threads)
+
+
+class DirectModels:
+    """The three champions' own estimators, called on typed matrices without MLflow's pyfunc
+    layer (issue 17): the profile (batch scoring and ``/customer360``) spends its time in the
+    trees, not in schema enforcement and frame copies.
+
+    Answers equal the pyfunc's for churn probability, ML CLV and P(accept): same model input
+    (:meth:`Champion.model_input`), same matrix, same trees and calibrators. Churn reasons come
+    from :class:`~customer360.serving.reasons.PathAttribution` (``reasons: path``, the default
+    of ``configs/serving.yaml``; within :data:`~customer360.serving.reasons.REASON_TOLERANCE`
+    of exact TreeSHAP) or from exact TreeSHAP (``reasons: exact``: the pyfunc's reasons).
+
+    ``build`` returns None when a champion is not one of our estimators (the profile then
+    stays on the pyfunc path).
+    """
+
+    def __init__(self, churn: Any, clv: Any, nbo: Any, reasons: str, champions) -> None:
+        self.churn_model, self.clv_model, self.nbo_model = churn, clv, nbo
+        self.champions = champions
+        self.reasons = reasons
+        self.attribution = None
+        if reasons == "path":
+            from customer360.serving.reasons import PathAttribution
+
+            self.attribution = PathAttribution(churn.booster_)
+
+    @classmethod
+    def build(cls, champions: Mapping[str, Champion], reasons: str = "path") -> DirectModels | None:
+        from customer360.models.churn import ChurnClassifier
+        from customer360.models.clv_ml import CLVRegressor
+        from customer360.models.nbo import PropensityModel
+
+        models = {n: _unwrapped(champions[n]) for n in ("churn", "clv", "nbo") if n in champions}
+        kinds = {"churn": ChurnClassifier, "clv": CLVRegressor, "nbo": PropensityModel}
+        if any(not isinstance(models.get(n), k) for n, k in kinds.items()):
+            log.info("a champion is not a customer360 estimator: the profile uses the pyfunc path")
+            return None
+        return cls(models["churn"], models["clv"], models["nbo"], reasons, dict(champions))
+
+    def churn(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``churn_probability`` and ``reason_1..3`` per row."""
+        m = self.churn_model.matrix(self.champions["churn"].model_input(features))
+        probability, reasons = churn_scores(self.churn_model, m, self.attribution)
+        frame = pd.DataFrame({"churn_probability": probability})
+        for j, col in enumerate(REASON_COLUMNS):
+            frame[col] = reasons[:, j]
+        return frame
+
+    def clv(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``clv_ml`` per row."""
+        m = self.clv_model.matrix(self.champions["clv"].model_input(features))
+        return pd.DataFrame({"clv_ml": np.asarray(self.clv_model.predict(m), dtype=float)})
+
+
+def churn_scores(
+    model: Any, m: np.ndarray, attribution: Any = None, *, num_threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated churn probability (n,) and ``reason_1..3`` (n, 3; None where the model has
+    fewer inputs) of the churn classifier ``model`` on its matrix ``m``: the reasons by
+    ``attribution`` (a :class:`~customer360.serving.reasons.PathAttribution`) or, when None,
+    by the classifier's own exact TreeSHAP (``score_matrix``)."""
+    if attribution is None:
+        return model.score_matrix(m, num_threads=num_threads)
+    from customer360.models.tabular import reason_phrases
+
+    probability = model.calibrator_(model.predict_raw(m, num_threads=num_threads))
+    contrib = attribution.contributions(m, num_threads=num_threads)
+    k = len(REASON_COLUMNS)
+    phrases = reason_phrases(m, contrib, model.schema_, model.descriptions_, model.medians_, k=k)
+    reasons = np.full((len(m), k), None, dtype=object)
+    reasons[:, : phrases.shape[1]] = phrases
+    return np.asarray(probability, dtype=float), reasons
+
+
+def _unwrapped(champion: Champion) -> Any:
+    """The estimator inside a customer360 pyfunc, or None."""
+    unwrap = getattr(champion.model, "unwrap_python_model", None)
+    try:
+        return getattr(unwrap(), "model", None) if unwrap else None
+    except Exception:  # a flavour without a Python model inside
+        return None
 
 
 # --- the population context -------------------------------------------------------------------
@@ -332,6 +417,29 @@ class Population:
             nbo_config=nbo_config,
             classify_base=features,
         )
+
+    def history_of(self, customer_ids: np.ndarray) -> pd.DataFrame:
+        """The rows of ``history`` of these customers (what eligibility reads for them),
+        found through a per-customer index instead of a scan of the whole history on every
+        request and chunk (issue 17). The index is rebuilt when feedback replaces
+        ``history``."""
+        cached = getattr(self, "_history_index", None)
+        if cached is None or cached[0] is not self.history:
+            codes, uniques = pd.factorize(self.history["customer_id"].astype(object))
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+            cached = (self.history, pd.Index(uniques), order, bounds)
+            self._history_index = cached
+        _, index, order, bounds = cached
+        found = index.get_indexer(pd.Index(customer_ids).astype(object))
+        found = found[found >= 0]
+        if not len(found):
+            return self.history.iloc[:0]
+        starts, stops = bounds[found], bounds[found + 1]
+        lengths = stops - starts
+        offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+        rows = order[np.arange(lengths.sum()) + offsets]
+        return self.history.iloc[np.sort(rows)]
 
     def classify_payload(self, features: pd.DataFrame) -> pd.DataFrame:
         """Classify payload rows relative to this population (rows appended, then classified)."""
@@ -625,6 +733,8 @@ class ProfileScorer:
         self.model_versions = {n: c.version for n, c in self.champions.items()}
         self.required = required_payload_columns(self.champions, population)
         self.defaults = payload_defaults(self.required)
+        # The profile's models without the pyfunc layer (issue 17); None: pyfunc path.
+        self.direct = DirectModels.build(self.champions, getattr(config, "reasons", "path"))
         # What recommend() reads: ids, the propensity model's inputs, the eligibility features.
         self.nbo_columns = list(
             dict.fromkeys(
@@ -679,6 +789,8 @@ class ProfileScorer:
     # Each part is vectorised over the rows of ``features`` (enriched, or payloads).
     def churn(self, features: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability`` and ``reason_1..3`` per row."""
+        if self.direct is not None:
+            return self.direct.churn(features)
         out = self.champions["churn"].predict(features)
         if "churn_probability" not in out.columns:
             out = out.rename(columns={out.columns[0]: "churn_probability"})
@@ -689,6 +801,8 @@ class ProfileScorer:
 
     def clv(self, features: pd.DataFrame) -> pd.DataFrame:
         """``clv_ml`` per row."""
+        if self.direct is not None:
+            return self.direct.clv(features)
         out = self.champions["clv"].predict(features)
         col = "clv_ml" if "clv_ml" in out.columns else out.columns[0]
         return pd.DataFrame({"clv_ml": out[col].astype(float).to_numpy()})
@@ -737,6 +851,7 @@ class ProfileScorer:
         )
         if payload:
             frame["customer_id"] = [f"__payload_{i}" for i in range(len(frame))]
+        ids_before = frame["customer_id"].to_numpy()
         # The features are as of the snapshot; the decision happens now, so feedback recorded
         # since (held / recently rejected / contact cap) counts, as in NBO's recommend_for.
         now = pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -749,9 +864,10 @@ class ProfileScorer:
         recs = recommend(
             frame,
             pop.offers,
-            self.champions["nbo"],  # casts the pair frame to the signature
+            # the estimator itself, or the pyfunc (which casts the pair frame to the signature)
+            self.direct.nbo_model if self.direct else self.champions["nbo"],
             pop.nbo_config,
-            None if payload else pop.history,
+            None if payload else pop.history_of(ids_before),
             self.config.top_k_offers,
             bandit=pop.bandit if use_bandit else None,
             decided_at=now,
@@ -776,8 +892,16 @@ class ProfileScorer:
         features = features.reset_index(drop=True)
         if not payload:
             features = self.enrich(features)
+        flat = self.base(features, payload=payload)
+        offers = self.offers(features, flat, payload=payload, exclusions=exclusions)
+        return pd.concat([flat, offers], axis=1)
+
+    def base(self, features: pd.DataFrame, *, payload: bool = False) -> pd.DataFrame:
+        """The profile frame without the offers: what depends only on the snapshot, so the
+        service computes it once per snapshot for every customer (issue 17). ``features``
+        are enriched rows (or payloads), index 0..n-1."""
         classes = self.classifications(features, payload=payload)
-        flat = pd.concat(
+        return pd.concat(
             [
                 id_columns(features),
                 classes.add_prefix("seg__"),
@@ -788,8 +912,6 @@ class ProfileScorer:
             ],
             axis=1,
         )
-        offers = self.offers(features, flat, payload=payload, exclusions=exclusions)
-        return pd.concat([flat, offers], axis=1)
 
     # --- feedback -----------------------------------------------------------------------------
 
@@ -873,6 +995,22 @@ class ProfileScorer:
 
     def channels(self) -> set[str]:
         return set(self.population.offers["channel"].dropna().astype(str))
+
+
+def precompute_profile_base(
+    scorer: ProfileScorer, snapshot: pd.DataFrame, chunk_size: int | None = None
+) -> pd.DataFrame | None:
+    """:meth:`ProfileScorer.base` of every row of the (enriched) served snapshot, in
+    chunks of ``chunk_size`` (default the serving config's) as batch scoring runs it; None when
+    the champions are not our estimators (the profile then scores each request in full)."""
+    if scorer.direct is None:
+        return None
+    size = chunk_size or scorer.config.chunk_size
+    parts = [
+        scorer.base(snapshot.iloc[start : start + size].reset_index(drop=True))
+        for start in range(0, len(snapshot), size)
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 class FeedbackConflict(Customer360Error):

@@ -8,7 +8,7 @@ path of the wrong field (``loc``) in ``detail``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,9 @@ class ServingConfig(StrictModel):
     token_env_var: str = "CUSTOMER360_API_TOKEN"
     prob_horizon_days: int = Field(365, ge=1)
     chunk_size: int = Field(20_000, ge=1)
+    # issue 17: churn reasons of the profile (batch scoring, /customer360): "path" attributions
+    # (fast, within serving.reasons.REASON_TOLERANCE of TreeSHAP) or "exact" TreeSHAP.
+    reasons: Literal["path", "exact"] = "path"
 
 
 def load_serving_config(path: str | None = None) -> ServingConfig:

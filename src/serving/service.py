@@ -60,6 +60,7 @@ from customer360.serving.profile import (
     load_champions,
     load_snapshot,
     offers_from_row,
+    precompute_profile_base,
     prob_horizons,
     profile_from_row,
     typed_payload_frame,
@@ -457,7 +458,14 @@ class Customer360:
         self.ids = self.row_of.to_numpy(dtype=object)
         # /churn by id reads the churn model's inputs from one typed matrix (no pandas per
         # request); None when the champion is not our ChurnClassifier (pyfunc path then).
-        self.churn_lookup = ChurnLookup.build(self.scorer.champions["churn"], self.snapshot)
+        direct = self.scorer.direct  # /churn gives the profile's reasons (reasons: path|exact)
+        self.churn_lookup = ChurnLookup.build(
+            self.scorer.champions["churn"], self.snapshot, direct.attribution if direct else None
+        )
+        # /customer360 and /next_best_offer by id: everything but the offers is a function of
+        # the snapshot, computed once here in batch scoring's chunks (issue 17); a request
+        # slices it and ranks only its offers, which depend on now (feedback, bandit).
+        self.profile_base = precompute_profile_base(self.scorer, self.snapshot)
         self.write_lock = threading.Lock()
         self.coalescers = {
             name: _Coalescer(
@@ -630,6 +638,11 @@ class Customer360:
                 }
                 for j in range(len(rows))
             ]
+        if part == self._full_part and self.profile_base is not None:
+            base = self.profile_base.iloc[rows].reset_index(drop=True)
+            features = self.snapshot.iloc[rows].reset_index(drop=True)
+            offers = self.scorer.offers(features, base, payload=False, exclusions=True)
+            return pd.concat([base, offers], axis=1).to_dict("records")
         return part(self.snapshot.iloc[rows], False).to_dict("records")
 
     # The scoring parts: each takes the feature rows and whether they came as payloads.
