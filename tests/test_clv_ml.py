@@ -97,6 +97,8 @@ def test_clv_pyfunc_returns_clv_ml_and_run_has_decile_chart(clv_run, monkeypatch
     example = model.input_example
     out = model.predict(example)
     assert list(out.columns) == ["clv_ml"] and (out["clv_ml"] >= 0).all()
-    assert any(c.startswith("prob__") for c in model.metadata.get_input_schema().input_names())
+    # self-contained: the probabilistic inputs are computed inside, not read as columns
+    assert not any(c.startswith("prob__")
+                   for c in model.metadata.get_input_schema().input_names())
     paths = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
     assert {"plots/deciles.png", "plots/shap_summary.png"} <= paths

@@ -146,7 +146,10 @@ def test_churn_lookup_equals_the_registered_pyfunc(env, monkeypatch):
     rows = conform(snap.merge(prob, on="customer_id", how="left"), [churn])
     lookup = ChurnLookup.build(churn, rows)
     assert lookup is not None and len(lookup) == len(rows)
-    assert lookup.nbytes == len(rows) * len(churn.input_columns) * 8
+    # one float64 cell per customer and booster input: the served columns plus the prob__
+    # inputs the self-contained model computes from them
+    assert lookup.nbytes == len(rows) * lookup.model.booster_.num_feature() * 8
+    assert lookup.model.booster_.num_feature() > len(churn.input_columns)
 
     expected = churn.predict(rows)  # the generic path: signature cast + MLflow pyfunc
     probability, reasons = lookup.predict(np.arange(len(rows)))

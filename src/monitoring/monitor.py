@@ -222,7 +222,11 @@ def _champion_info(model_name: str, alias: str) -> dict[str, Any] | None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
+    from customer360.training.tracking import tracking_uri
+
+    # the same store load_champions reads, not whatever mlflow's process-wide URI is
+    uri = tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         mv = client.get_model_version_by_alias(model_name, alias)
     except MlflowException:

@@ -267,12 +267,17 @@ def spark_input(
     config = config or load_serving_config()
     as_of = pd.Timestamp(as_of).date()
     champions = load_champions(["churn", "clv"], config.alias)
+    horizons = prob_horizons(champions)
     with connect(db, read_only=True) as con:
         features = load_snapshot(con, as_of)
-        prob = probabilistic_frame(con, as_of, prob_horizons(champions))
+        # models registered before they carried their probabilistic stack read prob__ columns;
+        # self-contained ones compute them inside from the features
+        if horizons:
+            prob = probabilistic_frame(con, as_of, horizons)
+            features = features.merge(prob, on="customer_id", how="left")
     if customer_ids is not None:
         features = features[features["customer_id"].isin(customer_ids)]
-    frame = conform(features.merge(prob, on="customer_id", how="left"), champions.values())
+    frame = conform(features, champions.values())
     text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c])]
     frame = frame.astype({c: object for c in text})
     frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
