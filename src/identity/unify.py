@@ -339,7 +339,11 @@ def train_linker(linker: Any, roles: dict[str, str], config: IdentityConfig) -> 
         max_pairs=config.u_max_pairs, seed=config.seed
     )
     skipped = []
-    fallbacks = [g for g in blocking_columns(roles) if g not in blocks]
+    # Company-name and id columns are empty on every person's record: a fallback block on
+    # them trains on the few company records only, so those blocks come last.
+    sparse = {f"std_{c}" for c, r in roles.items() if r in ("full_name", "id")}
+    fallbacks = sorted((g for g in blocking_columns(roles) if g not in blocks),
+                       key=lambda g: bool(set(g) & sparse))
     for block in blocks:
         for candidate in _fallback_order(block, fallbacks):
             # Splink 5.0 deactivates the block's own comparisons on the linker's settings for
