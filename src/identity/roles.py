@@ -200,6 +200,57 @@ def blocking_columns(roles: dict[str, str]) -> list[list[str]]:
     return groups
 
 
+def _location_comparison(street: str, postcode: str, city: str | None):
+    """One comparison for a street, its postcode and its city, whose agreements are not
+    independent.
+
+    Scored as separate comparisons, a shared street, postcode and city count the same evidence
+    two or three times and outweigh a different given name and date of birth, so neighbours
+    and relatives at one address merge. One comparison gives each pattern of agreement a single
+    weight; the city still counts where the postcode disagrees.
+    """
+    import splink.comparison_level_library as cll
+    from splink.comparison_library import CustomComparison
+
+    null = cll.And(cll.NullLevel(street), cll.NullLevel(postcode))
+    null.configure(is_null_level=True)
+    levels = [
+        null,
+        cll.And(cll.ExactMatchLevel(street), cll.ExactMatchLevel(postcode)),
+        cll.And(cll.JaroWinklerLevel(street, 0.9), cll.ExactMatchLevel(postcode)),
+        cll.ExactMatchLevel(postcode),
+    ]
+    if city:
+        levels += [cll.And(cll.JaroWinklerLevel(street, 0.9), cll.ExactMatchLevel(city)),
+                   cll.ExactMatchLevel(city)]
+    levels += [cll.JaroWinklerLevel(street, 0.9), cll.ElseLevel()]
+    return CustomComparison(
+        output_column_name="std_location",
+        comparison_description=f"location ({', '.join(c for c in (street, postcode, city) if c)})",
+        comparison_levels=levels,
+    )
+
+
+def _comparisons(roles: dict[str, str]) -> list:
+    """One comparison per role column, except the address group.
+
+    With a street and a postcode, the first street column, the first postcode column and the
+    first city column are compared together (:func:`_location_comparison`).
+    """
+    columns = {r: [c for c, role in roles.items() if role == r] for r in set(roles.values())}
+    group: list[str] = []
+    if columns.get("postcode") and columns.get("address"):
+        group = [columns["address"][0], columns["postcode"][0], *columns.get("city", [])[:1]]
+    out = []
+    for column, role in roles.items():
+        if group and column == group[0]:
+            out.append(_location_comparison(
+                *(f"std_{c}" for c in group[:2]), f"std_{group[2]}" if len(group) > 2 else None))
+        elif column not in group:
+            out.append(_comparison(role, f"std_{column}"))
+    return out
+
+
 def build_settings(roles: dict[str, str], link_type: str, *, max_iterations: int = 25):
     """Splink settings (engine-neutral ``SettingsCreator``) generated from the column roles.
 
@@ -211,7 +262,7 @@ def build_settings(roles: dict[str, str], link_type: str, *, max_iterations: int
     """
     from splink import SettingsCreator, block_on
 
-    comparisons = [_comparison(role, f"std_{column}") for column, role in roles.items()]
+    comparisons = _comparisons(roles)
     rules = [block_on(*group) for group in blocking_columns(roles)]
     return SettingsCreator(
         link_type=link_type,

@@ -150,7 +150,9 @@ def _pairs_frame(scored: pd.DataFrame, run_id: str) -> pd.DataFrame:
         c: scored[f"mw_std_{c}"].astype("float64")
         + scored.get(f"mw_tf_adj_std_{c}", pd.Series(0.0, index=scored.index)).astype(
             "float64").fillna(0.0)
-        for c in ROLES if f"mw_std_{c}" in scored.columns
+        # Every compared column, including a combined one (``location``: street, postcode, city).
+        for c in (col.removeprefix("mw_std_") for col in scored.columns
+                  if col.startswith("mw_std_"))
     }).round(4)
     return pd.DataFrame({
         "record_key_l": left, "record_key_r": right,

@@ -339,18 +339,41 @@ def train_linker(linker: Any, roles: dict[str, str], config: IdentityConfig) -> 
         max_pairs=config.u_max_pairs, seed=config.seed
     )
     skipped = []
-    fallbacks = [g for g in blocking_columns(roles) if g not in blocks]
+    # Company-name and id columns are empty on every person's record: a fallback block on
+    # them trains on the few company records only, so those blocks come last.
+    sparse = {f"std_{c}" for c, r in roles.items() if r in ("full_name", "id")}
+    fallbacks = sorted((g for g in blocking_columns(roles) if g not in blocks),
+                       key=lambda g: bool(set(g) & sparse))
     for block in blocks:
-        for candidate in [block, *fallbacks]:
+        for candidate in _fallback_order(block, fallbacks):
+            # Splink 5.0 deactivates the block's own comparisons on the linker's settings for
+            # the session and restores them only when EM succeeds: a failed run would leave the
+            # model without those comparisons (e.g. no name comparison at all, so relatives
+            # sharing contact data merge). Keep a copy and put it back on failure.
+            saved = linker._settings_obj.core_model_settings.copy()
             try:
                 linker.training.estimate_parameters_using_expectation_maximisation(
                     block_on(*candidate)
                 )
                 break
             except ValueError as exc:
+                linker._settings_obj.core_model_settings = saved
                 log.warning("EM on block %s failed (%s); trying the next block", candidate, exc)
                 skipped.append(" & ".join(candidate))
     return skipped
+
+
+def _fallback_order(block: list[str], fallbacks: list[list[str]]) -> list[list[str]]:
+    """``block`` first, then the fallbacks sharing a column with it, then the rest.
+
+    A fallback that keeps part of the failed block trains nearly the same comparisons; one on a
+    shared phone or email alone would train the names on household members too.
+
+    >>> _fallback_order(["a", "b"], [["e"], ["a", "p"], ["b", "c"]])
+    [['a', 'b'], ['a', 'p'], ['b', 'c'], ['e']]
+    """
+    near = [g for g in fallbacks if set(g) & set(block)]
+    return [block, *near, *(g for g in fallbacks if g not in near)]
 
 
 def _count_candidates(linker: Any) -> int | None:
