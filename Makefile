@@ -49,9 +49,10 @@ demo: install
 	@scripts/demo_serve.sh stop >/dev/null 2>&1 || true
 	DB=$(DB) scripts/demo_serve.sh start
 
+# Two workers for two cores; --dist loadfile keeps a module's fixtures (servers, trained stores) in one worker.
 test: install-test
 	scripts/ensure_chromium.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -131,6 +132,10 @@ def local_spark(cores: int = 2, app_name: str = "customer360", **conf: str) -> S
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
     )
+    # Local executors run this interpreter (it has pandas and the models), not whichever
+    # `python3` is first on PATH. PySpark reads only the environment variable, when the first
+    # session of the process starts; a value the user set wins.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in conf.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
