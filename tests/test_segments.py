@@ -737,3 +737,21 @@ def test_every_feature_the_config_names_is_in_the_registry(cfg):
              "demo__acquisition_channel__static"]
     missing = sorted(set(named) - {"customer_id"} - set(feature_names()))
     assert missing == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(profits=st.lists(st.floats(0.01, 1e6, allow_nan=False), min_size=1, max_size=30))
+def test_the_best_customer_is_in_segment_a_however_few_there_are(cfg, profits):
+    # Rounded cut-offs once put a lone profitable customer in 'C'; value segments must also be
+    # monotone in profitability.
+    n = len(profits)
+    base = example_features().iloc[[0]]
+    data = pd.concat([base] * n, ignore_index=True)
+    data["customer_id"] = [f"c{i:03d}" for i in range(n)]
+    data["txn__profitability__365d"] = profits
+    out = classify(data, cfg)
+    best = int(np.argmax(profits))
+    assert out.loc[best, "value_segment"] == "A"
+    rank = out["value_segment"].map({"A": 0, "B": 1, "C": 2, "D": 3}).to_numpy()
+    order = np.argsort(-np.asarray(profits), kind="stable")
+    assert (np.diff(rank[order]) >= 0).all()

@@ -495,7 +495,12 @@ def _value_segment(f: pd.DataFrame, cfg: ValueConfig, bought: np.ndarray) -> np.
     n = int(ranked.sum())
     if n:
         rank0 = pd.Series(-profit[ranked]).rank(method="min").to_numpy() - 1  # 0 = best
+        # Cut-offs are the cumulative shares of the ranked customers, rounded; the first
+        # segment always holds at least the best customer (rounding alone put a lone
+        # profitable customer, the best there is, in 'C').
         cutoffs = np.round(np.cumsum(list(cfg.shares.values())) * n).astype(np.int64)
+        cutoffs[0] = max(cutoffs[0], 1)
+        cutoffs = np.maximum.accumulate(cutoffs)
         index = np.minimum(np.searchsorted(cutoffs, rank0, side="right"), len(labels) - 1)
         out[ranked] = labels[index]
     return out

@@ -43,8 +43,19 @@ class PathAttribution:
 
     Examples
     --------
-    >>> attr = PathAttribution(model.booster_)  # doctest: +SKIP
-    >>> contrib = attr.contributions(matrix)  # (n, n_features), like pred_contrib[:, :-1]
+    >>> import lightgbm as lgb
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3))
+    >>> y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
+    >>> params = {"objective": "binary", "num_leaves": 4, "verbose": -1}
+    >>> booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=5)
+    >>> attr = PathAttribution(booster)
+    >>> contrib = attr.contributions(X)  # (n, n_features), like pred_contrib[:, :-1]
+    >>> contrib.shape
+    (200, 3)
+    >>> raw = booster.predict(X, raw_score=True)
+    >>> bool(np.allclose(contrib.sum(axis=1) + attr.bias, raw))
+    True
     """
 
     def __init__(self, booster: Any) -> None:
