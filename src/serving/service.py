@@ -38,7 +38,12 @@ import pandas as pd
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
-from customer360.errors import Customer360Error, NotFoundError, WarehouseError
+from customer360.errors import (
+    CampaignError,
+    Customer360Error,
+    NotFoundError,
+    WarehouseError,
+)
 from customer360.serving.campaign import (  # issue 16
     CampaignPlanRequest,
     CampaignPlanResult,
@@ -857,7 +862,7 @@ class Customer360:
         try:
             with self.write_lock, connect(self.db_path, read_only=True) as con:
                 return plan_from_scores(con, request)
-        except ValueError as exc:
+        except (ValueError, CampaignError) as exc:
             return _error(400, str(exc))
         except NotFoundError as exc:
             return _error(404, str(exc))
