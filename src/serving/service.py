@@ -26,7 +26,6 @@ import hmac
 import logging
 import os
 import re
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +84,7 @@ from customer360.serving.schemas import (
     ProfileResult,
 )
 from customer360.serving.webapp import APP_PATH, webapp
+from customer360.serving.webapp.reader import serialised_reader
 
 log = logging.getLogger("customer360.serving")
 
@@ -471,7 +471,9 @@ class Customer360:
         # the snapshot, computed once here in batch scoring's chunks (issue 17); a request
         # slices it and ranks only its offers, which depend on now (feedback, bandit).
         self.profile_base = precompute_profile_base(self.scorer, self.snapshot)
-        self.write_lock = threading.Lock()
+        # The web app's kept-open read-only connection and the write lock that closes it
+        # (DuckDB: no read-only and read-write handle on one file in one process at once).
+        self.reader, self.write_lock = serialised_reader(self.db_path)
         self.coalescers = {
             name: _Coalescer(
                 functools.partial(self._score, part=part), self.config.max_batch_size, inline
@@ -499,6 +501,12 @@ class Customer360:
         # snapshot) would otherwise stall every request in flight now and then.
         gc.collect()
         gc.freeze()
+
+    @bentoml.on_shutdown
+    def close_reader(self) -> None:
+        """Release the warehouse file when the worker stops."""
+        with self.write_lock:  # closes the reader once no read or write is in flight
+            pass
 
     @bentoml.on_deployment
     def refuse_unless_ready() -> None:
