@@ -282,6 +282,8 @@ def test_campaign_plan_never_overflows_on_a_tiny_cost(tmp_path):
     ({"budget": 10, "cost_per_contact": 1, "action": "bribe"}, "action"),
     ({"budget": 10, "cost_per_contact": 1, "segments": ["Z"]}, "segments"),
     ({"budget": 10, "cost_per_contact": 1, "dry_run": True}, "dry_run"),
+    ({"budget": 10, "cost_per_contact": 1, "limit": False}, "limit"),
+    ({"budget": True, "cost_per_contact": 1}, "budget"),
 ])
 def test_campaign_plan_refuses_bad_inputs_with_a_400_naming_the_field(server, body, field):
     resp = server.post("campaign_plan", json=body)

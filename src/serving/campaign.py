@@ -38,7 +38,8 @@ ValueSegment = Literal[SEGMENTS]  # type: ignore[valid-type]
 class CampaignPlanRequest(BaseModel):
     """Budget, cost per contact, action and optional value segments of a plan."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: JSON types as the schema says (no true for a number, no "5" or 2.0 for limit)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     action: CampaignAction = Field("retention", description=" | ".join(CAMPAIGN_ACTIONS) + ".")
     budget: float = Field(..., gt=0, le=MAX_BUDGET, description="Total contact budget.")
