@@ -800,6 +800,26 @@ ConfigOption = Annotated[
 NoRegisterOption = Annotated[
     bool, typer.Option("--no-register", help="Log the run but do not register the model.")
 ]
+# The bring-your-own-table options of `train churn` and `train leads` (review 6).
+TableOption = Annotated[
+    Path | None,
+    typer.Option("--table", help="Train on your own CSV/Parquet table, not the warehouse."),
+]
+LabelOption = Annotated[
+    str | None, typer.Option("--label", help="Label column of --table (two values).")
+]
+PositiveLabelOption = Annotated[
+    str | None,
+    typer.Option("--positive-label", help="Value of --label that means the event (churned, "
+                 "converted)."),
+]
+IdColOption = Annotated[
+    str | None, typer.Option("--id-col", help="Id column of --table (customer or lead; not a "
+                             "feature).")
+]
+ModelNameOption = Annotated[
+    str | None, typer.Option("--model-name", help="Registered model name (default: config's).")
+]
 SnapshotsOption = Annotated[
     int | None,
     typer.Option("--snapshots", help="Number of as-of snapshots (default: the config's).", min=3),
@@ -894,22 +914,11 @@ def train_churn_cmd(
     db: DbOption = None,
     trials: TrialsOption = None,
     config: ConfigOption = None,
-    table: Annotated[
-        Path | None,
-        typer.Option("--table", help="Train on your own CSV/Parquet table, not the warehouse."),
-    ] = None,
-    label: Annotated[
-        str | None, typer.Option("--label", help="Label column of --table (two values).")
-    ] = None,
-    positive_label: Annotated[
-        str | None, typer.Option("--positive-label", help="Value of --label that means churn.")
-    ] = None,
-    id_col: Annotated[
-        str | None, typer.Option("--id-col", help="Customer id column of --table (not a feature).")
-    ] = None,
-    model_name: Annotated[
-        str | None, typer.Option("--model-name", help="Registered model name (default: config's).")
-    ] = None,
+    table: TableOption = None,
+    label: LabelOption = None,
+    positive_label: PositiveLabelOption = None,
+    id_col: IdColOption = None,
+    model_name: ModelNameOption = None,
     snapshots: SnapshotsOption = None,
     step_days: StepOption = None,
     no_register: NoRegisterOption = False,
@@ -1245,22 +1254,11 @@ def train_leads_cmd(
     db: DbOption = None,
     trials: TrialsOption = None,
     config: ConfigOption = None,
-    table: Annotated[
-        Path | None,
-        typer.Option("--table", help="Train on your own CSV/Parquet table, not the warehouse."),
-    ] = None,
-    label: Annotated[
-        str | None, typer.Option("--label", help="Label column of --table (two values).")
-    ] = None,
-    positive_label: Annotated[
-        str | None, typer.Option("--positive-label", help="Value of --label that means converted.")
-    ] = None,
-    id_col: Annotated[
-        str | None, typer.Option("--id-col", help="Lead id column of --table (not a feature).")
-    ] = None,
-    model_name: Annotated[
-        str | None, typer.Option("--model-name", help="Registered model name (default: config's).")
-    ] = None,
+    table: TableOption = None,
+    label: LabelOption = None,
+    positive_label: PositiveLabelOption = None,
+    id_col: IdColOption = None,
+    model_name: ModelNameOption = None,
     no_register: NoRegisterOption = False,
 ) -> None:
     """Train the lead conversion model (score 1-100, grade A-D, reasons) on the warehouse or a
@@ -1357,8 +1355,14 @@ def campaign_plan(
     from rich.progress import Progress
 
     from customer360.data.warehouse import connect
-    from customer360.training.uplift import load_uplift_config, run_campaign_plan
+    from customer360.training.uplift import (
+        check_plan_inputs,
+        load_uplift_config,
+        run_campaign_plan,
+    )
 
+    # fail fast (review 10): nothing is read or fitted for inputs that cannot be planned
+    check_plan_inputs(action=action, budget=budget, cost=cost_per_contact, segments=segments)
     cfg = load_uplift_config(str(config) if config else None)
     with connect(db) as con, Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"campaign plan ({action})", total=4)
@@ -1431,7 +1435,7 @@ def identity_review(
     reject: Annotated[bool, typer.Option("--reject", help="Different: never link them.")] = False,
     steward: Annotated[str, typer.Option("--steward", help="Who decided.")] = "steward",
     note: Annotated[str | None, typer.Option("--note", help="Why.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Queue rows to show.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", help="Queue rows to show.", min=1)] = 20,
     db: DbOption = None,
 ) -> None:
     """Without a pair: show the review queue (uncertain pairs, with their match weights). With

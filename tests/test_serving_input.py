@@ -27,10 +27,26 @@ TOKEN = "input-token-9"
 
 
 
+def store_campaign_plan(db: Path) -> None:
+    """A tiny stored retention plan (what `customer360 campaign plan` keeps for the service)."""
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE campaign_scores (customer_id VARCHAR, value_segment VARCHAR, "
+                    "churn_probability DOUBLE, uplift_purchase DOUBLE, uplift_margin DOUBLE, "
+                    "gross_margin DOUBLE, action VARCHAR, as_of DATE)")
+        con.execute("INSERT INTO campaign_scores VALUES "
+                    "('K1', 'A', 0.5, 0.1, 9, 9, 'retention', DATE '2024-01-01'), "
+                    "('K2', 'B', 0.4, 0.1, 5, 5, 'retention', DATE '2024-01-01'), "
+                    "('K3', 'C', 0.3, 0.0, 1, 1, 'retention', DATE '2024-01-01')")
+        con.execute("CREATE TABLE campaign_backtests (action VARCHAR, payload JSON)")
+        con.execute("INSERT INTO campaign_backtests VALUES ('retention', '[]')")
+
+
 @pytest.fixture(scope="module")
 def server(env, tmp_path_factory):
     base = tmp_path_factory.mktemp("served_input")
-    srv = Server(env, env.copy_db(base / "warehouse.duckdb"), base / "server.log", token=TOKEN)
+    db = env.copy_db(base / "warehouse.duckdb")
+    store_campaign_plan(db)
+    srv = Server(env, db, base / "server.log", token=TOKEN)
     try:
         srv.wait_ready()
         yield srv
@@ -235,6 +251,80 @@ def ids(env) -> list[str]:
         ).fetchall()]
 
 
+# --- review 1: /campaign_plan ----------------------------------------------------------------
+
+
+def test_campaign_plan_never_overflows_on_a_tiny_cost(tmp_path):
+    """No server: the stored-plan cut itself. A request built around the model's checks with a
+    denormal cost used to die in int(budget // cost) = int(inf) (a 500 behind the service)."""
+    from customer360.errors import CampaignError
+    from customer360.serving.campaign import CampaignPlanRequest, plan_from_scores
+    from customer360.training.uplift import affordable
+
+    db = tmp_path / "w.duckdb"
+    store_campaign_plan(db)
+    assert affordable(1e12, 5e-324, 3) == 3 and affordable(10, 4, 3) == 2
+    with duckdb.connect(str(db)) as con:
+        ok_plan = plan_from_scores(con, CampaignPlanRequest(budget=10, cost_per_contact=4))
+        assert [c.customer_id for c in ok_plan.customers] == ["K1", "K2"]
+        for cost in (1e-300, 5e-324, float("inf")):
+            hostile = CampaignPlanRequest.model_construct(
+                action="retention", budget=1e12, cost_per_contact=cost, segments=None, limit=5)
+            with pytest.raises(CampaignError, match="cost per contact must be"):
+                plan_from_scores(con, hostile)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"budget": 1e12, "cost_per_contact": 1e-300}, "cost_per_contact"),
+    ({"budget": 1e12, "cost_per_contact": 5e-324}, "cost_per_contact"),
+    ({"budget": 1e300, "cost_per_contact": 1}, "budget"),
+    ({"budget": 10, "cost_per_contact": 1e300}, "cost_per_contact"),
+    ({"budget": 10, "cost_per_contact": 1, "action": "bribe"}, "action"),
+    ({"budget": 10, "cost_per_contact": 1, "segments": ["Z"]}, "segments"),
+    ({"budget": 10, "cost_per_contact": 1, "dry_run": True}, "dry_run"),
+    ({"budget": 10, "cost_per_contact": 1, "limit": False}, "limit"),
+    ({"budget": True, "cost_per_contact": 1}, "budget"),
+])
+def test_campaign_plan_refuses_bad_inputs_with_a_400_naming_the_field(server, body, field):
+    resp = server.post("campaign_plan", json=body)
+    assert resp.status_code == 400, resp.text
+    assert field in resp.json()["error"], resp.text
+
+
+def test_campaign_plan_budget_cut_and_404s(server):
+    plan = ok(server.post("campaign_plan", json={"budget": 10, "cost_per_contact": 4}))
+    assert plan["contacts"] == 2 and [c["customer_id"] for c in plan["customers"]] == ["K1", "K2"]
+    for text in ("1e999", "-1e999"):  # JSON numbers that parse to +-inf
+        resp = server.post("campaign_plan", content=f'{{"budget": {text}, "cost_per_contact": 1}}')
+        assert resp.status_code == 400 and "budget" in resp.json()["error"], resp.text
+    resp = server.post("campaign_plan", json={"budget": 10, "cost_per_contact": 1,
+                                              "action": "up_sell"})
+    assert resp.status_code == 404, resp.text
+    assert "campaign plan --action up_sell" in resp.json()["error"]
+
+
+def test_no_generated_campaign_payload_gets_a_5xx(server):
+    number = st.one_of(st.floats(), st.integers(min_value=-(10**400), max_value=10**400),
+                       st.none(), st.text(max_size=4), st.booleans())
+    known = {"budget": number, "cost_per_contact": number, "limit": number,
+             "action": st.one_of(st.sampled_from(["retention", "up_sell", "x"]), number),
+             "segments": st.one_of(st.lists(st.sampled_from(["A", "B", "Z", ""]), max_size=5),
+                                   number)}
+    body = st.fixed_dictionaries({}, optional={**known, "extra": st.integers()})
+
+    @settings(max_examples=80, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(payload=body)
+    def check(payload):
+        text = json.dumps(payload, allow_nan=True)
+        resp = server.post("campaign_plan", content=text)
+        assert resp.status_code in (200, 400, 404), (text, resp.text)
+        if resp.status_code != 200:
+            assert resp.json()["error"], resp.text
+
+    check()
+
+
 # --- item 9: the OpenAPI document -------------------------------------------------------------
 
 
@@ -282,6 +372,24 @@ def test_error_bodies_match_the_documented_schema_and_are_logged_at_info(server)
     log = Path(server.log).read_text()
     assert "Traceback" not in log
     assert "[ERROR]" not in log, [ln for ln in log.splitlines() if "[ERROR]" in ln][:3]
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("churn", {"customer_id": 5}, "customer_id"),
+    ("churn", {"customer_id": "X1", "colour": "red"}, "colour"),
+    ("churn_batch", {"customers": []}, "customers"),
+    ("feedback", {"customer_id": "X1", "offer_id": "o"}, "accepted"),
+    ("feedback", {"customer_id": "X1", "offer_id": "o", "accepted": "yes"}, "accepted"),
+    ("campaign_plan", {"budget": "lots", "cost_per_contact": 1}, "budget"),
+])
+def test_validation_errors_name_the_field_and_the_fix(server, path, body, field):
+    """Review 3: the `error` line alone tells a client what to change (it used to read only
+    "1 validation error for ...IODescriptor")."""
+    resp = server.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error.startswith(f"{field}") or f"; {field}" in error, error
+    assert "IODescriptor" not in error and "Fix the field and resend" in error, error
 
 
 def test_schemathesis_against_the_live_schema(server, tmp_path):

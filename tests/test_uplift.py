@@ -155,7 +155,8 @@ def test_campaign_plan_endpoint_logic_cuts_the_stored_ranking(planned):
                                                          cost_per_contact=COST, limit=5))
         only_d = plan_from_scores(con, CampaignPlanRequest(budget=BUDGET, cost_per_contact=COST,
                                                            segments=["D"]))
-        with pytest.raises(ValueError, match="unknown value segments"):
+        # segments are a Literal of configs/segments.yaml's value segments (review 1)
+        with pytest.raises(ValueError, match="Input should be 'A', 'B', 'C' or 'D'"):
             plan_from_scores(con, CampaignPlanRequest(budget=1, cost_per_contact=1,
                                                       segments=["Z"]))
         from customer360.errors import NotFoundError

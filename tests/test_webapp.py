@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import io
 import os
+import re
 from pathlib import Path
 
 import duckdb
@@ -411,3 +412,90 @@ def test_department_selection_and_classes():
     service = population.department_classes(frame.assign(lens_service="satisfied"), "service")
     assert service.set_index("cls")["customers"].to_dict() == {"satisfied": 4,
                                                                "open_complaints": 2}
+
+
+# --- review 4, 5: download names and hostile query strings ---------------------------------------
+
+DOWNLOAD_NAME = r'attachment; filename="[A-Za-z0-9._-]+\.csv"'
+
+
+def test_attachment_names_keep_only_safe_characters():
+    from customer360.serving.webapp.app import attachment_name
+
+    name = attachment_name("customers_value segment A, R = 3")
+    assert name == "customers_value_segment_A_R_3.csv"
+    for hostile in ('x"; filename=evil.sh', "a\r\nSet-Cookie: s=1", "../../etc/passwd", "", "é"):
+        name = attachment_name(hostile)
+        assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.csv", name), (hostile, name)
+
+
+@pytest.mark.parametrize("url", [
+    '/app/segments/customers.csv?segment=A%22%3B%20filename%3Devil.sh',
+    "/app/segments/customers.csv?segment=%0D%0ASet-Cookie%3A%20s%3D1",
+    "/app/segments/customers.csv?segment=..%2F..%2Fetc%2Fpasswd",
+    '/app/departments/sales.csv?cls=%22%0D%0AX-Evil%3A%201',
+    "/app/departments/sales.csv?cls=..%2F..%2Fx",
+])
+def test_csv_download_names_from_user_input_are_sanitised(page, server, url):
+    resp = page.context.request.get(server.url + url)
+    assert resp.status == 200, resp.text()
+    assert re.fullmatch(DOWNLOAD_NAME, resp.headers["content-disposition"]), resp.headers
+    assert "x-evil" not in resp.headers and "set-cookie" not in resp.headers
+
+
+def test_huge_or_negative_pages_are_clamped(page, server, customer):
+    for value in ("-5", "0", "999999999", str(10**30)):
+        resp = page.context.request.get(f"{server.url}/app/customers/{customer}?page={value}")
+        assert resp.status == 200, (value, resp.status)
+
+
+def test_no_hostile_query_string_on_a_get_route_gets_a_5xx(page, server, customer):
+    from urllib.parse import quote, urlencode
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    routes = ["/app/", f"/app/customers/{customer}", "/app/segments", "/app/segments/customers",
+              "/app/segments/customers.csv", "/app/segments/pareto/{x}",
+              "/app/segments/pareto/{x}.csv", "/app/departments/{x}",
+              "/app/departments/{x}.csv", "/app/customers/{x}", "/app/login", "/app/models"]
+    value = st.one_of(st.integers(min_value=-(10**30), max_value=10**30).map(str),
+                      st.text(max_size=12), st.sampled_from(["A", "sales", "1", "", "%00"]))
+    params = st.dictionaries(
+        st.sampled_from(["page", "r", "f", "segment", "cls", "q", "msg", "next", "value_segment",
+                         "status", "lifecycle_stage", "customer_type"]), value, max_size=4)
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(route=st.sampled_from(routes), part=st.sampled_from(["sales", "top-margin", "x", "é"]),
+           query=params)
+    def check(route, part, query):
+        url = server.url + route.replace("{x}", quote(part, safe="")) + "?" + urlencode(query)
+        resp = page.context.request.get(url, max_redirects=0)
+        assert resp.status < 500, (url, resp.status)
+
+    check()
+
+
+def test_card_reads_and_feedback_writes_at_once_all_succeed(page, server, db, customer):
+    """Review 2: the service owns the web app's kept-open reader and its write lock; cards
+    read while /feedback writes, from many clients at once: every read answers, every write
+    is stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    offer = server.post("next_best_offer", json={"customer_id": customer}).json()["offers"][0]
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    before = feedback_rows(db, customer)
+
+    def call(k):
+        if k % 2:
+            with httpx.Client(cookies=cookies, timeout=60) as client:
+                return client.get(f"{server.url}/app/customers/{customer}").status_code
+        body = {"customer_id": customer, "offer_id": offer["offer_id"], "accepted": k % 4 == 0,
+                "event_id": f"review2-{k}"}
+        return server.post("feedback", json=body).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(call, range(16)))
+    assert codes == [200] * 16, codes
+    assert feedback_rows(db, customer) == before + 8

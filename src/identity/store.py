@@ -293,6 +293,9 @@ def resolve(
     if not table_exists(con, "source_records"):
         raise IdentityError("No source_records table: ingest source records first "
                             "(`customer360 ingest source_records FILE`).")
+    if con.execute("SELECT count(*) FROM source_records").fetchone()[0] == 0:
+        raise IdentityError("source_records is empty: nothing to resolve; ingest source records "
+                            "first (`customer360 ingest source_records FILE`).")
     _create(con)
     new = _standardise_new(con, config)
     summary: dict[str, Any] = {"run_id": run_id, "new_records": int(len(new))}

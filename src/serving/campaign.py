@@ -9,33 +9,58 @@ first, as many as the budget pays for.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import duckdb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from customer360.data.contracts import CAMPAIGN_ACTIONS
 from customer360.data.warehouse import table_exists
-from customer360.errors import NotFoundError
-from customer360.training.uplift import BACKTESTS_TABLE, SCORES_TABLE
+from customer360.errors import CampaignError, NotFoundError
+from customer360.training.uplift import (
+    BACKTESTS_TABLE,
+    MAX_BUDGET,
+    MAX_COST,
+    MIN_COST,
+    SCORES_TABLE,
+    affordable,
+    check_plan_inputs,
+    value_segments,
+)
 
-SEGMENTS = ("A", "B", "C", "D")
+SEGMENTS = value_segments()  # configs/segments.yaml, read once at import as the schema needs it
+CampaignAction = Literal[CAMPAIGN_ACTIONS]  # type: ignore[valid-type]
+ValueSegment = Literal[SEGMENTS]  # type: ignore[valid-type]
 
 
 class CampaignPlanRequest(BaseModel):
     """Budget, cost per contact, action and optional value segments of a plan."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as the schema says (no true for a number, no "5" or 2.0 for limit)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
-    action: str = Field("retention", description="retention | cross_sell | up_sell.",
-                        json_schema_extra={"enum": list(CAMPAIGN_ACTIONS)})
-    budget: float = Field(..., gt=0, le=1e12, description="Total contact budget.")
-    cost_per_contact: float = Field(..., gt=0, le=1e9, description="Cost of one contact.")
-    segments: list[str] | None = Field(
-        None, description="Only these value segments (A-D); default all.",
-        json_schema_extra={"items": {"enum": list(SEGMENTS)}},
+    action: CampaignAction = Field("retention", description=" | ".join(CAMPAIGN_ACTIONS) + ".")
+    budget: float = Field(..., gt=0, le=MAX_BUDGET, description="Total contact budget.")
+    cost_per_contact: float = Field(
+        ..., ge=MIN_COST, le=MAX_COST,
+        description=f"Cost of one contact, at least {MIN_COST:g} (a cent).",
+    )
+    segments: list[ValueSegment] | None = Field(
+        None, max_length=len(SEGMENTS),
+        description=f"Only these value segments ({', '.join(SEGMENTS)}); default all.",
     )
     limit: int = Field(100, ge=0, le=10_000, description="Customer ids returned, best first.")
+
+    @model_validator(mode="after")
+    def _plannable(self) -> CampaignPlanRequest:
+        try:
+            check_plan_inputs(action=self.action, budget=self.budget,
+                              cost=self.cost_per_contact, segments=self.segments)
+        except CampaignError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class PlannedContact(BaseModel):
@@ -70,11 +95,8 @@ def plan_from_scores(
     """
     import json
 
-    if request.action not in CAMPAIGN_ACTIONS:
-        raise ValueError(f"action must be one of {CAMPAIGN_ACTIONS}")
-    bad = sorted(set(request.segments or []) - set(SEGMENTS))
-    if bad:
-        raise ValueError(f"unknown value segments {bad}; use some of {list(SEGMENTS)}")
+    check_plan_inputs(action=request.action, budget=request.budget,
+                      cost=request.cost_per_contact, segments=request.segments)
     if not table_exists(con, SCORES_TABLE):
         raise NotFoundError(
             f"no campaign plan is stored for {request.action!r}; run `customer360 campaign "
@@ -93,7 +115,8 @@ def plan_from_scores(
     if request.segments:
         keep &= scores["value_segment"].isin(request.segments).to_numpy()
     rows = np.flatnonzero(keep)
-    rows = rows[np.argsort(-net[rows], kind="stable")][: int(request.budget // cost)]
+    rows = rows[np.argsort(-net[rows], kind="stable")]
+    rows = rows[: affordable(request.budget, cost, len(rows))]
     chosen = scores.iloc[rows].assign(expected_net_margin=net[rows])
     stored = con.execute(f"SELECT payload FROM {BACKTESTS_TABLE} WHERE action = ?",
                          [request.action]).fetchone()

@@ -251,5 +251,37 @@ def _one_error_object(body: bytes) -> bytes:
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         data = data[0]
     if isinstance(data, dict) and "error" in data:
-        return json.dumps(data).encode()
+        return json.dumps({**data, "error": _name_the_fields(data)}).encode()
     return json.dumps({"error": str(data)}).encode()
+
+
+_FIXES = {
+    "extra_forbidden": "unknown field: remove it",
+    "missing": "required: add it",
+    "literal_error": "use one of the listed values",
+    "finite_number": "send a finite number",
+}
+
+
+def _name_the_fields(data: dict) -> str:
+    """BentoML's validation message names only the model ("1 validation error for
+    XIODescriptor"); say which field is wrong, what was wrong and how to fix it, from
+    ``detail`` (pydantic's errors), keeping every other message as it is."""
+    detail = data.get("detail")
+    message = str(data["error"])
+    if "validation error" not in message or not isinstance(detail, list) or not detail:
+        return message
+    parts = []
+    for err in detail[:5]:
+        if not isinstance(err, dict):
+            continue
+        field = ".".join(str(p) for p in err.get("loc") or []) or "request body"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        fix = _FIXES.get(str(err.get("type")))
+        parts.append(f"{field}: {msg}" + (f" ({fix})" if fix else ""))
+    if not parts:
+        return message
+    more = f" (and {len(detail) - 5} more)" if len(detail) > 5 else ""
+    return ("; ".join(parts) + more + ". Fix the field and resend; GET /docs.json documents "
+            "every field.")
+

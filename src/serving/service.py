@@ -26,7 +26,6 @@ import hmac
 import logging
 import os
 import re
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +37,12 @@ import pandas as pd
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
-from customer360.errors import Customer360Error, NotFoundError, WarehouseError
+from customer360.errors import (
+    CampaignError,
+    Customer360Error,
+    NotFoundError,
+    WarehouseError,
+)
 from customer360.serving.campaign import (  # issue 16
     CampaignPlanRequest,
     CampaignPlanResult,
@@ -80,6 +84,7 @@ from customer360.serving.schemas import (
     ProfileResult,
 )
 from customer360.serving.webapp import APP_PATH, webapp
+from customer360.serving.webapp.reader import serialised_reader
 
 log = logging.getLogger("customer360.serving")
 
@@ -466,7 +471,9 @@ class Customer360:
         # the snapshot, computed once here in batch scoring's chunks (issue 17); a request
         # slices it and ranks only its offers, which depend on now (feedback, bandit).
         self.profile_base = precompute_profile_base(self.scorer, self.snapshot)
-        self.write_lock = threading.Lock()
+        # The web app's kept-open read-only connection and the write lock that closes it
+        # (DuckDB: no read-only and read-write handle on one file in one process at once).
+        self.reader, self.write_lock = serialised_reader(self.db_path)
         self.coalescers = {
             name: _Coalescer(
                 functools.partial(self._score, part=part), self.config.max_batch_size, inline
@@ -494,6 +501,12 @@ class Customer360:
         # snapshot) would otherwise stall every request in flight now and then.
         gc.collect()
         gc.freeze()
+
+    @bentoml.on_shutdown
+    def close_reader(self) -> None:
+        """Release the warehouse file when the worker stops."""
+        with self.write_lock:  # closes the reader once no read or write is in flight
+            pass
 
     @bentoml.on_deployment
     def refuse_unless_ready() -> None:
@@ -857,7 +870,7 @@ class Customer360:
         try:
             with self.write_lock, connect(self.db_path, read_only=True) as con:
                 return plan_from_scores(con, request)
-        except ValueError as exc:
+        except (ValueError, CampaignError) as exc:
             return _error(400, str(exc))
         except NotFoundError as exc:
             return _error(404, str(exc))

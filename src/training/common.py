@@ -1007,17 +1007,20 @@ def check_numeric_cells(table: pd.DataFrame, columns: Sequence[str]) -> None:
         )
 
 
-def predict_table(ref: str, table: pd.DataFrame, *, id_col: str | None = None) -> pd.DataFrame:
+def predict_table(
+    ref: str, table: pd.DataFrame, *, id_col: str | None = None, loaded=None
+) -> pd.DataFrame:
     """Score a (possibly messy) table with a registered model.
 
     Returns the id column (``id_col``, else the training run's id column or ``customer_id``
     when present, else the 1-based ``row`` number) followed by the model's outputs (churn:
     ``churn_probability``, ``reason_1..3``; CLV: ``clv_ml``). Text numbers, blanks and stray
-    spaces are read the way training read them.
+    spaces are read the way training read them. ``loaded`` is ``ref`` already loaded by
+    :func:`load_registered_model` (a caller that looked at it first does not load it twice).
     """
     import mlflow
 
-    loaded = load_registered_model(ref)
+    loaded = loaded if loaded is not None else load_registered_model(ref)
     if id_col is not None and id_col not in table.columns:
         raise ConfigError(
             f"Id column {id_col!r} is not in the table; its columns are "

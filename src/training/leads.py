@@ -352,7 +352,7 @@ def predict_leads_or_any(ref: str, table: pd.DataFrame, *, id_col: str | None = 
     run_id = loaded.metadata.run_id
     kind = mlflow.MlflowClient().get_run(run_id).data.tags.get("model_kind") if run_id else None
     if kind not in LEAD_MODEL_KINDS:
-        return predict_table(ref, table, id_col=id_col)
+        return predict_table(ref, table, id_col=id_col, loaded=loaded)
     config = config or load_leads_config()
     trained_id = mlflow.MlflowClient().get_run(run_id).data.tags.get("id_col")
     if id_col is not None and id_col not in table.columns:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 
 import duckdb
@@ -319,9 +320,61 @@ class StrategyResult:
     ope: dict | None = None
 
 
+# The plan's inputs (CLI and /campaign_plan): a budget and a cost per contact in currency units.
+MAX_BUDGET = 1e12
+MAX_COST = 1e9
+MIN_COST = 0.01
+"""Smallest positive cost per contact (a cent); 0 means contacts cost nothing."""
+
+
+def value_segments() -> tuple[str, ...]:
+    """The value segments of ``configs/segments.yaml`` (``value.shares``), best first."""
+    from customer360.models.segments import load_segments_config
+
+    return tuple(load_segments_config().value.shares)
+
+
+def check_plan_inputs(
+    *, action: str, budget: float, cost: float, segments: list[str] | None = None
+) -> None:
+    """Refuse a plan's inputs before anything is fitted or read.
+
+    Raises
+    ------
+    CampaignError
+        Naming the input and what to give instead.
+
+    Examples
+    --------
+    >>> check_plan_inputs(action="retention", budget=1000, cost=2.5, segments=["A"])
+    """
+    from customer360.data.contracts import CAMPAIGN_ACTIONS
+
+    if action not in CAMPAIGN_ACTIONS:
+        raise CampaignError(f"action {action!r} is unknown; use one of {list(CAMPAIGN_ACTIONS)}.")
+    if not (math.isfinite(budget) and 0 < budget <= MAX_BUDGET):
+        raise CampaignError(f"budget must be a number above 0 and at most {MAX_BUDGET:g} "
+                            f"(got {budget!r}).")
+    if not (math.isfinite(cost) and (cost == 0 or MIN_COST <= cost <= MAX_COST)):
+        raise CampaignError(f"cost per contact must be 0 or between {MIN_COST:g} and "
+                            f"{MAX_COST:g} (got {cost!r}).")
+    known = value_segments()
+    unknown = sorted(set(segments or []) - set(known))
+    if unknown:
+        raise CampaignError(f"unknown value segments {unknown}; use some of {list(known)} "
+                            "(configs/segments.yaml, value.shares).")
+
+
+def affordable(budget: float, cost: float, available: int) -> int:
+    """How many of ``available`` contacts ``budget`` pays for at ``cost`` each (all of them
+    when contacts are free); never overflows on a tiny cost."""
+    if cost <= 0 or budget / cost >= available:
+        return available
+    return max(0, int(budget // cost))
+
+
 def _select(order: np.ndarray, budget: float, cost: float) -> np.ndarray:
-    n = len(order) if cost <= 0 else min(len(order), int(budget // cost))
-    return order[:n]
+    return order[: affordable(budget, cost, len(order))]
 
 
 def backtest(
@@ -364,8 +417,7 @@ def plan_strategies(
 ) -> list[StrategyResult]:
     """Every strategy under the same budget, backtested on the held-out campaign."""
     cfg = config or UpliftConfig()
-    if budget <= 0 or cost < 0:
-        raise CampaignError(f"budget must be > 0 and cost per contact >= 0 (got {budget}, {cost}).")
+    check_plan_inputs(action=fit.action, budget=budget, cost=cost, segments=segments)
     scored = fit.scored.copy()
     scored["expected_net_margin"] = score_frame(fit, fit.holdout, cost)["expected_net_margin"]
     allowed = (np.ones(len(scored), bool) if not segments
@@ -523,6 +575,7 @@ def run_campaign_plan(
     from customer360.training.common import log_figures, warehouse_today
     from customer360.training.tracking import run_tags, setup_mlflow
 
+    check_plan_inputs(action=action, budget=budget, cost=cost, segments=segments)
     cfg = config or load_uplift_config()
     step = on_progress or (lambda done, total: None)
     step(0, 4)

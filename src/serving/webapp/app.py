@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import anyio
 import bentoml
 import pandas as pd
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -27,6 +28,9 @@ TIMELINE_PER_PAGE = 20
 LIST_LIMIT = 1000  # rows a customer list shows; its CSV export has them all
 PAGE_ROWS = 200  # rows a department or Pareto list shows (1000 rows took ~0.5 s to render)
 SEGMENT_ORDER = ("A", "B", "C", "D")
+MAX_PAGE = 10_000  # a timeline page past it shows the last page reachable (review 5)
+# RFM scores of the segment lists' filters: a bin number (configs/segments.yaml rfm.bins).
+RfmScore = Annotated[int | None, Query(ge=1, le=100)]
 
 app = FastAPI(title="customer360 workspace", docs_url=None, redoc_url=None, openapi_url=None)
 app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -217,7 +221,7 @@ async def customer_card(request: Request, customer_id: str, page: int = 1, msg: 
     if not hasattr(profile, "model_dump"):  # the API's error response (unknown id, ...)
         return render(request, "not_found.html", status=404, customer_id=customer_id)
     profile = profile.model_dump()
-    page = max(1, page)
+    page = min(max(1, page), MAX_PAGE)  # a huge offset is a slow scan (or an int64 overflow)
     with timed(request, "warehouse"):
         data = await read(_card_data, customer_id, page)
     pages = max(1, -(-data["timeline_total"] // TIMELINE_PER_PAGE))
@@ -355,7 +359,7 @@ def _list_title(segment: str | None, r: int | None, f: int | None) -> str:
 
 @app.get("/segments/customers", response_class=HTMLResponse)
 async def segment_list(
-    request: Request, segment: str | None = None, r: int | None = None, f: int | None = None
+    request: Request, segment: str | None = None, r: RfmScore = None, f: RfmScore = None
 ):
     as_of, rows = await read(_members, segment, r, f)
     query = urlencode({k: v for k, v in (("segment", segment), ("r", r), ("f", f))
@@ -368,14 +372,9 @@ async def segment_list(
 
 
 @app.get("/segments/customers.csv")
-async def segment_csv(segment: str | None = None, r: int | None = None, f: int | None = None):
+async def segment_csv(segment: str | None = None, r: RfmScore = None, f: RfmScore = None):
     as_of, rows = await read(_members, segment, r, f)
-    name = "customers_" + (_list_title(segment, r, f).replace(" ", "").replace(",", "_")
-                           .replace("=", "")) + ".csv"
-    return Response(
-        rows.to_csv(index=False), media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    return _csv(rows, "customers_" + _list_title(segment, r, f))
 
 
 
@@ -397,9 +396,18 @@ def _pareto_rows(view: population.PopulationView, who: str) -> pd.DataFrame:
     return population.negative_contributors(frame)
 
 
-def _csv(rows: pd.DataFrame, name: str) -> Response:
+def attachment_name(stem: str) -> str:
+    """A download's file name from user input (filters, list names): letters, digits, ``.``,
+    ``_`` and ``-`` only, so no quote, CR/LF or path part reaches the Content-Disposition
+    header (review 4)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80]
+    return (safe or "export") + ".csv"
+
+
+def _csv(rows: pd.DataFrame, stem: str) -> Response:
+    name = attachment_name(stem)
     return Response(rows.to_csv(index=False), media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def _unknown(request: Request, what: str, value: str, known) -> HTMLResponse:

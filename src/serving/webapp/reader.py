@@ -5,8 +5,9 @@ buffer cache, so every card paid for both. The connection is now kept while requ
 
 * reads are serialised with the service's writes (``svc.write_lock``): DuckDB refuses a
   read-only and a read-write handle on one file in one process at the same time;
-* the service's writes (``/feedback``, the card's accept / reject) close it first: the app
-  wraps ``svc.write_lock`` in a lock that closes the reader when it is taken;
+* the service's writes (``/feedback``, the card's accept / reject) close it first: the
+  service owns the reader and its ``write_lock`` is a lock that closes the reader when it is
+  taken (both made at start-up by :func:`serialised_reader`; closed at shutdown);
 * after ``IDLE_SECONDS`` without a read it is closed, so that another process (a daily job
   writing ``customer_segments``) can open the file for writing between bursts of use.
 """
@@ -78,16 +79,13 @@ class ClosingLock:
         return self.inner.__exit__(*exc)
 
 
-_lock = threading.Lock()
+def serialised_reader(path: str) -> tuple[Reader, ClosingLock]:
+    """The service's reader of ``path`` and its write lock (a writer that takes it closes the
+    reader first); the service creates both at start-up and owns them (review 2)."""
+    reader = Reader(path, threading.Lock())
+    return reader, ClosingLock(reader.lock, reader)
 
 
 def reader_of(svc: Any) -> Reader:
-    """The reader of the running service, created (and the write lock wrapped) on first use."""
-    with _lock:
-        reader = getattr(svc, "_webapp_reader", None)
-        if reader is None:
-            inner = svc.write_lock
-            reader = Reader(svc.db_path, inner)
-            svc.write_lock = ClosingLock(inner, reader)
-            svc._webapp_reader = reader
-        return reader
+    """The reader of the running service (made with its write lock by the service)."""
+    return svc.reader
