@@ -4,6 +4,7 @@ records went through identity resolution."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,13 +13,14 @@ from hypothesis import strategies as st
 from customer360.serving.webapp.search import (
     MAX_QUERY_CHARS,
     RESULT_COLUMNS,
+    build_search_index,
     read_query,
     search,
 )
 
 
 @pytest.fixture(scope="module")
-def con(tmp_path_factory):
+def resolved_db(tmp_path_factory):
     from customer360.data.synthetic import generate_warehouse
     from customer360.data.synthetic_identity import write_source_records
     from customer360.data.warehouse import connect
@@ -26,11 +28,26 @@ def con(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("search") / "w.duckdb"
     generate_warehouse(path, n_customers=200, seed=5)
-    con = connect(path)
-    write_source_records(con, seed=3, today=dt.date(2026, 6, 30))
-    resolve(con, run_id="r1")
-    yield con
-    con.close()
+    with connect(path) as con:
+        write_source_records(con, seed=3, today=dt.date(2026, 6, 30))
+        resolve(con, run_id="r1")
+    return path
+
+
+@pytest.fixture(scope="module", params=["scan", "index"])
+def con(request, resolved_db, tmp_path_factory):
+    """The resolved warehouse searched by scanning, and the same with a search index: every
+    test runs on both."""
+    from customer360.data.warehouse import connect
+
+    path = resolved_db
+    if request.param == "index":
+        path = tmp_path_factory.mktemp("indexed") / "w.duckdb"
+        shutil.copy(resolved_db, path)
+        with connect(path) as writer:
+            assert build_search_index(writer) > 0
+    with connect(path, read_only=True) as reader:
+        yield reader
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +150,18 @@ def test_without_identity_tables_search_uses_the_warehouse(tmp_path):
         assert ids(search(plain, cid))[0] == cid
         assert search(plain, "ann@example.com").empty
         assert search(plain, "020 7946 0018").empty
+
+
+def test_a_stale_index_is_not_used(resolved_db, tmp_path):
+    """A customer added after the index was built is still found (by scanning)."""
+    from customer360.data.warehouse import connect
+
+    path = tmp_path / "w.duckdb"
+    shutil.copy(resolved_db, path)
+    with connect(path) as con:
+        build_search_index(con)
+        con.execute("""INSERT INTO customers SELECT 'ZNEW0001' AS customer_id,
+            * EXCLUDE (customer_id) FROM customers LIMIT 1""")
+        assert ids(search(con, "znew0001")) == ["ZNEW0001"]
+        build_search_index(con)
+        assert ids(search(con, "ZNEW")) == ["ZNEW0001"]

@@ -9,9 +9,12 @@ the source records (``identity_records``) and mapped to the unified customer thr
 which record matched. Customer ids (and merged ids kept as aliases), cities, regions and
 industries are found in ``customers``.
 
-Every lookup is an equality or a prefix test (``starts_with``) on standardised columns that
-DuckDB scans in a few milliseconds per million records; nothing is matched with
-``LIKE '%...%'`` and user text never enters SQL except as a bound parameter.
+With a search index (:func:`build_search_index`: one table ``search_keys`` of every searchable
+key, sorted, so that a prefix is a range that DuckDB's zone maps narrow to one row group),
+a query costs a few milliseconds at a million customers; without one, or when the index is
+older than the tables it was built from, the same matches are found by scanning (fine for
+small warehouses). Nothing is matched with ``LIKE '%...%'``, and user text never enters SQL
+except as a bound parameter.
 """
 
 from __future__ import annotations
@@ -115,6 +118,93 @@ def _identity_hits(con: duckdb.DuckDBPyConnection, query: Query, tables: set[str
         WHERE {cond}"""
 
 
+INDEX_TABLE = "search_keys"
+INDEX_META = "search_keys_meta"
+# The largest code point: ``key < prefix || chr(MAX_CODE_POINT)`` closes a prefix range.
+MAX_CODE_POINT = 0x10FFFF
+
+
+def _fold_sql(column: str) -> str:
+    """SQL of :func:`~customer360.identity.standardise.standardise_name`'s folding for ASCII
+    text (ids, cities): lower-case, accents stripped, runs of other characters to one blank."""
+    return (f"nullif(trim(regexp_replace(strip_accents(lower({column})), '[^0-9a-z]+', ' ', "
+            "'g')), '')")
+
+
+def _source_counts(con: duckdb.DuckDBPyConnection, tables: set[str]) -> list[int]:
+    return [con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] if t in tables else -1
+            for t in ("customers", "identity_crosswalk", "identity_aliases")]
+
+
+def build_search_index(con: duckdb.DuckDBPyConnection) -> int:
+    """(Re)build the ``search_keys`` table from ``customers`` and the identity tables; returns
+    its number of keys. Run after ingest or identity resolution (``customer360 identity run``
+    and ``customer360 score`` do); a stale index is ignored, never wrong.
+
+    Each key row: ``key`` (standardised), ``customer_id``, ``matched`` (what to show),
+    ``exact_rank`` (rank when the query equals the key) and ``prefix_rank`` (rank when the
+    query is only its beginning; NULL = exact matches only).
+    """
+    tables = _tables(con)
+    parts = [f"""SELECT {_fold_sql('customer_id')} AS key, customer_id, 'customer id' AS matched,
+                 0 AS exact_rank, 4 AS prefix_rank FROM customers"""]
+    for column in ("city", "region", "industry"):
+        parts.append(f"""SELECT {_fold_sql(column)}, customer_id, '{column}', 5, NULL
+                         FROM customers""")
+    if set(_IDENTITY_TABLES) <= tables:
+        src = ("FROM identity_records r JOIN identity_crosswalk x USING (record_key)")
+        where = "' in ' || r.source_system || ' record ' || r.source_record_id"
+        parts += [
+            f"SELECT DISTINCT {_fold_sql('customer_id')}, customer_id, 'customer id', 0, 4 "
+            "FROM identity_crosswalk",
+            f"SELECT r.std_email, x.customer_id, 'email ' || r.email || {where}, 0, 2 {src}",
+            f"SELECT r.std_phone, x.customer_id, 'phone ' || r.phone || {where}, 0, NULL {src}",
+            "SELECT concat_ws(' ', r.std_given_name, r.std_surname), x.customer_id, "
+            f"'name ' || concat_ws(' ', r.given_name, r.surname) || {where}, 1, 3 {src}",
+            "SELECT concat_ws(' ', r.std_surname, r.std_given_name), x.customer_id, "
+            f"'name ' || concat_ws(' ', r.given_name, r.surname) || {where}, 1, 3 {src}",
+            f"SELECT r.std_given_name, x.customer_id, 'name ' || concat_ws(' ', r.given_name, "
+            f"r.surname) || {where}, 2, 3 {src}",
+            f"SELECT r.std_company_name, x.customer_id, 'company ' || r.company_name || {where},"
+            f" 1, 3 {src}",
+            f"SELECT {_fold_sql('r.source_record_id')}, x.customer_id, 'record id' || {where}, "
+            f"0, NULL {src}",
+        ]
+    if "identity_aliases" in tables:
+        parts.append(f"SELECT {_fold_sql('alias_id')}, customer_id, 'merged id ' || alias_id, "
+                     "0, NULL FROM identity_aliases")
+    counts = _source_counts(con, tables)
+    con.execute(f"""CREATE OR REPLACE TABLE {INDEX_TABLE} AS
+        SELECT * FROM ({' UNION ALL '.join(parts)}) WHERE key IS NOT NULL ORDER BY key""")
+    con.execute(f"""CREATE OR REPLACE TABLE {INDEX_META} AS SELECT now() AS built_at,
+        {counts[0]}::BIGINT AS customers, {counts[1]}::BIGINT AS crosswalk,
+        {counts[2]}::BIGINT AS aliases""")
+    return con.execute(f"SELECT count(*) FROM {INDEX_TABLE}").fetchall()[0][0]
+
+
+def _index_is_fresh(con: duckdb.DuckDBPyConnection, tables: set[str]) -> bool:
+    if not {INDEX_TABLE, INDEX_META} <= tables:
+        return False
+    meta = con.execute(f"SELECT customers, crosswalk, aliases FROM {INDEX_META}").fetchall()
+    return bool(meta) and list(meta[0]) == _source_counts(con, tables)
+
+
+def _indexed(con: duckdb.DuckDBPyConnection, query: Query, limit: int) -> pd.DataFrame:
+    """Matches from the sorted ``search_keys``: exact keys, and prefixes where allowed."""
+    key = query.key  # names and ids are folded alike on both sides (see _fold_sql)
+    if key is None:
+        return pd.DataFrame(columns=["customer_id", "rank", "matched"])
+    exact_only = query.kind == "phone"
+    return con.execute(f"""
+        SELECT customer_id, min(rank) AS rank, arg_min(matched, rank) AS matched FROM (
+          SELECT customer_id, matched,
+                 CASE WHEN key = $key THEN exact_rank ELSE prefix_rank END AS rank
+          FROM {INDEX_TABLE} WHERE key >= $key AND key < $key || chr({MAX_CODE_POINT})
+        ) WHERE rank IS NOT NULL {'AND rank = 0' if exact_only else ''}
+        GROUP BY customer_id ORDER BY rank, customer_id LIMIT $n""",
+        {"key": key, "n": int(limit)}).df()
+
+
 def search(
     con: duckdb.DuckDBPyConnection, q: str, *, phone_region: str = "GB",
     limit: int = SEARCH_LIMIT,
@@ -131,6 +221,8 @@ def search(
     if not query.raw:
         return pd.DataFrame(columns=columns)
     tables = _tables(con)
+    if _index_is_fresh(con, tables):
+        return _with_attributes(con, _indexed(con, query, limit), tables)[columns]
     parts = []
     if query.kind == "text":
         parts.append("""
@@ -159,18 +251,33 @@ def search(
     params = {"raw": query.raw, "key": query.key, "first": tokens[0], "last": tokens[-1],
               "n": int(limit)}
     used = {p for p in params if f"${p}" in " ".join(parts)} | {"n"}
-    golden = "identity_golden" in tables
-    name = ("coalesce(g.company_name, nullif(concat_ws(' ', g.given_name, g.surname), ''))"
-            if golden else "NULL")
     sql = f"""
-        WITH hits AS ({' UNION ALL '.join(parts)}),
-        best AS (
-          SELECT customer_id, min(rank) AS rank, arg_min(matched, rank) AS matched
-          FROM hits GROUP BY customer_id ORDER BY rank, customer_id LIMIT $n
-        )
-        SELECT b.customer_id, {name} AS name, c.customer_type, c.region, c.city, c.industry,
-               c.signup_date, b.matched
-        FROM best b LEFT JOIN customers c USING (customer_id)
-        {'LEFT JOIN identity_golden g USING (customer_id)' if golden else ''}
-        ORDER BY b.rank, b.customer_id"""
-    return con.execute(sql, {k: v for k, v in params.items() if k in used}).df()[columns]
+        SELECT customer_id, min(rank) AS rank, arg_min(matched, rank) AS matched
+        FROM ({' UNION ALL '.join(parts)}) GROUP BY customer_id
+        ORDER BY rank, customer_id LIMIT $n"""
+    best = con.execute(sql, {k: v for k, v in params.items() if k in used}).df()
+    return _with_attributes(con, best, tables)[columns]
+
+
+def _with_attributes(
+    con: duckdb.DuckDBPyConnection, best: pd.DataFrame, tables: set[str]
+) -> pd.DataFrame:
+    """The ranked ``(customer_id, rank, matched)`` rows with the name (golden record) and the
+    customer's master data, in rank order."""
+    if best.empty:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    ids = best["customer_id"].tolist()
+    attributes = con.execute("""
+        SELECT customer_id, customer_type, region, city, industry, signup_date FROM customers
+        WHERE customer_id IN (SELECT unnest($ids))""", {"ids": ids}).df()
+    out = best.merge(attributes, on="customer_id", how="left")
+    if "identity_golden" in tables:
+        names = con.execute("""
+            SELECT customer_id,
+                   coalesce(company_name, nullif(concat_ws(' ', given_name, surname), '')) AS name
+            FROM identity_golden WHERE customer_id IN (SELECT unnest($ids))""",
+            {"ids": ids}).df()
+        out = out.merge(names, on="customer_id", how="left")
+    else:
+        out["name"] = None
+    return out
