@@ -448,6 +448,17 @@ def score(
         f"({report.chunks} chunks) -> {report.output} and table {report.table}; models "
         f"{report.model_versions}", soft_wrap=True,
     )
+    _refresh_search_index(db)
+
+
+def _refresh_search_index(db: Path | None) -> None:
+    """Rebuild the web app's search index (customers and identities) after a job changed them."""
+    from customer360.data.warehouse import connect
+    from customer360.serving.webapp.search import build_search_index
+
+    with connect(db) as con, console.status("indexing customers for search"):
+        keys = build_search_index(con)
+    console.print(f"Search index: {keys:,} keys (ids, names, emails, phones, places).")
 
 
 # --- clv: probabilistic CLV, BG/NBD, Pareto/NBD, Gamma-Gamma (issue 4; owner: PROB) -----------
@@ -1423,6 +1434,7 @@ def identity_run(
     with connect(db) as con, console.status("resolving identities"):
         summary = resolve(con, config=load_identity_config(config))
     print_table("identity run", [{"what": k, "value": str(v)} for k, v in summary.items()])
+    _refresh_search_index(db)
 
 
 @identity_app.command("review")

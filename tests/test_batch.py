@@ -43,6 +43,13 @@ def test_score_writes_every_customer_once_to_parquet_and_duckdb(scored, env):
     with duckdb.connect(str(db), read_only=True) as con:
         table = con.execute("SELECT * FROM customer_scores ORDER BY customer_id").df()
     assert len(table) == len(frame)
+    with duckdb.connect(str(db), read_only=True) as con:
+        # the web app's search index is rebuilt by each scoring run and is fresh
+        from customer360.serving.webapp.search import search
+        assert search(con, frame["customer_id"].iloc[0])["customer_id"].iloc[0] == \
+            frame["customer_id"].iloc[0]
+        keyed = con.execute("SELECT count(DISTINCT customer_id) FROM search_keys").fetchall()
+    assert keyed[0][0] >= len(frame)
     pd.testing.assert_series_equal(
         table["churn_probability"], frame.sort_values("customer_id")["churn_probability"]
         .reset_index(drop=True), check_names=False,

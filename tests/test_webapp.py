@@ -33,12 +33,19 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def db(env, tmp_path_factory) -> Path:
     """A private copy of the trained warehouse with ``customer_segments`` written."""
+    from customer360.data.synthetic_identity import write_source_records
     from customer360.data.warehouse import connect
+    from customer360.identity.store import resolve
+    from customer360.serving.webapp.search import build_search_index
     from customer360.training.segments import run_segments
 
     path = env.copy_db(tmp_path_factory.mktemp("webapp") / "warehouse.duckdb")
     with connect(path) as con:
         run_segments(con, dt.date.fromisoformat(env.as_of), with_clv=True)
+        # source records from several systems, resolved, so search can find people by email
+        write_source_records(con, seed=3, today=dt.date.fromisoformat(env.as_of))
+        resolve(con, run_id="webapp")
+        build_search_index(con)
     return path
 
 
@@ -146,6 +153,20 @@ def test_search_finds_the_customer(page, server, customer, shots):
     page.wait_for_url(f"**/app/customers/{customer}")
     page.goto(f"{server.url}/app/?q=no-such-customer")
     assert page.locator(".empty").is_visible()
+
+
+def test_search_finds_a_customer_by_email(page, server, db):
+    with duckdb.connect(str(db), read_only=True) as con:
+        email, system, customer_id = con.execute("""
+            SELECT r.email, r.source_system, x.customer_id FROM identity_records r
+            JOIN identity_crosswalk x USING (record_key) WHERE r.std_email IS NOT NULL
+            ORDER BY r.record_key LIMIT 1""").fetchall()[0]
+    page.goto(f"{server.url}/app/")
+    page.get_by_label("search").fill(f"  {email.upper()} ")
+    page.get_by_role("button", name="Search").click()
+    row = page.locator("#results tbody tr").first
+    assert row.get_by_role("link").inner_text() == customer_id
+    assert f"email {email} in {system} record" in row.inner_text()
 
 
 def test_card_matches_customer360(page, server, customer, shots):

@@ -4,13 +4,15 @@ month and the segment figures. Each function takes an open (read-only) connectio
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import duckdb
 import pandas as pd
 
 from customer360.data.warehouse import table_exists
+from customer360.serving.webapp import search
 
-SEARCH_LIMIT = 50
+SEARCH_LIMIT = search.SEARCH_LIMIT
 
 # One row per activity: (kind, ts, what, amount). Tables absent from a warehouse are skipped.
 _TIMELINE_PARTS = {
@@ -40,17 +42,17 @@ _TIMELINE_PARTS = {
 
 
 def search_customers(con: duckdb.DuckDBPyConnection, query: str) -> pd.DataFrame:
-    """Customers whose id starts with ``query`` (case-insensitive), or whose city, region or
-    industry equals it; at most :data:`SEARCH_LIMIT`, exact id first."""
-    q = query.strip()
-    return con.execute(
-        "SELECT customer_id, customer_type, region, city, industry, signup_date "
-        "FROM customers WHERE customer_id ILIKE $p OR lower(city) = $l OR lower(region) = $l "
-        "OR lower(coalesce(industry, '')) = $l "
-        "ORDER BY customer_id <> $q, customer_id LIMIT $n",
-        {"p": q.replace("%", "").replace("_", r"\_") + "%", "l": q.lower(), "q": q,
-         "n": SEARCH_LIMIT},
-    ).df()
+    """Customers matching ``query`` by id, name, email, phone, city, region or industry, best
+    first (at most :data:`SEARCH_LIMIT`); see :func:`customer360.serving.webapp.search.search`."""
+    return search.search(con, query, phone_region=_phone_region(), limit=SEARCH_LIMIT)
+
+
+@functools.cache
+def _phone_region() -> str:
+    """The region phone numbers without a country code belong to (configs/identity.yaml)."""
+    from customer360.identity.unify import load_identity_config
+
+    return load_identity_config().default_phone_region
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
