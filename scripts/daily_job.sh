@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The daily job: ingest -> features -> score -> monitor -> retrain + promote when monitor says so.
+# The daily job: ingest -> unify -> features -> score -> monitor -> retrain + promote when monitor says so.
 # Runnable by cron or any scheduler; exits non-zero only when a step fails.
 #
 #   scripts/daily_job.sh                      # as of the warehouse's data end, no new files
@@ -8,7 +8,9 @@
 #
 # Environment: DB (warehouse, default $CUSTOMER360_DB or data/customer360.duckdb), AS_OF
 # (default: the warehouse's data end), REFERENCE_AS_OF (default: the churn champion's training
-# as-of), INBOX (folder of <table>/<file> to ingest), OUT (default out/daily), C360 (the CLI).
+# as-of), INBOX (folder of <table>/<file> to ingest), OUT (default out/daily), C360 (the CLI),
+# PY (its Python), MONITOR_CONFIG (thresholds, default configs/monitor.yaml), TRAIN_ARGS
+# (extra options of `train churn`, e.g. "--trials 20").
 # Example crontab line (06:00 every day):
 #   0 6 * * * cd /srv/customer360 && scripts/daily_job.sh >> out/daily/cron.log 2>&1
 set -euo pipefail
@@ -32,6 +34,17 @@ if [[ -n ${INBOX:-} ]]; then
   "$C360" cluster --db "$DB"
 fi
 
+# 1b. unify: link new source records to the customers they belong to (crosswalk, golden
+# records, review queue) when the warehouse holds any; rebuilds the web app's search index.
+records=$("${PY:-.venv/bin/python}" -c "
+from customer360.data.warehouse import connect
+with connect('$DB', read_only=True) as con:
+    print(con.execute('SELECT count(*) FROM source_records').fetchall()[0][0])")
+if [[ $records -gt 0 ]]; then
+  log "identity run ($records source records)"
+  "$C360" identity run --db "$DB"
+fi
+
 # 2. features as of the day (default: the first day without data).
 if [[ -z ${AS_OF:-} ]]; then
   AS_OF=$("${PY:-.venv/bin/python}" -c "
@@ -49,7 +62,18 @@ log "score $AS_OF"
 
 # 4. monitor: exit 3 means a drift / performance threshold was crossed.
 args=(--as-of "$AS_OF" --db "$DB")
-if [[ -n ${REFERENCE_AS_OF:-} ]]; then
+if [[ -n ${MONITOR_CONFIG:-} ]]; then
+  args+=(--config "$MONITOR_CONFIG")
+fi
+# The reference snapshot (default: the churn champion's latest training as-of) must be in the
+# warehouse: training keeps its snapshots in memory.
+if [[ -z ${REFERENCE_AS_OF:-} ]]; then
+  REFERENCE_AS_OF=$("${PY:-.venv/bin/python}" -c "
+from customer360.monitoring.monitor import default_reference
+print(default_reference() or '')")
+fi
+if [[ -n $REFERENCE_AS_OF ]]; then
+  log "features as of the reference $REFERENCE_AS_OF"
   "$C360" features build --as-of "$REFERENCE_AS_OF" --db "$DB"
   args+=(--reference-as-of "$REFERENCE_AS_OF")
 fi
@@ -67,7 +91,8 @@ fi
 
 # 5. retrain on the latest data and promote only if the challenger beats the champion.
 log "monitor alert: retrain churn and promote"
-"$C360" train churn --db "$DB"
+# shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
+"$C360" train churn --db "$DB" ${TRAIN_ARGS:-}
 if "$C360" promote churn; then
   log "done: new churn champion (rescore tomorrow, or now with: $C360 score --as-of $AS_OF ...)"
 else

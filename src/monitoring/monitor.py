@@ -217,6 +217,17 @@ def _scored_as_of(con: Any) -> dt.date | None:
     return con.execute(f"SELECT max(CAST(as_of AS DATE)) FROM {SCORES_TABLE}").fetchone()[0]
 
 
+def default_reference(model_name: str = "churn", alias: str = "champion") -> dt.date | None:
+    """The snapshot ``monitor`` compares against by default: the latest as-of date the
+    registered ``model_name@alias`` was trained on (None when there is none).
+
+    The daily job builds that snapshot's features before monitoring, since training keeps its
+    snapshots in memory and the warehouse may not hold them.
+    """
+    champion = _champion_info(model_name, alias)
+    return max(champion["as_of_train"]) if champion and champion["as_of_train"] else None
+
+
 def _champion_info(model_name: str, alias: str) -> dict[str, Any] | None:
     """Version, run tags and test ROC-AUC of ``models:/<name>@<alias>`` (None if unregistered)."""
     import mlflow
