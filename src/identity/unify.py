@@ -49,6 +49,16 @@ class IdentityConfig(StrictModel):
     source_priority: list[str] = Field(
         default_factory=lambda: ["crm", "b2b", "webshop", "callcentre", "pos"])
 
+    # The unified id as the warehouse key (issue 14 item 6). master_system: a source system
+    # whose record ids are the warehouse's existing customers.customer_id; a new cluster holding
+    # one of its records adopts that id instead of minting a U-id. New unified customers get a
+    # customers row from their golden record (when master_system is set or customers is
+    # empty), with these placeholders for the columns no source record carries.
+    master_system: str | None = None
+    new_customer_region: Literal["north", "south", "east", "west", "central"] = "central"
+    new_customer_channel: Literal["paid_digital", "organic_content", "referral", "live_event",
+                                  "partner", "direct"] = "direct"
+
     @model_validator(mode="after")
     def _review_below_match(self) -> IdentityConfig:
         if self.review_threshold > self.match_threshold:
