@@ -484,3 +484,60 @@ def resolve_id(con: duckdb.DuckDBPyConnection, customer_id: str) -> str:
     rows = con.execute("SELECT customer_id FROM identity_aliases WHERE alias_id = ?",
                        [customer_id]).fetchall()
     return rows[0][0] if rows else customer_id
+
+
+# --- issue 14 item 6: the identity block of a profile -------------------------------------------
+
+# Key fields of a source record shown next to a customer (raw values, as the system holds them).
+RECORD_FIELDS = ("given_name", "surname", "company_name", "email", "phone", "street",
+                 "postcode", "city", "date_of_birth", "company_id")
+
+
+def identity_json(
+    con: duckdb.DuckDBPyConnection, customer_ids: list[str] | None = None
+) -> pd.DataFrame:
+    """The identity block of each unified customer as JSON text, in one query.
+
+    Returns ``customer_id`` and ``identity``: ``{"golden": [{attribute, value, source_system,
+    source_record_id}], "source_records": [{source_system, source_record_id, match_probability,
+    <RECORD_FIELDS>}], "aliases": [old ids merged into this one]}``. Only customers in
+    ``identity_golden`` (and in ``customer_ids`` when given) have a row; a warehouse without
+    identity tables gives an empty frame.
+
+    Examples
+    --------
+    >>> identity_json(con, ["CRM-0000001"])  # doctest: +SKIP
+    """
+    empty = pd.DataFrame({"customer_id": pd.Series(dtype="string"),
+                          "identity": pd.Series(dtype="string")})
+    if not all(table_exists(con, t) for t in
+               ("identity_golden", "identity_crosswalk", "identity_records")):
+        return empty
+    golden = ", ".join(
+        f"struct_pack(attribute := '{a}', value := CAST(g.{a} AS VARCHAR), "
+        f"source_system := split_part(g.{a}_source, ':', 1), "
+        f"source_record_id := substr(g.{a}_source, length(split_part(g.{a}_source, ':', 1)) + 2))"
+        for a in GOLDEN_ATTRIBUTES)
+    fields = ", ".join(f"{f} := CAST(r.{f} AS VARCHAR)" for f in RECORD_FIELDS)
+    aliases = ("(SELECT list(a.alias_id ORDER BY a.alias_id) FROM identity_aliases a "
+               "WHERE a.customer_id = g.customer_id)"
+               if table_exists(con, "identity_aliases") else "[]::VARCHAR[]")
+    where = ("WHERE g.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
+             if customer_ids is not None else "")
+    params = {"ids": [str(c) for c in customer_ids]} if customer_ids is not None else {}
+    return con.execute(f"""
+        WITH recs AS (
+              SELECT c.customer_id, list(struct_pack(
+                       source_system := c.source_system, source_record_id := c.source_record_id,
+                       match_probability := c.match_probability, {fields})
+                     ORDER BY c.source_system, c.source_record_id) AS source_records
+              FROM identity_crosswalk c JOIN identity_records r USING (record_key)
+              {where.replace('g.', 'c.')}
+              GROUP BY c.customer_id)
+            SELECT g.customer_id, CAST(to_json(struct_pack(
+                     golden := list_filter([{golden}], lambda x: x.value IS NOT NULL),
+                     source_records := recs.source_records,
+                     aliases := coalesce({aliases}, []::VARCHAR[]))) AS VARCHAR) AS identity
+            FROM identity_golden g JOIN recs USING (customer_id)
+            {where}
+            ORDER BY g.customer_id""", params).df()
