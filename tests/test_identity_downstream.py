@@ -122,3 +122,23 @@ def test_reingest_refuses_unknown_systems_and_tables_without_customers(unified, 
         assert fresh.execute("SELECT count(*) FROM transactions").fetchone()[0] == 0
     finally:
         fresh.close()
+
+
+def test_ingest_cli_takes_source(unified, monkeypatch, capsys):
+    from test_identity import run_main
+
+    con, _, _, _, walk, _, files = unified
+    known = walk[walk["source_system"] == "pos"].iloc[0]
+    path = files / "pos_orders.csv"
+    path.write_text(TXN_HEADER + _txn("P1", known.source_record_id) + _txn("P2", "LOY404"))
+    db = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
+                     "current_database()").fetchall()[0][0]
+    con.close()  # the CLI opens the file itself (the last test of this module that uses it)
+    code, text = run_main(monkeypatch, capsys, "ingest", "transactions", str(path), "--source",
+                          "pos", "--db", db)
+    text = " ".join(text.split())
+    assert code == 0 and "read 2 = loaded 1 + quarantined 1" in text, text
+    assert "unknown record id of source system pos" in text
+    code, text = run_main(monkeypatch, capsys, "ingest", "offers", str(path), "--source", "pos",
+                          "--db", db)
+    assert code == 2 and "nothing to re-key" in " ".join(text.split())
