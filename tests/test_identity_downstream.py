@@ -142,3 +142,21 @@ def test_ingest_cli_takes_source(unified, monkeypatch, capsys):
     code, text = run_main(monkeypatch, capsys, "ingest", "offers", str(path), "--source", "pos",
                           "--db", db)
     assert code == 2 and "nothing to re-key" in " ".join(text.split())
+
+
+def test_assign_ids_adopts_master_ids_and_keeps_the_others_as_aliases():
+    import numpy as np
+
+    from customer360.identity.store import assign_ids
+
+    previous = pd.DataFrame({"record_key": ["web:1"], "customer_id": ["U1"],
+                             "first_seen_run": ["r1"]})
+    keys = pd.Series(["crm:C2", "crm:C1", "pos:9", "web:1", "crm:C7", "pos:8"])
+    master = pd.Series(["C2", "C1", None, None, "C7", None])
+    # {C2, C1, pos:9} is new: the smallest master id wins, C2 becomes its alias; {web:1, C7}
+    # keeps its old id U1 and C7 is an alias of it; pos:8 alone mints a U-id.
+    ids, aliases, splits = assign_ids(keys, np.array([0, 0, 0, 1, 1, 2]), previous, "r2", master)
+    assert ids.tolist()[:5] == ["C1", "C1", "C1", "U1", "U1"] and ids[5].startswith("U")
+    assert sorted(map(tuple, aliases[["alias_id", "customer_id"]].to_numpy())) == [
+        ("C2", "C1"), ("C7", "U1")]
+    assert splits.empty
