@@ -114,11 +114,21 @@ def ingest(
             "--map", help="Rename a file column before checking: FILE_COL=TABLE_COL (repeatable)."
         ),
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="The file's customer ids are record ids of this source system (e.g. webshop): "
+            "map them to the unified customer_id through identity_crosswalk.",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Load FILE into TABLE; rows breaking the table's contract go to the quarantine table.
 
     The file is loaded atomically (all or nothing) and only once (same content = skipped).
+    With --source SYSTEM, customer ids are re-keyed to the unified id; ids unknown in that
+    system go to quarantine.
     """
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -141,6 +151,7 @@ def ingest(
             report = ingest_file(
                 con, table, file, column_map,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                source_system=source,
             )
     except BaseException:
         if created:  # a failed ingest leaves no trace, not even a new empty warehouse

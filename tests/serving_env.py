@@ -204,3 +204,30 @@ class Server:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait(timeout=10)
         self._log_file.close()
+
+
+def add_identities(con) -> None:
+    """Source records for 30 warehouse customers, resolved with the CRM as master system:
+    each customer's first record is its CRM record, whose id is the customer id (issue 14)."""
+    import numpy as np
+
+    from customer360.data.synthetic_identity import generate_source_records
+    from customer360.data.warehouse import insert_frame
+    from customer360.identity.store import resolve
+    from customer360.identity.unify import load_identity_config
+
+    people = con.execute(
+        "SELECT customer_id, customer_type = 'B2B' FROM customers WHERE customer_id IN "
+        "(SELECT customer_id FROM feature_snapshots) ORDER BY customer_id LIMIT 30").fetchall()
+    ids = [p[0] for p in people]
+    records, truth = generate_source_records(len(ids), seed=7, entity_ids=ids,
+                                             is_b2b=np.array([p[1] for p in people]))
+    first = ~truth["entity_id"].duplicated().to_numpy()
+    system = np.where(first, "crm", np.where(records["source_system"] == "crm", "callcentre",
+                                             records["source_system"]))
+    record_id = np.where(first, truth["entity_id"], records["source_record_id"])
+    records = records.assign(source_system=system, source_record_id=record_id)
+    records["record_key"] = records["source_system"] + ":" + records["source_record_id"]
+    insert_frame(con, "source_records", records)
+    config = load_identity_config().model_copy(update={"master_system": "crm"})
+    resolve(con, config=config, run_id="webapp")

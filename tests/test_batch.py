@@ -7,7 +7,7 @@ import subprocess
 import duckdb
 import pandas as pd
 import pytest
-from serving_env import REPO, ServingEnv
+from serving_env import REPO, ServingEnv, add_identities
 
 
 @pytest.fixture
@@ -79,6 +79,29 @@ def test_chunk_size_does_not_change_the_scores(scored, use_env, tmp_path):
     assert report.chunks == 1 and report.rows == len(frame)
     one = pd.read_parquet(tmp_path / "one.parquet")
     pd.testing.assert_frame_equal(one, frame)
+
+
+def test_batch_profile_carries_the_identity_block(use_env, tmp_path):
+    # issue 14: the batch profile's identity column is /customer360's identity block (JSON).
+    import json
+
+    from customer360.data.warehouse import connect
+    from customer360.identity.store import identity_json
+    from customer360.serving.batch import score_customers
+
+    db = use_env.copy_db(tmp_path / "w.duckdb")
+    with connect(db) as con:
+        add_identities(con)
+        blocks = identity_json(con).set_index("customer_id")["identity"]
+    score_customers(use_env.as_of, tmp_path / "s.parquet", db=db, chunk_size=1000)
+    frame = pd.read_parquet(tmp_path / "s.parquet").set_index("customer_id")
+    with_identity = frame["identity"].dropna()
+    assert 20 <= len(with_identity) <= 30 and set(with_identity.index) <= set(blocks.index)
+    for cid, text in with_identity.items():
+        assert json.loads(text) == json.loads(blocks[cid])
+    block = json.loads(with_identity.iloc[0])
+    assert {"golden", "source_records", "aliases"} == set(block)
+    assert all(g["source_system"] and g["source_record_id"] for g in block["golden"])
 
 
 def test_unknown_snapshot_date_is_a_clear_error(use_env, tmp_path):

@@ -17,7 +17,7 @@ import duckdb
 import httpx
 import numpy as np
 import pytest
-from serving_env import Server
+from serving_env import Server, add_identities
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -33,18 +33,15 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def db(env, tmp_path_factory) -> Path:
     """A private copy of the trained warehouse with ``customer_segments`` written."""
-    from customer360.data.synthetic_identity import write_source_records
     from customer360.data.warehouse import connect
-    from customer360.identity.store import resolve
     from customer360.serving.webapp.search import build_search_index
     from customer360.training.segments import run_segments
 
     path = env.copy_db(tmp_path_factory.mktemp("webapp") / "warehouse.duckdb")
     with connect(path) as con:
         run_segments(con, dt.date.fromisoformat(env.as_of), with_clv=True)
-        # source records from several systems, resolved, so search can find people by email
-        write_source_records(con, seed=3, today=dt.date.fromisoformat(env.as_of))
-        resolve(con, run_id="webapp")
+        # source records resolved with the CRM as master (unified ids = customer ids)
+        add_identities(con)
         build_search_index(con)
     return path
 
@@ -186,6 +183,48 @@ def test_card_matches_customer360(page, server, customer, shots):
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=shots / "customer_phone.png", full_page=True)
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_profile_and_card_show_golden_attributes_with_their_sources(page, server, db, shots):
+    # issue 14: the API's identity block and the card's Identity section say the same.
+    with duckdb.connect(str(db), read_only=True) as con:
+        (cid,) = con.execute(
+            "SELECT customer_id FROM identity_crosswalk WHERE customer_id IN "
+            "(SELECT customer_id FROM feature_snapshots) GROUP BY customer_id "
+            "HAVING count(*) >= 2 ORDER BY customer_id LIMIT 1").fetchone()
+        golden = con.execute("SELECT * FROM identity_golden WHERE customer_id = ?", [cid]
+                             ).df().iloc[0]
+        records = con.execute("SELECT source_system, source_record_id FROM identity_crosswalk "
+                              "WHERE customer_id = ? ORDER BY 1, 2", [cid]).fetchall()
+    api = server.post("/customer360", json={"customer_id": cid}).json()
+    identity = api["identity"]
+    by_attr = {g["attribute"]: g for g in identity["golden"]}
+    assert by_attr["surname"]["value"] == golden["surname"]
+    assert (f'{by_attr["surname"]["source_system"]}:{by_attr["surname"]["source_record_id"]}'
+            == golden["surname_source"])
+    assert sorted((r["source_system"], r["source_record_id"])
+                  for r in identity["source_records"]) == sorted(records)
+    assert ("crm", cid) in records  # the CRM record's id is the warehouse's customer id
+    page.goto(f"{server.url}/app/customers/{cid}")
+    section = page.get_by_role("region", name="Identity")
+    rows = section.locator("#golden-record tbody tr")
+    shown = {r.locator("td").nth(1).inner_text(): r.locator("td").nth(2).inner_text()
+             for r in rows.all()}
+    for g in identity["golden"]:
+        assert shown[g["value"]] == f'{g["source_system"]} {g["source_record_id"]}'
+    assert section.locator("#source-records tbody tr").count() == len(records)
+    assert f"Source records ({len(records)})" in section.inner_text()
+    section.screenshot(path=shots / "customer_identity.png")
+    # A customer without source records: the card says so, the API gives null.
+    with duckdb.connect(str(db), read_only=True) as con:
+        (other,) = con.execute(
+            "SELECT customer_id FROM feature_snapshots WHERE customer_id NOT IN "
+            "(SELECT customer_id FROM identity_crosswalk) ORDER BY customer_id LIMIT 1"
+        ).fetchone()
+    assert server.post("/customer360", json={"customer_id": other}).json()["identity"] is None
+    page.goto(f"{server.url}/app/customers/{other}")
+    assert "No identity resolution for this customer" in page.get_by_role(
+        "region", name="Identity").inner_text()
 
 
 def test_accepting_an_offer_stores_one_feedback_row(page, server, db, customer):

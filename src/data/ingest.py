@@ -60,6 +60,8 @@ CHECKED = "_c360_checked"
 ROW = "_c360_row"
 RULE = "_c360_rule"
 RAW_PREFIX = "_c360_raw_"
+IDMAP = "_c360_idmap"
+CUSTOMER_KEY = "customers.customer_id"
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 WHOLE_COLUMN_MIN_VALUES = 100
@@ -134,6 +136,70 @@ class _Rule:
     """For a type rule: (file column, raw column, contract type)."""
 
 
+@dataclass(frozen=True)
+class _Rekey:
+    """Re-keyed ingest: ``columns`` hold record ids of source ``system``, mapped via IDMAP."""
+
+    system: str
+    columns: frozenset[str]
+
+
+def _prepare_rekey(
+    con: duckdb.DuckDBPyConnection,
+    contract: TableContract,
+    source_system: str | None,
+    source_file: str,
+) -> _Rekey | None:
+    """Check that ``contract`` can be re-keyed from ``source_system`` and build the temporary
+    map ``source_record_id -> customer_id`` (aliases followed to the surviving id)."""
+    if source_system is None:
+        return None
+    columns = frozenset(
+        c.name for c in contract.columns
+        if c.references == CUSTOMER_KEY and c.name != contract.primary_key
+    )
+    if not columns:
+        raise IngestError(
+            f"--source {source_system} for {source_file}: table {contract.name} has no column "
+            "referencing customers.customer_id, so there is nothing to re-key. Drop --source "
+            "(customers get their rows from the golden records, source_records are ingested "
+            "as they are)."
+        )
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_crosswalk' "
+        "AND schema_name = current_schema()"
+    ).fetchone()[0]
+    if not exists:
+        raise IngestError(
+            f"--source {source_system} for {source_file}: the warehouse has no identity "
+            "crosswalk yet. Ingest the source records (`customer360 ingest source_records "
+            "FILE`) and run `customer360 identity run` first; nothing was ingested."
+        )
+    systems = [r[0] for r in con.execute(
+        "SELECT DISTINCT source_system FROM identity_crosswalk ORDER BY 1").fetchall()]
+    if source_system not in systems:
+        raise IngestError(
+            f"--source {source_system} for {source_file}: no record of source system "
+            f"{source_system!r} is in identity_crosswalk (known systems: "
+            f"{', '.join(systems) or 'none'}). Check the name, or ingest that system's "
+            "source records and run `customer360 identity run`; nothing was ingested."
+        )
+    aliases = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_aliases' "
+        "AND schema_name = current_schema()"
+    ).fetchone()[0]
+    follow = (
+        "coalesce((SELECT a.customer_id FROM identity_aliases a "
+        "WHERE a.alias_id = c.customer_id), c.customer_id)" if aliases else "c.customer_id"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {IDMAP} AS SELECT c.source_record_id, "
+        f"{follow} AS customer_id FROM identity_crosswalk c WHERE c.source_system = ?",
+        [source_system],
+    )
+    return _Rekey(source_system, columns)
+
+
 def _crash_point(step: str) -> None:
     """Called between the write steps of an ingest; does nothing.
 
@@ -149,6 +215,7 @@ def ingest_file(
     column_map: Mapping[str, str] | None = None,
     *,
     on_progress: Callable[[int, int], None] | None = None,
+    source_system: str | None = None,
 ) -> IngestReport:
     """Load a CSV (``.csv``, ``.csv.gz``) or Parquet file into a warehouse table.
 
@@ -170,6 +237,12 @@ def ingest_file(
         ``{file column: table column}`` renames applied before validation.
     on_progress
         Optional ``callback(done_steps, total_steps)``.
+    source_system
+        Re-keyed ingest (issue 14): the file's customer id columns (those referencing
+        ``customers.customer_id``) hold this source system's record ids; each is mapped through
+        ``identity_crosswalk`` (and ``identity_aliases``) to the unified ``customer_id``. A row
+        whose id is not a record of that system goes to quarantine with a reason naming the
+        system and the id.
 
     Raises
     ------
@@ -223,7 +296,10 @@ def ingest_file(
             logger.info("%s already ingested into %s; skipped", source_file, table)
             progress(_STEPS)
             return IngestReport(table, source_file, 0, 0, 0, {}, True, sha)
-        report = _ingest_in_transaction(con, contract, path, source_file, sha, column_map, progress)
+        rekeyed = _prepare_rekey(con, contract, source_system, source_file)
+        report = _ingest_in_transaction(
+            con, contract, path, source_file, sha, column_map, progress, rekeyed
+        )
         con.commit()
     except BaseException:
         try:
@@ -246,6 +322,7 @@ def _ingest_in_transaction(
     sha: str,
     column_map: dict[str, str],
     progress: Callable[[int], None],
+    rekeyed: _Rekey | None = None,
 ) -> IngestReport:
     reader = _reader_sql(path)
     with tempfile.TemporaryDirectory(prefix="c360-ingest-") as tmp:
@@ -268,7 +345,7 @@ def _ingest_in_transaction(
             file_columns = _describe(con, reader, source_file, path)
         return _ingest_rows(
             con, contract, path, source_file, sha, column_map, progress, reader, file_columns,
-            bad_lines,
+            bad_lines, rekeyed,
         )
 
 
@@ -283,6 +360,7 @@ def _ingest_rows(
     reader: str,
     file_columns: list[tuple[str, str]],
     bad_lines: list[_BadLine],
+    rekeyed: _Rekey | None = None,
 ) -> IngestReport:
     try:
         sources, ignored, defaulted = _plan_columns(
@@ -298,8 +376,8 @@ def _ingest_rows(
         _check_parquet_types(contract, sources, file_types, source_file)
     raw_index = {name: i for i, (name, _) in enumerate(file_columns)}
 
-    rules = _rules(contract, sources, raw_index)
-    _build_checked(con, reader, contract, file_columns, sources, rules, source_file)
+    rules = _rules(contract, sources, raw_index, rekeyed)
+    _build_checked(con, reader, contract, file_columns, sources, rules, source_file, rekeyed)
     rows_read = con.execute(f"SELECT count(*) FROM {CHECKED}").fetchone()[0]
     if rows_read == 0 and bad_lines:
         raise IngestError(
@@ -377,6 +455,8 @@ def _ingest_rows(
     )
     _crash_point("after_log")
     con.execute(f"DROP TABLE {CHECKED}")
+    if rekeyed is not None:
+        con.execute(f"DROP TABLE {IDMAP}")
     progress(5)
     return IngestReport(
         table=contract.name,
@@ -816,6 +896,7 @@ def _rules(
     contract: TableContract,
     sources: dict[str, str | None],
     raw_index: dict[str, int],
+    rekeyed: _Rekey | None = None,
 ) -> list[_Rule]:
     """Every row rule of the contract, in the order the first failure is reported."""
     dates = date_plausibility()
@@ -825,6 +906,22 @@ def _rules(
         value = _q(col.name)
         raw = _raw(raw_index[src]) if src is not None else None
         prefix = f"'column {col.name}: '"
+        if rekeyed is not None and col.name in rekeyed.columns and raw is not None:
+            system = rekeyed.system
+            rules.append(
+                _Rule(
+                    key=f"{col.name}: unknown record id of source system {system}",
+                    fails=f"{raw} IS NOT NULL AND {value} IS NULL",
+                    detail=(
+                        f"{prefix} || {_shown(raw)} || "
+                        + _lit(
+                            f" is not a known record id of source system {system} "
+                            "(identity_crosswalk); ingest that record into source_records "
+                            "and run `customer360 identity run`, then ingest this row again"
+                        )
+                    ),
+                )
+            )
         if raw is not None:
             ok = _type_ok(col, raw, value)
             if ok is not None:
@@ -991,6 +1088,7 @@ def _build_checked(
     sources: dict[str, str | None],
     rules: list[_Rule],
     source_file: str,
+    rekeyed: _Rekey | None = None,
 ) -> None:
     """Materialise the file once: row number, raw columns, typed columns, first broken rule."""
     raw_select = ", ".join(
@@ -998,11 +1096,17 @@ def _build_checked(
     )
     index = {name: i for i, (name, _) in enumerate(file_columns)}
     types = dict(file_columns)
+    def typed(col: Column, src: str | None) -> str:
+        expr = _typed_expr(col, _raw(index[src]) if src else None, types.get(src) if src else None)
+        if rekeyed is not None and col.name in rekeyed.columns and src is not None:
+            # The source system's record id -> the unified id (null when unknown).
+            raw = _raw(index[src])
+            expr = (f"(SELECT m.customer_id FROM {IDMAP} m "
+                    f"WHERE m.source_record_id = CAST({raw} AS VARCHAR))")
+        return expr
+
     typed_select = ", ".join(
-        f"{_typed_expr(col, _raw(index[src]) if src else None, types.get(src) if src else None)}"
-        f" AS {_q(col.name)}"
-        for col in contract.columns
-        for src in [sources[col.name]]
+        f"{typed(col, sources[col.name])} AS {_q(col.name)}" for col in contract.columns
     )
     eager = [(i, r) for i, r in enumerate(rules) if r.fails]
     case = "CASE {} END".format(" ".join(f"WHEN {r.fails} THEN {i}" for i, r in eager))

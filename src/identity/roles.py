@@ -155,14 +155,18 @@ def standardise_frame(
     return out
 
 
-def _comparison(role: str, column: str):
+# Dates of birth are standardised to ISO text; each engine spells that format its own way.
+DATE_FORMATS = {"duckdb": "%Y-%m-%d", "spark": "yyyy-MM-dd"}
+
+
+def _comparison(role: str, column: str, dialect: str = "duckdb"):
     import splink.comparison_library as cl
 
     if role in ("given_name", "surname", "full_name"):
         comp = cl.NameComparison(column)
     elif role == "dob":
         comp = cl.DateOfBirthComparison(
-            column, input_is_string=True, datetime_format="%Y-%m-%d",
+            column, input_is_string=True, datetime_format=DATE_FORMATS[dialect],
             invalid_dates_as_null=False,
         )
     elif role == "email":
@@ -231,7 +235,7 @@ def _location_comparison(street: str, postcode: str, city: str | None):
     )
 
 
-def _comparisons(roles: dict[str, str]) -> list:
+def _comparisons(roles: dict[str, str], dialect: str = "duckdb") -> list:
     """One comparison per role column, except the address group.
 
     With a street and a postcode, the first street column, the first postcode column and the
@@ -247,11 +251,13 @@ def _comparisons(roles: dict[str, str]) -> list:
             out.append(_location_comparison(
                 *(f"std_{c}" for c in group[:2]), f"std_{group[2]}" if len(group) > 2 else None))
         elif column not in group:
-            out.append(_comparison(role, f"std_{column}"))
+            out.append(_comparison(role, f"std_{column}", dialect))
     return out
 
 
-def build_settings(roles: dict[str, str], link_type: str, *, max_iterations: int = 25):
+def build_settings(
+    roles: dict[str, str], link_type: str, *, max_iterations: int = 25, dialect: str = "duckdb"
+):
     """Splink settings (engine-neutral ``SettingsCreator``) generated from the column roles.
 
     Examples
@@ -262,7 +268,7 @@ def build_settings(roles: dict[str, str], link_type: str, *, max_iterations: int
     """
     from splink import SettingsCreator, block_on
 
-    comparisons = _comparisons(roles)
+    comparisons = _comparisons(roles, dialect)
     rules = [block_on(*group) for group in blocking_columns(roles)]
     return SettingsCreator(
         link_type=link_type,

@@ -212,7 +212,8 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
 
 
 def assign_ids(
-    records: pd.Series, labels: np.ndarray, previous: pd.DataFrame, run_id: str
+    records: pd.Series, labels: np.ndarray, previous: pd.DataFrame, run_id: str,
+    master_ids: pd.Series | None = None,
 ) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
     """Stable customer ids for clustered records (the rules of the module docstring).
 
@@ -224,6 +225,11 @@ def assign_ids(
         Cluster label per record (same order).
     previous
         The last crosswalk: ``record_key``, ``customer_id``, ``first_seen_run``.
+    master_ids
+        Per record (same order), its id in the master system (the warehouse's existing
+        ``customers.customer_id``) or missing. A cluster without an old id adopts its smallest
+        master id instead of a new U-id; any other master id in a cluster becomes an alias of
+        the cluster's id.
 
     Returns
     -------
@@ -275,7 +281,20 @@ def assign_ids(
     fresh_labels = frame.loc[~frame["label"].isin(survivor.index), ["label", "record_key"]]
     minted = fresh_labels.groupby("label")["record_key"].min().map(
         lambda key: "U" + hashlib.sha1(key.encode()).hexdigest()[:12].upper())
+    if master_ids is not None:
+        frame["master"] = pd.Series(master_ids).reset_index(drop=True).astype(object)
+        adopted = frame.loc[frame["label"].isin(minted.index)].dropna(subset=["master"])
+        minted.update(adopted.groupby("label")["master"].min())
     ids = frame["label"].map(pd.concat([survivor, minted])).astype(str)
+    if master_ids is not None:
+        # Master ids that are not their cluster's id still resolve (old warehouse references).
+        other = frame.assign(id=ids).dropna(subset=["master"])
+        other = other[(other["master"] != other["id"]) & ~other["master"].isin(set(ids))]
+        other = other.drop_duplicates("master")
+        aliases = pd.concat([aliases, pd.DataFrame({
+            "alias_id": other["master"].astype(str).to_numpy(),
+            "customer_id": other["id"].astype(str).to_numpy(), "merged_run": run_id,
+        })], ignore_index=True).drop_duplicates("alias_id")
     return ids.reset_index(drop=True), aliases, splits
 
 
@@ -330,7 +349,13 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
     _, labels = connected_components(graph, directed=False)
     previous = con.execute(
         "SELECT record_key, customer_id, first_seen_run FROM identity_crosswalk").df()
-    ids, aliases, splits = assign_ids(keys["record_key"], labels, previous, run_id)
+    master = (keys["source_record_id"].where(keys["source_system"] == config.master_system)
+              if config.master_system else None)
+    ids, aliases, splits = assign_ids(keys["record_key"], labels, previous, run_id, master)
+    if len(aliases):  # a rerun re-derives the same aliases: keep the run that made them
+        known = set(con.execute("SELECT alias_id || '>' || customer_id FROM identity_aliases")
+                    .df().iloc[:, 0])
+        aliases = aliases[~(aliases["alias_id"] + ">" + aliases["customer_id"]).isin(known)]
     best = pd.concat([
         edges[["record_key_l", "match_probability"]].set_axis(["record_key", "p"], axis=1),
         edges[["record_key_r", "match_probability"]].set_axis(["record_key", "p"], axis=1),
@@ -358,8 +383,10 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
                         f"SELECT customer_id, run_id, parts, records FROM {view}")
     _write_review(con, config)
     _write_golden(con, config)
+    created = _create_customers(con, config)
     return {
         "records": int(n), "customers": int(ids.nunique()), "merges": int(len(aliases)),
+        "customers_created": created,
         "suspected_splits": int(len(splits)), "records_rekeyed": changed,
         "review_queue": con.execute("SELECT count(*) FROM identity_review").fetchone()[0],
     }
@@ -422,8 +449,98 @@ def _write_golden(con, config: IdentityConfig) -> None:
         FROM ranked r GROUP BY r.customer_id ORDER BY r.customer_id""")
 
 
+def _create_customers(con, config: IdentityConfig) -> int:
+    """A ``customers`` row for every unified customer the warehouse has not seen, from its
+    golden record, so that re-keyed ingest of its transactions is not refused.
+
+    Only when ``master_system`` is set (the warehouse's customers are then the master's
+    records) or ``customers`` is empty (identity is then the only source of customers): a
+    warehouse whose customers came from elsewhere and name no master system is left alone.
+    Type B2B when the golden record has a company name or id; city from the golden record;
+    signup date = the earliest ``created_at`` of its records; region and acquisition channel
+    are the config's placeholders.
+    """
+    if not table_exists(con, "customers"):
+        return 0
+    empty = con.execute("SELECT count(*) FROM customers").fetchone()[0] == 0
+    if not (config.master_system or empty):
+        return 0
+    return int(con.execute("""
+        INSERT INTO customers (customer_id, customer_type, region, city, acquisition_channel,
+                               signup_date)
+        SELECT g.customer_id,
+               CASE WHEN g.company_name IS NOT NULL OR g.company_id IS NOT NULL
+                    THEN 'B2B' ELSE 'B2C' END,
+               ?, coalesce(g.city, 'unknown'), ?, CAST(s.first_created AS DATE)
+        FROM identity_golden g
+        JOIN (SELECT c.customer_id, min(r.created_at) AS first_created
+              FROM identity_crosswalk c JOIN identity_records r USING (record_key)
+              GROUP BY c.customer_id) s USING (customer_id)
+        WHERE g.customer_id NOT IN (SELECT customer_id FROM customers)
+          AND g.customer_id NOT IN (SELECT alias_id FROM identity_aliases)
+        ORDER BY g.customer_id""",
+        [config.new_customer_region, config.new_customer_channel]).fetchone()[0])
+
+
 def resolve_id(con: duckdb.DuckDBPyConnection, customer_id: str) -> str:
     """The current id of ``customer_id`` (itself, or the survivor it was merged into)."""
     rows = con.execute("SELECT customer_id FROM identity_aliases WHERE alias_id = ?",
                        [customer_id]).fetchall()
     return rows[0][0] if rows else customer_id
+
+
+# --- issue 14 item 6: the identity block of a profile -------------------------------------------
+
+# Key fields of a source record shown next to a customer (raw values, as the system holds them).
+RECORD_FIELDS = ("given_name", "surname", "company_name", "email", "phone", "street",
+                 "postcode", "city", "date_of_birth", "company_id")
+
+
+def identity_json(
+    con: duckdb.DuckDBPyConnection, customer_ids: list[str] | None = None
+) -> pd.DataFrame:
+    """The identity block of each unified customer as JSON text, in one query.
+
+    Returns ``customer_id`` and ``identity``: ``{"golden": [{attribute, value, source_system,
+    source_record_id}], "source_records": [{source_system, source_record_id, match_probability,
+    <RECORD_FIELDS>}], "aliases": [old ids merged into this one]}``. Only customers in
+    ``identity_golden`` (and in ``customer_ids`` when given) have a row; a warehouse without
+    identity tables gives an empty frame.
+
+    Examples
+    --------
+    >>> identity_json(con, ["CRM-0000001"])  # doctest: +SKIP
+    """
+    empty = pd.DataFrame({"customer_id": pd.Series(dtype="string"),
+                          "identity": pd.Series(dtype="string")})
+    if not all(table_exists(con, t) for t in
+               ("identity_golden", "identity_crosswalk", "identity_records")):
+        return empty
+    golden = ", ".join(
+        f"struct_pack(attribute := '{a}', value := CAST(g.{a} AS VARCHAR), "
+        f"source_system := split_part(g.{a}_source, ':', 1), "
+        f"source_record_id := substr(g.{a}_source, length(split_part(g.{a}_source, ':', 1)) + 2))"
+        for a in GOLDEN_ATTRIBUTES)
+    fields = ", ".join(f"{f} := CAST(r.{f} AS VARCHAR)" for f in RECORD_FIELDS)
+    aliases = ("(SELECT list(a.alias_id ORDER BY a.alias_id) FROM identity_aliases a "
+               "WHERE a.customer_id = g.customer_id)"
+               if table_exists(con, "identity_aliases") else "[]::VARCHAR[]")
+    where = ("WHERE g.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
+             if customer_ids is not None else "")
+    params = {"ids": [str(c) for c in customer_ids]} if customer_ids is not None else {}
+    return con.execute(f"""
+        WITH recs AS (
+              SELECT c.customer_id, list(struct_pack(
+                       source_system := c.source_system, source_record_id := c.source_record_id,
+                       match_probability := c.match_probability, {fields})
+                     ORDER BY c.source_system, c.source_record_id) AS source_records
+              FROM identity_crosswalk c JOIN identity_records r USING (record_key)
+              {where.replace('g.', 'c.')}
+              GROUP BY c.customer_id)
+            SELECT g.customer_id, CAST(to_json(struct_pack(
+                     golden := list_filter([{golden}], lambda x: x.value IS NOT NULL),
+                     source_records := recs.source_records,
+                     aliases := coalesce({aliases}, []::VARCHAR[]))) AS VARCHAR) AS identity
+            FROM identity_golden g JOIN recs USING (customer_id)
+            {where}
+            ORDER BY g.customer_id""", params).df()

@@ -49,6 +49,16 @@ class IdentityConfig(StrictModel):
     source_priority: list[str] = Field(
         default_factory=lambda: ["crm", "b2b", "webshop", "callcentre", "pos"])
 
+    # The unified id as the warehouse key (issue 14 item 6). master_system: a source system
+    # whose record ids are the warehouse's existing customers.customer_id; a new cluster holding
+    # one of its records adopts that id instead of minting a U-id. New unified customers get a
+    # customers row from their golden record (when master_system is set or customers is
+    # empty), with these placeholders for the columns no source record carries.
+    master_system: str | None = None
+    new_customer_region: Literal["north", "south", "east", "west", "central"] = "central"
+    new_customer_channel: Literal["paid_digital", "organic_content", "referral", "live_event",
+                                  "partner", "direct"] = "direct"
+
     @model_validator(mode="after")
     def _review_below_match(self) -> IdentityConfig:
         if self.review_threshold > self.match_threshold:
@@ -187,23 +197,7 @@ def unify_frames(
     started = time.perf_counter()
 
     combined = pd.concat(frames.values(), ignore_index=True)
-    exclude = tuple(c for c in (id_col, truth_col) if c)
-    if truth_col and truth_col not in combined.columns:
-        raise IdentityError(
-            f"--truth-col {truth_col!r} is not a column of the records; name an existing one."
-        )
-    roles = infer_roles(combined, exclude=exclude, overrides=mapping)
-    std_cols = [f"std_{c}" for c in roles]
-    tables = {}
-    for source, frame in frames.items():
-        # A column only some files have is missing in the others (Splink treats nulls as such).
-        clean = standardise_frame(
-            frame.reindex(columns=combined.columns), roles, config.default_phone_region
-        )
-        tables[source] = pd.DataFrame(
-            {"record_id": frame[id_col].astype("string").to_numpy(), "source": source}
-            | {c: clean[c].to_numpy() for c in std_cols}
-        )
+    roles, tables = _standardised_tables(frames, id_col, truth_col, mapping, config)
     seconds["standardise"] = time.perf_counter() - started
 
     t0 = time.perf_counter()
@@ -319,6 +313,98 @@ def unify_frames(
     seconds["total"] = time.perf_counter() - started
     report["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return {"clusters": clusters, "pairs": out_pairs, "settings": model, "report": report}
+
+
+def _standardised_tables(
+    frames: dict[str, pd.DataFrame], id_col: str, truth_col: str | None,
+    mapping: dict[str, str] | None, config: IdentityConfig,
+) -> tuple[dict[str, str], dict[str, pd.DataFrame]]:
+    """The inferred roles and, per source, ``record_id``, ``source`` and ``std_<column>``."""
+    combined = pd.concat(frames.values(), ignore_index=True)
+    exclude = tuple(c for c in (id_col, truth_col) if c)
+    if truth_col and truth_col not in combined.columns:
+        raise IdentityError(
+            f"--truth-col {truth_col!r} is not a column of the records; name an existing one."
+        )
+    roles = infer_roles(combined, exclude=exclude, overrides=mapping)
+    std_cols = [f"std_{c}" for c in roles]
+    tables = {}
+    for source, frame in frames.items():
+        # A column only some files have is missing in the others (Splink treats nulls as such).
+        clean = standardise_frame(
+            frame.reindex(columns=combined.columns), roles, config.default_phone_region
+        )
+        tables[source] = pd.DataFrame(
+            {"record_id": frame[id_col].astype("string").to_numpy(), "source": source}
+            | {c: clean[c].to_numpy() for c in std_cols}
+        )
+    return roles, tables
+
+
+def spark_clusters(
+    spark: Any,
+    frames: dict[str, pd.DataFrame],
+    *,
+    id_col: str,
+    settings: dict[str, Any],
+    mapping: dict[str, str] | None = None,
+    threshold: float | None = None,
+    config: IdentityConfig | None = None,
+) -> pd.DataFrame:
+    """Cluster ``frames`` on Spark with a model trained by :func:`unify_frames` (its
+    ``settings``, i.e. ``settings.json``): the same comparisons, levels, m and u, blocking
+    rules and thresholds, with the SQL re-rendered in Spark's dialect.
+
+    ``spark`` needs Splink's similarity UDF jar (``spark.jars`` =
+    ``splink.backends.spark.similarity_jar_location()``) and a checkpoint directory. Returns
+    ``source``, ``record_id``, ``customer_id`` like ``unify_frames``'s ``clusters``.
+
+    Examples
+    --------
+    >>> run = unify_frames({"crm": frame}, id_col="id")  # doctest: +SKIP
+    >>> spark_clusters(spark, {"crm": frame}, id_col="id",
+    ...                settings=run["settings"])  # doctest: +SKIP
+    """
+    from splink import Linker, SparkAPI
+
+    config = config or IdentityConfig()
+    threshold = config.match_threshold if threshold is None else threshold
+    roles, tables = _standardised_tables(frames, id_col, None, mapping, config)
+    api = SparkAPI(spark_session=spark)
+    dfs = [
+        api.register(spark.createDataFrame(t.astype(object).where(t.notna(), None)),
+                     dataset_display_name=s, table_name=f"c360_records_{i}")
+        for i, (s, t) in enumerate(tables.items())
+    ]
+    trained = json.loads(json.dumps(settings))
+    # The same settings built for Spark give each level's SQL in its dialect; the trained
+    # parameters are kept (comparisons and levels come in the same order from the roles).
+    spark_sql = Linker(dfs, build_settings(roles, trained["link_type"], dialect="spark"),
+                       log_level=None).misc.save_model_to_json()
+    if len(spark_sql["comparisons"]) != len(trained["comparisons"]):
+        raise IdentityError(
+            "The settings were not generated from these records' roles (comparisons differ); "
+            "pass the settings.json of a run over the same columns.")
+    for mine, theirs in zip(trained["comparisons"], spark_sql["comparisons"], strict=True):
+        for level, spark_level in zip(mine["comparison_levels"], theirs["comparison_levels"],
+                                      strict=True):
+            level["sql_condition"] = spark_level["sql_condition"]
+    trained["blocking_rules_to_generate_predictions"] = spark_sql[
+        "blocking_rules_to_generate_predictions"]
+    trained["sql_dialect"] = "spark"
+    linker = Linker(dfs, trained, log_level=None)
+    scored = linker.inference.predict(
+        threshold_match_probability=min(config.review_threshold, threshold))
+    clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
+        scored, threshold_match_probability=threshold).as_pandas_dataframe()
+    if trained["link_type"] == "dedupe_only":
+        (only,) = frames
+        clustered = clustered.assign(source=only)
+    return pd.DataFrame({
+        "source": clustered["source"].astype("string"),
+        "record_id": clustered["record_id"].astype("string"),
+        "customer_id": clustered["cluster_id"].astype("string"),
+    })
 
 
 def train_linker(linker: Any, roles: dict[str, str], config: IdentityConfig) -> list[str]:

@@ -166,6 +166,7 @@ def score_customers(
                 chunk = batch.to_pandas()
                 flat = scorer.score(chunk, exclusions=False)
                 flat = _with_definitions(flat)  # issue 13: horizons and definitions
+                flat = _with_identity(side, flat)  # issue 14: golden + source records
                 if schema is None:
                     schema = _described(_arrow_schema(flat))
                     writer = pq.ParquetWriter(tmp, schema)
@@ -202,6 +203,17 @@ def score_customers(
         seconds=time.perf_counter() - started,
         model_versions=scorer.model_versions,
     )
+
+
+def _with_identity(con: Any, flat: pd.DataFrame) -> pd.DataFrame:
+    """``flat`` with the text column ``identity``: each customer's identity block as JSON
+    (:func:`customer360.identity.store.identity_json`, the same as ``/customer360``'s
+    ``identity``), null when the customer has none or the warehouse has no identity tables."""
+    from customer360.identity.store import identity_json
+
+    blocks = identity_json(con, flat["customer_id"].astype(str).tolist())
+    mapped = flat["customer_id"].astype(str).map(blocks.set_index("customer_id")["identity"])
+    return flat.assign(identity=mapped.astype(object).where(mapped.notna(), None))
 
 
 def _arrow_schema(flat: pd.DataFrame):

@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import json
 import logging
 import math
 import os
@@ -1139,8 +1140,13 @@ def profile_from_row(
     policies: Mapping[str, Mapping[str, Any]],
     model_versions: Mapping[str, str],
     horizon_days: int,
+    identity: str | None = None,
 ) -> dict[str, Any]:
-    """The nested /customer360 answer from one row of the flat profile frame."""
+    """The nested /customer360 answer from one row of the flat profile frame.
+
+    ``identity`` is the customer's identity block as JSON text
+    (:func:`customer360.identity.store.identity_json`; the batch profile's ``identity``
+    column), or None."""
     classes = {k.removeprefix("seg__"): _clean(v) for k, v in row.items() if k.startswith("seg__")}
     segment = _clean(row.get("value_segment"))
     offers = offers_from_row(row)
@@ -1156,6 +1162,7 @@ def profile_from_row(
         "offers": offers["offers"],
         "excluded": offers["excluded"],
         "model_versions": dict(model_versions),
+        "identity": json.loads(identity) if identity else None,
     }
 
 

@@ -210,6 +210,43 @@ class NboResult(BaseModel):
     excluded: list[Exclusion] = Field(default_factory=list)
 
 
+class GoldenAttribute(BaseModel):
+    """One golden attribute of a unified customer and the source record it came from."""
+
+    attribute: str
+    value: str
+    source_system: str
+    source_record_id: str
+
+
+class SourceRecord(BaseModel):
+    """A source system's record behind a unified customer (raw key fields)."""
+
+    source_system: str
+    source_record_id: str
+    match_probability: float | None = Field(
+        None, description="Best match probability linking this record to its cluster.")
+    given_name: str | None = None
+    surname: str | None = None
+    company_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    street: str | None = None
+    postcode: str | None = None
+    city: str | None = None
+    date_of_birth: str | None = None
+    company_id: str | None = None
+
+
+class IdentityBlock(BaseModel):
+    """Who the customer is across systems (issue 14): golden attributes with their sources,
+    the source records behind the customer and the old ids merged into it."""
+
+    golden: list[GoldenAttribute]
+    source_records: list[SourceRecord]
+    aliases: list[str] = Field(default_factory=list)
+
+
 class ProfileResult(BaseModel):
     """The integrated customer profile returned by /customer360 (and written by batch scoring,
     flattened)."""
@@ -227,6 +264,9 @@ class ProfileResult(BaseModel):
     offers: list[Offer]
     excluded: list[Exclusion]
     model_versions: dict[str, str]
+    identity: IdentityBlock | None = Field(
+        None, description="Golden record and source records (null without identity tables, "
+        "or for a payload request).")
 
 
 class FeedbackResult(BaseModel):

@@ -444,6 +444,7 @@ class Customer360:
 
     def _start(self) -> None:
         from customer360.data.warehouse import connect
+        from customer360.identity.store import identity_json
 
         _install_logging()
         self.config = SERVING_CONFIG
@@ -455,6 +456,9 @@ class Customer360:
             population = Population.build(
                 con, snapshot, as_of, self.config, prob_horizons=prob_horizons(self.champions)
             )
+            # issue 14: each unified customer's identity block (JSON text, parsed per answer).
+            identity = identity_json(con)
+        self.identity = dict(zip(identity["customer_id"], identity["identity"], strict=True))
         self.as_of = as_of
         self.scorer = ProfileScorer(self.champions, population, self.config)
         # Rows carry their prob__ scores from the start: requests only slice.
@@ -679,6 +683,7 @@ class Customer360:
             self.scorer.population.policies,
             self.scorer.model_versions,
             self.config.prob_horizon_days,
+            identity=self.identity.get(row.get("customer_id")),
         )
 
     # --- single-customer endpoints ------------------------------------------------------------
