@@ -92,3 +92,18 @@ def test_volume_tier_equals_the_duckdb_rule(spark, frame, method):
     got = _on_spark(spark, frame, volume_tier(df, cfg))
     assert got.tolist() == want.tolist()
     assert set(want) >= {"none", "very_high", "low"}  # the data reach the tiers that matter
+
+
+def test_value_segment_equals_the_duckdb_rule(spark, frame):
+    from pyspark.sql import functions as F
+
+    from customer360.models.segments_spark import value_segment
+
+    cfg = segments.load_segments_config().value.model_copy(update={"feature": "spend"})
+    profit = frame.assign(spend=frame["spend"].fillna(0) - 3.0)  # some buyers unprofitable
+    bought = (frame["customer_id"] != "C010").to_numpy()
+    want = segments._value_segment(profit, cfg, bought)
+    df = spark.createDataFrame(profit.astype({"spend": "float64"}))
+    got = _on_spark(spark, profit, value_segment(df, cfg, F.col("customer_id") != "C010"))
+    assert got.tolist() == want.tolist()
+    assert {cfg.never_bought_segment, cfg.unprofitable_segment, *list(cfg.shares)[:2]} <= set(want)

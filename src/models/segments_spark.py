@@ -8,6 +8,7 @@ leaves the executors; only the few cut points (scalars) reach the driver.
   (ties share the lowest rank), like :func:`customer360.models.segments.quantile_scores`.
 * :func:`quantile_cuts` -- exact quantiles with linear interpolation (Spark's ``percentile``),
   which is numpy's default rule used by ``np.quantile``.
+* :func:`value_segment` -- the ``value_segment`` column (shares of the profit ranking).
 * :func:`volume_tier` -- the ``volume_tier`` column of
   :func:`~customer360.models.segments.classify`.
 """
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from customer360.models.segments import VolumeConfig
+import numpy as np
+
+from customer360.models.segments import ValueConfig, VolumeConfig
 
 
 def quantile_scores(
@@ -83,3 +86,29 @@ def volume_tier(frame: Any, cfg: VolumeConfig) -> Any:
         .when(spend >= cuts[0], "medium")
         .otherwise("low")
     )
+
+
+def value_segment(frame: Any, cfg: ValueConfig, bought: Any) -> Any:
+    """Column expression of the value segment: buyers with positive ``cfg.feature`` ranked by it
+    (ties share the best rank) and cut by the cumulative ``cfg.shares``, other buyers
+    ``unprofitable_segment``, non-buyers ``never_bought_segment``.
+
+    The cut-offs use numpy's rounding of ``cumsum(shares) * n`` so they equal the DuckDB path's;
+    only ``n`` (one count) reaches the driver.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    profit = F.coalesce(F.col(cfg.feature).cast("double"), F.lit(0.0))
+    ranked = bought & (profit > 0)
+    n = frame.where(ranked).count()
+    labels = list(cfg.shares)
+    out = F.when(~bought, F.lit(cfg.never_bought_segment))
+    if n:
+        cutoffs = np.round(np.cumsum(list(cfg.shares.values())) * n).astype(np.int64)
+        rank0 = F.rank().over(Window.partitionBy(ranked).orderBy(profit.desc())) - 1
+        label = F.lit(labels[-1])
+        for name, cutoff in reversed(list(zip(labels[:-1], cutoffs[:-1], strict=True))):
+            label = F.when(rank0 < int(cutoff), F.lit(name)).otherwise(label)
+        out = out.when(ranked, label)
+    return out.otherwise(F.lit(cfg.unprofitable_segment))
