@@ -110,7 +110,7 @@ def test_value_segment_equals_the_duckdb_rule(spark, frame):
 
 
 def test_purchase_scores_equal_the_fitted_model(spark):
-    from customer360.models.clv import BetaGeoModel
+    from customer360.models.clv import BetaGeoModel, GammaGammaModel
     from customer360.models.clv_spark import purchase_scores
 
     rng = np.random.default_rng(17)
@@ -119,12 +119,16 @@ def test_purchase_scores_equal_the_fitted_model(spark):
     freq = rng.poisson(2.0, n).astype(float)
     rec = np.where(freq > 0, np.floor(T * rng.uniform(0.2, 1.0, n)), 0.0)
     rfm = pd.DataFrame({"customer_id": [f"C{i:03d}" for i in range(n)],
-                        "frequency": freq, "recency": rec, "T": T})
+                        "frequency": freq, "recency": rec, "T": T,
+                        "monetary_value": np.where(freq > 0, rng.gamma(3.0, 20.0, n), 0.0)})
     model = BetaGeoModel().fit(rfm)
-    got = (purchase_scores(spark.createDataFrame(rfm), model, [30, 90]).toPandas()
+    spend = GammaGammaModel().fit(rfm)
+    got = (purchase_scores(spark.createDataFrame(rfm), model, [30, 90], spend_model=spend)
+           .toPandas()
            .sort_values("customer_id").reset_index(drop=True))
     assert got["customer_id"].tolist() == rfm["customer_id"].tolist()
     np.testing.assert_allclose(got["p_alive"], model.p_alive(rfm), rtol=1e-12)
     np.testing.assert_allclose(got["expected_purchases_90"], model.expected_purchases(rfm, 90),
                                rtol=1e-12)
+    np.testing.assert_allclose(got["expected_spend"], spend.expected_spend(rfm), rtol=1e-12)
     assert got["expected_purchases_90"].gt(got["expected_purchases_30"]).any()

@@ -16,10 +16,16 @@ import pandas as pd
 
 
 def purchase_scores(
-    frame: Any, model: Any, horizons: Sequence[float], *, id_column: str = "customer_id"
+    frame: Any,
+    model: Any,
+    horizons: Sequence[float],
+    *,
+    spend_model: Any = None,
+    id_column: str = "customer_id",
 ) -> Any:
     """Spark DataFrame ``id_column, p_alive, expected_purchases_<t>`` (one per horizon) of the
-    RFM rows ``frame`` (columns ``frequency, recency, T``) under the fitted ``model``.
+    RFM rows ``frame`` (columns ``frequency, recency, T``) under the fitted ``model``; with a
+    fitted Gamma-Gamma ``spend_model`` also ``expected_spend`` (needs ``monetary_value``).
 
     Examples
     --------
@@ -28,7 +34,11 @@ def purchase_scores(
     names = [f"expected_purchases_{t:g}" for t in horizons]
     schema = ", ".join(
         [f"{id_column} string", "p_alive double", *(f"{n} double" for n in names)]
+        + (["expected_spend double"] if spend_model is not None else [])
     )
+    columns = [id_column, "frequency", "recency", "T"]
+    if spend_model is not None:
+        columns.append("monetary_value")
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for rfm in batches:
@@ -37,6 +47,8 @@ def purchase_scores(
             out = {id_column: rfm[id_column].astype(str), "p_alive": model.p_alive(rfm)}
             for name, t in zip(names, horizons, strict=True):
                 out[name] = model.expected_purchases(rfm, float(t))
+            if spend_model is not None:
+                out["expected_spend"] = spend_model.expected_spend(rfm)
             yield pd.DataFrame(out)
 
-    return frame.select(id_column, "frequency", "recency", "T").mapInPandas(score, schema)
+    return frame.select(*columns).mapInPandas(score, schema)
