@@ -755,3 +755,20 @@ def test_the_best_customer_is_in_segment_a_however_few_there_are(cfg, profits):
     rank = out["value_segment"].map({"A": 0, "B": 1, "C": 2, "D": 3}).to_numpy()
     order = np.argsort(-np.asarray(profits), kind="stable")
     assert (np.diff(rank[order]) >= 0).all()
+
+
+def test_sales_cycle_from_opportunities_overrides_signup_cycle(cfg):
+    """B2B customers with opportunities get their sales cycle from the opportunity cycle
+    (config thresholds); others keep signup to first purchase."""
+    data = frame(BUYER, BUYER, BUYER, PROSPECT)
+    cycles = pd.DataFrame({"customer_id": ["c001", "c002", "c003", "zzz"],
+                           "cycle_days": [400.0, 150.0, 20.0, 500.0]})
+    plain = classify(data, cfg).set_index("customer_id")["sales_cycle"]
+    out = classify(data, cfg, cycles=cycles).set_index("customer_id")["sales_cycle"]
+    assert plain.tolist() == ["short", "short", "short", "none"]
+    assert out.tolist() == ["short", "long", "intermediate", "short"]
+    tight = with_setting(cfg, "sales_cycle.intermediate_max_days", 100)
+    assert classify(data, tight, cycles=cycles).set_index("customer_id")["sales_cycle"][
+        "c002"] == "long"
+    with pytest.raises(ContractError, match="sales-cycle frame"):
+        classify(data, cfg, cycles=cycles.drop(columns="cycle_days"))

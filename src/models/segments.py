@@ -532,7 +532,10 @@ def _clv_column(f: pd.DataFrame, clv: pd.DataFrame | None) -> np.ndarray:
 
 
 def classify(
-    features: pd.DataFrame, config: SegmentsConfig, clv: pd.DataFrame | None = None
+    features: pd.DataFrame,
+    config: SegmentsConfig,
+    clv: pd.DataFrame | None = None,
+    cycles: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Classify every customer of a feature frame.
 
@@ -546,6 +549,11 @@ def classify(
     clv
         Optional probabilistic scores with ``customer_id`` and ``prob__clv``; becomes the
         ``clv`` column (NaN for customers not scored, or for everyone without it).
+    cycles
+        Optional sales cycles from opportunities (``customer_id``, ``cycle_days``, as from
+        :func:`customer360.models.opportunities.sales_cycle_classes`): for the customers it
+        lists, ``sales_cycle`` is classed from ``cycle_days`` with the same thresholds instead
+        of signup to first purchase (B2B customers with opportunities).
 
     Returns
     -------
@@ -624,6 +632,14 @@ def classify(
         ["none", "unknown", "short", "intermediate"],
         "long",
     )
+    if cycles is not None:
+        _check_columns(cycles, ["customer_id", "cycle_days"], "the sales-cycle frame")
+        by_id = pd.Series(_num(cycles, "cycle_days"), index=cycles["customer_id"].to_numpy())
+        days = f["customer_id"].map(by_id).to_numpy(dtype="float64", na_value=np.nan)
+        has = ~np.isnan(days)
+        from_opps = _pick([days <= sc.short_max_days, days <= sc.intermediate_max_days],
+                          ["short", "intermediate"], "long")
+        sales_cycle = np.where(has, from_opps, sales_cycle)
 
     marketing = _pick([bought, status == "potential"], ["existing", "qualified_potential"],
                       "potential")

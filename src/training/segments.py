@@ -50,6 +50,28 @@ def probabilistic_clv(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.Data
         return None
 
 
+def observed_sales_cycles(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date
+) -> pd.DataFrame | None:
+    """Sales cycles of the customers with an opportunity won by ``as_of`` (created to close,
+    :func:`~customer360.models.opportunities.sales_cycle_classes`), or None when the warehouse
+    has no opportunities table or no such deal. Point in time: later closes are not seen."""
+    from customer360.data.warehouse import table_exists
+    from customer360.models.opportunities import sales_cycle_classes
+
+    if not table_exists(con, "opportunities"):
+        return None
+    opps = con.execute(
+        "SELECT opportunity_id, customer_id, created_at, closed_at, outcome FROM opportunities "
+        "WHERE customer_id IS NOT NULL AND outcome = 'won' AND closed_at IS NOT NULL "
+        "AND CAST(closed_at AS DATE) <= ?", [as_of]).df()
+    if opps.empty:
+        return None
+    opps["created_at"] = pd.to_datetime(opps["created_at"])
+    opps["closed_at"] = pd.to_datetime(opps["closed_at"])
+    return sales_cycle_classes(opps)
+
+
 def run_segments(
     con: duckdb.DuckDBPyConnection,
     as_of: dt.date,
@@ -93,7 +115,8 @@ def run_segments(
             f"no customers signed up before {as_of}; pick a later --as-of or load customers"
         )
     clv = probabilistic_clv(con, as_of) if with_clv else None
-    classified = classify(features, config, clv=clv)
+    cycles = observed_sales_cycles(con, as_of)
+    classified = classify(features, config, clv=clv, cycles=cycles)
     if "as_of" not in classified.columns:
         classified.insert(1, "as_of", pd.Timestamp(as_of))
     report = pareto_report(classified, features, config, clv=clv)
