@@ -486,6 +486,26 @@ def _volume_tier(f: pd.DataFrame, cfg: VolumeConfig) -> np.ndarray:
     )
 
 
+def value_cutoffs(shares: list[float], n: int) -> np.ndarray:
+    """Rank cut-offs of the value segments among ``n`` ranked customers: a customer of 0-based
+    rank ``r`` is in the first segment whose cut-off exceeds ``r``.
+
+    The cumulative shares times ``n``, rounded half to even; the first segment always holds at
+    least the best customer (rounding alone put a lone profitable customer, the best there
+    is, in 'C').
+
+    Examples
+    --------
+    >>> value_cutoffs([0.2, 0.3, 0.3, 0.2], 10).tolist()
+    [2, 5, 8, 10]
+    >>> value_cutoffs([0.2, 0.3, 0.3, 0.2], 1).tolist()
+    [1, 1, 1, 1]
+    """
+    cutoffs = np.round(np.cumsum(shares) * n).astype(np.int64)
+    cutoffs[0] = max(cutoffs[0], 1)
+    return np.maximum.accumulate(cutoffs)
+
+
 def _value_segment(f: pd.DataFrame, cfg: ValueConfig, bought: np.ndarray) -> np.ndarray:
     labels = np.array(list(cfg.shares), dtype=object)
     out = np.full(len(f), cfg.never_bought_segment, dtype=object)
@@ -495,12 +515,7 @@ def _value_segment(f: pd.DataFrame, cfg: ValueConfig, bought: np.ndarray) -> np.
     n = int(ranked.sum())
     if n:
         rank0 = pd.Series(-profit[ranked]).rank(method="min").to_numpy() - 1  # 0 = best
-        # Cut-offs are the cumulative shares of the ranked customers, rounded; the first
-        # segment always holds at least the best customer (rounding alone put a lone
-        # profitable customer, the best there is, in 'C').
-        cutoffs = np.round(np.cumsum(list(cfg.shares.values())) * n).astype(np.int64)
-        cutoffs[0] = max(cutoffs[0], 1)
-        cutoffs = np.maximum.accumulate(cutoffs)
+        cutoffs = value_cutoffs(list(cfg.shares.values()), n)
         index = np.minimum(np.searchsorted(cutoffs, rank0, side="right"), len(labels) - 1)
         out[ranked] = labels[index]
     return out

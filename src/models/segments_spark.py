@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from customer360.models import segments
 from customer360.models.segments import ValueConfig, VolumeConfig
 
 
@@ -93,7 +92,7 @@ def value_segment(frame: Any, cfg: ValueConfig, bought: Any) -> Any:
     (ties share the best rank) and cut by the cumulative ``cfg.shares``, other buyers
     ``unprofitable_segment``, non-buyers ``never_bought_segment``.
 
-    The cut-offs use numpy's rounding of ``cumsum(shares) * n`` so they equal the DuckDB path's;
+    The cut-offs are :func:`customer360.models.segments.value_cutoffs`, as on the DuckDB path;
     only ``n`` (one count) reaches the driver.
     """
     from pyspark.sql import Window
@@ -105,7 +104,7 @@ def value_segment(frame: Any, cfg: ValueConfig, bought: Any) -> Any:
     labels = list(cfg.shares)
     out = F.when(~bought, F.lit(cfg.never_bought_segment))
     if n:
-        cutoffs = np.round(np.cumsum(list(cfg.shares.values())) * n).astype(np.int64)
+        cutoffs = segments.value_cutoffs(list(cfg.shares.values()), n)
         rank0 = F.rank().over(Window.partitionBy(ranked).orderBy(profit.desc())) - 1
         label = F.lit(labels[-1])
         for name, cutoff in reversed(list(zip(labels[:-1], cutoffs[:-1], strict=True))):
