@@ -34,6 +34,7 @@ import pandas as pd
 from customer360.data.tables import BANDIT_STATE_VIEW as STATE_VIEW
 from customer360.data.tables import FEEDBACK_TABLE
 from customer360.data.tables import NBO_SEGMENTS_TABLE as SEGMENTS_TABLE
+from customer360.data.tables import SEGMENTS_TABLE as VALUE_SEGMENTS_TABLE
 from customer360.data.warehouse import insert_frame, registered, table_exists, transaction
 from customer360.errors import Customer360Error, NotFoundError, WarehouseError
 
@@ -148,16 +149,16 @@ def lookup_segment(con: duckdb.DuckDBPyConnection, customer_id: str) -> str:
         f"SELECT value_segment FROM {SEGMENTS_TABLE} WHERE customer_id = ?", [customer_id]
     ).fetchall()
     if not row:
-        if table_exists(con, "customer_segments"):
+        if table_exists(con, VALUE_SEGMENTS_TABLE):
             row = con.execute(
-                "SELECT value_segment FROM customer_segments WHERE customer_id = ? "
+                f"SELECT value_segment FROM {VALUE_SEGMENTS_TABLE} WHERE customer_id = ? "
                 "ORDER BY as_of DESC LIMIT 1",
                 [customer_id],
             ).fetchall()
     if not row:
         raise NotFoundError(
             f"Customer {customer_id!r} has no value segment in {SEGMENTS_TABLE} or "
-            "customer_segments; pass segment=... or run `customer360 nbo train` (or "
+            f"{VALUE_SEGMENTS_TABLE}; pass segment=... or run `customer360 nbo train` (or "
             "`customer360 segments`) first."
         )
     return str(row[0][0])
