@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The daily job: ingest -> features -> score -> monitor -> retrain + promote when monitor says so.
+# The daily job: ingest -> unify -> features -> score -> monitor -> retrain + promote when monitor
+# says so.
 # Runnable by cron or any scheduler; exits non-zero only when a step fails.
 #
 #   scripts/daily_job.sh                      # as of the warehouse's data end, no new files
@@ -8,12 +9,14 @@
 #
 # Environment: DB (warehouse, default $CUSTOMER360_DB or data/customer360.duckdb), AS_OF
 # (default: the warehouse's data end), REFERENCE_AS_OF (default: the churn champion's training
-# as-of), INBOX (folder of <table>/<file> to ingest), OUT (default out/daily), C360 (the CLI).
+# as-of), INBOX (folder of <table>/<file> to ingest), OUT (default out/daily), C360 (the CLI),
+# PY (the project's Python, default .venv/bin/python).
 # Example crontab line (06:00 every day):
 #   0 6 * * * cd /srv/customer360 && scripts/daily_job.sh >> out/daily/cron.log 2>&1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C360=${C360:-.venv/bin/customer360}
+PY=${PY:-.venv/bin/python}
 DB=${DB:-${CUSTOMER360_DB:-data/customer360.duckdb}}
 OUT=${OUT:-out/daily}
 mkdir -p "$OUT"
@@ -32,9 +35,23 @@ if [[ -n ${INBOX:-} ]]; then
   "$C360" cluster --db "$DB"
 fi
 
-# 2. features as of the day (default: the first day without data).
+# 2. unify: identity resolution over source_records, when the warehouse has any (incremental: a
+#    rerun on the same records changes nothing).
+records=$("$PY" -c "
+from customer360.data.warehouse import connect, table_exists
+with connect('$DB', read_only=True) as con:
+    print(con.execute('SELECT count(*) FROM source_records').fetchone()[0]
+          if table_exists(con, 'source_records') else 0)")
+if [[ $records -gt 0 ]]; then
+  log "unify $records source records"
+  "$C360" identity run --db "$DB"
+else
+  log "unify: no source_records; skipped"
+fi
+
+# 3. features as of the day (default: the first day without data).
 if [[ -z ${AS_OF:-} ]]; then
-  AS_OF=$("${PY:-.venv/bin/python}" -c "
+  AS_OF=$("$PY" -c "
 from customer360.data.warehouse import connect
 from customer360.features.assembler import data_end
 with connect('$DB', read_only=True) as con:
@@ -43,11 +60,11 @@ fi
 log "features as of $AS_OF"
 "$C360" features build --as-of "$AS_OF" --db "$DB"
 
-# 3. score everyone with the champions.
+# 4. score everyone with the champions.
 log "score $AS_OF"
 "$C360" score --as-of "$AS_OF" --output "$OUT/scores_$AS_OF.parquet" --db "$DB"
 
-# 4. monitor: exit 3 means a drift / performance threshold was crossed.
+# 5. monitor: exit 3 means a drift / performance threshold was crossed.
 args=(--as-of "$AS_OF" --db "$DB")
 if [[ -n ${REFERENCE_AS_OF:-} ]]; then
   "$C360" features build --as-of "$REFERENCE_AS_OF" --db "$DB"
@@ -65,7 +82,7 @@ elif [[ $status -ne 3 ]]; then
   exit "$status"
 fi
 
-# 5. retrain on the latest data and promote only if the challenger beats the champion.
+# 6. retrain on the latest data and promote only if the challenger beats the champion.
 log "monitor alert: retrain churn and promote"
 "$C360" train churn --db "$DB"
 if "$C360" promote churn; then
