@@ -19,7 +19,14 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from customer360.serving.webapp import charts, models_page, population, queries, security
+from customer360.serving.webapp import (
+    campaigns,
+    charts,
+    models_page,
+    population,
+    queries,
+    security,
+)
 from customer360.serving.webapp.reader import reader_of
 
 APP_PATH = "/app"
@@ -505,3 +512,33 @@ async def models(request: Request):
         cards = await anyio.to_thread.run_sync(models_page.model_cards)
     return render(request, "models.html", active="models", cards=cards,
                   mlflow_ui=models_page.mlflow_ui_url())
+
+
+# --- campaigns (issue 16; the logic is in webapp/campaigns.py) ---------------------------------
+
+
+@app.get("/campaigns", response_class=HTMLResponse)
+async def campaign_planner(request: Request):
+    form, plan_request, error = campaigns.parse(request.query_params)
+    result = None
+    if plan_request is not None:
+        with timed(request, "warehouse"):
+            result, error = await read(campaigns.plan, plan_request)
+    return render(request, "campaigns.html", status=200 if error is None else 400,
+                  **campaigns.context(form, result, error))
+
+
+@app.get("/campaigns.csv")
+async def campaign_csv(request: Request):
+    form, plan_request, error = campaigns.parse(request.query_params, limit=campaigns.CSV_LIMIT)
+    result = None
+    if plan_request is not None:
+        result, error = await read(campaigns.plan, plan_request)
+    if result is None:
+        return PlainTextResponse(error or "give budget and cost_per_contact", status_code=400)
+    return _csv_text(campaigns.contacts_csv(result), f"campaign_{result.action}")
+
+
+def _csv_text(text: str, name: str) -> Response:
+    return Response(text, media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
