@@ -136,6 +136,16 @@ def local_spark(cores: int = 2, app_name: str = "customer360", **conf: str) -> S
     # `python3` is first on PATH. PySpark reads only the environment variable, when the first
     # session of the process starts; a value the user set wins.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Splink's similarity functions (JARO_WINKLER, ...) must be on the driver's class path
+    # when the JVM starts: a session started later in the same process cannot add them, so
+    # every session carries them and identity resolution can run in the same session.
+    if "spark.jars" not in conf:
+        try:
+            from splink.backends.spark import similarity_jar_location
+        except ImportError:  # pragma: no cover - splink is a core dependency
+            pass
+        else:
+            builder = builder.config("spark.jars", similarity_jar_location())
     for key, value in conf.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()

@@ -52,11 +52,12 @@ def parse(params, limit: int = PAGE_LIMIT) -> tuple[dict[str, Any], CampaignPlan
     if not form["budget"] and not form["cost_per_contact"]:
         return form, None, None
     try:
-        request = CampaignPlanRequest(
-            action=form["action"], budget=form["budget"] or None,
-            cost_per_contact=form["cost_per_contact"] or None,
-            segments=form["segments"] or None, limit=limit,
-        )
+        # a form sends text: read it in lax mode (the JSON endpoint's model is strict)
+        request = CampaignPlanRequest.model_validate({
+            "action": form["action"], "budget": form["budget"] or None,
+            "cost_per_contact": form["cost_per_contact"] or None,
+            "segments": form["segments"] or None, "limit": limit,
+        }, strict=False)
     except ValidationError as exc:
         fields = ", ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                            for e in exc.errors())
