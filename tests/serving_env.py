@@ -195,6 +195,18 @@ class Server:
             timeout=60.0, **kw,
         )
 
+    def __enter__(self) -> Server:
+        """``with Server(...) as srv:`` waits until it is ready and stops it on the way out."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)

@@ -46,12 +46,8 @@ def server(env, tmp_path_factory):
     base = tmp_path_factory.mktemp("served_input")
     db = env.copy_db(base / "warehouse.duckdb")
     store_campaign_plan(db)
-    srv = Server(env, db, base / "server.log", token=TOKEN)
-    try:
-        srv.wait_ready()
+    with Server(env, db, base / "server.log", token=TOKEN) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

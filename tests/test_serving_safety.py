@@ -45,13 +45,9 @@ def explore_env(env, tmp_path_factory) -> ServingEnv:
 def server(explore_env, tmp_path_factory):
     base = tmp_path_factory.mktemp("safety")
     db = explore_env.copy_db(base / "warehouse.duckdb")
-    srv = Server(explore_env, db, base / "server.log", token=TOKEN)
-    srv.db = db
-    try:
-        srv.wait_ready()
+    with Server(explore_env, db, base / "server.log", token=TOKEN) as srv:
+        srv.db = db
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -46,12 +46,8 @@ def db(env, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(env, db):
-    srv = Server(env, db, db.parent / "server.log", token=TOKEN)
-    try:
-        srv.wait_ready()
+    with Server(env, db, db.parent / "server.log", token=TOKEN) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
