@@ -196,7 +196,8 @@ def _indexed(con: duckdb.DuckDBPyConnection, query: Query, limit: int) -> pd.Dat
         return pd.DataFrame(columns=["customer_id", "rank", "matched"])
     exact_only = query.kind == "phone"
     return con.execute(f"""
-        SELECT customer_id, min(rank) AS rank, arg_min(matched, rank) AS matched FROM (
+        SELECT customer_id, min(rank) AS rank,
+               first(matched ORDER BY rank, matched) AS matched FROM (
           SELECT customer_id, matched,
                  CASE WHEN key = $key THEN exact_rank ELSE prefix_rank END AS rank
           FROM {INDEX_TABLE} WHERE key >= $key AND key < $key || chr({MAX_CODE_POINT})
@@ -252,7 +253,7 @@ def search(
               "n": int(limit)}
     used = {p for p in params if f"${p}" in " ".join(parts)} | {"n"}
     sql = f"""
-        SELECT customer_id, min(rank) AS rank, arg_min(matched, rank) AS matched
+        SELECT customer_id, min(rank) AS rank, first(matched ORDER BY rank, matched) AS matched
         FROM ({' UNION ALL '.join(parts)}) GROUP BY customer_id
         ORDER BY rank, customer_id LIMIT $n"""
     best = con.execute(sql, {k: v for k, v in params.items() if k in used}).df()
