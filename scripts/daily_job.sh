@@ -18,8 +18,23 @@ cd "$(dirname "$0")/.."
 C360=${C360:-.venv/bin/customer360}
 DB=${DB:-${CUSTOMER360_DB:-data/customer360.duckdb}}
 OUT=${OUT:-out/daily}
+PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
 log() { echo "$(date -u +%FT%TZ) daily_job: $*"; }
+# ask EXPR: print the Python expression EXPR evaluated with `con`, a read-only connection to
+# $DB; a missing or unusable warehouse ends the job with the library's message, no traceback.
+ask() {
+  "$PY" -c "
+import sys
+from customer360.data.warehouse import connect, table_exists
+from customer360.errors import Customer360Error
+from customer360.features.assembler import data_end
+try:
+    with connect(sys.argv[1], read_only=True) as con:
+        print($1)
+except Customer360Error as err:
+    sys.exit(f'daily_job: error: {err}')" "$DB"
+}
 
 # 1. ingest: every file under $INBOX/<table>/ goes through that table's contract.
 if [[ -n ${INBOX:-} ]]; then
@@ -36,10 +51,8 @@ fi
 
 # 1b. unify: link new source records to the customers they belong to (crosswalk, golden
 # records, review queue) when the warehouse holds any; rebuilds the web app's search index.
-records=$("${PY:-.venv/bin/python}" -c "
-from customer360.data.warehouse import connect
-with connect('$DB', read_only=True) as con:
-    print(con.execute('SELECT count(*) FROM source_records').fetchall()[0][0])")
+records=$(ask "con.execute('SELECT count(*) FROM source_records').fetchone()[0]
+      if table_exists(con, 'source_records') else 0")
 if [[ $records -gt 0 ]]; then
   log "identity run ($records source records)"
   "$C360" identity run --db "$DB"
@@ -47,11 +60,12 @@ fi
 
 # 2. features as of the day (default: the first day without data).
 if [[ -z ${AS_OF:-} ]]; then
-  AS_OF=$("${PY:-.venv/bin/python}" -c "
-from customer360.data.warehouse import connect
-from customer360.features.assembler import data_end
-with connect('$DB', read_only=True) as con:
-    print(data_end(con))")
+  AS_OF=$(ask "data_end(con) if table_exists(con, 'transactions') else None")
+  if [[ $AS_OF == None ]]; then
+    echo "daily_job: error: the warehouse $DB holds no transactions, so it has no data end;" \
+      "ingest them (INBOX=...) or set AS_OF=YYYY-MM-DD" >&2
+    exit 2
+  fi
 fi
 log "features as of $AS_OF"
 "$C360" features build --as-of "$AS_OF" --db "$DB"
@@ -68,7 +82,7 @@ fi
 # The reference snapshot (default: the churn champion's latest training as-of) must be in the
 # warehouse: training keeps its snapshots in memory.
 if [[ -z ${REFERENCE_AS_OF:-} ]]; then
-  REFERENCE_AS_OF=$("${PY:-.venv/bin/python}" -c "
+  REFERENCE_AS_OF=$("$PY" -c "
 from customer360.monitoring.monitor import default_reference
 print(default_reference() or '')")
 fi

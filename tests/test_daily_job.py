@@ -95,3 +95,36 @@ def test_an_alert_retrains_and_goes_through_the_promotion_gate(job):
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = client.search_model_versions("name='churn'")
     assert len(versions) >= 2  # the test store's first version and the retrained one
+
+
+def _run_on(db, tmp_path, **extra) -> subprocess.CompletedProcess:
+    import os
+
+    environ = {**os.environ, "DB": str(db), "OUT": str(tmp_path / "out"),
+               "C360": str(REPO / ".venv/bin/customer360"),
+               "PY": str(REPO / ".venv/bin/python"), **extra}
+    environ.pop("AS_OF", None)
+    return subprocess.run(["bash", str(SCRIPT)], env=environ, capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+
+
+def test_a_missing_warehouse_stops_the_job_with_the_fix_not_a_traceback(tmp_path):
+    db = tmp_path / "nowhere.duckdb"
+    run = _run_on(db, tmp_path)
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    assert f"daily_job: error: Warehouse file {db} does not exist" in run.stderr
+    assert "customer360 generate" in run.stderr
+    assert not db.exists()
+
+
+def test_an_empty_warehouse_stops_the_job_with_the_fix_not_a_traceback(tmp_path):
+    # no source_records table (a warehouse without identity sources) is no reason to fail;
+    # no transactions means no default as-of date, said so
+    db = tmp_path / "empty.duckdb"
+    duckdb.connect(str(db)).close()
+    run = _run_on(db, tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    assert "identity run" not in run.stdout
+    assert "holds no transactions" in run.stderr and "set AS_OF=" in run.stderr

@@ -772,3 +772,27 @@ def test_sales_cycle_from_opportunities_overrides_signup_cycle(cfg):
         "c002"] == "long"
     with pytest.raises(ContractError, match="sales-cycle frame"):
         classify(data, cfg, cycles=cycles.drop(columns="cycle_days"))
+
+
+def test_opportunity_cycle_classes_follow_the_segments_thresholds(cfg):
+    """One rule: ``sales_cycle_classes`` classes ``cycle_days`` as ``classify`` does, with the
+    ``sales_cycle`` thresholds of configs/segments.yaml (it once had 91 / 274 days of its own
+    against the config's 90 / 270)."""
+    from customer360.models.opportunities import sales_cycle_classes
+
+    sc = cfg.sales_cycle
+    days = [sc.short_max_days, sc.short_max_days + 1, sc.intermediate_max_days,
+            sc.intermediate_max_days + 1]
+    created = pd.Timestamp("2025-01-01")
+    opps = pd.DataFrame({
+        "opportunity_id": ["a", "b", "c", "d"], "customer_id": ["c000", "c001", "c002", "c003"],
+        "created_at": [created] * 4,
+        "closed_at": [created + pd.Timedelta(days=d) for d in days], "outcome": ["won"] * 4,
+    })
+    got = sales_cycle_classes(opps)
+    assert got["cycle_class"].tolist() == ["short", "intermediate", "intermediate", "long"]
+    segmented = classify(frame(BUYER, BUYER, BUYER, BUYER), cfg, cycles=got)
+    assert segmented["sales_cycle"].tolist() == got["cycle_class"].tolist()
+    tight = with_setting(cfg, "sales_cycle.intermediate_max_days", sc.short_max_days + 1)
+    assert sales_cycle_classes(opps, limits=tight.sales_cycle)["cycle_class"].tolist() == [
+        "short", "intermediate", "long", "long"]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from customer360.data import contracts as k
+from customer360.models.segments import SalesCycleConfig, load_segments_config
 
 STAGE_FEATURES_DESCRIPTIONS: dict[str, str] = {
     "opp__stage": "stage",
@@ -272,18 +273,20 @@ def pipeline_forecast(
 
 
 CYCLE_CLASSES = ("short", "intermediate", "long")
-CYCLE_LIMITS_DAYS = (91, 274)  # 3 and 9 months: short up to 3, intermediate 3-9, long beyond
 
 
 def sales_cycle_classes(
     opportunities: pd.DataFrame,
     predicted_close: pd.DataFrame | None = None,
-    limits_days: tuple[int, int] = CYCLE_LIMITS_DAYS,
+    limits: SalesCycleConfig | None = None,
 ) -> pd.DataFrame:
     """Sales-cycle class per customer: the median over its opportunities of the cycle from
     opening to a won close (observed), or to the predicted close date of an open one
     (``predicted_close``: ``opportunity_id``, ``expected_close_date``) when it has no won deal
     yet. Returns ``customer_id``, ``cycle_days``, ``cycle_class``, ``cycle_source``.
+
+    The classes use ``limits`` (default: ``sales_cycle`` of ``configs/segments.yaml``), the
+    thresholds :func:`customer360.models.segments.classify` applies to ``cycle_days``: one rule.
 
     Examples
     --------
@@ -313,7 +316,9 @@ def sales_cycle_classes(
     both = pd.concat(parts, ignore_index=True)
     out = both.groupby("customer_id", sort=True).agg(
         cycle_days=("cycle_days", "median"), cycle_source=("cycle_source", "first")).reset_index()
-    short, inter = limits_days
+    if limits is None:
+        limits = load_segments_config().sales_cycle
+    short, inter = limits.short_max_days, limits.intermediate_max_days
     out["cycle_class"] = np.select(
         [out["cycle_days"] <= short, out["cycle_days"] <= inter], CYCLE_CLASSES[:2],
         CYCLE_CLASSES[2])

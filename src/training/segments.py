@@ -19,6 +19,7 @@ from customer360.data.warehouse import registered, transaction
 from customer360.errors import Customer360Error, WarehouseError
 from customer360.models.segments import (
     ParetoReport,
+    SalesCycleConfig,
     SegmentsConfig,
     classify,
     load_segments_config,
@@ -51,11 +52,12 @@ def probabilistic_clv(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.Data
 
 
 def observed_sales_cycles(
-    con: duckdb.DuckDBPyConnection, as_of: dt.date
+    con: duckdb.DuckDBPyConnection, as_of: dt.date, limits: SalesCycleConfig | None = None
 ) -> pd.DataFrame | None:
     """Sales cycles of the customers with an opportunity won by ``as_of`` (created to close,
-    :func:`~customer360.models.opportunities.sales_cycle_classes`), or None when the warehouse
-    has no opportunities table or no such deal. Point in time: later closes are not seen."""
+    :func:`~customer360.models.opportunities.sales_cycle_classes` with ``limits``), or None when
+    the warehouse has no opportunities table or no such deal. Point in time: later closes are
+    not seen."""
     from customer360.data.warehouse import table_exists
     from customer360.models.opportunities import sales_cycle_classes
 
@@ -69,7 +71,7 @@ def observed_sales_cycles(
         return None
     opps["created_at"] = pd.to_datetime(opps["created_at"])
     opps["closed_at"] = pd.to_datetime(opps["closed_at"])
-    return sales_cycle_classes(opps)
+    return sales_cycle_classes(opps, limits=limits)
 
 
 def run_segments(
@@ -115,7 +117,7 @@ def run_segments(
             f"no customers signed up before {as_of}; pick a later --as-of or load customers"
         )
     clv = probabilistic_clv(con, as_of) if with_clv else None
-    cycles = observed_sales_cycles(con, as_of)
+    cycles = observed_sales_cycles(con, as_of, config.sales_cycle)
     classified = classify(features, config, clv=clv, cycles=cycles)
     if "as_of" not in classified.columns:
         classified.insert(1, "as_of", pd.Timestamp(as_of))
