@@ -454,16 +454,20 @@ def _create_customers(con, config: IdentityConfig) -> int:
     golden record, so that re-keyed ingest of its transactions is not refused.
 
     Only when ``master_system`` is set (the warehouse's customers are then the master's
-    records) or ``customers`` is empty (identity is then the only source of customers): a
-    warehouse whose customers came from elsewhere and name no master system is left alone.
+    records) or identity is the only source of customers (every ``customers`` row, if any, is
+    a unified id or an alias of one; so later runs keep creating the rows of new customers):
+    a warehouse whose customers came from elsewhere and name no master system is left alone.
     Type B2B when the golden record has a company name or id; city from the golden record;
     signup date = the earliest ``created_at`` of its records; region and acquisition channel
     are the config's placeholders.
     """
     if not table_exists(con, "customers"):
         return 0
-    empty = con.execute("SELECT count(*) FROM customers").fetchone()[0] == 0
-    if not (config.master_system or empty):
+    foreign = con.execute("""
+        SELECT count(*) FROM customers
+        WHERE customer_id NOT IN (SELECT customer_id FROM identity_crosswalk)
+          AND customer_id NOT IN (SELECT alias_id FROM identity_aliases)""").fetchone()[0]
+    if not (config.master_system or foreign == 0):
         return 0
     return int(con.execute("""
         INSERT INTO customers (customer_id, customer_type, region, city, acquisition_channel,
