@@ -529,7 +529,8 @@ def identity_json(
     aliases = ("(SELECT list(a.alias_id ORDER BY a.alias_id) FROM identity_aliases a "
                "WHERE a.customer_id = g.customer_id)"
                if table_exists(con, "identity_aliases") else "[]::VARCHAR[]")
-    where = ("WHERE g.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
+    # One filter, on the crosswalk: golden rows join only the customers it kept.
+    where = ("WHERE c.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
              if customer_ids is not None else "")
     params = {"ids": [str(c) for c in customer_ids]} if customer_ids is not None else {}
     return con.execute(f"""
@@ -539,12 +540,11 @@ def identity_json(
                        match_probability := c.match_probability, {fields})
                      ORDER BY c.source_system, c.source_record_id) AS source_records
               FROM identity_crosswalk c JOIN identity_records r USING (record_key)
-              {where.replace('g.', 'c.')}
+              {where}
               GROUP BY c.customer_id)
             SELECT g.customer_id, CAST(to_json(struct_pack(
                      golden := list_filter([{golden}], lambda x: x.value IS NOT NULL),
                      source_records := recs.source_records,
                      aliases := coalesce({aliases}, []::VARCHAR[]))) AS VARCHAR) AS identity
             FROM identity_golden g JOIN recs USING (customer_id)
-            {where}
             ORDER BY g.customer_id""", params).df()
