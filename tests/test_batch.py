@@ -93,7 +93,8 @@ def test_batch_profile_carries_the_identity_block(use_env, tmp_path):
     with connect(db) as con:
         add_identities(con)
         blocks = identity_json(con).set_index("customer_id")["identity"]
-    score_customers(use_env.as_of, tmp_path / "s.parquet", db=db, chunk_size=1000)
+    # chunks of 16: the 30 identities span several chunks (one identity query per chunk)
+    score_customers(use_env.as_of, tmp_path / "s.parquet", db=db, chunk_size=16)
     frame = pd.read_parquet(tmp_path / "s.parquet").set_index("customer_id")
     with_identity = frame["identity"].dropna()
     assert 20 <= len(with_identity) <= 30 and set(with_identity.index) <= set(blocks.index)

@@ -160,3 +160,51 @@ def test_assign_ids_adopts_master_ids_and_keeps_the_others_as_aliases():
     assert sorted(map(tuple, aliases[["alias_id", "customer_id"]].to_numpy())) == [
         ("C2", "C1"), ("C7", "U1")]
     assert splits.empty
+
+
+def test_customers_owned_by_identity_get_rows_for_new_customers_on_later_runs(tmp_path):
+    """No master system and an empty customers table: identity is the only source of customers,
+    so a later run's new unified customers need their rows too (not only the first run's)."""
+    from customer360.data.warehouse import connect, create_schema, insert_frame
+    from customer360.identity.store import resolve
+    from customer360.identity.unify import load_identity_config
+
+    config = load_identity_config().model_copy(update={"master_system": None})
+    records, truth = generate_source_records(60, seed=3)
+    early = truth["entity_id"].isin(set(truth["entity_id"].drop_duplicates().iloc[:40]))
+    con = connect(tmp_path / "w.duckdb", create=True)
+    try:
+        create_schema(con)
+        insert_frame(con, "source_records", records[early.to_numpy()])
+        first = resolve(con, config=config, run_id="r1")
+        insert_frame(con, "source_records", records[~early.to_numpy()])
+        second = resolve(con, config=config, run_id="r2")
+        third = resolve(con, config=config, run_id="r3")
+        unified = {r[0] for r in con.execute(
+            "SELECT DISTINCT customer_id FROM identity_crosswalk").fetchall()}
+        rows = [r[0] for r in con.execute("SELECT customer_id FROM customers").fetchall()]
+        assert first["customers_created"] > 0 and second["customers_created"] > 0
+        assert third["customers_created"] == 0  # a rerun creates nothing twice
+        assert set(rows) == unified and len(rows) == len(set(rows))
+    finally:
+        con.close()
+
+
+def test_customers_from_elsewhere_without_a_master_system_are_left_alone(tmp_path):
+    from customer360.data.warehouse import connect, create_schema, insert_frame
+    from customer360.identity.store import resolve
+    from customer360.identity.unify import load_identity_config
+
+    config = load_identity_config().model_copy(update={"master_system": None})
+    records, _ = generate_source_records(60, seed=3)
+    con = connect(tmp_path / "w.duckdb", create=True)
+    try:
+        create_schema(con)
+        con.execute("INSERT INTO customers (customer_id, customer_type, region, city, "
+                    "acquisition_channel, signup_date) VALUES ('C0000001', 'B2C', 'north', "
+                    "'Leeds', 'direct', DATE '2024-01-02')")
+        insert_frame(con, "source_records", records)
+        assert resolve(con, config=config, run_id="r1")["customers_created"] == 0
+        assert con.execute("SELECT count(*) FROM customers").fetchone()[0] == 1
+    finally:
+        con.close()

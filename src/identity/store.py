@@ -454,16 +454,20 @@ def _create_customers(con, config: IdentityConfig) -> int:
     golden record, so that re-keyed ingest of its transactions is not refused.
 
     Only when ``master_system`` is set (the warehouse's customers are then the master's
-    records) or ``customers`` is empty (identity is then the only source of customers): a
-    warehouse whose customers came from elsewhere and name no master system is left alone.
+    records) or identity is the only source of customers (every ``customers`` row, if any, is
+    a unified id or an alias of one; so later runs keep creating the rows of new customers):
+    a warehouse whose customers came from elsewhere and name no master system is left alone.
     Type B2B when the golden record has a company name or id; city from the golden record;
     signup date = the earliest ``created_at`` of its records; region and acquisition channel
     are the config's placeholders.
     """
     if not table_exists(con, "customers"):
         return 0
-    empty = con.execute("SELECT count(*) FROM customers").fetchone()[0] == 0
-    if not (config.master_system or empty):
+    foreign = con.execute("""
+        SELECT count(*) FROM customers
+        WHERE customer_id NOT IN (SELECT customer_id FROM identity_crosswalk)
+          AND customer_id NOT IN (SELECT alias_id FROM identity_aliases)""").fetchone()[0]
+    if not (config.master_system or foreign == 0):
         return 0
     return int(con.execute("""
         INSERT INTO customers (customer_id, customer_type, region, city, acquisition_channel,
@@ -525,7 +529,8 @@ def identity_json(
     aliases = ("(SELECT list(a.alias_id ORDER BY a.alias_id) FROM identity_aliases a "
                "WHERE a.customer_id = g.customer_id)"
                if table_exists(con, "identity_aliases") else "[]::VARCHAR[]")
-    where = ("WHERE g.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
+    # One filter, on the crosswalk: golden rows join only the customers it kept.
+    where = ("WHERE c.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
              if customer_ids is not None else "")
     params = {"ids": [str(c) for c in customer_ids]} if customer_ids is not None else {}
     return con.execute(f"""
@@ -535,12 +540,11 @@ def identity_json(
                        match_probability := c.match_probability, {fields})
                      ORDER BY c.source_system, c.source_record_id) AS source_records
               FROM identity_crosswalk c JOIN identity_records r USING (record_key)
-              {where.replace('g.', 'c.')}
+              {where}
               GROUP BY c.customer_id)
             SELECT g.customer_id, CAST(to_json(struct_pack(
                      golden := list_filter([{golden}], lambda x: x.value IS NOT NULL),
                      source_records := recs.source_records,
                      aliases := coalesce({aliases}, []::VARCHAR[]))) AS VARCHAR) AS identity
             FROM identity_golden g JOIN recs USING (customer_id)
-            {where}
             ORDER BY g.customer_id""", params).df()

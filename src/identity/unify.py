@@ -52,8 +52,9 @@ class IdentityConfig(StrictModel):
     # The unified id as the warehouse key (issue 14 item 6). master_system: a source system
     # whose record ids are the warehouse's existing customers.customer_id; a new cluster holding
     # one of its records adopts that id instead of minting a U-id. New unified customers get a
-    # customers row from their golden record (when master_system is set or customers is
-    # empty), with these placeholders for the columns no source record carries.
+    # customers row from their golden record (when master_system is set or every customers
+    # row is a unified id, e.g. none yet), with these placeholders for the columns no source
+    # record carries.
     master_system: str | None = None
     new_customer_region: Literal["north", "south", "east", "west", "central"] = "central"
     new_customer_channel: Literal["paid_digital", "organic_content", "referral", "live_event",
