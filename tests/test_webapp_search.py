@@ -188,3 +188,19 @@ def test_scanning_and_the_index_find_the_same(resolved_db, tmp_path):
             after = search(con, q)
             assert ids(before) == ids(after), q
             assert before["matched"].tolist() == after["matched"].tolist(), q
+
+
+def test_non_ascii_ids_and_cities_are_folded_as_the_query_is(resolved_db, tmp_path):
+    """``Łódź`` / ``Straße`` are keyed like ``standardise_name`` reads the query (anyascii),
+    not dropped by an ASCII-only fold, by scanning and in the index."""
+    from customer360.data.warehouse import connect
+
+    path = tmp_path / "w.duckdb"
+    shutil.copy(resolved_db, path)
+    with connect(path) as con:
+        con.execute("""INSERT INTO customers SELECT * REPLACE ('ZŁ-Øst1' AS customer_id,
+            'Łódź' AS city, 'Straße' AS region) FROM customers LIMIT 1""")
+        for _ in ("scan", "index"):
+            for q in ["Łódź", "lodz", "STRASSE", "Straße", "zl-ost1", "ZŁ-Øst1"]:
+                assert "ZŁ-Øst1" in ids(search(con, q)), q
+            build_search_index(con)

@@ -93,11 +93,33 @@ INDEX_META = "search_keys_meta"
 MAX_CODE_POINT = 0x10FFFF
 
 
+_FOLD_FUNCTION = "customer360_fold_name"
+
+
+def _fold_arrow(values):  # pyarrow StringArray in, out: standardise_name, vectorised
+    import pyarrow as pa
+
+    folded = standardise_name(pd.Series(values.to_pandas(), dtype="string"))
+    return pa.array(folded.astype(object).where(folded.notna(), None).tolist(), type=pa.string())
+
+
+def _register_fold(con: duckdb.DuckDBPyConnection) -> None:
+    """Make :func:`_fold_sql`'s Python half (``standardise_name`` itself) callable on ``con``."""
+    try:
+        con.create_function(_FOLD_FUNCTION, _fold_arrow, ["VARCHAR"], "VARCHAR", type="arrow")
+    except duckdb.NotImplementedException:  # already registered on this connection
+        pass
+
+
 def _fold_sql(column: str) -> str:
-    """SQL of :func:`~customer360.identity.standardise.standardise_name`'s folding for ASCII
-    text (ids, cities): lower-case, accents stripped, runs of other characters to one blank."""
-    return (f"nullif(trim(regexp_replace(strip_accents(lower({column})), '[^0-9a-z]+', ' ', "
-            "'g')), '')")
+    """SQL of :func:`~customer360.identity.standardise.standardise_name` (how queries are
+    folded) for ids, cities, regions and industries: ASCII text is folded in SQL (lower-case,
+    runs of other characters to one blank), the rest by ``standardise_name`` itself, so
+    ``Łódź`` and ``Straße`` are keyed as the query ``lodz`` / ``strasse`` is read. Needs
+    :func:`_register_fold` on the connection."""
+    ascii_fold = f"nullif(trim(regexp_replace(lower({column}), '[^0-9a-z]+', ' ', 'g')), '')"
+    return (f"CASE WHEN regexp_matches({column}, '[^\\x00-\\x7F]') "
+            f"THEN {_FOLD_FUNCTION}({column}) ELSE {ascii_fold} END")
 
 
 def _key_rows(tables: set[str]) -> str:
@@ -156,6 +178,7 @@ def build_search_index(con: duckdb.DuckDBPyConnection) -> int:
     that does not catch).
     """
     tables = _tables(con)
+    _register_fold(con)
     con.execute(f"""CREATE OR REPLACE TABLE {INDEX_TABLE} AS
         SELECT * FROM ({_key_rows(tables)}) WHERE key IS NOT NULL ORDER BY key""")
     con.execute(f"""CREATE OR REPLACE TABLE {INDEX_META} AS
@@ -190,7 +213,11 @@ def search(
     tables = _tables(con)
     if "customers" not in tables:
         return pd.DataFrame(columns=RESULT_COLUMNS)
-    keys = INDEX_TABLE if _index_is_fresh(con, tables) else f"({_key_rows(tables)})"
+    if _index_is_fresh(con, tables):
+        keys = INDEX_TABLE
+    else:
+        _register_fold(con)
+        keys = f"({_key_rows(tables)})"
     golden = "identity_golden" in tables
     name = ("coalesce(g.company_name, nullif(concat_ws(' ', g.given_name, g.surname), ''))"
             if golden else "NULL::VARCHAR")
