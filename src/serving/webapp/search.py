@@ -122,13 +122,15 @@ def _fold_sql(column: str) -> str:
             f"THEN {_FOLD_FUNCTION}({column}) ELSE {ascii_fold} END")
 
 
-def _key_rows(tables: set[str]) -> str:
+def _key_rows(tables: set[str], kind: str | None = None) -> str | None:
     """SQL of every searchable key: ``(key, customer_id, matched, exact_rank, prefix_rank)``.
 
     The one definition of what is searchable and how it ranks: :func:`build_search_index`
     stores it sorted, and :func:`search` reads it directly when there is no fresh index.
     ``exact_rank`` applies when the query equals the key, ``prefix_rank`` when the query is
-    only its beginning (NULL = exact matches only).
+    only its beginning (NULL = exact matches only). With ``kind`` ``email`` or ``phone``, only
+    the keys such a query can reach (every other key is folded to ``[0-9a-z ]``, so has no
+    ``@`` and no ``+``): the scan skips the rest; ``None`` when there are none.
     """
     parts = [f"""SELECT {_fold_sql('customer_id')} AS key, customer_id, 'customer id' AS matched,
                  0 AS exact_rank, 4 AS prefix_rank FROM customers"""]
@@ -141,8 +143,10 @@ def _key_rows(tables: set[str]) -> str:
         parts += [
             f"SELECT DISTINCT {_fold_sql('customer_id')}, customer_id, 'customer id', 0, 4 "
             "FROM identity_crosswalk",
-            f"SELECT r.std_email, x.customer_id, 'email ' || r.email || {where}, 0, 2 {src}",
-            f"SELECT r.std_phone, x.customer_id, 'phone ' || r.phone || {where}, 0, NULL {src}",
+            f"SELECT r.std_email AS key, x.customer_id, 'email ' || r.email || {where} AS matched,"
+            f" 0 AS exact_rank, 2 AS prefix_rank {src}",
+            f"SELECT r.std_phone AS key, x.customer_id, 'phone ' || r.phone || {where} AS matched,"
+            f" 0 AS exact_rank, NULL AS prefix_rank {src}",
             "SELECT concat_ws(' ', r.std_given_name, r.std_surname), x.customer_id, "
             f"'name ' || concat_ws(' ', r.given_name, r.surname) || {where}, 1, 3 {src}",
             "SELECT concat_ws(' ', r.std_surname, r.std_given_name), x.customer_id, "
@@ -159,7 +163,9 @@ def _key_rows(tables: set[str]) -> str:
     if "identity_aliases" in tables:
         parts.append(f"SELECT {_fold_sql('alias_id')}, customer_id, 'merged id ' || alias_id, "
                      "0, NULL FROM identity_aliases")
-    return " UNION ALL ".join(parts)
+    if kind in ("email", "phone"):
+        parts = [p for p in parts if p.startswith(f"SELECT r.std_{kind} AS key")]
+    return " UNION ALL ".join(parts) or None
 
 
 # What the freshness of the index is judged by: these tables' row counts at build time.
@@ -217,7 +223,10 @@ def search(
         keys = INDEX_TABLE
     else:
         _register_fold(con)
-        keys = f"({_key_rows(tables)})"
+        rows = _key_rows(tables, query.kind)
+        if rows is None:
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        keys = f"({rows})"
     golden = "identity_golden" in tables
     name = ("coalesce(g.company_name, nullif(concat_ws(' ', g.given_name, g.surname), ''))"
             if golden else "NULL::VARCHAR")
