@@ -165,6 +165,21 @@ def test_search_finds_a_customer_by_email(page, server, db):
     assert f"email {' '.join(email.lower().split())} in " in text and " record " in text
 
 
+def test_hostile_search_queries_get_a_page(page, server):
+    """Over HTTP: wildcards, quotes, parameter markers, NUL, non-ASCII and a 5,000-character
+    query each answer 200 with the search page, and the same request twice the same rows."""
+    page.goto(f"{server.url}/app/")
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    with httpx.Client(cookies=cookies, timeout=60) as client:
+        for q in ["%", "_", "\\", "' OR 1=1 --", "$key", "@", "+", "@@@", "\x00", "ann\u0301",
+                  "Łódź", "0" * 30, "x" * 5000, "+99 999 999 999 999"]:
+            first, again = (client.get(f"{server.url}/app/", params={"q": q}) for _ in "12")
+            assert first.status_code == again.status_code == 200, q
+            assert "Find a customer" in first.text and "Traceback" not in first.text, q
+            rows = [r.text.count("<tr>") for r in (first, again)]
+            assert rows[0] == rows[1], q
+
+
 def test_card_matches_customer360(page, server, customer, shots):
     api = server.post("/customer360", json={"customer_id": customer}).json()
     page.goto(f"{server.url}/app/customers/{customer}")

@@ -87,65 +87,51 @@ def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
         "SELECT table_name FROM information_schema.tables").fetchall()}
 
 
-def _identity_hits(con: duckdb.DuckDBPyConnection, query: Query, tables: set[str]) -> str | None:
-    """SQL (with ``$key``, ``$first``, ``$last``) of ``(customer_id, rank, matched)`` rows from
-    the source records, or ``None`` when there is nothing to look for."""
-    if query.key is None or not set(_IDENTITY_TABLES) <= tables:
-        return None
-    if query.kind == "email":
-        cond, rank, what = ("starts_with(r.std_email, $key)",
-                            "CASE WHEN r.std_email = $key THEN 0 ELSE 2 END", "'email ' || r.email")
-    elif query.kind == "phone":
-        cond, rank, what = "r.std_phone = $key", "0", "'phone ' || r.phone"
-    else:
-        full = "concat_ws(' ', r.std_given_name, r.std_surname)"
-        cond = (f"starts_with({full}, $key) OR starts_with(r.std_surname, $key) "
-                "OR starts_with(r.std_company_name, $key) "
-                "OR (starts_with(r.std_given_name, $first) AND starts_with(r.std_surname, $last))"
-                " OR (starts_with(r.std_surname, $first) AND starts_with(r.std_given_name, $last))")
-        # a source system's own record id (what a call-centre agent has on screen) is exact
-        cond += " OR r.source_record_id = $raw OR r.record_key = $raw"
-        rank = ("CASE WHEN r.source_record_id = $raw OR r.record_key = $raw THEN 0 "
-                f"WHEN {full} = $key OR r.std_company_name = $key THEN 1 "
-                "WHEN r.std_surname = $key THEN 2 ELSE 3 END")
-        what = ("CASE WHEN r.source_record_id = $raw OR r.record_key = $raw THEN 'record id' "
-                "WHEN starts_with(r.std_company_name, $key) THEN 'company ' || r.company_name "
-                "ELSE 'name ' || concat_ws(' ', r.given_name, r.surname) END")
-    return f"""
-        SELECT x.customer_id, {rank} AS rank,
-               {what} || ' in ' || r.source_system || ' record ' || r.source_record_id AS matched
-        FROM identity_records r JOIN identity_crosswalk x USING (record_key)
-        WHERE {cond}"""
-
-
 INDEX_TABLE = "search_keys"
 INDEX_META = "search_keys_meta"
 # The largest code point: ``key < prefix || chr(MAX_CODE_POINT)`` closes a prefix range.
 MAX_CODE_POINT = 0x10FFFF
 
 
+_FOLD_FUNCTION = "customer360_fold_name"
+
+
+def _fold_arrow(values):  # pyarrow StringArray in, out: standardise_name, vectorised
+    import pyarrow as pa
+
+    folded = standardise_name(pd.Series(values.to_pandas(), dtype="string"))
+    return pa.array(folded.astype(object).where(folded.notna(), None).tolist(), type=pa.string())
+
+
+def _register_fold(con: duckdb.DuckDBPyConnection) -> None:
+    """Make :func:`_fold_sql`'s Python half (``standardise_name`` itself) callable on ``con``."""
+    try:
+        con.create_function(_FOLD_FUNCTION, _fold_arrow, ["VARCHAR"], "VARCHAR", type="arrow")
+    except duckdb.NotImplementedException:  # already registered on this connection
+        pass
+
+
 def _fold_sql(column: str) -> str:
-    """SQL of :func:`~customer360.identity.standardise.standardise_name`'s folding for ASCII
-    text (ids, cities): lower-case, accents stripped, runs of other characters to one blank."""
-    return (f"nullif(trim(regexp_replace(strip_accents(lower({column})), '[^0-9a-z]+', ' ', "
-            "'g')), '')")
+    """SQL of :func:`~customer360.identity.standardise.standardise_name` (how queries are
+    folded) for ids, cities, regions and industries: ASCII text is folded in SQL (lower-case,
+    runs of other characters to one blank), the rest by ``standardise_name`` itself, so
+    ``Łódź`` and ``Straße`` are keyed as the query ``lodz`` / ``strasse`` is read. Needs
+    :func:`_register_fold` on the connection."""
+    ascii_fold = f"nullif(trim(regexp_replace(lower({column}), '[^0-9a-z]+', ' ', 'g')), '')"
+    return (f"CASE WHEN regexp_matches({column}, '[^\\x00-\\x7F]') "
+            f"THEN {_FOLD_FUNCTION}({column}) ELSE {ascii_fold} END")
 
 
-def _source_counts(con: duckdb.DuckDBPyConnection, tables: set[str]) -> list[int]:
-    return [con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] if t in tables else -1
-            for t in ("customers", "identity_crosswalk", "identity_aliases")]
+def _key_rows(tables: set[str], kind: str | None = None) -> str | None:
+    """SQL of every searchable key: ``(key, customer_id, matched, exact_rank, prefix_rank)``.
 
-
-def build_search_index(con: duckdb.DuckDBPyConnection) -> int:
-    """(Re)build the ``search_keys`` table from ``customers`` and the identity tables; returns
-    its number of keys. Run after ingest or identity resolution (``customer360 identity run``
-    and ``customer360 score`` do); a stale index is ignored, never wrong.
-
-    Each key row: ``key`` (standardised), ``customer_id``, ``matched`` (what to show),
-    ``exact_rank`` (rank when the query equals the key) and ``prefix_rank`` (rank when the
-    query is only its beginning; NULL = exact matches only).
+    The one definition of what is searchable and how it ranks: :func:`build_search_index`
+    stores it sorted, and :func:`search` reads it directly when there is no fresh index.
+    ``exact_rank`` applies when the query equals the key, ``prefix_rank`` when the query is
+    only its beginning (NULL = exact matches only). With ``kind`` ``email`` or ``phone``, only
+    the keys such a query can reach (every other key is folded to ``[0-9a-z ]``, so has no
+    ``@`` and no ``+``): the scan skips the rest; ``None`` when there are none.
     """
-    tables = _tables(con)
     parts = [f"""SELECT {_fold_sql('customer_id')} AS key, customer_id, 'customer id' AS matched,
                  0 AS exact_rank, 4 AS prefix_rank FROM customers"""]
     for column in ("city", "region", "industry"):
@@ -157,8 +143,10 @@ def build_search_index(con: duckdb.DuckDBPyConnection) -> int:
         parts += [
             f"SELECT DISTINCT {_fold_sql('customer_id')}, customer_id, 'customer id', 0, 4 "
             "FROM identity_crosswalk",
-            f"SELECT r.std_email, x.customer_id, 'email ' || r.email || {where}, 0, 2 {src}",
-            f"SELECT r.std_phone, x.customer_id, 'phone ' || r.phone || {where}, 0, NULL {src}",
+            f"SELECT r.std_email AS key, x.customer_id, 'email ' || r.email || {where} AS matched,"
+            f" 0 AS exact_rank, 2 AS prefix_rank {src}",
+            f"SELECT r.std_phone AS key, x.customer_id, 'phone ' || r.phone || {where} AS matched,"
+            f" 0 AS exact_rank, NULL AS prefix_rank {src}",
             "SELECT concat_ws(' ', r.std_given_name, r.std_surname), x.customer_id, "
             f"'name ' || concat_ws(' ', r.given_name, r.surname) || {where}, 1, 3 {src}",
             "SELECT concat_ws(' ', r.std_surname, r.std_given_name), x.customer_id, "
@@ -169,41 +157,48 @@ def build_search_index(con: duckdb.DuckDBPyConnection) -> int:
             f" 1, 3 {src}",
             f"SELECT {_fold_sql('r.source_record_id')}, x.customer_id, 'record id' || {where}, "
             f"0, NULL {src}",
+            f"SELECT {_fold_sql('r.record_key')}, x.customer_id, 'record id' || {where}, "
+            f"0, NULL {src}",
         ]
     if "identity_aliases" in tables:
         parts.append(f"SELECT {_fold_sql('alias_id')}, customer_id, 'merged id ' || alias_id, "
                      "0, NULL FROM identity_aliases")
-    counts = _source_counts(con, tables)
+    if kind in ("email", "phone"):
+        parts = [p for p in parts if p.startswith(f"SELECT r.std_{kind} AS key")]
+    return " UNION ALL ".join(parts) or None
+
+
+# What the freshness of the index is judged by: these tables' row counts at build time.
+_COUNTED = ("customers", "identity_crosswalk", "identity_aliases")
+
+
+def _counts_sql(tables: set[str]) -> str:
+    return ", ".join(f"(SELECT count(*) FROM {t})" if t in tables else "-1" for t in _COUNTED)
+
+
+def build_search_index(con: duckdb.DuckDBPyConnection) -> int:
+    """(Re)build the ``search_keys`` table (:func:`_key_rows`, sorted by key) from
+    ``customers`` and the identity tables; returns its number of keys. Run after ingest or
+    identity resolution (``customer360 identity run`` and ``customer360 score`` do); an index
+    whose tables' row counts changed since is ignored (see docs/architecture.md for what
+    that does not catch).
+    """
+    tables = _tables(con)
+    _register_fold(con)
     con.execute(f"""CREATE OR REPLACE TABLE {INDEX_TABLE} AS
-        SELECT * FROM ({' UNION ALL '.join(parts)}) WHERE key IS NOT NULL ORDER BY key""")
-    con.execute(f"""CREATE OR REPLACE TABLE {INDEX_META} AS SELECT now() AS built_at,
-        {counts[0]}::BIGINT AS customers, {counts[1]}::BIGINT AS crosswalk,
-        {counts[2]}::BIGINT AS aliases""")
+        SELECT * FROM ({_key_rows(tables)}) WHERE key IS NOT NULL ORDER BY key""")
+    con.execute(f"""CREATE OR REPLACE TABLE {INDEX_META} AS
+        SELECT now() AS built_at, c[1] AS customers, c[2] AS crosswalk, c[3] AS aliases
+        FROM (SELECT [{_counts_sql(tables)}]::BIGINT[] AS c)""")
     return con.execute(f"SELECT count(*) FROM {INDEX_TABLE}").fetchall()[0][0]
 
 
 def _index_is_fresh(con: duckdb.DuckDBPyConnection, tables: set[str]) -> bool:
     if not {INDEX_TABLE, INDEX_META} <= tables:
         return False
-    meta = con.execute(f"SELECT customers, crosswalk, aliases FROM {INDEX_META}").fetchall()
-    return bool(meta) and list(meta[0]) == _source_counts(con, tables)
-
-
-def _indexed(con: duckdb.DuckDBPyConnection, query: Query, limit: int) -> pd.DataFrame:
-    """Matches from the sorted ``search_keys``: exact keys, and prefixes where allowed."""
-    key = query.key  # names and ids are folded alike on both sides (see _fold_sql)
-    if key is None:
-        return pd.DataFrame(columns=["customer_id", "rank", "matched"])
-    exact_only = query.kind == "phone"
-    return con.execute(f"""
-        SELECT customer_id, min(rank) AS rank,
-               first(matched ORDER BY rank, matched) AS matched FROM (
-          SELECT customer_id, matched,
-                 CASE WHEN key = $key THEN exact_rank ELSE prefix_rank END AS rank
-          FROM {INDEX_TABLE} WHERE key >= $key AND key < $key || chr({MAX_CODE_POINT})
-        ) WHERE rank IS NOT NULL {'AND rank = 0' if exact_only else ''}
-        GROUP BY customer_id ORDER BY rank, customer_id LIMIT $n""",
-        {"key": key, "n": int(limit)}).df()
+    fresh = con.execute(f"""SELECT [customers, crosswalk, aliases] = [{_counts_sql(tables)}]
+                            FROM {INDEX_META}""").fetchall()
+    return bool(fresh) and bool(fresh[0][0])
 
 
 def search(
@@ -213,72 +208,39 @@ def search(
     """Customers matching ``q``, best first: :data:`RESULT_COLUMNS`, at most ``limit`` rows.
 
     Ranks: 0 the exact id, an alias of it, a source record's id, an exact email or phone;
-    1 an exact full name;
-    2 an exact surname or an email prefix; 3 a name prefix; 4 an id prefix; 5 a city, region
-    or industry equal to the query. ``matched`` says what matched (and in which source record).
+    1 an exact full name (either order) or company; 2 an exact given name or an email prefix;
+    3 a name prefix; 4 an id prefix; 5 a city, region or industry equal to the query (all
+    compared folded, like names). ``matched`` says what matched (and in which source record).
+    Keys are read from the search index when it is fresh, else computed by scanning.
     """
     query = read_query(q, phone_region=phone_region)
-    columns = RESULT_COLUMNS
-    if not query.raw:
-        return pd.DataFrame(columns=columns)
-    tables = _tables(con)
-    if _index_is_fresh(con, tables):
-        return _with_attributes(con, _indexed(con, query, limit), tables)[columns]
-    parts = []
-    if query.kind == "text":
-        parts.append("""
-            SELECT customer_id, CASE WHEN lower(customer_id) = lower($raw) THEN 0 ELSE 4 END
-                   AS rank, 'customer id' AS matched
-            FROM customers WHERE starts_with(lower(customer_id), lower($raw))
-            UNION ALL
-            SELECT customer_id, 5, 'city, region or industry' FROM customers
-            WHERE lower(city) = lower($raw) OR lower(region) = lower($raw)
-               OR lower(coalesce(industry, '')) = lower($raw)
-               OR lower(replace(coalesce(industry, ''), '_', ' ')) = lower($raw)""")
-        if "identity_crosswalk" in tables:
-            parts.append("""
-            SELECT DISTINCT customer_id, 0, 'customer id' FROM identity_crosswalk
-            WHERE lower(customer_id) = lower($raw)""")
-        if "identity_aliases" in tables:
-            parts.append("""
-            SELECT customer_id, 0, 'merged id ' || alias_id FROM identity_aliases
-            WHERE lower(alias_id) = lower($raw)""")
-    hits = _identity_hits(con, query, tables)
-    if hits:
-        parts.append(hits)
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    tokens = (query.key or "").split(" ")
-    params = {"raw": query.raw, "key": query.key, "first": tokens[0], "last": tokens[-1],
-              "n": int(limit)}
-    used = {p for p in params if f"${p}" in " ".join(parts)} | {"n"}
-    sql = f"""
-        SELECT customer_id, min(rank) AS rank, first(matched ORDER BY rank, matched) AS matched
-        FROM ({' UNION ALL '.join(parts)}) GROUP BY customer_id
-        ORDER BY rank, customer_id LIMIT $n"""
-    best = con.execute(sql, {k: v for k, v in params.items() if k in used}).df()
-    return _with_attributes(con, best, tables)[columns]
-
-
-def _with_attributes(
-    con: duckdb.DuckDBPyConnection, best: pd.DataFrame, tables: set[str]
-) -> pd.DataFrame:
-    """The ranked ``(customer_id, rank, matched)`` rows with the name (golden record) and the
-    customer's master data, in rank order."""
-    if best.empty:
+    if query.key is None:
         return pd.DataFrame(columns=RESULT_COLUMNS)
-    ids = best["customer_id"].tolist()
-    attributes = con.execute("""
-        SELECT customer_id, customer_type, region, city, industry, signup_date FROM customers
-        WHERE customer_id IN (SELECT unnest($ids))""", {"ids": ids}).df()
-    out = best.merge(attributes, on="customer_id", how="left")
-    if "identity_golden" in tables:
-        names = con.execute("""
-            SELECT customer_id,
-                   coalesce(company_name, nullif(concat_ws(' ', given_name, surname), '')) AS name
-            FROM identity_golden WHERE customer_id IN (SELECT unnest($ids))""",
-            {"ids": ids}).df()
-        out = out.merge(names, on="customer_id", how="left")
+    tables = _tables(con)
+    if "customers" not in tables:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    if _index_is_fresh(con, tables):
+        keys = INDEX_TABLE
     else:
-        out["name"] = None
-    return out
+        _register_fold(con)
+        rows = _key_rows(tables, query.kind)
+        if rows is None:
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        keys = f"({rows})"
+    golden = "identity_golden" in tables
+    name = ("coalesce(g.company_name, nullif(concat_ws(' ', g.given_name, g.surname), ''))"
+            if golden else "NULL::VARCHAR")
+    return con.execute(f"""
+        WITH best AS (
+          SELECT customer_id, min(rank) AS rank,
+                 first(matched ORDER BY rank, matched) AS matched FROM (
+            SELECT customer_id, matched,
+                   CASE WHEN key = $key THEN exact_rank ELSE prefix_rank END AS rank
+            FROM {keys} WHERE key >= $key AND key < $key || chr({MAX_CODE_POINT})
+          ) WHERE rank IS NOT NULL {'AND rank = 0' if query.kind == 'phone' else ''}
+          GROUP BY customer_id ORDER BY rank, customer_id LIMIT $n)
+        SELECT b.customer_id, {name} AS name, c.customer_type, c.region, c.city, c.industry,
+               c.signup_date, b.matched
+        FROM best b LEFT JOIN customers c USING (customer_id)
+        {'LEFT JOIN identity_golden g USING (customer_id)' if golden else ''}
+        ORDER BY b.rank, b.customer_id""", {"key": query.key, "n": int(limit)}).df()
