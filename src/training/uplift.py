@@ -324,7 +324,7 @@ class StrategyResult:
 MAX_BUDGET = 1e12
 MAX_COST = 1e9
 MIN_COST = 0.01
-"""Smallest positive cost per contact (a cent); 0 means contacts cost nothing."""
+"""Smallest cost per contact (a cent), for the CLI and /campaign_plan alike."""
 
 
 def value_segments() -> tuple[str, ...]:
@@ -355,9 +355,9 @@ def check_plan_inputs(
     if not (math.isfinite(budget) and 0 < budget <= MAX_BUDGET):
         raise CampaignError(f"budget must be a number above 0 and at most {MAX_BUDGET:g} "
                             f"(got {budget!r}).")
-    if not (math.isfinite(cost) and (cost == 0 or MIN_COST <= cost <= MAX_COST)):
-        raise CampaignError(f"cost per contact must be 0 or between {MIN_COST:g} and "
-                            f"{MAX_COST:g} (got {cost!r}).")
+    if not (math.isfinite(cost) and MIN_COST <= cost <= MAX_COST):
+        raise CampaignError(f"cost per contact must be between {MIN_COST:g} and {MAX_COST:g} "
+                            f"(got {cost!r}).")
     known = value_segments()
     unknown = sorted(set(segments or []) - set(known))
     if unknown:
@@ -366,9 +366,9 @@ def check_plan_inputs(
 
 
 def affordable(budget: float, cost: float, available: int) -> int:
-    """How many of ``available`` contacts ``budget`` pays for at ``cost`` each (all of them
-    when contacts are free); never overflows on a tiny cost."""
-    if cost <= 0 or budget / cost >= available:
+    """How many of ``available`` contacts ``budget`` pays for at ``cost`` each (a checked
+    cost, at least ``MIN_COST``); never overflows on a tiny cost."""
+    if budget / cost >= available:
         return available
     return max(0, int(budget // cost))
 
