@@ -30,7 +30,7 @@ from customer360.training.uplift import (
     value_segments,
 )
 
-SEGMENTS = value_segments()  # configs/segments.yaml, read once at import as the schema needs it
+SEGMENTS = value_segments()  # configs/segments.yaml (read once per process): the schema's enum
 CampaignAction = Literal[CAMPAIGN_ACTIONS]  # type: ignore[valid-type]
 ValueSegment = Literal[SEGMENTS]  # type: ignore[valid-type]
 
@@ -95,6 +95,7 @@ def plan_from_scores(
     """
     import json
 
+    # again here: a request built with model_construct skips the model's validator
     check_plan_inputs(action=request.action, budget=request.budget,
                       cost=request.cost_per_contact, segments=request.segments)
     if not table_exists(con, SCORES_TABLE):

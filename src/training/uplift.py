@@ -19,6 +19,7 @@ Strategies compared (each fills the budget with contacts in its own order):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -327,8 +328,10 @@ MIN_COST = 0.01
 """Smallest cost per contact (a cent), for the CLI and /campaign_plan alike."""
 
 
+@functools.cache
 def value_segments() -> tuple[str, ...]:
-    """The value segments of ``configs/segments.yaml`` (``value.shares``), best first."""
+    """The value segments of ``configs/segments.yaml`` (``value.shares``), best first; read
+    once per process, so every check agrees with the /campaign_plan schema built from it."""
     from customer360.models.segments import load_segments_config
 
     return tuple(load_segments_config().value.shares)
