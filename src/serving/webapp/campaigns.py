@@ -23,6 +23,7 @@ from customer360.serving.campaign import (
     SEGMENTS,
     CampaignPlanRequest,
     CampaignPlanResult,
+    PlannedContact,
     plan_from_scores,
 )
 from customer360.serving.webapp import charts
@@ -108,9 +109,7 @@ def context(form: dict[str, Any], result: CampaignPlanResult | None,
     }
 
 
-def contacts_csv(result: CampaignPlanResult) -> str:
-    frame = pd.DataFrame([c.model_dump() for c in result.customers],
-                         columns=list(result.customers[0].model_dump()) if result.customers
-                         else ["customer_id", "value_segment", "expected_net_margin",
-                               "churn_probability", "uplift_purchase"])
-    return frame.to_csv(index=False)
+def contacts_frame(result: CampaignPlanResult) -> pd.DataFrame:
+    """The plan's contacts, one row each, in :class:`PlannedContact`'s columns."""
+    return pd.DataFrame([c.model_dump() for c in result.customers],
+                        columns=list(PlannedContact.model_fields))
