@@ -124,7 +124,15 @@ def test_bad_input_is_a_clear_message_not_a_5xx(page, server):
     response = page.goto(f"{server.url}/app/campaigns?budget=-5&cost_per_contact=1")
     assert response.status == 400
     assert "budget" in page.inner_text("#plan-error")
-    assert "above zero" in page.inner_text("#plan-error")
+    assert "greater than 0" in page.inner_text("#plan-error")
+    # the same rules and wording as /campaign_plan's 400s: field, what is wrong, the fix
+    response = page.goto(f"{server.url}/app/campaigns?budget=10&cost_per_contact=")
+    assert response.status == 400
+    assert "cost_per_contact: Field required (required: add it)" in page.inner_text("#plan-error")
+    response = page.goto(f"{server.url}/app/campaigns?budget=10&cost_per_contact=0")
+    assert response.status == 400
+    assert "cost_per_contact: Input should be greater than or equal to 0.01" in page.inner_text(
+        "#plan-error")
     response = page.goto(f"{server.url}/app/campaigns?budget=100&cost_per_contact=1"
                          "&action=up_sell")
     assert response.status == 400

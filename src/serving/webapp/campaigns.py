@@ -54,16 +54,17 @@ def parse(params, limit: int = PAGE_LIMIT) -> tuple[dict[str, Any], CampaignPlan
         return form, None, None
     try:
         # a form sends text: read it in lax mode (the JSON endpoint's model is strict)
+        # a blank number is left out, so its error says it is required
+        given = {k: form[k] for k in ("budget", "cost_per_contact") if form[k]}
         request = CampaignPlanRequest.model_validate({
-            "action": form["action"], "budget": form["budget"] or None,
-            "cost_per_contact": form["cost_per_contact"] or None,
-            "segments": form["segments"] or None, "limit": limit,
+            "action": form["action"], **given, "segments": form["segments"] or None,
+            "limit": limit,
         }, strict=False)
     except ValidationError as exc:
-        fields = ", ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                           for e in exc.errors())
-        return form, None, (f"The plan was not made ({fields}). Give a budget and a cost per "
-                            "contact above zero.")
+        from customer360.serving.openapi import field_errors  # openapi imports this package
+
+        return form, None, (f"The plan was not made: {field_errors(exc.errors(), 'form')}. "
+                            "Correct it and plan again.")
     return form, request, None
 
 
