@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
-from serving_env import Server
+from serving_env import Server, chromium
 
 from customer360.serving.webapp.app import money
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 TOKEN = "campaign-token-789"
-CHROMIUM = os.environ.get("CUSTOMER360_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update"]
 STORED_BUDGET, STORED_COST = 300.0, 1.0
 
 
@@ -52,19 +48,13 @@ def server(env, db):
 
 @pytest.fixture(scope="module")
 def page(server):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or `make test`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         tab = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         tab.goto(f"{server.url}/app/campaigns")
         tab.fill("#token", TOKEN)
         tab.click("button[type=submit]")
         tab.wait_for_url(f"{server.url}/app/campaigns")
         yield tab
-        browser.close()
 
 
 def rows_of(db: Path) -> int:
