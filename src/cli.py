@@ -1359,7 +1359,7 @@ def campaign_simulate(
 def campaign_plan(
     budget: Annotated[float, typer.Option("--budget", help="Total contact budget.")],
     cost_per_contact: Annotated[float, typer.Option(
-        "--cost-per-contact", help="Cost of one contact.")],
+        "--cost-per-contact", help="Cost of one contact, at least 0.01 (a cent).")],
     action: Annotated[str, typer.Option(
         "--action", help="retention | cross_sell | up_sell.")] = "retention",
     segments: Annotated[list[str] | None, typer.Option(

@@ -243,3 +243,32 @@ def add_identities(con) -> None:
     insert_frame(con, "source_records", records)
     config = load_identity_config().model_copy(update={"master_system": "crm"})
     resolve(con, config=config, run_id="webapp")
+
+
+CHROMIUM = os.environ.get("CUSTOMER360_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@contextmanager
+def chromium():
+    """Debian's Chromium under Playwright, closed on exit; without it the browser tests skip
+    (fail under CI, where `make test` installs it)."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        message = (f"no Chromium at {CHROMIUM}: install Debian's package `chromium` "
+                   "(apt-get install chromium), or run `make test`, which does")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -117,6 +117,8 @@ def test_identity_review_refuses_a_limit_below_1(empty_warehouse, limit):
     (["--budget", "0", "--cost-per-contact", "1"], "budget must be"),
     (["--budget", "100", "--cost-per-contact", "1e-300"], "cost per contact must be"),
     (["--budget", "100", "--cost-per-contact", "inf"], "cost per contact must be"),
+    # one rule with /campaign_plan (at least a cent): 0 was accepted here and refused there
+    (["--budget", "100", "--cost-per-contact", "0"], "cost per contact must be"),
     (["--budget", "100", "--cost-per-contact", "1", "--action", "bribe"], "action 'bribe'"),
     (["--budget", "100", "--cost-per-contact", "1", "--segments", "Z"], "unknown value segments"),
 ])

@@ -270,6 +270,20 @@ def test_campaign_plan_never_overflows_on_a_tiny_cost(tmp_path):
                 plan_from_scores(con, hostile)
 
 
+def test_campaign_plan_checks_do_not_reread_the_segments_config(monkeypatch):
+    """The request's Literal of segments is read once at import; the checks run per request
+    (validator and plan_from_scores) must use the same list, not re-read the YAML each time."""
+    from customer360.models import segments
+    from customer360.serving.campaign import SEGMENTS, CampaignPlanRequest
+
+    def reread(*args, **kw):
+        raise AssertionError("configs/segments.yaml read again for a request")
+
+    monkeypatch.setattr(segments, "load_segments_config", reread)
+    request = CampaignPlanRequest(budget=10, cost_per_contact=1, segments=[SEGMENTS[0]])
+    assert request.segments == [SEGMENTS[0]]
+
+
 @pytest.mark.parametrize("body, field", [
     ({"budget": 1e12, "cost_per_contact": 1e-300}, "cost_per_contact"),
     ({"budget": 1e12, "cost_per_contact": 5e-324}, "cost_per_contact"),

@@ -17,16 +17,11 @@ import duckdb
 import httpx
 import numpy as np
 import pytest
-from serving_env import Server, add_identities
+from serving_env import Server, add_identities, chromium
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 TOKEN = "webapp-token-456"
-CHROMIUM = os.environ.get("CUSTOMER360_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 
 
@@ -54,20 +49,8 @@ def server(env, db):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        message = (
-            f"no Chromium at {CHROMIUM}: install Debian's package `chromium` "
-            "(apt-get install chromium), or run `make test`, which does"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
-from serving_env import Server
+from serving_env import Server, chromium
 
 from customer360.serving.webapp.app import money
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 TOKEN = "campaign-token-789"
-CHROMIUM = os.environ.get("CUSTOMER360_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update"]
 STORED_BUDGET, STORED_COST = 300.0, 1.0
 
 
@@ -52,19 +48,13 @@ def server(env, db):
 
 @pytest.fixture(scope="module")
 def page(server):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or `make test`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         tab = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         tab.goto(f"{server.url}/app/campaigns")
         tab.fill("#token", TOKEN)
         tab.click("button[type=submit]")
         tab.wait_for_url(f"{server.url}/app/campaigns")
         yield tab
-        browser.close()
 
 
 def rows_of(db: Path) -> int:
@@ -124,7 +114,15 @@ def test_bad_input_is_a_clear_message_not_a_5xx(page, server):
     response = page.goto(f"{server.url}/app/campaigns?budget=-5&cost_per_contact=1")
     assert response.status == 400
     assert "budget" in page.inner_text("#plan-error")
-    assert "above zero" in page.inner_text("#plan-error")
+    assert "greater than 0" in page.inner_text("#plan-error")
+    # the same rules and wording as /campaign_plan's 400s: field, what is wrong, the fix
+    response = page.goto(f"{server.url}/app/campaigns?budget=10&cost_per_contact=")
+    assert response.status == 400
+    assert "cost_per_contact: Field required (required: add it)" in page.inner_text("#plan-error")
+    response = page.goto(f"{server.url}/app/campaigns?budget=10&cost_per_contact=0")
+    assert response.status == 400
+    assert "cost_per_contact: Input should be greater than or equal to 0.01" in page.inner_text(
+        "#plan-error")
     response = page.goto(f"{server.url}/app/campaigns?budget=100&cost_per_contact=1"
                          "&action=up_sell")
     assert response.status == 400

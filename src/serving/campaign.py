@@ -30,7 +30,7 @@ from customer360.training.uplift import (
     value_segments,
 )
 
-SEGMENTS = value_segments()  # configs/segments.yaml, read once at import as the schema needs it
+SEGMENTS = value_segments()  # configs/segments.yaml (read once per process): the schema's enum
 CampaignAction = Literal[CAMPAIGN_ACTIONS]  # type: ignore[valid-type]
 ValueSegment = Literal[SEGMENTS]  # type: ignore[valid-type]
 
@@ -95,16 +95,12 @@ def plan_from_scores(
     """
     import json
 
+    # again here: a request built with model_construct skips the model's validator
     check_plan_inputs(action=request.action, budget=request.budget,
                       cost=request.cost_per_contact, segments=request.segments)
-    if not table_exists(con, SCORES_TABLE):
-        raise NotFoundError(
-            f"no campaign plan is stored for {request.action!r}; run `customer360 campaign "
-            f"plan --action {request.action} --budget B --cost-per-contact C` first."
-        )
-    scores = con.execute(f"SELECT * FROM {SCORES_TABLE} WHERE action = ?",
-                         [request.action]).df()
-    if scores.empty:
+    scores = (con.execute(f"SELECT * FROM {SCORES_TABLE} WHERE action = ?",
+                          [request.action]).df() if table_exists(con, SCORES_TABLE) else None)
+    if scores is None or scores.empty:
         raise NotFoundError(
             f"no campaign plan is stored for {request.action!r}; run `customer360 campaign "
             f"plan --action {request.action} --budget B --cost-per-contact C` first."
@@ -127,7 +123,6 @@ def plan_from_scores(
         cost=cost * len(rows),
         expected_incremental_margin=float(net[rows].sum()),
         customers=[PlannedContact(**r) for r in chosen.head(request.limit)[
-            ["customer_id", "value_segment", "expected_net_margin", "churn_probability",
-             "uplift_purchase"]].to_dict("records")],
+            list(PlannedContact.model_fields)].to_dict("records")],
         backtest=json.loads(stored[0]) if stored else [],
     )

@@ -271,17 +271,24 @@ def _name_the_fields(data: dict) -> str:
     message = str(data["error"])
     if "validation error" not in message or not isinstance(detail, list) or not detail:
         return message
+    named = field_errors(detail)
+    if not named:
+        return message
+    return named + ". Fix the field and resend; GET /docs.json documents every field."
+
+
+def field_errors(errors: list, whole: str = "request body") -> str:
+    """Pydantic's ``errors()`` as one line: each field, what was wrong and the fix (the first
+    five; ``whole`` names an error of the whole input). Shared by /campaign_plan's 400s and the
+    campaigns page."""
     parts = []
-    for err in detail[:5]:
+    for err in errors[:5]:
         if not isinstance(err, dict):
             continue
-        field = ".".join(str(p) for p in err.get("loc") or []) or "request body"
+        field = ".".join(str(p) for p in err.get("loc") or []) or whole
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         fix = _FIXES.get(str(err.get("type")))
         parts.append(f"{field}: {msg}" + (f" ({fix})" if fix else ""))
     if not parts:
-        return message
-    more = f" (and {len(detail) - 5} more)" if len(detail) > 5 else ""
-    return ("; ".join(parts) + more + ". Fix the field and resend; GET /docs.json documents "
-            "every field.")
-
+        return ""
+    return "; ".join(parts) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")

@@ -19,6 +19,7 @@ Strategies compared (each fills the budget with contacts in its own order):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -324,11 +325,13 @@ class StrategyResult:
 MAX_BUDGET = 1e12
 MAX_COST = 1e9
 MIN_COST = 0.01
-"""Smallest positive cost per contact (a cent); 0 means contacts cost nothing."""
+"""Smallest cost per contact (a cent), for the CLI and /campaign_plan alike."""
 
 
+@functools.cache
 def value_segments() -> tuple[str, ...]:
-    """The value segments of ``configs/segments.yaml`` (``value.shares``), best first."""
+    """The value segments of ``configs/segments.yaml`` (``value.shares``), best first; read
+    once per process, so every check agrees with the /campaign_plan schema built from it."""
     from customer360.models.segments import load_segments_config
 
     return tuple(load_segments_config().value.shares)
@@ -355,9 +358,9 @@ def check_plan_inputs(
     if not (math.isfinite(budget) and 0 < budget <= MAX_BUDGET):
         raise CampaignError(f"budget must be a number above 0 and at most {MAX_BUDGET:g} "
                             f"(got {budget!r}).")
-    if not (math.isfinite(cost) and (cost == 0 or MIN_COST <= cost <= MAX_COST)):
-        raise CampaignError(f"cost per contact must be 0 or between {MIN_COST:g} and "
-                            f"{MAX_COST:g} (got {cost!r}).")
+    if not (math.isfinite(cost) and MIN_COST <= cost <= MAX_COST):
+        raise CampaignError(f"cost per contact must be between {MIN_COST:g} and {MAX_COST:g} "
+                            f"(got {cost!r}).")
     known = value_segments()
     unknown = sorted(set(segments or []) - set(known))
     if unknown:
@@ -366,9 +369,9 @@ def check_plan_inputs(
 
 
 def affordable(budget: float, cost: float, available: int) -> int:
-    """How many of ``available`` contacts ``budget`` pays for at ``cost`` each (all of them
-    when contacts are free); never overflows on a tiny cost."""
-    if cost <= 0 or budget / cost >= available:
+    """How many of ``available`` contacts ``budget`` pays for at ``cost`` each (a checked
+    cost, at least ``MIN_COST``); never overflows on a tiny cost."""
+    if budget / cost >= available:
         return available
     return max(0, int(budget // cost))
 

@@ -536,9 +536,4 @@ async def campaign_csv(request: Request):
         result, error = await read(campaigns.plan, plan_request)
     if result is None:
         return PlainTextResponse(error or "give budget and cost_per_contact", status_code=400)
-    return _csv_text(campaigns.contacts_csv(result), f"campaign_{result.action}")
-
-
-def _csv_text(text: str, name: str) -> Response:
-    return Response(text, media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    return _csv(campaigns.contacts_frame(result), f"campaign_{result.action}")

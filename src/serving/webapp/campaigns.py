@@ -23,6 +23,7 @@ from customer360.serving.campaign import (
     SEGMENTS,
     CampaignPlanRequest,
     CampaignPlanResult,
+    PlannedContact,
     plan_from_scores,
 )
 from customer360.serving.webapp import charts
@@ -53,16 +54,17 @@ def parse(params, limit: int = PAGE_LIMIT) -> tuple[dict[str, Any], CampaignPlan
         return form, None, None
     try:
         # a form sends text: read it in lax mode (the JSON endpoint's model is strict)
+        # a blank number is left out, so its error says it is required
+        given = {k: form[k] for k in ("budget", "cost_per_contact") if form[k]}
         request = CampaignPlanRequest.model_validate({
-            "action": form["action"], "budget": form["budget"] or None,
-            "cost_per_contact": form["cost_per_contact"] or None,
-            "segments": form["segments"] or None, "limit": limit,
+            "action": form["action"], **given, "segments": form["segments"] or None,
+            "limit": limit,
         }, strict=False)
     except ValidationError as exc:
-        fields = ", ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                           for e in exc.errors())
-        return form, None, (f"The plan was not made ({fields}). Give a budget and a cost per "
-                            "contact above zero.")
+        from customer360.serving.openapi import field_errors  # openapi imports this package
+
+        return form, None, (f"The plan was not made: {field_errors(exc.errors(), 'form')}. "
+                            "Correct it and plan again.")
     return form, request, None
 
 
@@ -108,9 +110,7 @@ def context(form: dict[str, Any], result: CampaignPlanResult | None,
     }
 
 
-def contacts_csv(result: CampaignPlanResult) -> str:
-    frame = pd.DataFrame([c.model_dump() for c in result.customers],
-                         columns=list(result.customers[0].model_dump()) if result.customers
-                         else ["customer_id", "value_segment", "expected_net_margin",
-                               "churn_probability", "uplift_purchase"])
-    return frame.to_csv(index=False)
+def contacts_frame(result: CampaignPlanResult) -> pd.DataFrame:
+    """The plan's contacts, one row each, in :class:`PlannedContact`'s columns."""
+    return pd.DataFrame([c.model_dump() for c in result.customers],
+                        columns=list(PlannedContact.model_fields))
