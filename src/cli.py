@@ -550,7 +550,8 @@ def _stacked_row(name: str, backtest: dict) -> dict:  # issue 13: the stacked ML
     return {"model": name, "parameters": (
         f"LightGBM x BG/NBD, {backtest['rounds']} rounds; backtest: features as of "
         f"{backtest['cutoff']}, targets over the next {backtest['window']:.4g} units "
-        f"({backtest['customers']:,} customers)")}
+        f"({backtest['customers']:,} customers)"
+        + (f"; backtest picks {backtest['selected']}" if "selected" in backtest else ""))}
 
 
 def _print_clv_report(report) -> None:
@@ -567,9 +568,14 @@ def _print_clv_report(report) -> None:
         print_table(
             f"Holdout ({hold['duration']:.4g} {report.params['time_unit']}): actual "
             f"{hold['actual_total_repeat_purchases']:,.0f} repeat purchases",
-            [{"model": k, "predicted total": v["predicted_total_repeat_purchases"],
-              "MAE / customer": v["mae_per_customer"]}
-             for k, v in hold.items() if isinstance(v, dict)],
+            [{"model": k + (" (backtest pick)" if k == hold.get("selected_by_backtest") else ""),
+              "predicted total": v["predicted_total_repeat_purchases"],
+              "MAE / customer": v["mae_per_customer"],
+              "Poisson deviance": v.get("poisson_deviance_per_customer", float("nan"))}
+             for k, v in hold.items() if isinstance(v, dict)]
+            + [{"model": "(no purchase at all)", "predicted total": 0.0,
+                "MAE / customer": hold.get("zero_forecast_mae", float("nan")),
+                "Poisson deviance": None}],
         )
     console.print(f"Wrote {report.output_dir}/params.json, customers.parquet "
                   f"({len(report.customers):,} customers) and {len(report.plots)} plots.",

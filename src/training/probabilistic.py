@@ -77,17 +77,29 @@ def holdout_metrics(rfm: pd.DataFrame, predictions: dict[str, np.ndarray]) -> di
     """Totals and per-customer errors of each model's holdout predictions, with a baseline.
 
     The baseline predicts each customer's calibration purchase rate (frequency / T) times the
-    holdout length: what a model without dropout or shrinkage would say.
+    holdout length: what a model without dropout or shrinkage would say. The Poisson deviance
+    scores each model as the mean forecast it is (a proper score: the true means minimise it);
+    the MAE is read against ``zero_forecast_mae``, the MAE of forecasting no purchase at all,
+    which a mean forecast of mostly-zero counts often cannot beat.
     """
+    from sklearn.metrics import mean_poisson_deviance
+
     actual = rfm["frequency_holdout"].to_numpy()
     duration = rfm["duration_holdout"].to_numpy()
     age = rfm["T"].to_numpy()
     baseline = np.where(age > 0, rfm["frequency"].to_numpy() / np.maximum(age, 1e-12), 0.0)
-    metrics = {"holdout_actual_total": float(actual.sum()), "holdout_customers": len(rfm)}
+    metrics = {
+        "holdout_actual_total": float(actual.sum()),
+        "holdout_customers": len(rfm),
+        "zero_forecast_mae": float(np.abs(actual).mean()),
+    }
     for name, pred in {**predictions, "baseline_rate": baseline * duration}.items():
         metrics[f"{name}_holdout_predicted_total"] = float(pred.sum())
         metrics[f"{name}_holdout_mae"] = float(np.abs(pred - actual).mean())
         metrics[f"{name}_holdout_rmse"] = float(np.sqrt(((pred - actual) ** 2).mean()))
+        metrics[f"{name}_holdout_poisson_deviance"] = float(
+            mean_poisson_deviance(actual, np.maximum(pred, 1e-9))
+        )
     return metrics
 
 
@@ -338,15 +350,22 @@ def fit_and_report(
         params["holdout"] = {
             "duration": horizon,
             "actual_total_repeat_purchases": metrics["holdout_actual_total"],
+            "zero_forecast_mae": metrics["zero_forecast_mae"],
             **{
                 name: {
                     "predicted_total_repeat_purchases": metrics[f"{name}_holdout_predicted_total"],
                     "mae_per_customer": metrics[f"{name}_holdout_mae"],
                     "rmse_per_customer": metrics[f"{name}_holdout_rmse"],
+                    "poisson_deviance_per_customer": metrics[
+                        f"{name}_holdout_poisson_deviance"
+                    ],
                 }
                 for name in (*predictions, "baseline_rate")
             },
         }
+        selected = (stacked_summary or {}).get("backtest", {}).get("selected")
+        if selected in params["holdout"]:
+            params["holdout"]["selected_by_backtest"] = selected
         table = holdout_by_frequency(rfm, predictions, cfg.plot_max_frequency)
         table.to_csv(output_dir / "holdout_by_frequency.csv")
         plots.append(
@@ -380,6 +399,8 @@ def flat_metrics(params: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, dict):
                 out[f"{name}_holdout_predicted_total"] = v["predicted_total_repeat_purchases"]
                 out[f"{name}_holdout_mae"] = v["mae_per_customer"]
+                if "poisson_deviance_per_customer" in v:
+                    out[f"{name}_holdout_poisson_deviance"] = v["poisson_deviance_per_customer"]
     return out
 
 
