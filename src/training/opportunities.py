@@ -127,9 +127,14 @@ def landmark_rows(tables: SalesTables, as_of: pd.Timestamp, months: int = 12) ->
     return pd.concat(parts, ignore_index=True)
 
 
-def fit_time_to_close(tables: SalesTables, as_of: pd.Timestamp) -> TimeToClose:
-    """The survival model of the time to a won close, on the landmark rows before ``as_of``."""
+def fit_time_to_close(tables: SalesTables, as_of: pd.Timestamp,
+                      max_rows: int | None = None) -> TimeToClose:
+    """The survival model of the time to a won close, on the landmark rows before ``as_of``
+    (a seeded random ``max_rows`` of them when there are more: the Cox fit's cost grows with
+    the rows, its estimates hardly move past tens of thousands)."""
     rows = landmark_rows(tables, as_of)
+    if max_rows is not None and len(rows) > max_rows:
+        rows = rows.sample(n=max_rows, random_state=0).reset_index(drop=True)
     if rows.empty or not rows["event"].any():
         raise ModelError(f"No opportunity was won before {pd.Timestamp(as_of).date()}; the "
                          "time-to-close model needs won deals to learn from.")
@@ -165,7 +170,7 @@ def forecast_as_of(
         predict = win_model.predict_uncalibrated
     else:
         predict = win_model.predict_proba
-    ttc = ttc or fit_time_to_close(tables, as_of)
+    ttc = ttc or fit_time_to_close(tables, as_of, config.survival_max_rows)
     open_rows = stage_rows(tables.opportunities, tables.stages, tables.leads, as_of,
                            every_stage=False)
     edges = month_starts(as_of, months)
