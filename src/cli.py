@@ -432,7 +432,10 @@ def score(
     ] = None,
 ) -> None:
     """Score every customer (segments, churn + reasons, CLV, top offers) into a Parquet file
-    and the DuckDB table customer_scores."""
+    and the DuckDB table customer_scores; with the leads / opportunities models registered,
+    also the open leads and opportunities and the pipeline forecast (OUTPUT_leads.parquet,
+    OUTPUT_opportunities.parquet, OUTPUT_forecast.parquet; tables lead_scores and
+    opportunity_scores, one scoring per as-of date)."""
     import datetime as dt
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -459,6 +462,8 @@ def score(
         f"({report.chunks} chunks) -> {report.output} and table {report.table}; models "
         f"{report.model_versions}", soft_wrap=True,
     )
+    for path in report.sales_outputs:  # issue 15: leads, opportunities, pipeline forecast
+        console.print(f"B2B scores -> {path}", soft_wrap=True)
     _refresh_search_index(db)
 
 

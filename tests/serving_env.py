@@ -2,7 +2,7 @@
 
 Built once per test session (the first module asking builds it, the others reuse it): a copy
 of the small synthetic warehouse with a feature snapshot, an MLflow store holding the real
-``churn``, ``clv`` and ``nbo`` models trained with minimal settings and promoted to
+``churn``, ``clv``, ``nbo``, ``leads`` and ``opportunities`` models trained with minimal settings and promoted to
 ``champion``, and a config folder whose NBO bandit does not explore (exploration 0), so that
 answers are deterministic and batch output can be compared with single requests.
 """
@@ -99,6 +99,10 @@ def _configs(dest: Path) -> Path:
             horizon_steps = -(-cfg["horizon_days"] // cfg["snapshots"]["step_days"])
             cfg["snapshots"]["count"] = 1 + 2 * horizon_steps
         path.write_text(yaml.safe_dump(cfg))
+    # issue 15: the lead and opportunity models with minimal settings (one backtest month)
+    leads = yaml.safe_load((dest / "leads.yaml").read_text())
+    leads.update({"trials": 0, "backtest_months": 1, "forecast_draws": 200})
+    (dest / "leads.yaml").write_text(yaml.safe_dump(leads))
     return dest
 
 
@@ -126,7 +130,9 @@ def build_env(base: Path, master_db: Path) -> ServingEnv:
         from customer360.features.assembler import SNAPSHOT_TABLE, write_outputs
         from customer360.training.churn import train_churn
         from customer360.training.clv import train_clv
+        from customer360.training.leads import train_leads
         from customer360.training.nbo import train_nbo
+        from customer360.training.opportunities import train_opportunities
         from customer360.training.promote import promote
 
         with connect(db) as con:
@@ -135,7 +141,9 @@ def build_env(base: Path, master_db: Path) -> ServingEnv:
             train_churn(con, trials=1)
             train_clv(con, trials=1)
             train_nbo(con, trials=0)
-        for name in ("churn", "clv", "nbo"):
+            train_leads(con, trials=0)  # issue 15: /lead_score, /opportunity_score, B2B parts
+            train_opportunities(con, trials=0)
+        for name in ("churn", "clv", "nbo", "leads", "opportunities"):
             decision = promote(name)  # first versions are @champion from training already
             assert decision.champion_version in (None, decision.challenger_version), name
     os.chmod(db, 0o444)

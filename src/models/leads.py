@@ -231,13 +231,16 @@ def split_reasons(
 
 
 def score_leads(model, X: pd.DataFrame, cutoffs: Mapping[str, int], *, k: int = 2,
-                num_threads: int | None = None) -> pd.DataFrame:
+                num_threads: int | None = None, attribution=None) -> pd.DataFrame:
     """``probability``, ``score``, ``grade``, ``reason_positive_1..k`` and
     ``reason_negative_1..k`` per row of ``X`` with a fitted conversion model (the churn
-    estimator trained by :func:`customer360.training.leads.train_leads`)."""
+    estimator trained by :func:`customer360.training.leads.train_leads`). The reasons come
+    from exact TreeSHAP, or from ``attribution.contributions(matrix)`` when given (e.g. the
+    serving room's fast path attributions)."""
     m = model.matrix(X)
     probability = model.predict_proba(m)
-    contrib = model.contributions(m, num_threads=num_threads)
+    contrib = (model.contributions(m, num_threads=num_threads) if attribution is None
+               else attribution.contributions(m, num_threads=num_threads))
     descriptions = list(model.descriptions_)
     pos, neg = split_reasons(m, contrib, model.schema_, descriptions, model.medians_, k=k)
     score = lead_score(probability)

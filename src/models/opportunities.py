@@ -62,8 +62,9 @@ def stage_rows(
     """
     as_of = pd.Timestamp(as_of)
     opps = opportunities[opportunities["created_at"] < as_of]
-    st = stages[(stages["entered_at"] < as_of) & stages["opportunity_id"].isin(
-        opps["opportunity_id"])].copy()
+    # a hash lookup: Series.isin on Arrow strings walks the values in Python
+    known = pd.Index(opps["opportunity_id"]).get_indexer(stages["opportunity_id"]) >= 0
+    st = stages[(stages["entered_at"] < as_of).to_numpy() & known].copy()
     st["stage_index"] = pd.Categorical(st["stage"], categories=list(k.OPPORTUNITY_STAGES)).codes
     st = st.sort_values(["opportunity_id", "entered_at", "stage_index"], kind="stable")
     if not every_stage:
@@ -198,23 +199,42 @@ class TimeToClose(_estimator_base()):
 
         The model is fitted on landmark rows (open opportunities observed at past dates,
         their stage and days in it as covariates), so its time origin is the observation
-        itself: no conditioning on time already spent is needed.
+        itself: no conditioning on time already spent is needed. Computed as
+        ``S0(t) ** exp(x @ coef)`` at ``grid`` only (what :meth:`survival` gives at every
+        event time, which is an (n, event times) array: gigabytes at 50k rows).
         """
-        surv = self.survival(rows)
-        idx = np.searchsorted(self.times_, np.asarray(grid, dtype=float), side="right") - 1
-        vals = surv[:, np.clip(idx, 0, None)]
-        return np.clip(np.where(idx[None, :] < 0, 1.0, vals), 0.0, 1.0)
+        base = self._baseline_at(grid)
+        with np.errstate(divide="ignore", over="ignore"):
+            return np.clip(base[None, :] ** self._risk(rows)[:, None], 0.0, 1.0)
+
+    def _risk(self, rows: pd.DataFrame) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "model_")
+        X, _ = _design(rows, self.levels_)
+        return np.exp(self.model_.predict(X))
+
+    def _baseline_at(self, grid: np.ndarray) -> np.ndarray:
+        """The baseline survival S0 at ``grid`` days: 1 before the first event time, its last
+        value after the last one."""
+        s0 = self.model_.baseline_survival_
+        idx = np.searchsorted(s0.x, np.asarray(grid, dtype=float), side="right") - 1
+        return np.where(idx < 0, 1.0, s0.y[np.clip(idx, 0, None)])
 
     def close_quantiles(self, rows: pd.DataFrame, quantiles, horizon_days: int = 1500
                         ) -> np.ndarray:
-        """Days from now to the close at each quantile (NaN: beyond ``horizon_days``)."""
+        """Days from now to the close at each quantile (NaN: beyond ``horizon_days``): the
+        first whole day ``t`` with ``S(t) <= 1 - q``, i.e. ``-log S0(t) >= -log(1 - q) /
+        exp(x @ coef)``, found by a binary search on the day grid (no (n, days) array)."""
         grid = np.arange(1, horizon_days + 1, dtype=float)
-        cond = self.conditional_survival(rows, grid)
+        with np.errstate(divide="ignore"):
+            hazard = -np.log(self._baseline_at(grid))  # non-decreasing in t
+        risk = self._risk(rows)
         out = np.full((len(rows), len(quantiles)), np.nan)
         for j, q in enumerate(quantiles):
-            below = cond <= 1 - q
-            first = below.argmax(axis=1)
-            out[:, j] = np.where(below.any(axis=1), grid[first], np.nan)
+            first = np.searchsorted(hazard, -np.log1p(-q) / risk, side="left")
+            out[:, j] = np.where(first < len(grid), grid[np.minimum(first, len(grid) - 1)],
+                                 np.nan)
         return out
 
 

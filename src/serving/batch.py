@@ -50,6 +50,7 @@ class ScoreReport:
     table: str
     seconds: float
     model_versions: dict[str, str]
+    sales_outputs: tuple[str, ...] = ()  # issue 15: lead / opportunity / forecast Parquet
 
 
 def _snapshot_rows(con: Any, as_of: dt.date) -> int:
@@ -189,6 +190,7 @@ def score_customers(
         side.execute(
             f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(output)]
         )
+        sales_outputs = _score_sales(side, as_of, output, config)  # issue 15
         side.close()
     finally:
         if tmp.exists():
@@ -202,7 +204,17 @@ def score_customers(
         table=table,
         seconds=time.perf_counter() - started,
         model_versions=scorer.model_versions,
+        sales_outputs=tuple(sales_outputs),
     )
+
+
+def _score_sales(con: Any, as_of: dt.date, output: Path, config: ServingConfig) -> list[str]:
+    """Issue 15: open leads and opportunities scored as the service scores them, written
+    next to ``output`` and kept in ``lead_scores`` / ``opportunity_scores``."""
+    from customer360.serving.sales import load_sales_models, score_sales, store_sales_scores
+
+    scores = score_sales(con, as_of, load_sales_models(config.alias))
+    return store_sales_scores(con, scores, output)
 
 
 def _with_identity(con: Any, flat: pd.DataFrame) -> pd.DataFrame:

@@ -32,7 +32,11 @@ from customer360.serving.schemas import (
     CustomerRequest,
     FeedbackRequest,
     FeedbackResult,
+    LeadRequest,
+    LeadScoreResult,
     NboResult,
+    OpportunityRequest,
+    OpportunityScoreResult,
     ProfileResult,
 )
 from customer360.serving.webapp.app import APP_PATH
@@ -56,13 +60,18 @@ ENDPOINTS: dict[str, tuple[type[BaseModel] | None, Any, tuple[int, ...]]] = {
 }
 # issue 16: the campaign planner
 ENDPOINTS["campaign_plan"] = (CampaignPlanRequest, CampaignPlanResult, (404, 503))
+# issue 15: lead and opportunity scores (404: unknown or closed id, or no such model served)
+ENDPOINTS["lead_score"] = (LeadRequest, LeadScoreResult, (404,))
+ENDPOINTS["opportunity_score"] = (OpportunityRequest, OpportunityScoreResult, (404,))
 
 STATUS_TEXT = {
     400: "Invalid request: not JSON, a field of the wrong type or range, a missing or unknown "
     "field, or both / neither of customer_id and features. `error` says what and where; "
     "`detail` (pydantic validation errors) gives the field's path in `loc`.",
     401: "Missing or invalid bearer token (only when the service runs with a token).",
-    404: "Unknown customer id (not in the served feature snapshot) or offer id.",
+    404: "Unknown customer id (not in the served feature snapshot) or offer id; for "
+    "/lead_score and /opportunity_score, an id not open in the snapshot or no such model "
+    "served.",
     415: "The request body is not JSON (send Content-Type: application/json).",
     500: "Internal error; the server log has the cause (never caused by a request's content).",
     503: "The warehouse is busy (another process holds it); retry later.",

@@ -404,7 +404,11 @@ class Population:
         segments_config = load_segments_config()
         nbo_config = load_nbo_config()
         prob = probabilistic_frame(con, as_of, [config.prob_horizon_days, *prob_horizons])
-        classes = _classify(features, segments_config, prob)
+        # issue 15: a B2B customer's sales cycle from its won opportunities, as in segments
+        from customer360.training.segments import observed_sales_cycles
+
+        cycles = observed_sales_cycles(con, as_of, segments_config.sales_cycle)
+        classes = _classify(features, segments_config, prob, cycles)
         offers = offer_catalogue(offer_table(con, nbo_config.catalogue.source_table), nbo_config)
         return cls(
             as_of=as_of,
@@ -499,11 +503,12 @@ def _has_feedback(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _classify(
-    features: pd.DataFrame, segments_config: Any, prob: pd.DataFrame | None
+    features: pd.DataFrame, segments_config: Any, prob: pd.DataFrame | None,
+    cycles: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     from customer360.models.segments import classify
 
-    classes = classify(features, segments_config, clv=prob)
+    classes = classify(features, segments_config, clv=prob, cycles=cycles)
     classes = classes.drop(columns=["as_of"], errors="ignore").set_index("customer_id")
     return classes
 

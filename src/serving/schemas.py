@@ -247,6 +247,109 @@ class IdentityBlock(BaseModel):
     aliases: list[str] = Field(default_factory=list)
 
 
+# --- issue 15: leads and opportunities ----------------------------------------------------------
+
+
+def _one_of(key: str) -> dict[str, Any]:
+    return {"oneOf": [
+        {"required": [key], "properties": {key: {"type": "string"}}},
+        {"required": ["features"], "properties": {"features": {"type": "object"}}},
+    ]}
+
+
+class LeadRequest(_Request):
+    """One lead: ``lead_id`` (an open lead of the served snapshot) or ``features`` (its
+    point-in-time features, by name); exactly one of them."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of("lead_id"))
+
+    lead_id: CustomerId | None = Field(None, description="Lead id in the warehouse.")
+    features: dict[str, FeatureValue] | None = Field(
+        None, description="Feature name -> value instead of lead_id: exactly the lead model's "
+        "features (lead__age_days, lead__source, ...); categories must be values the model "
+        "knows; numbers finite (null where unknown). Every refusal is a 400 naming the field.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LeadRequest:
+        if (self.lead_id is None) == (self.features is None):
+            raise ValueError("give exactly one of lead_id or features")
+        return self
+
+
+class OpportunityRequest(_Request):
+    """One opportunity: ``opportunity_id`` (open in the served snapshot) or ``features`` (its
+    stage features by name: opp__stage, opp__days_in_stage, ...); exactly one of them."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of("opportunity_id"))
+
+    opportunity_id: CustomerId | None = Field(None, description="Opportunity id.")
+    features: dict[str, FeatureValue] | None = Field(
+        None, description="Feature name -> value instead of opportunity_id: exactly the "
+        "opportunity model's features; the same rules as /lead_score's.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> OpportunityRequest:
+        if (self.opportunity_id is None) == (self.features is None):
+            raise ValueError("give exactly one of opportunity_id or features")
+        return self
+
+
+Grade = Literal["A", "B", "C", "D"]
+Trend = Literal["improving", "steady", "declining", "new"]
+
+
+class LeadScoreResult(BaseModel):
+    """A lead's conversion score (configs/leads.yaml: horizon, grade cut-offs, trend band)."""
+
+    lead_id: str | None
+    customer_id: str | None = Field(None, description="Unified customer, when linked.")
+    as_of: dt.date
+    probability: float = Field(..., ge=0, le=1,
+                               description="P(converts to an opportunity within the horizon).")
+    score: int = Field(..., ge=1, le=100, description="The probability in whole percent.")
+    grade: Grade
+    trend: Trend | None = Field(
+        None, description="Against the previous stored scoring (`customer360 score`); new "
+        "when it was not scored then; null for a payload.")
+    reasons_for: list[str] = Field(..., description="Strongest reasons raising the chance.")
+    reasons_against: list[str] = Field(..., description="Strongest reasons lowering it.")
+    model_version: str
+
+
+class OpportunityScoreResult(BaseModel):
+    """An open opportunity's win probability at its stage and its expected close date."""
+
+    opportunity_id: str | None
+    customer_id: str | None = None
+    as_of: dt.date
+    stage: str
+    amount: float | None = None
+    win_probability: float = Field(..., ge=0, le=1)
+    expected_close_date: dt.date | None = Field(
+        None, description="Median of the time-to-close model (null: beyond its horizon).")
+    close_date_low: dt.date | None = None
+    close_date_high: dt.date | None = None
+    interval: float = Field(..., gt=0, lt=1, description="Central share of the close dates.")
+    model_version: str
+
+
+class LeadBrief(BaseModel):
+    lead_id: str
+    score: int = Field(..., ge=1, le=100)
+    grade: Grade
+    trend: Trend | None = None
+
+
+class OpportunityBrief(BaseModel):
+    opportunity_id: str
+    stage: str
+    amount: float | None = None
+    win_probability: float = Field(..., ge=0, le=1)
+    expected_close_date: dt.date | None = None
+    close_date_low: dt.date | None = None
+    close_date_high: dt.date | None = None
+
+
 class ProfileResult(BaseModel):
     """The integrated customer profile returned by /customer360 (and written by batch scoring,
     flattened)."""
@@ -267,6 +370,11 @@ class ProfileResult(BaseModel):
     identity: IdentityBlock | None = Field(
         None, description="Golden record and source records (null without identity tables, "
         "or for a payload request).")
+    # issue 15: a B2B customer's open pipeline and leads (empty without them or the models)
+    open_opportunities: list[OpportunityBrief] = Field(
+        default_factory=list, description="Open opportunities, most likely win first.")
+    leads: list[LeadBrief] = Field(default_factory=list,
+                                   description="Open leads, highest score first.")
 
 
 class FeedbackResult(BaseModel):

@@ -70,6 +70,7 @@ from customer360.serving.profile import (
     typed_payload_frame,
     unknown_customer,
 )
+from customer360.serving.sales import load_sales_models, score_sales
 from customer360.serving.schemas import (
     EVENT_ID_PATTERN,
     SERVING_CONFIG,
@@ -80,7 +81,11 @@ from customer360.serving.schemas import (
     CustomerRequest,
     FeedbackRequest,
     FeedbackResult,
+    LeadRequest,
+    LeadScoreResult,
     NboResult,
+    OpportunityRequest,
+    OpportunityScoreResult,
     ProfileResult,
 )
 from customer360.serving.webapp import APP_PATH, webapp
@@ -458,6 +463,8 @@ class Customer360:
             )
             # issue 14: each unified customer's identity block (JSON text, parsed per answer).
             identity = identity_json(con)
+            # issue 15: open leads and opportunities scored once (when their models exist)
+            self.sales = score_sales(con, as_of, load_sales_models(self.config.alias))
         self.identity = dict(zip(identity["customer_id"], identity["identity"], strict=True))
         self.as_of = as_of
         self.scorer = ProfileScorer(self.champions, population, self.config)
@@ -684,7 +691,7 @@ class Customer360:
             self.scorer.model_versions,
             self.config.prob_horizon_days,
             identity=self.identity.get(row.get("customer_id")),
-        )
+        ) | self.sales.profile_parts(row.get("customer_id"))
 
     # --- single-customer endpoints ------------------------------------------------------------
 
@@ -851,6 +858,35 @@ class Customer360:
             "feature_columns": self.scorer.required,
             "max_batch_size": self.config.max_batch_size,
         }
+
+    # --- issue 15: leads and opportunities (added block) --------------------------------------
+
+    def _sales_answer(self, score: Callable[[], dict], model: type[BaseModel]) -> Any:
+        try:
+            return model(**score())
+        except NotFoundError as exc:
+            return _error(404, str(exc))
+        except PayloadError as exc:
+            return _error(400, str(exc))
+        except Exception as exc:  # no request may take the worker down
+            return self._unexpected(exc, None)
+
+    @bentoml.api(input_spec=LeadRequest)
+    def lead_score(
+        self, lead_id: str | None = None, features: dict | None = None
+    ) -> LeadScoreResult:
+        """A lead's conversion probability, score 1-100, grade A-D, reasons for and against
+        and trend, by ``lead_id`` (scored at start-up) or from its ``features``."""
+        return self._sales_answer(lambda: self.sales.lead(lead_id, features), LeadScoreResult)
+
+    @bentoml.api(input_spec=OpportunityRequest)
+    def opportunity_score(
+        self, opportunity_id: str | None = None, features: dict | None = None
+    ) -> OpportunityScoreResult:
+        """An open opportunity's win probability at its stage and expected close date with
+        its interval, by ``opportunity_id`` or from its ``features``."""
+        return self._sales_answer(lambda: self.sales.opportunity(opportunity_id, features),
+                                  OpportunityScoreResult)
 
     # --- issue 16: the campaign planner (added block) -----------------------------------------
 

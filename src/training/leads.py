@@ -68,6 +68,7 @@ class LeadsConfig(StrictModel):
     interval: float = Field(0.8, gt=0, lt=1)
     forecast_draws: int = Field(2000, ge=100)
     backtest_months: int = Field(6, ge=1)
+    survival_max_rows: int = Field(50_000, ge=1_000)
 
 
 def load_leads_config(path: str | Path | None = None) -> LeadsConfig:
@@ -280,16 +281,17 @@ def train_leads(
 
 def score_open_leads(
     con, model, config: LeadsConfig, *, as_of: dt.date | None = None,
-    previous: pd.DataFrame | None = None,
+    previous: pd.DataFrame | None = None, attribution=None,
 ) -> pd.DataFrame:
     """Score every lead open as of ``as_of`` (default: the warehouse's today): ``lead_id``,
     ``as_of``, probability, score, grade, trend and reasons. ``previous`` holds an earlier
-    scoring (``lead_id``, ``score``); without it every trend is ``new``."""
+    scoring (``lead_id``, ``score``); without it every trend is ``new``. ``attribution``: see
+    :func:`~customer360.models.leads.score_leads`."""
     leads, events = read_sales_tables(con)
     as_of = as_of or warehouse_today(con)
     _, feats = lead_snapshot(con, leads, events, as_of)
     scored = score_leads(model, feats[list(LEAD_FEATURES)], config.grades.model_dump(),
-                         k=config.reasons)
+                         k=config.reasons, attribution=attribution)
     before = (feats[["lead_id"]].merge(previous[["lead_id", "score"]], on="lead_id", how="left")
               ["score"].to_numpy(dtype=float) if previous is not None
               else np.full(len(feats), np.nan))

@@ -127,9 +127,14 @@ def landmark_rows(tables: SalesTables, as_of: pd.Timestamp, months: int = 12) ->
     return pd.concat(parts, ignore_index=True)
 
 
-def fit_time_to_close(tables: SalesTables, as_of: pd.Timestamp) -> TimeToClose:
-    """The survival model of the time to a won close, on the landmark rows before ``as_of``."""
+def fit_time_to_close(tables: SalesTables, as_of: pd.Timestamp,
+                      max_rows: int | None = None) -> TimeToClose:
+    """The survival model of the time to a won close, on the landmark rows before ``as_of``
+    (a seeded random ``max_rows`` of them when there are more: the Cox fit's cost grows with
+    the rows, its estimates hardly move past tens of thousands)."""
     rows = landmark_rows(tables, as_of)
+    if max_rows is not None and len(rows) > max_rows:
+        rows = rows.sample(n=max_rows, random_state=0).reset_index(drop=True)
     if rows.empty or not rows["event"].any():
         raise ModelError(f"No opportunity was won before {pd.Timestamp(as_of).date()}; the "
                          "time-to-close model needs won deals to learn from.")
@@ -150,11 +155,12 @@ def _untuned_win_model(rows: pd.DataFrame, y: np.ndarray):
 
 def forecast_as_of(
     tables: SalesTables, as_of: pd.Timestamp, months: int, config: LeadsConfig, *,
-    win_model=None, seed: int = 0,
+    win_model=None, seed: int = 0, ttc: TimeToClose | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(open opportunities with p_win and close-date interval, forecast per month)`` from
     what was known at ``as_of``: models fitted on rows before it (``win_model`` given: used
-    instead of an untuned LightGBM fitted here)."""
+    instead of an untuned LightGBM fitted here; ``ttc`` given: the time-to-close model fitted
+    by :func:`fit_time_to_close` at ``as_of``, not fitted again)."""
     as_of = pd.Timestamp(as_of)
     if win_model is None:
         hist = stage_rows(tables.opportunities, tables.stages, tables.leads, as_of,
@@ -164,7 +170,7 @@ def forecast_as_of(
         predict = win_model.predict_uncalibrated
     else:
         predict = win_model.predict_proba
-    ttc = fit_time_to_close(tables, as_of)
+    ttc = ttc or fit_time_to_close(tables, as_of, config.survival_max_rows)
     open_rows = stage_rows(tables.opportunities, tables.stages, tables.leads, as_of,
                            every_stage=False)
     edges = month_starts(as_of, months)
@@ -176,17 +182,22 @@ def forecast_as_of(
                                  seed=seed)
     lo_q = (1 - config.interval) / 2
     q = ttc.close_quantiles(open_rows, [lo_q, 0.5, 1 - lo_q])
-    day = pd.Timedelta(days=1)
     scored = pd.DataFrame({
         "opportunity_id": open_rows["opportunity_id"],
         "stage": open_rows["opp__stage"],
         "amount": open_rows["amount"],
         "win_probability": p_win,
-        "expected_close_date": [as_of + v * day if np.isfinite(v) else pd.NaT for v in q[:, 1]],
-        "close_date_low": [as_of + v * day if np.isfinite(v) else pd.NaT for v in q[:, 0]],
-        "close_date_high": [as_of + v * day if np.isfinite(v) else pd.NaT for v in q[:, 2]],
+        **close_dates(as_of, q),
     })
     return scored, forecast
+
+
+def close_dates(as_of: pd.Timestamp, quantiles: np.ndarray) -> dict[str, pd.Series]:
+    """``close_date_low``, ``expected_close_date`` and ``close_date_high`` from the days to
+    the close at the low, median and high quantiles (NaN, beyond the horizon: NaT)."""
+    names = {"expected_close_date": 1, "close_date_low": 0, "close_date_high": 2}
+    return {name: pd.Timestamp(as_of) + pd.to_timedelta(quantiles[:, j], unit="D")
+            for name, j in names.items()}
 
 
 def backtest_forecast(tables: SalesTables, today: dt.date, config: LeadsConfig) -> pd.DataFrame:

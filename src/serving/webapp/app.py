@@ -25,6 +25,7 @@ from customer360.serving.webapp import (
     models_page,
     population,
     queries,
+    sales_page,
     security,
 )
 from customer360.serving.webapp.reader import reader_of
@@ -469,6 +470,16 @@ def _department_summary(view: population.PopulationView, department: str):
     return cache[department]
 
 
+# issue 15: the sales page's leads by grade (the service's start-up scoring, as /lead_score)
+Grade = Annotated[str | None, Query(pattern="^[ABCD]$")]
+
+
+@app.get("/departments/sales/leads.csv")
+async def sales_leads_csv(grade: Grade = None):
+    rows = sales_page.lead_rows(service().sales.leads, grade)
+    return _csv(rows, f"leads_{grade or 'all'}")
+
+
 @app.get("/departments/{department}.csv")
 async def department_csv(request: Request, department: str):
     if department not in population.DEPARTMENTS:
@@ -500,7 +511,14 @@ async def department(request: Request, department: str):
             rows=rows.to_dict("records"), options=options,
             chosen={k: request.query_params.get(k, "") for k in ("cls", *population.FILTERS)},
             csv_url=f"{APP_PATH}/departments/{department}.csv" + (f"?{query}" if query else ""),
+            sales=_sales_context(request) if department == "sales" else None,
         )
+
+
+def _sales_context(request: Request) -> dict[str, Any]:
+    grade = request.query_params.get("grade")
+    grade = grade if grade in sales_page.GRADES else None
+    return sales_page.context(service().sales, grade, PAGE_ROWS)
 
 
 # --- models -------------------------------------------------------------------------------------

@@ -174,3 +174,57 @@ def reasons_chart(reasons: list[str]) -> Markup | None:
     return bar_chart([r.replace("_", " ") for r in reasons], list(range(n, 0, -1)),
                      label="churn reasons, strongest first", colour=RED,
                      value_text=lambda v: f"#{n - int(v) + 1}")
+
+
+def interval_chart(
+    labels: Sequence[str], values: Sequence[float], low: Sequence[float],
+    high: Sequence[float], *, label: str, colour: str = BLUE, width: int = 640,
+    height: int = 240,
+) -> Markup:
+    """Columns (non-negative values) each with a whisker from ``low`` to ``high``: an
+    expected amount and its interval per period; every column's tooltip gives all three."""
+    v, lo, hi = (np.asarray(a, dtype=float) for a in (values, low, high))
+    left, right, top, bottom = 52, 8, 10, 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = float(np.nanmax(np.concatenate([hi, v]), initial=0)) or 1.0
+    slot = plot_w / max(len(v), 1)
+    bar = max(slot * 0.6, 1.0)
+
+    def py(value: float) -> float:
+        return top + plot_h * (1 - max(value, 0.0) / peak)
+
+    body = [
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" y2="{top + plot_h}" '
+        f'stroke="{GREY}"/>',
+        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" {_FONT}>{_fmt_short(peak)}</text>',
+        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end" {_FONT}>0</text>',
+    ]
+    for i, name in enumerate(labels):
+        x = left + i * slot + (slot - bar) / 2
+        mid = x + bar / 2
+        tip = (f"{escape(name)}: {v[i]:,.0f} expected, interval {lo[i]:,.0f} to "
+               f"{hi[i]:,.0f}")
+        body += [
+            f'<g><title>{tip}</title>'
+            f'<rect x="{x:.1f}" y="{py(v[i]):.1f}" width="{bar:.1f}" '
+            f'height="{top + plot_h - py(v[i]):.1f}" fill="{colour}"/>'
+            f'<line x1="{mid:.1f}" y1="{py(lo[i]):.1f}" x2="{mid:.1f}" y2="{py(hi[i]):.1f}" '
+            f'stroke="#1d2733" stroke-width="1.5"/>'
+            f'<line x1="{mid - 6:.1f}" y1="{py(hi[i]):.1f}" x2="{mid + 6:.1f}" '
+            f'y2="{py(hi[i]):.1f}" stroke="#1d2733"/>'
+            f'<line x1="{mid - 6:.1f}" y1="{py(lo[i]):.1f}" x2="{mid + 6:.1f}" '
+            f'y2="{py(lo[i]):.1f}" stroke="#1d2733"/></g>',
+            f'<text x="{mid:.1f}" y="{height - bottom + 16}" text-anchor="middle" {_FONT}>'
+            f"{escape(name)}</text>",
+        ]
+    return _svg(width, height, label, body)
+
+
+def forecast_chart(forecast: pd.DataFrame | None, interval: float) -> Markup | None:
+    """The pipeline forecast: expected won amount per month with its central interval."""
+    if forecast is None or forecast.empty:
+        return None
+    labels = [pd.Timestamp(m).strftime("%b %Y") for m in forecast["month"]]
+    return interval_chart(labels, forecast["expected_won"], forecast["low"], forecast["high"],
+                          label=f"expected won amount per month with its {interval:.0%} "
+                          "interval")
