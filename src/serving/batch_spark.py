@@ -221,12 +221,16 @@ def identity_blocks(tables: SparkTables) -> Any:
 _SCORERS: dict[tuple, Any] = {}
 
 
+def _scorer_key(context: dict[str, Any]) -> tuple:
+    return tuple(sorted(context["env"].items())), tuple(sorted(context["versions"].items()))
+
+
 def _executor_scorer(context: dict[str, Any]) -> Any:
     """The :class:`ProfileScorer` of this Python worker, loaded once per worker (the champions
     from the registry at the driver's versions)."""
     from customer360.serving.profile import ProfileScorer, load_champions
 
-    key = (tuple(sorted(context["env"].items())), tuple(sorted(context["versions"].items())))
+    key = _scorer_key(context)
     scorer = _SCORERS.get(key)
     if scorer is None:
         os.environ.update(context["env"])
@@ -311,6 +315,7 @@ def score_spark_job(
     from customer360.serving.batch import _arrow_schema
     from customer360.serving.profile import (
         Population,
+        ProfileScorer,
         _policies,
         load_champions,
         prob_horizons,
@@ -323,7 +328,8 @@ def score_spark_job(
     config = load_serving_config()
     champions = load_champions(["churn", "clv", "nbo"], config.alias)
     versions = {n: c.version for n, c in champions.items()}
-    snap = tables.table(SNAPSHOT_TABLE).where(F.to_date("as_of") == F.lit(as_of))
+    # cached: classification's aggregates, the sample and the scoring all read them
+    snap = tables.table(SNAPSHOT_TABLE).where(F.to_date("as_of") == F.lit(as_of)).cache()
     total = snap.count()
     if total == 0:
         raise WarehouseError(
@@ -333,9 +339,13 @@ def score_spark_job(
     seg_cfg, nbo_cfg = load_segments_config(), load_nbo_config()
     horizons = sorted({config.prob_horizon_days, *prob_horizons(champions)})
     prob = probabilistic_scores(tables, as_of, horizons).cache()
+    log.info("probabilistic scores of %d customers (%.1f s)", prob.count(),
+             time.perf_counter() - started)
     classes = classify(snap, seg_cfg, clv=prob).drop("as_of")
     classes = classes.select("customer_id", *[
         F.col(c).alias(_CLASS_PREFIX + c) for c in classes.columns if c != "customer_id"])
+    classes = classes.cache()
+    log.info("classified %d customers (%.1f s)", classes.count(), time.perf_counter() - started)
     offers = offer_catalogue(tables.table(nbo_cfg.catalogue.source_table).toPandas()
                              .sort_values("offer_id", ignore_index=True), nbo_cfg)
     history = offer_history(tables, offers)
@@ -362,6 +372,8 @@ def score_spark_job(
     }
     # The output schema from a few customers scored on the driver (as the DuckDB path takes
     # it from its first chunk).
+    # The driver's scorer reuses the champions loaded above.
+    _SCORERS[_scorer_key(context)] = ProfileScorer(champions, population, config)
     sample_ids = [r[0] for r in snap.select("customer_id").orderBy("customer_id").limit(8)
                   .collect()]
     sample = score_bucket(
@@ -371,6 +383,8 @@ def score_spark_job(
     )
     _SCORERS.clear()  # the driver's copy is not needed any more
     schema = from_arrow_schema(_arrow_schema(sample))
+    log.info("output schema from %d sample rows (%.1f s)", len(sample),
+             time.perf_counter() - started)
 
     def score_group(rows: pd.DataFrame, past: pd.DataFrame) -> pd.DataFrame:
         out = score_bucket(rows.drop(columns="_bucket"), past.drop(columns="_bucket"), context)
@@ -386,7 +400,9 @@ def score_spark_job(
     columns = [*sample.columns, "identity"]
     scored.select(*columns).write.mode("overwrite").parquet(str(output))
     rows = spark.read.parquet(str(output)).count()
-    prob.unpersist()
+    log.info("wrote %d rows to %s (%.1f s)", rows, output, time.perf_counter() - started)
+    for frame in (snap, prob, classes):
+        frame.unpersist()
     if rows != total:
         raise WarehouseError(
             f"Scored {rows} customers but the snapshot as of {as_of} has {total}; the "
