@@ -18,9 +18,19 @@ import pandas as pd
 import pytest
 from serving_env import add_identities
 
-pytestmark = pytest.mark.spark
-
 FLOAT_RTOL = 1e-9
+
+
+def test_score_refuses_an_unknown_engine(tmp_path):
+    from typer.testing import CliRunner
+
+    from customer360.cli import app
+
+    run = CliRunner().invoke(app, ["score", "--as-of", "2026-06-30", "--output",
+                                   str(tmp_path / "s.parquet"), "--engine", "polars"])
+    assert run.exit_code == 2
+    assert "use duckdb or spark" in " ".join(run.output.split())
+    assert not (tmp_path / "s.parquet").exists()
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +68,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("customer_id", ignore_index=True)
 
 
+@pytest.mark.spark
 def test_spark_job_writes_the_same_columns_and_customers(outputs):
     duck, got, report, db = outputs
     assert list(got.columns) == list(duck.columns)
@@ -68,6 +79,7 @@ def test_spark_job_writes_the_same_columns_and_customers(outputs):
     assert n == len(duck)
 
 
+@pytest.mark.spark
 def test_spark_job_equals_duckdb_every_column_every_customer(outputs):
     duck, got, _, _ = outputs
     duck, got = _sorted(duck), _sorted(got)
@@ -91,6 +103,7 @@ def test_spark_job_equals_duckdb_every_column_every_customer(outputs):
     assert mismatched == []
 
 
+@pytest.mark.spark
 def test_spark_job_reaches_every_part(outputs):
     """The compared data exercise what matters: several segments, offers, probabilistic
     scores and reasons (a test on empty columns would prove nothing)."""
@@ -101,6 +114,7 @@ def test_spark_job_reaches_every_part(outputs):
     assert got["prob__p_alive"].between(0, 1).all() and got["prob__p_alive"].gt(0).any()
 
 
+@pytest.mark.spark
 def test_spark_submit_worked_example(outputs, env, tmp_path):
     """docs/spark.md's worked example: `spark-submit --master local[2]` of the job module on
     the warehouse as Parquet, reaching the registry through MLFLOW_TRACKING_URI; same rows as
