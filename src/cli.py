@@ -430,6 +430,10 @@ def score(
         int | None,
         typer.Option("--chunk-size", help="Customers per chunk (default: configs/serving.yaml)."),
     ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="duckdb (default) or spark (local mode; the output "
+                          "is a Parquet folder, see docs/spark.md).")
+    ] = "duckdb",
 ) -> None:
     """Score every customer (segments, churn + reasons, CLV, top offers) into a Parquet file
     and the DuckDB table customer_scores; with the leads / opportunities models registered,
@@ -447,16 +451,26 @@ def score(
     except ValueError:
         raise typer.BadParameter(f"{as_of!r} is not a date; use YYYY-MM-DD",
                                  param_hint="--as-of") from None
-    with Progress(
-        TextColumn("[bold]scoring"), BarColumn(),
-        TextColumn("{task.completed:,} customers"), TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("score", total=None)
-        report = score_customers(
-            day, output, db=db, chunk_size=chunk_size,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    if engine not in ("duckdb", "spark"):
+        raise typer.BadParameter(f"{engine!r} is not an engine; use duckdb or spark",
+                                 param_hint="--engine")
+    if engine == "spark":  # issue 17: the whole job on Spark
+        from customer360.serving.batch_spark import score_customers_spark
+
+        with console.status("scoring on Spark (local mode)"):
+            report = score_customers_spark(day, output, db=db)
+    else:
+        with Progress(
+            TextColumn("[bold]scoring"), BarColumn(),
+            TextColumn("{task.completed:,} customers"), TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("score", total=None)
+            report = score_customers(
+                day, output, db=db, chunk_size=chunk_size,
+                on_progress=lambda done, total: progress.update(task, completed=done,
+                                                                total=total),
+            )
     console.print(
         f"Scored {report.rows:,} customers as of {report.as_of} in {report.seconds:.1f} s "
         f"({report.chunks} chunks) -> {report.output} and table {report.table}; models "

@@ -52,3 +52,76 @@ def purchase_scores(
             yield pd.DataFrame(out)
 
     return frame.select(*columns).mapInPandas(score, schema)
+
+
+def rfm_summary(purchases: Any, calibration_end: Any, *, time_unit: str = "W") -> Any:
+    """Spark twin of :func:`customer360.features.rfm.rfm_summary` (calibration columns only):
+    ``customer_id, frequency, recency, T, monetary_value`` of a Spark DataFrame of purchases
+    (``customer_id, ts, amount``) on or before ``calibration_end``, one aggregation over
+    customer-days like the DuckDB SQL plan.
+
+    Examples
+    --------
+    >>> rfm_summary(spark.table("transactions"), "2026-06-29").show()  # doctest: +SKIP
+    """
+    from pyspark.sql import functions as F
+
+    from customer360.models.clv import DAYS_PER_UNIT
+
+    unit = F.lit(DAYS_PER_UNIT[time_unit])
+    cal_end = F.lit(pd.Timestamp(calibration_end).date())
+    days = (
+        purchases.select(F.col("customer_id").cast("string").alias("customer_id"),
+                         F.to_date("ts").alias("day"), F.col("amount").cast("double").alias("a"))
+        .where(F.col("day") <= cal_end)
+        .groupBy("customer_id", "day").agg(F.sum("a").alias("total"))
+    )
+    n = F.count(F.lit(1))
+    return days.groupBy("customer_id").agg(
+        (n - 1).cast("double").alias("frequency"),
+        (F.datediff(F.max("day"), F.min("day")) / unit).alias("recency"),
+        (F.datediff(cal_end, F.min("day")) / unit).alias("T"),
+        F.when(n > 1, (F.sum("total") - F.min_by("total", "day")) / (n - 1))
+        .otherwise(F.lit(0.0)).alias("monetary_value"),
+    )
+
+
+def stack_scores(rfm: Any, customers: Any, stack: Any, horizons: Sequence[int]) -> Any:
+    """Spark twin of :func:`customer360.models.clv.stack_scores` for every horizon at once:
+    ``customer_id, prob__p_alive, prob__expected_purchases__{H}d (first horizon),
+    prob__expected_spend, prob__clv`` then the other horizons' expected purchases, for every id
+    of ``customers`` (Spark DataFrame with ``customer_id``) and of ``rfm``.
+
+    The fitted ``stack`` (a :class:`~customer360.models.prob_stack.ProbabilisticStack`, a few
+    floats) travels with the task; each executor scores its Arrow batches with the same
+    closed forms as the DuckDB path. Ids without a purchase get that path's defaults.
+    """
+    from pyspark.sql import functions as F
+
+    from customer360.models.clv import purchases_column
+    from customer360.models.clv import stack_scores as score_frame
+
+    horizons = sorted(set(int(h) for h in horizons))
+    first = purchases_column(horizons[0])
+    extra = [purchases_column(h) for h in horizons[1:]]
+    cols = ["prob__p_alive", first, "prob__expected_spend", "prob__clv", *extra]
+    schema = "customer_id string, " + ", ".join(f"{c} double" for c in cols)
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if batch.empty:
+                continue
+            ids = batch["customer_id"]
+            out = score_frame(stack, batch, ids, horizons[0])
+            for h, col in zip(horizons[1:], extra, strict=True):
+                out[col] = score_frame(stack, batch, ids, h)[col].to_numpy()
+            yield out[["customer_id", *cols]]
+
+    scored = rfm.mapInPandas(score, schema)
+    everyone = (customers.select(F.col("customer_id").cast("string").alias("customer_id"))
+                .unionByName(rfm.select("customer_id")).distinct())
+    defaults = {"prob__p_alive": 0.0, "prob__expected_spend":
+                float(stack.spend_model.population_mean_spend_), "prob__clv": 0.0,
+                **{c: 0.0 for c in [first, *extra]}}
+    return everyone.join(scored, "customer_id", "left").fillna(defaults).select(
+        "customer_id", *cols)

@@ -111,3 +111,200 @@ def value_segment(frame: Any, cfg: ValueConfig, bought: Any) -> Any:
             label = F.when(rank0 < int(cutoff), F.lit(name)).otherwise(label)
         out = out.when(ranked, label)
     return out.otherwise(F.lit(cfg.unprofitable_segment))
+
+
+# --- the whole of classify -------------------------------------------------------------------
+
+
+def _flag(expr: Any) -> Any:
+    """A condition with null read as false: numpy's NaN comparisons are false, and
+    :func:`customer360.models.segments._pick` takes the first true condition."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce(expr, F.lit(False))
+
+
+def _pick(conditions: list[Any], choices: list[str], default: str) -> Any:
+    """Spark twin of :func:`customer360.models.segments._pick`: first true condition wins."""
+    from pyspark.sql import functions as F
+
+    out = None
+    for cond, choice in zip(conditions, choices, strict=True):
+        out = (F if out is None else out).when(_flag(cond), F.lit(choice))
+    return out.otherwise(F.lit(default))
+
+
+def _num(column: str, fill: float | None = None) -> Any:
+    from pyspark.sql import functions as F
+
+    value = F.col(f"`{column}`").cast("double")
+    return value if fill is None else F.coalesce(value, F.lit(float(fill)))
+
+
+def _status(frame: Any, cfg: segments.StatusConfig, bought: Any, recency: Any) -> tuple[Any, Any]:
+    """Status column and the ``active`` flag; the buyers' affluence quantiles and customer-type
+    shares are Spark aggregates (two scalars and a few type names reach the driver)."""
+    from pyspark.sql import functions as F
+
+    active = bought & _flag(recency <= cfg.active_window_days)
+    interest_events = sum((_num(c, 0.0) for c in cfg.interest_features), F.lit(0.0))
+    interest = interest_events >= cfg.interest_min_events
+    affluence = _num("tp__affluence_score__static")
+    income = _flag(F.col("tp__income_band__static").isin(list(cfg.capacity_income_bands)))
+    capacity = _flag(affluence >= cfg.capacity_min_affluence) | income
+    potential = ~bought & _flag(interest) & capacity
+    ctype = F.col("demo__customer_type__static")
+    cuts = quantile_cuts(frame.select(affluence.alias("_aff"), bought.alias("_b")), "_aff",
+                         list(cfg.probable_affluence_quantiles),
+                         where=F.col("_b") & F.col("_aff").isNotNull())
+    if cuts:
+        lo, hi = cuts
+        types = (frame.where(bought & ctype.isNotNull()).groupBy(ctype.alias("t")).count()
+                 .collect())
+        n = sum(r["count"] for r in types)
+        common = [r["t"] for r in types if r["count"] / n >= cfg.probable_min_type_share]
+        similar = _flag((affluence >= lo) & (affluence <= hi)) & _flag(ctype.isin(common))
+    else:  # nobody to compare with
+        similar = F.lit(False)
+    status = _pick([active, bought, potential, ~bought & similar],
+                   ["active", "inactive", "potential", "probable"], "cold")
+    return status, active
+
+
+def _finance_priority(cfg: segments.FinanceLensConfig) -> Any:
+    """The top-revenue buyers bringing ``priority_revenue_share`` of revenue (ties by id), as
+    running sums over one global ordering, like the numpy cumulative sum."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    revenue = _num(cfg.revenue_feature, 0.0)
+    positive = F.when(revenue > 0, revenue).otherwise(F.lit(0.0))
+    ordered = Window.orderBy(revenue.desc(), F.col("customer_id").cast("string").asc())
+    running = F.sum(positive).over(ordered.rowsBetween(Window.unboundedPreceding, 0))
+    total = F.sum(positive).over(Window.partitionBy(F.lit(1)))
+    return (positive > 0) & ((running - positive) < F.lit(cfg.priority_revenue_share) * total)
+
+
+def classify(frame: Any, config: segments.SegmentsConfig, clv: Any = None) -> Any:
+    """Spark twin of :func:`customer360.models.segments.classify`: the same columns
+    (:data:`~customer360.models.segments.OUTPUT_COLUMNS`, ``as_of`` when ``frame`` has it) and
+    values for every customer of the Spark DataFrame ``frame``.
+
+    Row rules are column expressions; the population-level steps (rank scores, quantile cuts,
+    value shares, the finance running sum) are Spark windows and aggregates, so only a few
+    cut points reach the driver. ``clv`` is an optional Spark DataFrame with ``customer_id``
+    and ``prob__clv`` (the ``clv`` column; null elsewhere).
+
+    Examples
+    --------
+    >>> classify(spark.table("feature_snapshots"), load_segments_config()).show()  # doctest: +SKIP
+    """
+    from pyspark.sql import functions as F
+
+    missing = [c for c in segments.required_features(config) if c not in frame.columns]
+    if missing:
+        raise segments.ContractError(
+            f"the Spark feature frame lacks column(s) {missing}. Build it with customer360."
+            "features.build_features, or fix the feature names in configs/segments.yaml."
+        )
+    rfm = config.rfm
+    orders = _num("txn__orders__all", 0.0)
+    bought = orders >= 1
+    recency = _num(rfm.recency_feature)
+    bad = frame.where(bought & recency.isNull()).select("customer_id").first()
+    if bad is not None:
+        raise segments.ContractError(
+            f"customer {bad[0]!r} has orders but no {rfm.recency_feature}; the feature build is "
+            "inconsistent, rebuild the features"
+        )
+    status, active = _status(frame, config.status, bought, recency)
+    ipt = _num("txn__ipt_mean_days__all")
+    fq = config.frequency
+    frequency_class = _pick(
+        [~bought, ipt <= fq.frequent_max_ipt_days, ipt <= fq.habitual_max_ipt_days],
+        ["none", "frequent", "habitual"], "occasional",
+    )
+    scores = {}
+    for axis, column, better_high in (("r", rfm.recency_feature, False),
+                                      ("f", rfm.frequency_feature, True),
+                                      ("m", rfm.monetary_feature, True)):
+        value = f"_rfm_{axis}"
+        frame = frame.withColumn(value, _num(column, 0.0))
+        scores[axis] = F.coalesce(
+            quantile_scores(value, rfm.bins, higher_is_better=better_high, where=bought),
+            F.lit(0).cast("long"),
+        )
+    grid = segments._rfm_grid(rfm)
+    width = rfm.bins + 1
+    cells = F.create_map(*[
+        x for r in range(width) for f in range(width)
+        for x in (F.lit(r * width + f), F.lit(str(grid[r, f])))
+    ])
+    first_days = _num("txn__first_purchase_days__all")
+    lc = config.lifecycle
+    single = orders == 1
+    to_first = _num("demo__signup_to_first_purchase_days__all")
+    sc = config.sales_cycle
+    sales_cfg = config.lenses.sales
+    qualified = (
+        _flag(_num("tp__affluence_score__static") >= sales_cfg.qualification_min_affluence)
+        & _flag(_num("beh__product_views__90d", 0.0) >= sales_cfg.qualification_min_product_views)
+        & _flag(_num("beh__days_since_last_visit__all")
+                <= sales_cfg.qualification_max_days_since_visit)
+    )
+    loyal = (active
+             & (_num("txn__referred_buyers__all", 0.0) >= sales_cfg.loyal_min_referred_buyers)
+             & (orders >= sales_cfg.loyal_min_orders))
+    new = active & _flag(first_days <= sales_cfg.new_max_days_since_first)
+    fin = config.lenses.finance
+    orders_365 = _num("txn__orders__365d", 0.0)
+    svc = config.lenses.service
+    special = (
+        (_num("svc__tickets__365d", 0.0) >= svc.special_needs_min_tickets_365d)
+        | (_num("svc__open_complaints__all", 0.0) >= svc.special_needs_min_open_complaints)
+        | (_num("svc__open_returns__all", 0.0) >= svc.special_needs_min_open_returns)
+    )
+    satisfaction = _num(svc.satisfaction_feature)
+    columns = {
+        "status": status,
+        "volume_tier": volume_tier(frame, config.volume),
+        "frequency_class": frequency_class,
+        "rfm_r": scores["r"],
+        "rfm_f": scores["f"],
+        "rfm_m": scores["m"],
+        "rfm_score": F.concat(*[scores[a].cast("string") for a in "rfm"]),
+        "rfm_segment": F.element_at(cells, (scores["r"] * width + scores["f"]).cast("int")),
+        "value_segment": value_segment(frame, config.value, bought),
+        "lifecycle_stage": _pick(
+            [~bought, single & (first_days <= lc.first_purchase_max_days), single,
+             recency <= lc.post_sale_max_days],
+            ["prospect", "first_purchase", "follow_up", "post_sale"], "renewal_cross_sell"),
+        "sales_cycle": _pick(
+            [~bought, to_first.isNull(), to_first <= sc.short_max_days,
+             to_first <= sc.intermediate_max_days],
+            ["none", "unknown", "short", "intermediate"], "long"),
+        "lens_marketing": _pick([bought, status == "potential"],
+                                ["existing", "qualified_potential"], "potential"),
+        "lens_sales": _pick([~bought & qualified, ~bought, ~active, loyal, new],
+                            ["qualified_prospect", "prospect", "inactive", "loyal", "new"],
+                            "existing"),
+        "lens_finance": _pick(
+            [~bought, _finance_priority(fin), orders_365 >= fin.recurring_min_orders_365d,
+             single | (orders_365 <= fin.transactional_max_orders_365d)],
+            ["none", "priority", "recurring", "transactional"], "average"),
+        "lens_service": _pick(
+            [special, satisfaction >= svc.satisfied_min_score,
+             satisfaction <= svc.unsatisfied_max_score, satisfaction.isNotNull()],
+            ["special_needs", "satisfied", "unsatisfied", "neutral"], "no_feedback"),
+    }
+    keys = ["customer_id", *(["as_of"] if "as_of" in frame.columns else [])]
+    out = frame.select(
+        F.col("customer_id").cast("string").alias("customer_id"),
+        *[F.col(k) for k in keys[1:]],
+        *[expr.alias(name) for name, expr in columns.items()],
+    )
+    if clv is None:
+        return out.withColumn("clv", F.lit(None).cast("double"))
+    scores_clv = clv.select(F.col("customer_id").cast("string").alias("customer_id"),
+                            F.col("prob__clv").cast("double").alias("clv"))
+    return out.join(scores_clv, "customer_id", "left")
