@@ -115,6 +115,21 @@ def test_spark_job_reaches_every_part(outputs):
 
 
 @pytest.mark.spark
+def test_spark_job_scores_open_leads_and_opportunities_like_duckdb(outputs):
+    """`score --engine spark` also writes the B2B files (issue 15), equal to the DuckDB path's."""
+    from pathlib import Path
+
+    _, _, report, _ = outputs
+    assert sorted(Path(p).name for p in report.sales_outputs) == [
+        "spark_forecast.parquet", "spark_leads.parquet", "spark_opportunities.parquet"]
+    for path in map(Path, report.sales_outputs):
+        got = pd.read_parquet(path)
+        want = pd.read_parquet(path.with_name(path.name.replace("spark_", "duck_", 1)))
+        assert len(got) > 0
+        pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.spark
 def test_spark_submit_worked_example(outputs, env, tmp_path):
     """docs/spark.md's worked example: `spark-submit --master local[2]` of the job module on
     the warehouse as Parquet, reaching the registry through MLFLOW_TRACKING_URI; same rows as

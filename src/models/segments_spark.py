@@ -185,7 +185,8 @@ def _finance_priority(cfg: segments.FinanceLensConfig) -> Any:
     return (positive > 0) & ((running - positive) < F.lit(cfg.priority_revenue_share) * total)
 
 
-def classify(frame: Any, config: segments.SegmentsConfig, clv: Any = None) -> Any:
+def classify(frame: Any, config: segments.SegmentsConfig, clv: Any = None,
+             cycles: Any = None) -> Any:
     """Spark twin of :func:`customer360.models.segments.classify`: the same columns
     (:data:`~customer360.models.segments.OUTPUT_COLUMNS`, ``as_of`` when ``frame`` has it) and
     values for every customer of the Spark DataFrame ``frame``.
@@ -193,7 +194,10 @@ def classify(frame: Any, config: segments.SegmentsConfig, clv: Any = None) -> An
     Row rules are column expressions; the population-level steps (rank scores, quantile cuts,
     value shares, the finance running sum) are Spark windows and aggregates, so only a few
     cut points reach the driver. ``clv`` is an optional Spark DataFrame with ``customer_id``
-    and ``prob__clv`` (the ``clv`` column; null elsewhere).
+    and ``prob__clv`` (the ``clv`` column; null elsewhere); ``cycles`` one with
+    ``customer_id`` and ``cycle_days`` (a won deal's cycle, as
+    :func:`customer360.training.segments.observed_sales_cycles`), which classes
+    ``sales_cycle`` for the customers it lists, as the pandas ``classify`` does.
 
     Examples
     --------
@@ -303,6 +307,16 @@ def classify(frame: Any, config: segments.SegmentsConfig, clv: Any = None) -> An
         *[F.col(k) for k in keys[1:]],
         *[expr.alias(name) for name, expr in columns.items()],
     )
+    if cycles is not None:  # issue 15: won deals' cycles win over signup-to-first-purchase
+        days = F.col("_cycle_days")
+        out = (out.join(cycles.select(F.col("customer_id").cast("string").alias("customer_id"),
+                                      F.col("cycle_days").cast("double").alias("_cycle_days")),
+                        "customer_id", "left")
+               .withColumn("sales_cycle", F.when(days.isNull(), F.col("sales_cycle"))
+                           .when(days <= sc.short_max_days, "short")
+                           .when(days <= sc.intermediate_max_days, "intermediate")
+                           .otherwise("long"))
+               .drop("_cycle_days"))
     if clv is None:
         return out.withColumn("clv", F.lit(None).cast("double"))
     scores_clv = clv.select(F.col("customer_id").cast("string").alias("customer_id"),

@@ -31,6 +31,7 @@ import argparse
 import datetime as dt
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,17 @@ import pandas as pd
 from customer360.errors import Customer360Error, WarehouseError
 from customer360.serving.profile import SNAPSHOT_TABLE
 
+if __name__ == "__main__":  # pragma: no cover - spark-submit runs this file as a script
+    # ... which puts this folder first on sys.path, where serving/profile.py would shadow the
+    # standard library's profile module (pyspark imports cProfile, cProfile imports profile).
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+
 log = logging.getLogger(__name__)
 
 # Tables the job reads (identity and feedback tables are optional).
 JOB_TABLES = (SNAPSHOT_TABLE, "customers", "transactions", "offers", "offer_events")
-OPTIONAL_TABLES = ("offer_feedback", "identity_golden", "identity_crosswalk",
+OPTIONAL_TABLES = ("opportunities", "offer_feedback", "identity_golden", "identity_crosswalk",
                    "identity_records", "identity_aliases")
 # Environment the executors need to reach the registry and the configs.
 EXECUTOR_ENV = ("MLFLOW_TRACKING_URI", "CUSTOMER360_CONFIG_DIR")
@@ -133,6 +140,23 @@ def probabilistic_scores(tables: SparkTables, as_of: dt.date, horizons: list[int
     stack = stack_for(fit_rows, cfg, margin_rate=margin, as_of=as_of)
     customers = tables.table("customers").where(F.col("signup_date") < F.lit(as_of))
     return clv_spark.stack_scores(rfm, customers, stack, horizons)
+
+
+def observed_sales_cycles(tables: SparkTables, as_of: dt.date) -> Any:
+    """Spark twin of :func:`customer360.training.segments.observed_sales_cycles`: per customer
+    with an opportunity won by ``as_of``, the median days from opening to close
+    (``customer_id``, ``cycle_days``), or None without an opportunities table."""
+    from pyspark.sql import functions as F
+
+    if not tables.has("opportunities"):
+        return None
+    seconds = (F.col("closed_at").cast("timestamp").cast("double")
+               - F.col("created_at").cast("timestamp").cast("double"))
+    won = tables.table("opportunities").where(
+        F.col("customer_id").isNotNull() & (F.col("outcome") == "won")
+        & F.col("closed_at").isNotNull() & (F.to_date("closed_at") <= F.lit(as_of)))
+    return won.groupBy(F.col("customer_id").cast("string").alias("customer_id")).agg(
+        F.median(seconds / 86_400).alias("cycle_days"))
 
 
 def offer_history(tables: SparkTables, offers: pd.DataFrame) -> Any:
@@ -341,7 +365,8 @@ def score_spark_job(
     prob = probabilistic_scores(tables, as_of, horizons).cache()
     log.info("probabilistic scores of %d customers (%.1f s)", prob.count(),
              time.perf_counter() - started)
-    classes = classify(snap, seg_cfg, clv=prob).drop("as_of")
+    cycles = observed_sales_cycles(tables, as_of)  # issue 15: won deals' sales cycles
+    classes = classify(snap, seg_cfg, clv=prob, cycles=cycles).drop("as_of")
     classes = classes.select("customer_id", *[
         F.col(c).alias(_CLASS_PREFIX + c) for c in classes.columns if c != "customer_id"])
     classes = classes.cache()
