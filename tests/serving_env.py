@@ -2,9 +2,10 @@
 
 Built once per test session (the first module asking builds it, the others reuse it): a copy
 of the small synthetic warehouse with a feature snapshot, an MLflow store holding the real
-``churn``, ``clv``, ``nbo``, ``leads`` and ``opportunities`` models trained with minimal settings and promoted to
-``champion``, and a config folder whose NBO bandit does not explore (exploration 0), so that
-answers are deterministic and batch output can be compared with single requests.
+``churn``, ``clv``, ``nbo``, ``leads`` and ``opportunities`` models trained with minimal
+settings and promoted to ``champion``, and a config folder whose NBO bandit does not explore
+(exploration 0), so that answers are deterministic and batch output can be compared with
+single requests.
 """
 
 from __future__ import annotations
