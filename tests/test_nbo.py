@@ -281,3 +281,60 @@ def test_offer_linear_base_partial_pooling_matches_its_design():
     n_per_offer = 3 * 4  # offers x [1, x, kind=a, kind=b]
     assert base.glm_.coef_.shape[1] == n_per_offer + 3
     assert base.glm_.coef_[0][n_per_offer] > 0.5  # the shared slope on x carries the effect
+
+
+def test_pair_scoring_from_customer_and_offer_rows_equals_the_pair_frame(offers):
+    """Issue 17: predict_pairs (customer columns encoded once per customer, offer columns once
+    per offer) gives exactly predict_proba of the pandas pair frame, unseen levels and missing
+    values included; exclusion codes spell out as eligibility's reasons."""
+    from customer360.models.nbo import (
+        AFFINITY_COLUMNS,
+        exclusion_codes,
+        exclusion_text,
+        pair_accept,
+        pair_frame,
+    )
+
+    rng = np.random.default_rng(3)
+    n = 300
+    cats = ["electronics", "home", "services", "fashion", None]
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(n)],
+            "demo__customer_type__static": rng.choice(["B2C", "B2B", None], n),
+            "tp__affluence_score__static": np.where(
+                rng.random(n) < 0.1, np.nan, rng.normal(size=n)
+            ),
+            "txn__top_category__all": rng.choice(cats, n),
+            "beh__preferred_channel__365d": rng.choice(["email", "app", "web", None], n),
+            **{c: rng.poisson(1.0, n) for c in AFFINITY_COLUMNS},
+        }
+    )
+    pairs = pair_frame(customers, offers, np.repeat(np.arange(n), 5), np.tile(np.arange(5), n))
+    y = (rng.random(len(pairs)) < 0.2 + 0.2 * (pairs["offer_id"] == "O1")).astype(int)
+    model = PropensityModel(
+        num_boost_round=15, calibrate=False, linear_C=0.3, linear_shared=True,
+        linear_features=["demo__customer_type__static", "pair__category_affinity"],
+    ).fit(pairs.drop(columns="customer_id"), y)
+    scored = customers.assign(  # a level the model never saw
+        demo__customer_type__static=customers["demo__customer_type__static"].replace("B2B", "X")
+    )
+    cust_idx = rng.integers(0, n, 400)
+    offer_idx = rng.integers(0, 5, 400)
+    expected = model.predict_proba(pair_frame(scored, offers, cust_idx, offer_idx))
+    fast = model.predict_pairs(scored, offers, cust_idx, offer_idx)
+    np.testing.assert_array_equal(fast, expected)
+    np.testing.assert_array_equal(pair_accept(model, scored, offers, cust_idx, offer_idx), fast)
+    assert len(pair_accept(model, scored, offers, cust_idx[:0], offer_idx[:0])) == 0
+
+    assert exclusion_text(np.array([0, 1, 2, 3, 31])).tolist() == [
+        "", EXCLUSION_REASONS[0], EXCLUSION_REASONS[1], "|".join(EXCLUSION_REASONS[:2]),
+        "|".join(EXCLUSION_REASONS),
+    ]
+    frame = scored.assign(value_segment=rng.choice(list("ABCD"), n), svc__open_returns__all=0,
+                          svc__open_complaints__all=rng.integers(0, 2, n))
+    config = load_nbo_config()
+    codes = exclusion_codes(frame, offers, config)
+    elig = eligibility(frame, offers, config)
+    assert (elig["reasons"].to_numpy() == exclusion_text(codes)).all()
+    assert (elig["eligible"].to_numpy() == (codes == 0)).all() and codes.any()

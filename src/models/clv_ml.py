@@ -83,9 +83,11 @@ class CLVRegressor(BoostedTabularModel):
         self.level_ = total / raw_total if raw_total > 0 and total > 0 else 1.0
         return self
 
-    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Expected margin within the horizon per row."""
-        return self.level_ * np.exp(self.predict_raw(X))
+    def predict(
+        self, X: pd.DataFrame | np.ndarray, *, num_threads: int | None = None
+    ) -> np.ndarray:
+        """Expected margin within the horizon per row (``num_threads``: LightGBM's)."""
+        return self.level_ * np.exp(self.predict_raw(X, num_threads=num_threads))
 
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         """``clv_ml`` per row (index kept from ``X``)."""

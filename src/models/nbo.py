@@ -17,6 +17,7 @@ Thompson sampling lives in :mod:`customer360.models.bandit`, off-policy evaluati
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -241,57 +242,74 @@ def eligibility(
         ``customer_id``, ``offer_id``, ``eligible`` (bool), ``reasons`` ('' when eligible,
         else names from :data:`EXCLUSION_REASONS` joined by '|'), in customer-major order.
     """
+    codes = exclusion_codes(customers, offers, config, history)
+    n_c, n_o = len(customers), len(offers)
+    return pd.DataFrame(
+        {
+            "customer_id": np.repeat(customers["customer_id"].to_numpy(), n_o),
+            "offer_id": np.tile(offers["offer_id"].to_numpy(), n_c),
+            "eligible": codes == 0,
+            "reasons": exclusion_text(codes),
+        }
+    )
+
+
+def exclusion_text(codes: np.ndarray) -> np.ndarray:
+    """The ``reasons`` text of exclusion ``codes`` (bit ``i`` set: rule
+    ``EXCLUSION_REASONS[i]`` applies): names joined by '|' in that order, '' when eligible;
+    one lookup in a table of every combination (issue 17: no string work per pair)."""
+    table = np.array(
+        [
+            "|".join(name for i, name in enumerate(EXCLUSION_REASONS) if code >> i & 1)
+            for code in range(1 << len(EXCLUSION_REASONS))
+        ],
+        dtype=object,
+    )
+    return table[np.asarray(codes, dtype=np.intp)]
+
+
+def exclusion_codes(
+    customers: pd.DataFrame,
+    offers: pd.DataFrame,
+    config: NBOConfig,
+    history: pd.DataFrame | None = None,
+) -> np.ndarray:
+    """:func:`eligibility` as numbers: one ``uint8`` per customer x offer pair in
+    customer-major order, bit ``i`` set when rule ``EXCLUSION_REASONS[i]`` excludes the pair
+    (0: eligible). :func:`exclusion_text` spells a code out."""
     rules = config.eligibility
     _require(customers, ["customer_id", rules.segment_column], "The customer frame")
     _require(offers, ["offer_id", "kind", "channel", "eligible_segments"], "The offer catalogue")
     n_c, n_o = len(customers), len(offers)
-    cust_idx = np.repeat(np.arange(n_c), n_o)
-    offer_idx = np.tile(np.arange(n_o), n_c)
-    flags: dict[str, np.ndarray] = {}
+    codes = np.zeros((n_c, n_o), dtype=np.uint8)
+    bit = {name: np.uint8(1 << i) for i, name in enumerate(EXCLUSION_REASONS)}
+    for col in rules.open_issue_features:
+        _require(customers, [col], "The customer frame (open-issue rule)")
+    if not n_c or not n_o:
+        return codes.ravel()
 
     open_issue = np.zeros(n_c, dtype=bool)
     for col in rules.open_issue_features:
-        _require(customers, [col], "The customer frame (open-issue rule)")
         open_issue |= pd.to_numeric(customers[col], errors="coerce").fillna(0).to_numpy() > 0
     blocked_kind = offers["kind"].isin(rules.blocked_kinds_with_open_issue).to_numpy()
-    flags[REASON_OPEN_ISSUE] = open_issue[cust_idx] & blocked_kind[offer_idx]
+    codes[np.ix_(open_issue, blocked_kind)] |= bit[REASON_OPEN_ISSUE]
 
     segments = customers[rules.segment_column].astype(str).to_numpy()
     allowed = offers["eligible_segments"].fillna("").astype(str).str.split("|")
-    seg_levels = np.unique(segments)
-    # (offer, segment-level) membership table, then one fancy-indexing lookup for all pairs.
-    member = np.array([[lvl in set(a) for lvl in seg_levels] for a in allowed], dtype=bool)
-    seg_code = np.searchsorted(seg_levels, segments)
-    flags[REASON_SEGMENT] = (
-        ~member[offer_idx, seg_code[cust_idx]] if n_o and n_c else np.zeros(0, dtype=bool)
-    )
+    seg_levels, seg_code = np.unique(segments, return_inverse=True)
+    # (segment-level, offer) membership table, then one fancy-indexing lookup for all pairs.
+    member = np.array([[lvl in set(a) for a in allowed] for lvl in seg_levels], dtype=bool)
+    codes |= np.where(member[seg_code], np.uint8(0), bit[REASON_SEGMENT])
 
-    held = np.zeros(n_c * n_o, dtype=bool)
-    rejected = np.zeros(n_c * n_o, dtype=bool)
-    capped = np.zeros(n_c * n_o, dtype=bool)
+    flat = codes.ravel()
     if history is not None and len(history):
         _require(history, ["customer_id", "offer_id", "ts", "accepted"], "The offer history")
         pair_pos, chan_hits = _history_flags(customers, offers, history, config)
-        held[pair_pos["held"]] = rules.exclude_held
-        rejected[pair_pos["rejected"]] = True
-        capped = chan_hits
-    flags[REASON_HELD] = held
-    flags[REASON_REJECTED] = rejected
-    flags[REASON_CONTACT_CAP] = capped
-
-    reasons = np.full(n_c * n_o, "", dtype=object)
-    for name in EXCLUSION_REASONS:
-        mask = flags[name]
-        reasons[mask] = reasons[mask] + name + "|"
-    reasons = pd.Series(reasons, dtype=object).str.rstrip("|")
-    return pd.DataFrame(
-        {
-            "customer_id": customers["customer_id"].to_numpy()[cust_idx],
-            "offer_id": offers["offer_id"].to_numpy()[offer_idx],
-            "eligible": (reasons == "").to_numpy(),
-            "reasons": reasons.to_numpy(),
-        }
-    )
+        if rules.exclude_held:
+            flat[pair_pos["held"]] |= bit[REASON_HELD]
+        flat[pair_pos["rejected"]] |= bit[REASON_REJECTED]
+        flat[chan_hits] |= bit[REASON_CONTACT_CAP]
+    return flat
 
 
 def _history_flags(
@@ -558,13 +576,86 @@ class PropensityModel:
             )
         out = np.empty((len(X), len(self.feature_names_)), dtype=np.float64)
         for j, col in enumerate(self.feature_names_):
-            values = X[col]
-            if col in self.categories_:
-                codes = pd.Categorical(values.astype("string"), categories=self.categories_[col])
-                out[:, j] = np.where(codes.codes < 0, np.nan, codes.codes)
-            else:
-                out[:, j] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            out[:, j] = self._encode_column(col, X[col])
         return np.ascontiguousarray(out)
+
+    def _encode_column(self, col: str, values: pd.Series) -> np.ndarray:
+        """One model input column as floats (a category's code; NaN when missing/unseen)."""
+        if col in self.categories_:
+            codes = pd.Categorical(values.astype("string"), categories=self.categories_[col])
+            return np.where(codes.codes < 0, np.nan, codes.codes)
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+    def pair_inputs(
+        self,
+        customers: pd.DataFrame,
+        offers: pd.DataFrame,
+        cust_idx: np.ndarray,
+        offer_idx: np.ndarray,
+    ) -> tuple[np.ndarray, pd.DataFrame]:
+        """The model matrix of the pairs ``(cust_idx[i], offer_idx[i])`` and the few pair
+        columns the linear base reads, without the pandas pair frame of every input (issue
+        17): each customer column is encoded once per customer and each offer column once per
+        offer, then repeated; only the pair features (:func:`add_pair_features`) are computed
+        per pair, from the columns they read. Equal to ``_encode(pair_frame(...))``.
+        """
+        names = self.feature_names_
+        pair_cols = [c for c in names if c.startswith("pair__")]
+        offer_cols = [c for c in names if c in OFFER_COLUMNS]
+        cust_cols = [c for c in names if c not in pair_cols and c not in offer_cols]
+        missing = [c for c in cust_cols if c not in customers.columns]
+        if missing:
+            raise ModelError(
+                f"Propensity model input lacks column(s) {missing[:10]}; pass the customer "
+                f"features plus the offer columns {list(OFFER_COLUMNS)}."
+            )
+        out = np.empty((len(cust_idx), len(names)), dtype=np.float64)
+        position = {c: j for j, c in enumerate(names)}
+        cust_m = np.column_stack(
+            [self._encode_column(c, customers[c]) for c in cust_cols]
+        ) if cust_cols else np.empty((len(customers), 0))
+        out[:, [position[c] for c in cust_cols]] = cust_m[cust_idx]
+        offer_m = np.column_stack(
+            [self._encode_column(c, offers[c]) for c in offer_cols]
+        ) if offer_cols else np.empty((len(offers), 0))
+        out[:, [position[c] for c in offer_cols]] = offer_m[offer_idx]
+        reads = [
+            *AFFINITY_COLUMNS,
+            *(cust for cust, _ in PAIR_FEATURES.values()),
+            *(self.base_.features if self.base_ is not None else ()),
+        ]
+        kept = [c for c in dict.fromkeys(reads) if c in customers.columns]
+        small = add_pair_features(pair_frame(customers[kept], offers, cust_idx, offer_idx))
+        for c in pair_cols:
+            if c not in small.columns:
+                raise ModelError(
+                    f"Propensity model input lacks the pair feature {c!r}: the customer frame "
+                    "lacks the columns it is computed from."
+                )
+            out[:, position[c]] = self._encode_column(c, small[c])
+        return out, small
+
+    def predict_pairs(
+        self,
+        customers: pd.DataFrame,
+        offers: pd.DataFrame,
+        cust_idx: np.ndarray,
+        offer_idx: np.ndarray,
+        *,
+        num_threads: int | None = None,
+    ) -> np.ndarray:
+        """Calibrated P(accept) of the pairs ``(cust_idx[i], offer_idx[i])`` of ``customers``
+        x ``offers``: equal to ``predict_proba(pair_frame(customers, offers, cust_idx,
+        offer_idx))``, several times faster (:meth:`pair_inputs`)."""
+        if not hasattr(self, "booster_"):
+            raise ModelError("PropensityModel is not fitted; call fit() first.")
+        m, small = self.pair_inputs(customers, offers, cust_idx, offer_idx)
+        threads = {} if num_threads is None else {"num_threads": num_threads}
+        boost = self.booster_.predict(
+            m, num_iteration=self.booster_.best_iteration or None, raw_score=True, **threads
+        )
+        base = np.zeros(len(m)) if self.base_ is None else self.base_.logit(small)
+        return self._calibrated(boost + base)
 
     def _base_logit(self, X: pd.DataFrame) -> np.ndarray:
         if self.base_ is None:
@@ -662,7 +753,10 @@ class PropensityModel:
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated P(accept) per row of ``X``."""
-        z = self._logit(X)
+        return self._calibrated(self._logit(X))
+
+    def _calibrated(self, z: np.ndarray) -> np.ndarray:
+        """P(accept) from the logits ``z`` through the calibration map."""
         if self.calibrator_ is None:
             p = _sigmoid(z)
         elif isinstance(self.calibrator_, tuple):
@@ -684,6 +778,25 @@ def predict_accept(model: Any, X: pd.DataFrame) -> np.ndarray:
     if isinstance(out, pd.DataFrame):
         out = out["p_accept"] if "p_accept" in out.columns else out.iloc[:, 0]
     return np.asarray(out, dtype=float).ravel()
+
+
+def pair_accept(
+    model: Any,
+    customers: pd.DataFrame,
+    offers: pd.DataFrame,
+    cust_idx: np.ndarray,
+    offer_idx: np.ndarray,
+    *,
+    num_threads: int | None = None,
+) -> np.ndarray:
+    """P(accept) of the pairs ``(cust_idx[i], offer_idx[i])``: a :class:`PropensityModel`
+    scores them from the customer and offer rows (:meth:`PropensityModel.predict_pairs`),
+    anything else (a pyfunc) the pair frame."""
+    if not len(cust_idx):
+        return np.zeros(0)
+    if isinstance(model, PropensityModel):
+        return model.predict_pairs(customers, offers, cust_idx, offer_idx, num_threads=num_threads)
+    return predict_accept(model, pair_frame(customers, offers, cust_idx, offer_idx))
 
 
 def pair_frame(
@@ -717,6 +830,121 @@ def score_every_offer(model: Any, customers: pd.DataFrame, offers: pd.DataFrame)
 
 
 # --- decision -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OfferRanking:
+    """Every customer's offers ranked, as arrays over the customer x offer matrix
+    (:func:`rank_offers`).
+
+    ``codes`` holds the exclusion code of every pair (customer-major, see
+    :func:`exclusion_codes`); ``cust_idx`` / ``offer_idx`` are the rows and catalogue
+    positions of the eligible pairs, with their ``p`` (P(accept)), ``margin``, ``retention``,
+    ``ev`` (expected value) and ``score`` (ranking value). ``keep`` indexes the eligible pairs
+    of the top-``k`` offers, customer by customer, best first, ``rank`` their ranks (1..k).
+    """
+
+    codes: np.ndarray
+    cust_idx: np.ndarray
+    offer_idx: np.ndarray
+    p: np.ndarray
+    margin: np.ndarray
+    retention: np.ndarray
+    ev: np.ndarray
+    score: np.ndarray
+    keep: np.ndarray
+    rank: np.ndarray
+
+    def reasons(self) -> np.ndarray:
+        """The text reason of each kept recommendation (its expected value spelled out)."""
+        keep = self.keep
+        fmt2 = "{:.2f}".format
+        retention = self.retention[keep]
+        return (
+            "P(accept) "
+            + pd.Series(self.p[keep]).map("{:.3f}".format)
+            + " x margin "
+            + pd.Series(self.margin[keep]).map(fmt2)
+            + np.where(retention > 0, " + retention " + pd.Series(retention).map(fmt2), "")
+            + " = expected value "
+            + pd.Series(self.ev[keep]).map(fmt2)
+        ).to_numpy(dtype=object)
+
+
+def rank_offers(
+    features_df: pd.DataFrame,
+    offers_df: pd.DataFrame,
+    propensity_model: Any,
+    config: NBOConfig,
+    history: pd.DataFrame | None = None,
+    k: int | None = 3,
+    *,
+    bandit: Any | None = None,
+    rng: np.random.Generator | None = None,
+    decided_at: Any | None = None,
+    num_threads: int | None = None,
+) -> OfferRanking:
+    """The ranking :func:`recommend` reports, vectorised over the customer x offer matrix with
+    numpy (issue 17): eligibility codes, P(accept) of the eligible pairs
+    (:meth:`PropensityModel.predict_pairs`), expected value, the optional Thompson draw, and
+    the top ``k`` per customer. Parameters as :func:`recommend`'s; ``num_threads`` for
+    LightGBM."""
+    k = config.decision.k if k is None else k
+    dec = config.decision
+    if features_df["customer_id"].duplicated().any():
+        dup = features_df.loc[features_df["customer_id"].duplicated(), "customer_id"].iloc[0]
+        raise Customer360Error(
+            f"recommend() needs one row per customer; customer {dup!r} appears twice."
+        )
+    features_df = features_df.reset_index(drop=True)
+    offers_df = offers_df.reset_index(drop=True)
+    codes = exclusion_codes(features_df, offers_df, config, history)
+    n_o = len(offers_df)
+    pos = np.flatnonzero(codes == 0)
+    cust_idx, offer_idx = pos // n_o, pos % n_o
+    p = pair_accept(
+        propensity_model, features_df, offers_df, cust_idx, offer_idx, num_threads=num_threads
+    )
+    margin = offers_df["margin"].to_numpy(dtype=float)[offer_idx]
+    ev = p * margin
+    retention = np.zeros(len(pos))
+    if dec.retention_weight > 0:
+        _require(features_df, [dec.churn_column, dec.clv_column], "The customer frame (retention)")
+        is_ret = offers_df["kind"].isin(dec.retention_kinds).to_numpy()[offer_idx]
+        churn = features_df[dec.churn_column].to_numpy(dtype=float)[cust_idx]
+        clv = features_df[dec.clv_column].to_numpy(dtype=float)[cust_idx]
+        retention = np.where(is_ret, p * churn * clv * dec.retention_weight, 0.0)
+        ev = ev + retention
+    score = ev
+    if bandit is not None:
+        from customer360.models.bandit import decision_quantiles, thompson_draw
+
+        segs = features_df[config.eligibility.segment_column].astype(str).to_numpy()[cust_idx]
+        pair_offers = offers_df["offer_id"].to_numpy()[offer_idx]
+        succ, fail = bandit.lookup(segs, pair_offers)
+        quantiles = None
+        if rng is None:
+            quantiles = decision_quantiles(
+                features_df["customer_id"].to_numpy()[cust_idx],
+                pair_offers,
+                decided_at,
+                config.bandit.decision_period,
+            )
+        p_draw = thompson_draw(
+            succ, fail, p, config.bandit.prior_strength,
+            exploration=config.bandit.exploration, rng=rng, quantiles=quantiles,
+        )
+        score = p_draw * margin + retention * np.where(p > 0, p_draw / np.maximum(p, 1e-12), 0)
+
+    order = np.lexsort((-score, cust_idx))
+    ranked_c = cust_idx[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ranked_c)) + 1] if len(order) else np.zeros(0, int)
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.arange(len(order)) - group_start + 1
+    return OfferRanking(
+        codes=codes, cust_idx=cust_idx, offer_idx=offer_idx, p=p, margin=margin,
+        retention=retention, ev=ev, score=score, keep=order[rank <= k], rank=rank[rank <= k],
+    )
 
 
 def recommend(
@@ -770,87 +998,39 @@ def recommend(
         value (equal to ``expected_value`` unless a bandit draw is used); ``reasons`` of a
         recommendation spells out its expected value.
     """
-    k = config.decision.k if k is None else k
-    dec = config.decision
-    if features_df["customer_id"].duplicated().any():
-        dup = features_df.loc[features_df["customer_id"].duplicated(), "customer_id"].iloc[0]
-        raise Customer360Error(
-            f"recommend() needs one row per customer; customer {dup!r} appears twice."
-        )
+    ranking = rank_offers(
+        features_df, offers_df, propensity_model, config, history, k,
+        bandit=bandit, rng=rng, decided_at=decided_at,
+    )
     features_df = features_df.reset_index(drop=True)
     offers_df = offers_df.reset_index(drop=True)
-    elig = eligibility(features_df, offers_df, config, history)
-    n_o = len(offers_df)
-    pos = np.flatnonzero(elig["eligible"].to_numpy())
-    cust_idx, offer_idx = pos // n_o, pos % n_o
-    X = pair_frame(features_df, offers_df, cust_idx, offer_idx)
-    p = predict_accept(propensity_model, X) if len(X) else np.zeros(0)
-    margin = offers_df["margin"].to_numpy(dtype=float)[offer_idx]
-    ev = p * margin
-    retention = np.zeros(len(pos))
-    if dec.retention_weight > 0:
-        _require(features_df, [dec.churn_column, dec.clv_column], "The customer frame (retention)")
-        is_ret = offers_df["kind"].isin(dec.retention_kinds).to_numpy()[offer_idx]
-        churn = features_df[dec.churn_column].to_numpy(dtype=float)[cust_idx]
-        clv = features_df[dec.clv_column].to_numpy(dtype=float)[cust_idx]
-        retention = np.where(is_ret, p * churn * clv * dec.retention_weight, 0.0)
-        ev = ev + retention
-    score = ev
-    if bandit is not None:
-        from customer360.models.bandit import decision_quantiles, thompson_draw
-
-        segs = features_df[config.eligibility.segment_column].astype(str).to_numpy()[cust_idx]
-        pair_offers = offers_df["offer_id"].to_numpy()[offer_idx]
-        succ, fail = bandit.lookup(segs, pair_offers)
-        quantiles = None
-        if rng is None:
-            quantiles = decision_quantiles(
-                features_df["customer_id"].to_numpy()[cust_idx],
-                pair_offers,
-                decided_at,
-                config.bandit.decision_period,
-            )
-        p_draw = thompson_draw(
-            succ, fail, p, config.bandit.prior_strength,
-            exploration=config.bandit.exploration, rng=rng, quantiles=quantiles,
-        )
-        score = p_draw * margin + retention * np.where(p > 0, p_draw / np.maximum(p, 1e-12), 0)
-
-    order = np.lexsort((-score, cust_idx))
-    ranked_c = cust_idx[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(ranked_c)) + 1] if len(order) else np.zeros(0, int)
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    rank = np.arange(len(order)) - group_start + 1
-    keep = order[rank <= k]
-    rec_rank = rank[rank <= k]
-    reasons = (
-        "P(accept) "
-        + pd.Series(p[keep]).map("{:.3f}".format)
-        + " x margin "
-        + pd.Series(margin[keep]).map("{:.2f}".format)
-        + np.where(
-            retention[keep] > 0,
-            " + retention " + pd.Series(retention[keep]).map("{:.2f}".format),
-            "",
-        )
-        + " = expected value "
-        + pd.Series(ev[keep]).map("{:.2f}".format)
-    )
+    keep, offer_idx = ranking.keep, ranking.offer_idx
     rec = pd.DataFrame(
         {
-            "customer_id": features_df["customer_id"].to_numpy()[cust_idx[keep]],
+            "customer_id": features_df["customer_id"].to_numpy()[ranking.cust_idx[keep]],
             "offer_id": offers_df["offer_id"].to_numpy()[offer_idx[keep]],
             "status": "recommended",
-            "rank": pd.array(rec_rank, dtype="Int64"),
-            "p_accept": p[keep],
-            "score": score[keep],
-            "expected_value": ev[keep],
-            "margin": margin[keep],
+            "rank": pd.array(ranking.rank, dtype="Int64"),
+            "p_accept": ranking.p[keep],
+            "score": ranking.score[keep],
+            "expected_value": ranking.ev[keep],
+            "margin": ranking.margin[keep],
             "kind": offers_df["kind"].to_numpy()[offer_idx[keep]],
             "channel": offers_df["channel"].to_numpy()[offer_idx[keep]],
-            "reasons": reasons.to_numpy(dtype=object),
+            "reasons": ranking.reasons(),
         }
     )
+    elig = None
+    if include_excluded:
+        n_o = len(offers_df)
+        elig = pd.DataFrame(
+            {
+                "customer_id": np.repeat(features_df["customer_id"].to_numpy(), n_o),
+                "offer_id": np.tile(offers_df["offer_id"].to_numpy(), len(features_df)),
+                "eligible": ranking.codes == 0,
+                "reasons": exclusion_text(ranking.codes),
+            }
+        )
     frames = [rec]
     if include_excluded:
         ex = elig[~elig["eligible"]]

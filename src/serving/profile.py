@@ -305,6 +305,9 @@ class DirectModels:
             from customer360.serving.reasons import PathAttribution
 
             self.attribution = PathAttribution(churn.booster_)
+        self.shared = _SharedInputs.build(
+            {"churn": (churn, champions["churn"]), "clv": (clv, champions["clv"])}
+        )
 
     @classmethod
     def build(cls, champions: Mapping[str, Champion], reasons: str = "path") -> DirectModels | None:
@@ -321,8 +324,11 @@ class DirectModels:
 
     def churn(self, features: pd.DataFrame) -> pd.DataFrame:
         """``churn_probability`` and ``reason_1..3`` per row."""
-        m = self.churn_model.matrix(self.champions["churn"].model_input(features))
-        probability, reasons = churn_scores(self.churn_model, m, self.attribution)
+        m = self.matrix("churn", features)
+        threads = lightgbm_threads(len(m))
+        probability, reasons = churn_scores(
+            self.churn_model, m, self.attribution, num_threads=threads
+        )
         frame = pd.DataFrame({"churn_probability": probability})
         for j, col in enumerate(REASON_COLUMNS):
             frame[col] = reasons[:, j]
@@ -330,8 +336,105 @@ class DirectModels:
 
     def clv(self, features: pd.DataFrame) -> pd.DataFrame:
         """``clv_ml`` per row."""
-        m = self.clv_model.matrix(self.champions["clv"].model_input(features))
-        return pd.DataFrame({"clv_ml": np.asarray(self.clv_model.predict(m), dtype=float)})
+        m = self.matrix("clv", features)
+        clv = self.clv_model.predict(m, num_threads=lightgbm_threads(len(m)))
+        return pd.DataFrame({"clv_ml": np.asarray(clv, dtype=float)})
+
+    def matrix(self, name: str, features: pd.DataFrame) -> np.ndarray:
+        """Model ``name``'s input matrix of ``features``: from the typed block churn and CLV
+        share (built once per frame, see :class:`_SharedInputs`) when their typing agrees,
+        else the model's own :meth:`matrix`."""
+        model = self.churn_model if name == "churn" else self.clv_model
+        if self.shared is None:
+            return model.matrix(self.champions[name].model_input(features))
+        return self.shared.matrix(name, features)
+
+
+class _SharedInputs:
+    """One typed float block of the input columns churn and CLV share (issue 17): the
+    category lookups and the numeric copy run once per frame instead of once per model; each
+    model's matrix is its columns of the block plus its own ``prob__`` inputs (its own
+    probabilistic stack). Equal to ``model.matrix(champion.model_input(features))``: the same
+    casts, the same :func:`~customer360.models.tabular.to_matrix` column by column.
+
+    The last frame's block is kept (by identity), so the second model reuses it.
+    """
+
+    def __init__(self, columns, categories, casts, models) -> None:
+        from customer360.models.tabular import TableSchema
+
+        self.schema = TableSchema(tuple(columns), dict(categories))
+        self.casts = casts
+        self.models = models
+        from customer360.models.prob_stack import is_prob_column
+
+        position = {c: j for j, c in enumerate(columns)}
+        self.layout = {}
+        for name, (model, _) in models.items():
+            cols = model.schema_.columns
+            stacked = getattr(model, "stack_", None) is not None
+            own = [stacked and is_prob_column(c) for c in cols]
+            plain = [j for j, c in enumerate(cols) if not own[j]]
+            prob = [j for j, c in enumerate(cols) if own[j]]
+            self.layout[name] = (plain, [position[cols[j]] for j in plain], prob,
+                                 [cols[j] for j in prob])
+        self._last: tuple[Any, pd.DataFrame, np.ndarray] | None = None
+
+    @classmethod
+    def build(cls, models: Mapping[str, tuple[Any, Champion]]) -> _SharedInputs | None:
+        """The shared block, or None when the models disagree on a shared column's type or
+        levels (each model then types its own matrix)."""
+        from customer360.models.prob_stack import is_prob_column
+
+        columns: dict[str, None] = {}
+        categories: dict[str, tuple[str, ...]] = {}
+        casts: dict[str, str] = {}
+        for model, champion in models.values():
+            for col in model.schema_.columns:
+                if is_prob_column(col) and getattr(model, "stack_", None) is not None:
+                    continue
+                if col in model.schema_.categories:
+                    if categories.setdefault(col, model.schema_.categories[col]) != (
+                        model.schema_.categories[col]
+                    ):
+                        return None
+                elif col in categories:
+                    return None
+                columns[col] = None
+            for col, typ in champion.input_types.items():
+                dtype = _SIGNATURE_DTYPES.get(typ)
+                if dtype is not None and casts.setdefault(col, dtype) != dtype:
+                    return None
+        return cls(list(columns), categories, casts, dict(models))
+
+    def _inputs(self, features: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        from customer360.models.tabular import to_matrix
+
+        if self._last is not None and self._last[0] is features:
+            return self._last[1], self._last[2]
+        wanted = list(dict.fromkeys(
+            c for _, champion in self.models.values() for c in champion.input_columns
+        ))
+        frame = features[wanted]
+        casts = {c: t for c, t in self.casts.items() if c in frame and frame[c].dtype != t}
+        frame = frame.astype(casts) if casts else frame
+        block = to_matrix(frame, self.schema)
+        self._last = (features, frame, block)
+        return frame, block
+
+    def matrix(self, name: str, features: pd.DataFrame) -> np.ndarray:
+        """Model ``name``'s contiguous float64 input matrix of ``features``."""
+        from customer360.models.tabular import TableSchema, to_matrix
+
+        model, _ = self.models[name]
+        frame, block = self._inputs(features)
+        plain, source, prob, prob_cols = self.layout[name]
+        out = np.empty((len(frame), len(model.schema_.columns)), dtype=np.float64)
+        out[:, plain] = block[:, source]
+        if prob:
+            scores = model.stack_.transform(frame, prob_cols)
+            out[:, prob] = to_matrix(scores, TableSchema(tuple(prob_cols), {}))
+        return out
 
 
 def churn_scores(
@@ -843,7 +946,7 @@ class ProfileScorer:
 
         ``scores`` holds ``value_segment``, ``churn_probability`` and ``clv_ml`` per row (the
         segment rules and the optional retention term need them)."""
-        from customer360.models.nbo import recommend
+        from customer360.models.nbo import rank_offers
 
         pop = self.population
         decision = pop.nbo_config.decision
@@ -867,22 +970,22 @@ class ProfileScorer:
             np.datetime64(now, "us"),
         )
         use_bandit = pop.nbo_config.bandit.exploration > 0 or pop.bandit.total > 0
-        recs = recommend(
+        # the estimator itself, or the pyfunc (which casts the pair frame to the signature)
+        model = self.direct.nbo_model if self.direct else self.champions["nbo"]
+        ranking = rank_offers(
             frame,
             pop.offers,
-            # the estimator itself, or the pyfunc (which casts the pair frame to the signature)
-            self.direct.nbo_model if self.direct else self.champions["nbo"],
+            model,
             pop.nbo_config,
             None if payload else pop.history_of(ids_before),
             self.config.top_k_offers,
             bandit=pop.bandit if use_bandit else None,
             decided_at=now,
-            include_excluded=exclusions,
+            num_threads=lightgbm_threads(len(frame) * len(pop.offers)),
         )
-        ids = frame["customer_id"].to_numpy()
-        out = pd.DataFrame(_offer_columns(recs, ids, self.config.top_k_offers))
+        out = pd.DataFrame(offer_columns(ranking, pop.offers, len(frame), self.config.top_k_offers))
         if exclusions:
-            out["excluded"] = _exclusions(recs, ids)
+            out["excluded"] = excluded_offers(ranking, pop.offers, len(frame))
         return out
 
     def score(
@@ -1036,39 +1139,53 @@ def id_columns(features: pd.DataFrame) -> pd.DataFrame:
 
 
 
-def _offer_columns(recs: pd.DataFrame, ids: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Top-k recommendations as wide columns ``offer_<rank>_<field>`` (vectorised pivot)."""
-    rec = recs[recs["status"] == "recommended"]
-    row = pd.Index(ids).get_indexer(rec["customer_id"].to_numpy())
-    rank = rec["rank"].to_numpy(dtype="int64")
+def offer_columns(ranking: Any, offers: pd.DataFrame, n: int, k: int) -> dict[str, np.ndarray]:
+    """Top-k offers of an :class:`~customer360.models.nbo.OfferRanking` over ``n`` customer
+    rows as wide columns ``offer_<rank>_<field>`` (null where a customer has fewer eligible
+    offers), straight from the ranking's arrays."""
+    keep = ranking.keep
+    row = ranking.cust_idx[keep]
+    rank = ranking.rank
+    offer_ids = offers["offer_id"].astype(object).to_numpy()
     sources = {
-        "id": rec["offer_id"].astype(object).to_numpy(),
-        "p_accept": rec["p_accept"].to_numpy(dtype=float),
-        "expected_value": rec["expected_value"].to_numpy(dtype=float),
-        "score": rec["score"].to_numpy(dtype=float),
-        "reason": rec["reasons"].astype(object).to_numpy(),
+        "id": offer_ids[ranking.offer_idx[keep]],
+        "p_accept": ranking.p[keep],
+        "expected_value": ranking.ev[keep],
+        "score": ranking.score[keep],
+        "reason": ranking.reasons(),
     }
     out: dict[str, np.ndarray] = {}
     for j in range(1, k + 1):
         hit = rank == j
         for name, values in sources.items():
-            col = np.full(len(ids), None if values.dtype == object else np.nan, dtype=values.dtype)
+            col = np.full(n, None if values.dtype == object else np.nan, dtype=values.dtype)
             col[row[hit]] = values[hit]
             out[f"offer_{j}_{name}"] = col
     return out
 
 
-def _exclusions(recs: pd.DataFrame, ids: np.ndarray) -> list[list[dict[str, str]]]:
-    """Excluded offers and their reasons per id (service answers only: a few rows)."""
-    exc = recs[recs["status"] == "excluded"]
-    grouped = {
-        cid: [
-            {"offer_id": str(o), "reason": str(r)}
-            for o, r in zip(g["offer_id"], g["reasons"], strict=True)
-        ]
-        for cid, g in exc.groupby("customer_id", sort=False)
-    }
-    return [grouped.get(c, []) for c in ids]
+def excluded_offers(ranking: Any, offers: pd.DataFrame, n: int) -> list[list[dict[str, str]]]:
+    """Excluded offers and their reasons per customer row, in catalogue order (service
+    answers only: a few rows)."""
+    from customer360.models.nbo import exclusion_text
+
+    n_o = len(offers)
+    pos = np.flatnonzero(ranking.codes)
+    reasons = exclusion_text(ranking.codes[pos])
+    offer_ids = offers["offer_id"].to_numpy()[pos % n_o]
+    out: list[list[dict[str, str]]] = [[] for _ in range(n)]
+    for row, offer_id, reason in zip(pos // n_o, offer_ids, reasons, strict=True):
+        out[row].append({"offer_id": str(offer_id), "reason": str(reason)})
+    return out
+
+
+def lightgbm_threads(rows: int) -> int:
+    """LightGBM threads for a prediction on ``rows`` rows: one for a few rows (handing them to
+    OpenMP costs more than it saves), every core for a batch chunk."""
+    return 1 if rows < BATCH_THREAD_ROWS else max(1, os.cpu_count() or 1)
+
+
+BATCH_THREAD_ROWS = 2_000
 
 
 # --- flat row -> nested profile ---------------------------------------------------------------
