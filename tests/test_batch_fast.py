@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -49,7 +50,30 @@ def batch_scores(fast_env, tmp_path_factory) -> pd.DataFrame:
         mp.setenv("CUSTOMER360_CONFIG_DIR", str(fast_env.config_dir))
         report = score_customers(fast_env.as_of, base / "s.parquet", db=db, chunk_size=1000)
     assert report.chunks == 3
-    return pd.read_parquet(base / "s.parquet")
+    assert sorted(Path(p).name for p in report.sales_outputs) == [
+        "s_forecast.parquet", "s_leads.parquet", "s_opportunities.parquet"]
+    scores = pd.read_parquet(base / "s.parquet")
+    scores.attrs["dir"] = str(base)
+    return scores
+
+
+def _sales_briefs(scores: pd.DataFrame) -> dict[str, dict[str, list[dict]]]:
+    """The batch's B2B files as the profile's ``leads`` / ``open_opportunities`` per customer
+    (the service's order: highest score, most likely win first)."""
+    base = Path(scores.attrs["dir"])
+    leads = pd.read_parquet(base / "s_leads.parquet").sort_values(
+        ["score", "lead_id"], ascending=[False, True])
+    opps = pd.read_parquet(base / "s_opportunities.parquet").sort_values(
+        ["win_probability", "opportunity_id"], ascending=[False, True])
+    parts: dict[str, dict[str, list[dict]]] = {}
+    for rec in leads.dropna(subset=["customer_id"]).to_dict("records"):
+        parts.setdefault(rec["customer_id"], {"leads": [], "open_opportunities": []})[
+            "leads"].append({"lead_id": rec["lead_id"], "score": int(rec["score"]),
+                             "grade": rec["grade"], "trend": rec["trend"]})
+    for rec in opps.dropna(subset=["customer_id"]).to_dict("records"):
+        parts.setdefault(rec["customer_id"], {"leads": [], "open_opportunities": []})[
+            "open_opportunities"].append(rec["opportunity_id"])
+    return parts
 
 
 def _churn_model_and_matrix(env: ServingEnv):
@@ -167,10 +191,19 @@ def test_customer360_by_id_equals_the_batch_profile_for_every_customer(
         horizon = load_serving_config().prob_horizon_days
     policies = {s: service_policy(s, segments).model_dump() for s in segments.service_policies}
     assert len(answers) == len(batch_scores)
+    sales = _sales_briefs(batch_scores)
+    assert sum(bool(p["leads"]) for p in sales.values()) >= 20  # B2B parts really compared
+    empty = {"leads": [], "open_opportunities": []}
     for row in batch_scores.to_dict("records"):
         shaped = profile_from_row(row, policies, schema["model_versions"], horizon)
         expected = ProfileResult(**shaped).model_dump(mode="json")
         got = dict(answers[row["customer_id"]])
         assert isinstance(got.pop("excluded"), list)
         expected.pop("excluded")  # batch scoring does not list the exclusions
+        # Issue 15: the leads and open opportunities are the batch's B2B files' rows.
+        want = sales.get(row["customer_id"], empty)
+        assert got.pop("leads") == want["leads"], row["customer_id"]
+        assert [o["opportunity_id"] for o in got.pop("open_opportunities")] == want[
+            "open_opportunities"], row["customer_id"]
+        expected.pop("leads"), expected.pop("open_opportunities")
         assert got == expected, row["customer_id"]
