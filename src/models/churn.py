@@ -52,14 +52,19 @@ class Calibrator:
         return np.clip(p, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
 
     @classmethod
-    def fit(cls, raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
-        """Fit ``method`` on raw scores ``raw`` and binary labels ``y``."""
+    def fit(
+        cls, raw: np.ndarray, y: np.ndarray, method: str, sample_weight: np.ndarray | None = None
+    ) -> Calibrator:
+        """Fit ``method`` on raw scores ``raw`` and binary labels ``y`` (rows weighted by
+        ``sample_weight`` when given, e.g. NBO's inverse-propensity weights)."""
         raw = np.asarray(raw, dtype=float)
         y = np.asarray(y, dtype=float)
         if method == "isotonic":
             from sklearn.isotonic import IsotonicRegression
 
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+                raw, y, sample_weight=sample_weight
+            )
             knots_x, knots_y = iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()
             return cls("isotonic", tuple(knots_x), tuple(knots_y))
         if method == NO_CALIBRATION:
@@ -67,7 +72,9 @@ class Calibrator:
         if method == "sigmoid":
             from sklearn.linear_model import LogisticRegression
 
-            lr = LogisticRegression(C=1e6, max_iter=1000).fit(raw.reshape(-1, 1), y)
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(
+                raw.reshape(-1, 1), y, sample_weight=sample_weight
+            )
             return cls("sigmoid", (float(lr.coef_[0, 0]), float(lr.intercept_[0])))
         raise ModelError(
             f"Unknown calibration method {method!r}; use isotonic, sigmoid, none or auto."

@@ -17,7 +17,9 @@ Thompson sampling lives in :mod:`customer360.models.bandit`, off-policy evaluati
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +31,8 @@ from customer360.data.contracts import CATEGORIES
 from customer360.errors import Customer360Error, ModelError
 from customer360.features.behavioural import CATEGORY_EVENTS
 from customer360.features.transactional import CATEGORY_ORDERS
+from customer360.models.churn import NO_CALIBRATION, Calibrator
+from customer360.models.tabular import BoostedTabularModel, TableSchema, infer_schema, to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,8 @@ class PropensityConfig(StrictModel):
     # Partial pooling: shared slopes next to the per-offer ones (both L2-penalised), so an
     # offer with few acceptances borrows strength from the others.
     linear_shared: bool = True
-    refit: bool = False
+    # Register a model refit on every logged event (the shared runner's refit on all rows).
+    refit: bool = True
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(30, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -513,12 +518,22 @@ class OfferLinearBase:
         return z
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+ID_COLUMNS = ("customer_id", "as_of")
+"""Key columns of a model input row; never model inputs themselves."""
 
 
-class PropensityModel:
+class PropensityModel(BoostedTabularModel):
     """Calibrated LightGBM estimate of P(accept | customer features, offer).
+
+    The shared estimator base (:class:`~customer360.models.tabular.BoostedTabularModel`) does
+    the typing (one :class:`~customer360.models.tabular.TableSchema` encoder), the boosting
+    with early stopping, the refit on all rows and saving; calibration is the churn model's
+    :class:`~customer360.models.churn.Calibrator`. What is NBO's own: the customer x offer
+    pair features (:func:`add_pair_features`, computed inside the model from the customer
+    features and offer columns), row weights (inverse-propensity weights of logged offers),
+    the per-offer logistic base the trees start from, and the offer catalogue
+    (``offers_``, set by training) that :meth:`predict_frame` scores when no offer columns
+    are given.
 
     Parameters
     ----------
@@ -527,13 +542,15 @@ class PropensityModel:
     num_boost_round, early_stopping_rounds
         Boosting rounds; early stopping on the calibration set when given.
     calibrate
-        ``"sigmoid"`` (Platt scaling of the logit on the calibration set; smooth, so it keeps
-        the ranking of P(accept) x margin across offers), ``"isotonic"``, or ``None``/False.
+        ``"sigmoid"`` (Platt scaling of the log-odds on the calibration set; smooth, so it
+        keeps the ranking of P(accept) x margin across offers), ``"isotonic"``, or
+        ``None``/False/``"none"``.
     linear_features, linear_C, linear_shared
         When given, boosting starts from an :class:`OfferLinearBase` on these columns (with
         penalty ``1 / linear_C``; ``linear_shared`` adds slopes shared by all offers).
-    seed
-        Random seed.
+    seed, n_jobs
+        Random seed; LightGBM threads (1: logged offers are small data, more threads only
+        add OpenMP spin-wait).
 
     Examples
     --------
@@ -544,6 +561,9 @@ class PropensityModel:
     >>> m.predict_proba(X).shape
     (400,)
     """
+
+    objective = {"objective": "binary", "metric": "binary_logloss"}
+    kind = "nbo"
 
     def __init__(
         self,
@@ -556,35 +576,52 @@ class PropensityModel:
         linear_C: float = 1.0,
         linear_shared: bool = False,
         seed: int = 42,
+        n_jobs: int = 1,
     ) -> None:
-        self.params = params
-        self.num_boost_round = num_boost_round
-        self.early_stopping_rounds = early_stopping_rounds
+        super().__init__(
+            params=params,
+            num_boost_round=num_boost_round,
+            early_stopping_rounds=early_stopping_rounds,
+            seed=seed,
+            n_jobs=n_jobs,
+        )
         self.calibrate = calibrate
         self.linear_features = linear_features
         self.linear_C = linear_C
         self.linear_shared = linear_shared
-        self.seed = seed
 
-    def _encode(self, X: pd.DataFrame) -> np.ndarray:
-        X = add_pair_features(X)
-        missing = [c for c in self.feature_names_ if c not in X.columns]
+    # --- inputs -------------------------------------------------------------------------------
+
+    def _pairs(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` with the pair features, checked against the fitted columns."""
+        P = add_pair_features(X)
+        missing = [c for c in self.schema_.columns if c not in P.columns]
         if missing:
             raise ModelError(
                 f"Propensity model input lacks column(s) {missing[:10]}; pass the customer "
                 f"features plus the offer columns {list(OFFER_COLUMNS)}."
             )
-        out = np.empty((len(X), len(self.feature_names_)), dtype=np.float64)
-        for j, col in enumerate(self.feature_names_):
-            out[:, j] = self._encode_column(col, X[col])
-        return np.ascontiguousarray(out)
+        return P
 
-    def _encode_column(self, col: str, values: pd.Series) -> np.ndarray:
-        """One model input column as floats (a category's code; NaN when missing/unseen)."""
-        if col in self.categories_:
-            codes = pd.Categorical(values.astype("string"), categories=self.categories_[col])
-            return np.where(codes.codes < 0, np.nan, codes.codes)
-        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    def _base_logit(self, P: pd.DataFrame) -> np.ndarray:
+        """The linear base's log-odds of pair rows ``P`` (zeros without a base)."""
+        if getattr(self, "base_", None) is None:
+            return np.zeros(len(P))
+        return self.base_.logit(P)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "booster_"):
+            raise ModelError("PropensityModel is not fitted; call fit() first.")
+
+    def matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """The model matrix of feature + offer rows ``X`` (pair features added)."""
+        self._check_fitted()
+        return to_matrix(self._pairs(X), self.schema_)
+
+    def _block(self, frame: pd.DataFrame, cols: list[str]) -> np.ndarray:
+        """Columns ``cols`` of ``frame`` encoded as in the model matrix (:func:`to_matrix`)."""
+        cats = self.schema_.categories
+        return to_matrix(frame, TableSchema(tuple(cols), {c: cats[c] for c in cols if c in cats}))
 
     def pair_inputs(
         self,
@@ -597,9 +634,10 @@ class PropensityModel:
         columns the linear base reads, without the pandas pair frame of every input (issue
         17): each customer column is encoded once per customer and each offer column once per
         offer, then repeated; only the pair features (:func:`add_pair_features`) are computed
-        per pair, from the columns they read. Equal to ``_encode(pair_frame(...))``.
+        per pair, from the columns they read. Equal to ``matrix(pair_frame(...))``.
         """
-        names = self.feature_names_
+        self._check_fitted()
+        names = list(self.schema_.columns)
         pair_cols = [c for c in names if c.startswith("pair__")]
         offer_cols = [c for c in names if c in OFFER_COLUMNS]
         cust_cols = [c for c in names if c not in pair_cols and c not in offer_cols]
@@ -609,16 +647,10 @@ class PropensityModel:
                 f"Propensity model input lacks column(s) {missing[:10]}; pass the customer "
                 f"features plus the offer columns {list(OFFER_COLUMNS)}."
             )
-        out = np.empty((len(cust_idx), len(names)), dtype=np.float64)
         position = {c: j for j, c in enumerate(names)}
-        cust_m = np.column_stack(
-            [self._encode_column(c, customers[c]) for c in cust_cols]
-        ) if cust_cols else np.empty((len(customers), 0))
-        out[:, [position[c] for c in cust_cols]] = cust_m[cust_idx]
-        offer_m = np.column_stack(
-            [self._encode_column(c, offers[c]) for c in offer_cols]
-        ) if offer_cols else np.empty((len(offers), 0))
-        out[:, [position[c] for c in offer_cols]] = offer_m[offer_idx]
+        out = np.empty((len(cust_idx), len(names)), dtype=np.float64)
+        out[:, [position[c] for c in cust_cols]] = self._block(customers, cust_cols)[cust_idx]
+        out[:, [position[c] for c in offer_cols]] = self._block(offers, offer_cols)[offer_idx]
         reads = [
             *AFFINITY_COLUMNS,
             *(cust for cust, _ in PAIR_FEATURES.values()),
@@ -626,14 +658,14 @@ class PropensityModel:
         ]
         kept = [c for c in dict.fromkeys(reads) if c in customers.columns]
         small = add_pair_features(pair_frame(customers[kept], offers, cust_idx, offer_idx))
-        for c in pair_cols:
-            if c not in small.columns:
-                raise ModelError(
-                    f"Propensity model input lacks the pair feature {c!r}: the customer frame "
-                    "lacks the columns it is computed from."
-                )
-            out[:, position[c]] = self._encode_column(c, small[c])
-        return out, small
+        lacking = [c for c in pair_cols if c not in small.columns]
+        if lacking:
+            raise ModelError(
+                f"Propensity model input lacks the pair feature(s) {lacking}: the customer "
+                "frame lacks the columns they are computed from."
+            )
+        out[:, [position[c] for c in pair_cols]] = self._block(small, pair_cols)
+        return np.ascontiguousarray(out), small
 
     def predict_pairs(
         self,
@@ -647,20 +679,14 @@ class PropensityModel:
         """Calibrated P(accept) of the pairs ``(cust_idx[i], offer_idx[i])`` of ``customers``
         x ``offers``: equal to ``predict_proba(pair_frame(customers, offers, cust_idx,
         offer_idx))``, several times faster (:meth:`pair_inputs`)."""
-        if not hasattr(self, "booster_"):
-            raise ModelError("PropensityModel is not fitted; call fit() first.")
         m, small = self.pair_inputs(customers, offers, cust_idx, offer_idx)
-        threads = {} if num_threads is None else {"num_threads": num_threads}
-        boost = self.booster_.predict(
-            m, num_iteration=self.booster_.best_iteration or None, raw_score=True, **threads
-        )
-        base = np.zeros(len(m)) if self.base_ is None else self.base_.logit(small)
-        return self._calibrated(boost + base)
+        raw = super().predict_raw(m, num_threads=num_threads) + self._base_logit(small)
+        p = np.asarray(self.calibrator_(raw), dtype=float)
+        if not np.isfinite(p).all():
+            raise ModelError("Propensity model produced non-finite probabilities.")
+        return p
 
-    def _base_logit(self, X: pd.DataFrame) -> np.ndarray:
-        if self.base_ is None:
-            return np.zeros(len(X))
-        return self.base_.logit(add_pair_features(X))
+    # --- fitting ------------------------------------------------------------------------------
 
     def fit(
         self,
@@ -671,103 +697,127 @@ class PropensityModel:
         X_cal: pd.DataFrame | None = None,
         y_cal=None,
         cal_weight=None,
+        callbacks: Sequence[Callable] = (),
+        calibrate: bool = True,
     ) -> PropensityModel:
-        """Fit LightGBM on ``X`` (features + offer columns), then calibrate on ``X_cal``."""
-        import lightgbm as lgb
+        """Fit on ``X`` (customer features + offer columns) weighted by ``sample_weight``.
 
-        self.input_columns_ = [c for c in X.columns if c not in ("customer_id", "as_of")]
-        X = add_pair_features(X)
-        self.feature_names_ = [c for c in X.columns if c not in ("customer_id", "as_of")]
-        self.categories_ = {
-            c: sorted(X[c].dropna().astype(str).unique().tolist())
-            for c in self.feature_names_
-            if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))
-        }
-        cat_idx = [j for j, c in enumerate(self.feature_names_) if c in self.categories_]
-        params = {
-            "objective": "binary",
-            "verbosity": -1,
-            "seed": self.seed,
-            "num_threads": 1,  # small data: threads only add OpenMP spin-wait
-            **(self.params or {}),
-        }
+        With ``X_cal`` boosting stops early on it and (``calibrate``) the calibration map is
+        fitted on it; without, a fixed ``num_boost_round`` fit, uncalibrated.
+        ``calibrate=False`` skips calibration (tuning trials score the booster itself).
+        """
+        self.input_columns_ = [c for c in X.columns if c not in ID_COLUMNS]
+        P = add_pair_features(X)
+        schema = infer_schema(P, exclude=ID_COLUMNS)
         y = np.asarray(y, dtype=float)
-        self.base_ = None
-        if self.linear_features:
-            self.base_ = OfferLinearBase(
-                features=self.linear_features, C=self.linear_C, shared=self.linear_shared
-            ).fit(
-                X, y, sample_weight
-            )
-        train = lgb.Dataset(
-            self._encode(X), y, weight=sample_weight, categorical_feature=cat_idx,
-            feature_name=self.feature_names_, init_score=self._base_logit(X),
-            free_raw_data=True,
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        self.base_ = self._fit_base(P, y, w)
+        self.calibrator_ = Calibrator(NO_CALIBRATION, (1.0, 0.0))
+        if X_cal is None or not self.early_stopping_rounds:
+            self._boost_fixed(P, y, w, self.num_boost_round, schema)
+            self.train_rows_ = len(P)
+            return self
+        P_cal = add_pair_features(X_cal)
+        y_cal = np.asarray(y_cal, dtype=float)
+        self._fit_booster(
+            to_matrix(P, schema), y, to_matrix(P_cal, schema), y_cal,
+            schema=schema, descriptions=None, callbacks=callbacks,
+            weight=w, val_weight=cal_weight,
+            init_score=self._base_logit(P), val_init_score=self._base_logit(P_cal),
         )
-        callbacks = []
-        valid_sets = []
-        if X_cal is not None and self.early_stopping_rounds:
-            valid_sets = [
-                lgb.Dataset(
-                    self._encode(X_cal), np.asarray(y_cal, dtype=float), weight=cal_weight,
-                    reference=train, categorical_feature=cat_idx,
-                    init_score=self._base_logit(X_cal),
-                )
-            ]
-            callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
-        self.booster_ = lgb.train(
-            params, train, num_boost_round=self.num_boost_round, valid_sets=valid_sets,
-            callbacks=callbacks,
-        )
-        self.calibrator_ = None
-        if self.calibrate and X_cal is not None:
-            self.fit_calibration(self._logit(X_cal), y_cal, cal_weight)
+        if calibrate and self.calibrate not in (None, False, NO_CALIBRATION):
+            self.fit_calibration(self.predict_raw(X_cal), y_cal, cal_weight)
         return self
 
-    def fit_calibration(self, logits: np.ndarray, y, sample_weight=None) -> PropensityModel:
-        """Fit the calibration map from held-out (or out-of-fold) logits and outcomes."""
-        z = np.asarray(logits, dtype=float)
-        y_c = np.asarray(y, dtype=float)
-        if self.calibrate == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
+    def _fit_base(self, P: pd.DataFrame, y: np.ndarray, w) -> OfferLinearBase | None:
+        if not self.linear_features:
+            return None
+        base = OfferLinearBase(
+            features=list(self.linear_features), C=self.linear_C, shared=self.linear_shared
+        )
+        return base.fit(P, y, w)
 
-            self.calibrator_ = IsotonicRegression(
-                y_min=0.0, y_max=1.0, out_of_bounds="clip"
-            ).fit(_sigmoid(z), y_c, sample_weight=sample_weight)
-        else:
-            from sklearn.linear_model import LogisticRegression
+    def _boost_fixed(self, P, y, w, rounds: int, schema: TableSchema) -> None:
+        """Boost ``rounds`` rounds on pair rows ``P`` from the fitted base's margin."""
+        super().refit_all(
+            to_matrix(P, schema), y, rounds=rounds, schema=schema,
+            sample_weight=w, init_score=self._base_logit(P),
+        )
 
-            platt = LogisticRegression(C=1e6, max_iter=1000).fit(
-                z[:, None], y_c.astype(int), sample_weight=sample_weight
-            )
-            self.calibrator_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+    def refit_all(self, X, y, *, rounds: int, schema=None, descriptions=None,
+                  sample_weight=None, init_score=None) -> PropensityModel:
+        """Refit the linear base and the booster on all rows (``X``, ``y``, weights
+        ``sample_weight``) for ``rounds`` rounds; the calibration map and catalogue are kept
+        (``schema``/``descriptions``/``init_score`` are the base's arguments; the typing is
+        kept when fitted, the starting margin is the refitted base's)."""
+        P = add_pair_features(X)
+        schema = schema or getattr(self, "schema_", None) or infer_schema(P, exclude=ID_COLUMNS)
+        y = np.asarray(y, dtype=float)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        self.base_ = self._fit_base(P, y, w)
+        self._boost_fixed(P, y, w, rounds, schema)
         return self
 
-    def _logit(self, X: pd.DataFrame) -> np.ndarray:
-        if not hasattr(self, "booster_"):
-            raise ModelError("PropensityModel is not fitted; call fit() first.")
-        boost = self.booster_.predict(
-            self._encode(X), num_iteration=self.booster_.best_iteration or None, raw_score=True
-        )
-        return boost + self._base_logit(X)
+    def fit_calibration(self, raw: np.ndarray, y, sample_weight=None) -> PropensityModel:
+        """Fit the calibration map from held-out (or out-of-fold) log-odds and outcomes."""
+        method = "isotonic" if self.calibrate == "isotonic" else "sigmoid"
+        self.calibrator_ = Calibrator.fit(raw, y, method, sample_weight)
+        return self
+
+    # --- predicting ---------------------------------------------------------------------------
+
+    def predict_raw(self, X: pd.DataFrame, *, num_threads: int | None = None) -> np.ndarray:
+        """Log-odds of acceptance before calibration: linear base + trees."""
+        self._check_fitted()
+        P = self._pairs(X)
+        trees = super().predict_raw(to_matrix(P, self.schema_), num_threads=num_threads)
+        return trees + self._base_logit(P)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated P(accept) per row of ``X``."""
-        return self._calibrated(self._logit(X))
-
-    def _calibrated(self, z: np.ndarray) -> np.ndarray:
-        """P(accept) from the logits ``z`` through the calibration map."""
-        if self.calibrator_ is None:
-            p = _sigmoid(z)
-        elif isinstance(self.calibrator_, tuple):
-            slope, intercept = self.calibrator_
-            p = _sigmoid(slope * z + intercept)
-        else:
-            p = self.calibrator_.predict(_sigmoid(z))
-        p = np.asarray(p, dtype=float)
+        self._check_fitted()
+        p = np.asarray(self.calibrator_(self.predict_raw(X)), dtype=float)
         if not np.isfinite(p).all():
             raise ModelError("Propensity model produced non-finite probabilities.")
         return p
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        """What the registered pyfunc returns: with offer columns, ``p_accept`` per row;
+        without, every offer of the catalogue (``offers_``) for each row (``input_row``,
+        ``offer_id``, ``p_accept``; see :func:`score_every_offer`)."""
+        has_offer = any(c in X.columns for c in OFFER_COLUMNS)
+        if has_offer or getattr(self, "offers_", None) is None:
+            return pd.DataFrame({"p_accept": self.predict_proba(X)})
+        return score_every_offer(self, X, self.offers_)
+
+    # --- saving -------------------------------------------------------------------------------
+
+    def _extra_state(self) -> dict:
+        c = self.calibrator_
+        offers = getattr(self, "offers_", None)
+        return {
+            "calibrator": {"method": c.method, "x": list(c.x), "y": list(c.y)},
+            "offers": None if offers is None else offers.to_dict(orient="list"),
+            "input_columns": list(self.input_columns_),
+        }
+
+    def _load_extra_state(self, state: dict) -> None:
+        c = state["calibrator"]
+        self.calibrator_ = Calibrator(c["method"], tuple(c["x"]), tuple(c["y"]))
+        self.input_columns_ = state.get("input_columns", [])
+        if state.get("offers") is not None:
+            self.offers_ = pd.DataFrame(state["offers"])
+
+    def _save_artifacts(self, folder) -> None:
+        import joblib
+
+        joblib.dump(getattr(self, "base_", None), Path(folder) / "offer_linear_base.joblib")
+
+    def _load_artifacts(self, folder) -> None:
+        import joblib
+
+        path = Path(folder) / "offer_linear_base.joblib"
+        self.base_ = joblib.load(path) if path.is_file() else None
 
 
 def predict_accept(model: Any, X: pd.DataFrame) -> np.ndarray:

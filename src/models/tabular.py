@@ -254,18 +254,30 @@ def fit_booster(
     num_boost_round: int = 1000,
     early_stopping_rounds: int = 50,
     callbacks: Sequence[Callable] = (),
+    weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
+    init_score: np.ndarray | None = None,
+    val_init_score: np.ndarray | None = None,
 ):
     """Train a LightGBM booster with early stopping on the validation set.
 
     ``params`` must name the objective and metric; the first metric decides early stopping.
-    Returns the booster; ``booster.best_iteration`` and ``booster.best_score`` tell where it
-    stopped.
+    ``weight`` / ``val_weight`` are row weights (e.g. inverse-propensity weights), and
+    ``init_score`` / ``val_init_score`` a starting margin per row (e.g. a linear base's
+    log-odds) that the trees then correct. Returns the booster; ``booster.best_iteration``
+    and ``booster.best_score`` tell where it stopped.
     """
     import lightgbm as lgb
 
     full = {"verbosity": -1, "feature_pre_filter": False, **params}
-    train = lgb.Dataset(X_train, y_train, categorical_feature=list(categorical), free_raw_data=True)
-    valid = lgb.Dataset(X_val, y_val, reference=train, categorical_feature=list(categorical))
+    train = lgb.Dataset(
+        X_train, y_train, weight=weight, init_score=init_score,
+        categorical_feature=list(categorical), free_raw_data=True,
+    )
+    valid = lgb.Dataset(
+        X_val, y_val, weight=val_weight, init_score=val_init_score, reference=train,
+        categorical_feature=list(categorical),
+    )
     try:
         return lgb.train(
             full,
@@ -722,7 +734,10 @@ class BoostedTabularModel(_estimator_base()):
         schema: TableSchema | None,
         descriptions: dict[str, str] | None,
         callbacks: Sequence[Callable],
+        **rows: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Fit the booster; ``rows`` are :func:`fit_booster`'s optional per-row inputs
+        (``weight``, ``val_weight``, ``init_score``, ``val_init_score``)."""
         if schema is None and isinstance(X, np.ndarray):
             raise ModelError("A numpy matrix needs its TableSchema; pass schema=.")
         self.schema_ = schema or infer_schema(X)
@@ -739,6 +754,7 @@ class BoostedTabularModel(_estimator_base()):
             num_boost_round=self.num_boost_round,
             early_stopping_rounds=self.early_stopping_rounds,
             callbacks=callbacks,
+            **rows,
         )
         self.train_rows_ = len(train_m)
         self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
@@ -768,6 +784,8 @@ class BoostedTabularModel(_estimator_base()):
         rounds: int,
         schema: TableSchema | None = None,
         descriptions: dict[str, str] | None = None,
+        sample_weight: np.ndarray | None = None,
+        init_score: np.ndarray | None = None,
     ):
         """Refit the booster on all labelled rows (``X``, ``y``) for a fixed ``rounds``, keeping
         the fitted schema, descriptions and every other fitted part (calibration included).
@@ -776,7 +794,8 @@ class BoostedTabularModel(_estimator_base()):
         test rows; the registered model then learns from every row with the chosen settings
         (the caller rescales the early-stopped round count to the larger data). An unfitted
         model needs ``schema`` (and may take ``descriptions``): it is then a plain fixed-round
-        fit, e.g. the untuned baseline. Returns ``self``.
+        fit, e.g. the untuned baseline. ``sample_weight`` and ``init_score`` are per-row
+        weights and starting margins, as in :func:`fit_booster`. Returns ``self``.
         """
         import lightgbm as lgb
         from sklearn.utils.validation import check_is_fitted
@@ -793,6 +812,8 @@ class BoostedTabularModel(_estimator_base()):
         data = lgb.Dataset(
             all_m,
             self._refit_target(y),
+            weight=sample_weight,
+            init_score=init_score,
             categorical_feature=list(self.schema_.categorical_indices),
             free_raw_data=True,
         )
@@ -868,18 +889,13 @@ class BoostedTabularModel(_estimator_base()):
         meta = {
             "kind": self.kind,
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "hyperparameters": {
-                "params": self.params,
-                "num_boost_round": self.num_boost_round,
-                "early_stopping_rounds": self.early_stopping_rounds,
-                "seed": self.seed,
-                "n_jobs": self.n_jobs,
-            },
+            # every __init__ argument (scikit-learn's get_params), so load() rebuilds it
+            "hyperparameters": self.get_params(deep=False),
             "schema": self.schema_.to_dict(),
             "medians": self.medians_.tolist(),
             "descriptions": self.descriptions_,
             "best_iteration": self.best_iteration_,
-            "best_score": self.best_score_,
+            "best_score": getattr(self, "best_score_", None),  # None: a fixed-round fit
             **self._extra_state(),
         }
         stack = getattr(self, "stack_", None)

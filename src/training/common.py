@@ -414,6 +414,7 @@ def log_and_register(
     register: bool,
     description: str | None = None,
     version_tags: dict[str, object] | None = None,
+    signature: Callable[[pd.DataFrame, pd.DataFrame], tuple[pd.DataFrame, Any]] | None = None,
 ) -> tuple[str, str | None]:
     """Log ``model`` (a fitted BoostedTabularModel) as a pyfunc with signature and input
     example; register it as ``model_name`` with alias ``challenger`` when ``register``, with
@@ -421,6 +422,9 @@ def log_and_register(
 
     A model with a probabilistic stack (``stack_``) computes its ``prob__`` inputs itself: the
     signature and example hold only the feature columns.
+
+    ``signature(example, output) -> (example, ModelSignature)`` replaces the inferred
+    signature (and may retype the example), e.g. NBO's optional offer columns.
 
     Returns the model URI and the registered version (``None`` when not registered).
     """
@@ -436,7 +440,10 @@ def log_and_register(
     with warnings.catch_warnings():
         # int64 features are never null (build_features fills them); the hint is noise here
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        signature = infer_signature(example, model.predict_frame(example))
+        if signature is None:
+            signature_ = infer_signature(example, model.predict_frame(example))
+        else:
+            example, signature_ = signature(example, model.predict_frame(example))
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
     # MLflow warns about pickling any python_model object; ours holds no state (the model is
@@ -450,7 +457,7 @@ def log_and_register(
                 name="model",
                 python_model=BoostedModelPyfunc(),
                 artifacts={"model_dir": tmp},
-                signature=signature,
+                signature=signature_,
                 input_example=example,
                 pip_requirements=[
                     f"lightgbm=={lightgbm.__version__}",
@@ -510,7 +517,9 @@ def version_description(
     """Description and tags of a registered version from the run's tags and row counts."""
     label = str(tags.get("label", ""))
     horizon = tags.get("horizon_days")
-    definition = label_definition(label, horizon) if label else "see the training run"
+    definition = tags.get("label_definition") or (
+        label_definition(label, horizon) if label else "see the training run"
+    )
     version_tags: dict[str, object] = {
         "label": label,
         "label_definition": definition,
@@ -797,16 +806,18 @@ def run_training_job(
     fit: Callable[..., Any],
     tuning_metric: str,
     evaluate: Callable[[Any], Evaluation],
-    champion_input: pd.DataFrame,
-    champion_score: Callable[[pd.DataFrame], dict[str, float]],
+    champion_input: pd.DataFrame | None = None,
+    champion_score: Callable[[pd.DataFrame], dict[str, float]] | None = None,
     primary_metric: str,
     example: pd.DataFrame,
     tags: dict[str, object],
     test_identity: str,
     notes: Sequence[str] = (),
     on_progress: Callable[[int, int], None] | None = None,
-    refit_data: tuple[Any, np.ndarray] | None = None,
+    refit_data: tuple[Any, ...] | None = None,
     stack: Any = None,
+    champion_evaluate: Callable[[Any], dict[str, float]] | None = None,
+    signature: Callable[[pd.DataFrame, pd.DataFrame], tuple[pd.DataFrame, Any]] | None = None,
 ) -> TrainResult:
     """One MLflow parent run: tags + resolved config, Optuna trials as nested runs, the refit
     best model, its evaluation against baselines (metrics, plots), the current champion scored
@@ -821,10 +832,14 @@ def run_training_job(
         Test-set evaluation of the refit model.
     champion_input, champion_score
         The test rows' model input, and how to score the champion pyfunc's predictions on them.
+    champion_evaluate
+        Instead of those two: ``champion_evaluate(champion_pyfunc) -> metrics`` when scoring
+        the champion needs more than its predictions on a frame (NBO's policy value).
     primary_metric
         Test metric promotion compares (greater is better).
     refit_data
-        ``(X_all, y_all)``: every labelled row (training, validation and test). After the
+        ``(X_all, y_all)`` or ``(X_all, y_all, weights)``: every labelled row (training,
+        validation and test), with row weights when the model fits weighted. After the
         honest test evaluation (by the model fitted without the test rows), the registered
         model is refit on these rows with the chosen settings, its boosting rounds rescaled
         from the early-stopped count by ``len(X_all) / training rows``. ``None`` registers
@@ -832,6 +847,13 @@ def run_training_job(
     stack
         The :class:`~customer360.models.prob_stack.ProbabilisticStack` the ``prob__`` inputs
         were made with: the logged model carries it and computes them from plain features.
+    signature
+        ``signature(example, output) -> (example, ModelSignature)`` when the inferred MLflow
+        signature does not fit (NBO: optional offer columns); see :func:`log_and_register`.
+
+    The run's ``config.json`` is what ran: the resolved config plus a ``ran`` block (trials
+    run and pruned, chosen parameters, boosting rounds, rows of each part, the model family
+    and calibration the fitted model used).
     """
     import mlflow
 
@@ -868,7 +890,10 @@ def run_training_job(
             log_metric_table(f"baseline_{name}", values)
         if result.extra_metrics:
             mlflow.log_metrics(result.extra_metrics)
-        champion = evaluate_champion(model_name, champion_input, champion_score)
+        if champion_evaluate is not None:
+            champion = evaluate_champion_with(model_name, champion_evaluate)
+        else:
+            champion = evaluate_champion(model_name, champion_input, champion_score)
         if champion is not None:
             mlflow.set_tag(TAG_CHAMPION_EVALUATED, champion[0])
             log_metric_table("champion_test", champion[1])
@@ -882,11 +907,14 @@ def run_training_job(
         log_figures(result.figures)
         all_notes = [*notes, *result.notes]
         rows = {"rows_fit_evaluated_model": int(model.train_rows_)}
+        evaluated_rounds = int(model.best_iteration_)
+        rounds = evaluated_rounds
         if refit_data is not None:
-            X_all, y_all = refit_data
+            X_all, y_all, *weights = refit_data
             rounds = max(1, round(model.best_iteration_ * len(y_all) / model.train_rows_))
-            evaluated_rounds = model.best_iteration_
-            model = model.refit_all(X_all, y_all, rounds=rounds)
+            model = model.refit_all(
+                X_all, y_all, rounds=rounds, **({"sample_weight": weights[0]} if weights else {})
+            )
             rows["rows_registered_model"] = len(y_all)
             mlflow.log_metric("refit_rounds", rounds)
             all_notes.append(
@@ -903,10 +931,13 @@ def run_training_job(
             mlflow.log_params({f"prob_{k}": v for k, v in stack.params().items()})
         if all_notes:
             mlflow.log_text("\n".join(all_notes), "notes.txt")
+        mlflow.log_dict(
+            what_ran(config, tuning, model, rows, evaluated_rounds, rounds), "config.json"
+        )
         description, version_tags = version_description(model_name, tags, rows, stack)
         model_uri, version = log_and_register(
             model, example, model_name=model_name, register=register,
-            description=description, version_tags=version_tags,
+            description=description, version_tags=version_tags, signature=signature,
         )
         became_champion = False
         if version is not None:
@@ -928,6 +959,37 @@ def run_training_job(
         rows=rows,
         model_name=model_name,
     )
+
+
+def what_ran(
+    config: TrainingConfig,
+    tuning: TuningResult,
+    model: Any,
+    rows: dict[str, int],
+    evaluated_rounds: int,
+    registered_rounds: int,
+) -> dict[str, Any]:
+    """The logged ``config.json``: the resolved ``config`` and, under ``ran``, what the job
+    actually did (trials run and pruned, the chosen parameters, boosting rounds, rows of each
+    part, the fitted model's family and calibration; extra settings a job records on the
+    model's ``selection_`` dict, such as CV folds)."""
+    family = getattr(model, "family", None)
+    calibrator = getattr(model, "calibrator_", None)
+    ran: dict[str, Any] = {
+        "trials_requested": config.trials,
+        "trials_run": tuning.n_trials,
+        "trials_pruned": tuning.n_pruned,
+        "chosen_params": dict(tuning.best_params),
+        "model_params": getattr(model, "params", None),
+        "evaluated_model_rounds": int(evaluated_rounds),
+        "registered_model_rounds": int(registered_rounds),
+        "rows": dict(rows),
+        "model_class": type(model).__name__,
+        "family": family() if callable(family) else None,
+        "calibration": getattr(calibrator, "method", None),
+    }
+    ran.update(getattr(model, "selection_", None) or {})
+    return {**config.model_dump(mode="json"), "ran": ran}
 
 
 # --- scoring a table with a registered model -----------------------------------------------------

@@ -130,6 +130,8 @@ class OfferData:
     n_without_features: int
     today: dt.date
     snapshots: list[dt.date]
+    customer_columns: list[str] = field(default_factory=list)
+    """Every registry feature the events carry (``feature_columns`` and more)."""
 
 
 def prepare_offer_data(
@@ -177,7 +179,10 @@ def prepare_offer_data(
             f"configs/nbo.yaml propensity.feature_columns names unknown features {missing}."
         )
     eligibility_cols = list(config.eligibility.open_issue_features) + ["value_segment"]
-    keep = ["customer_id", "as_of", *dict.fromkeys(wanted + eligibility_cols)]
+    # every registry feature rides along, so a champion trained on other features can be
+    # re-scored on these events (the promotion gate)
+    available = [c for c in feature_names() if c in snaps.columns]
+    keep = ["customer_id", "as_of", *dict.fromkeys(wanted + eligibility_cols + available)]
     merged = events.merge(
         snaps[keep].copy().rename(columns={"as_of": "snapshot"}),
         on=["customer_id", "snapshot"],
@@ -223,6 +228,7 @@ def prepare_offer_data(
         n_without_features=n_without,
         today=today,
         snapshots=grid,
+        customer_columns=list(dict.fromkeys(wanted + available)),
     )
 
 
@@ -251,18 +257,12 @@ def ipw_weights(propensity: pd.Series | np.ndarray, clip: float) -> np.ndarray:
 # --- fitting ------------------------------------------------------------------------------
 
 
-def fit_propensity(
-    data: OfferData, config: NBOConfig, params: dict | None = None, *, refit: bool | None = None
-) -> PropensityModel:
-    """Fit the weighted, calibrated propensity model on the train part of ``data``.
-
-    Boosting rounds are early-stopped and the calibration map is fitted on the calibration
-    events; with ``refit`` the model is then refitted on train + calibration events with that
-    many rounds (more data for the final model), keeping the out-of-sample calibration.
-    """
+def _model_settings(config: NBOConfig, params: dict | None = None) -> dict:
+    """:class:`PropensityModel` hyperparameters from ``configs/nbo.yaml`` (+ tuned ``params``)."""
     cfg = config.propensity
-    settings = dict(
+    return dict(
         params={**cfg.params, **(params or {})},
+        num_boost_round=cfg.num_boost_round,
         early_stopping_rounds=cfg.early_stopping_rounds,
         calibrate=None if cfg.calibrate == "none" else cfg.calibrate,
         linear_features=cfg.linear_features or None,
@@ -270,57 +270,66 @@ def fit_propensity(
         linear_shared=cfg.linear_shared,
         seed=cfg.seed,
     )
+
+
+def _labels(frame: pd.DataFrame, config: NBOConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes and inverse-propensity weights of logged events."""
+    return (
+        frame["accepted"].astype(int).to_numpy(),
+        ipw_weights(frame["propensity"], config.propensity.weight_clip),
+    )
+
+
+def fit_propensity(
+    data: OfferData,
+    config: NBOConfig,
+    params: dict | None = None,
+    *,
+    callbacks=(),
+    calibrate: bool = True,
+) -> PropensityModel:
+    """Fit the weighted, calibrated propensity model on the train part of ``data``.
+
+    Boosting stops early on the calibration events (their weighted log loss is the model's
+    ``best_score_``, what tuning minimises); with ``calibrate`` the calibration map is then
+    fitted on the calibration events plus, with ``propensity.calibration_folds`` > 1,
+    out-of-fold log-odds of the training events. The offer catalogue is attached
+    (``offers_``), so the model scores every offer of plain feature rows.
+    """
+    y, w = _labels(data.train, config)
+    y_cal, w_cal = _labels(data.calib, config)
     X_cal = model_input(data.calib, data.feature_columns)
-    y_cal = data.calib["accepted"].astype(int).to_numpy()
-    w_cal = ipw_weights(data.calib["propensity"], cfg.weight_clip)
-    model = PropensityModel(num_boost_round=cfg.num_boost_round, **settings).fit(
-        model_input(data.train, data.feature_columns),
-        data.train["accepted"].astype(int).to_numpy(),
-        ipw_weights(data.train["propensity"], cfg.weight_clip),
-        X_cal=X_cal,
-        y_cal=y_cal,
-        cal_weight=w_cal,
+    model = PropensityModel(**_model_settings(config, params)).fit(
+        model_input(data.train, data.feature_columns), y, w,
+        X_cal=X_cal, y_cal=y_cal, cal_weight=w_cal, callbacks=callbacks, calibrate=calibrate,
     )
-    if model.calibrator_ is not None and cfg.calibration_folds > 1:
-        _crossfit_calibration(model, data, config, settings, X_cal, y_cal, w_cal)
-    if not (config.propensity.refit if refit is None else refit):
-        return model
-    # Refit on train + calibration events with the early-stopped number of rounds; keep the
-    # calibration map learned out of sample.
-    both = pd.concat([data.train, data.calib], ignore_index=True)
-    rounds = max(1, model.booster_.best_iteration or cfg.num_boost_round)
-    final = PropensityModel(
-        num_boost_round=rounds, **{**settings, "early_stopping_rounds": 0, "calibrate": None}
-    ).fit(
-        model_input(both, data.feature_columns),
-        both["accepted"].astype(int).to_numpy(),
-        ipw_weights(both["propensity"], cfg.weight_clip),
-    )
-    final.calibrator_ = model.calibrator_
-    return final
+    model.offers_ = data.offers[list(OFFER_COLUMNS)].reset_index(drop=True)
+    if calibrate and model.calibrate and config.propensity.calibration_folds > 1:
+        _crossfit_calibration(model, data, config, X_cal, y_cal, w_cal)
+    return model
 
 
-def _crossfit_calibration(model, data, config, settings, X_cal, y_cal, w_cal) -> None:
-    """Refit the calibration map on calibration-event logits plus out-of-fold logits of the
-    training events (contiguous time folds), so a few hundred events do not decide it alone."""
-    cfg = config.propensity
-    rounds = max(1, model.booster_.best_iteration or cfg.num_boost_round)
-    folds = np.array_split(np.arange(len(data.train)), cfg.calibration_folds)
-    logits, ys, ws = [model._logit(X_cal)], [y_cal], [w_cal]
+def _crossfit_calibration(model, data, config, X_cal, y_cal, w_cal) -> None:
+    """Refit the calibration map on calibration-event log-odds plus out-of-fold log-odds of
+    the training events (contiguous time folds), so a few hundred events do not decide it
+    alone. Each fold's model is boosted for the early-stopped number of rounds."""
+    from sklearn.base import clone
+
+    raws, ys, ws = [model.predict_raw(X_cal)], [y_cal], [w_cal]
+    folds = np.array_split(np.arange(len(data.train)), config.propensity.calibration_folds)
     for fold in folds:
         rest = np.setdiff1d(np.arange(len(data.train)), fold)
         part, held = data.train.iloc[rest], data.train.iloc[fold]
-        sub = PropensityModel(
-            num_boost_round=rounds, **{**settings, "early_stopping_rounds": 0, "calibrate": None}
-        ).fit(
-            model_input(part, data.feature_columns),
-            part["accepted"].astype(int).to_numpy(),
-            ipw_weights(part["propensity"], cfg.weight_clip),
+        y_part, w_part = _labels(part, config)
+        sub = clone(model).refit_all(
+            model_input(part, data.feature_columns), y_part,
+            rounds=model.best_iteration_, schema=model.schema_, sample_weight=w_part,
         )
-        logits.append(sub._logit(model_input(held, data.feature_columns)))
-        ys.append(held["accepted"].astype(int).to_numpy())
-        ws.append(ipw_weights(held["propensity"], cfg.weight_clip))
-    model.fit_calibration(np.concatenate(logits), np.concatenate(ys), np.concatenate(ws))
+        raws.append(sub.predict_raw(model_input(held, data.feature_columns)))
+        y_held, w_held = _labels(held, config)
+        ys.append(y_held)
+        ws.append(w_held)
+    model.fit_calibration(np.concatenate(raws), np.concatenate(ys), np.concatenate(ws))
 
 
 def weighted_log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
@@ -366,15 +375,17 @@ def decision_matrices(
     data: OfferData,
     model,
     config: NBOConfig,
+    columns: list[str] | None = None,
 ) -> PolicyMatrices:
-    """Eligibility, predicted and (synthetic) true acceptance of every offer per decision."""
+    """Eligibility, predicted and (synthetic) true acceptance of every offer per decision
+    (``model`` reads the customer ``columns``, default ``data.feature_columns``)."""
     offers = data.offers
     n, k = len(decisions), len(offers)
     customers = decisions.drop(columns=[c for c in OFFER_COLUMNS if c in decisions.columns])
     elig = eligibility(customers, offers, config, data.history)
     allowed = elig["eligible"].to_numpy().reshape(n, k)
     pairs = pair_frame(
-        customers[data.feature_columns].reset_index(drop=True),
+        customers[columns or data.feature_columns].reset_index(drop=True),
         offers,
         np.repeat(np.arange(n), k),
         np.tile(np.arange(k), n),
@@ -521,36 +532,8 @@ class NBOResult:
     model: PropensityModel = field(repr=False)
     ope: dict[str, OPEResult] = field(repr=False, default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def _python_model_base():
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
-class NBOPyfunc(_python_model_base()):
-    """MLflow pyfunc of the propensity model.
-
-    Feature + offer columns in, ``p_accept`` out (one row per input row). Without offer
-    columns, every offer of the catalogue it was trained with is scored for each row:
-    ``input_row``, ``offer_id``, ``p_accept`` (see
-    :func:`customer360.models.nbo.score_every_offer`).
-    """
-
-    def __init__(
-        self, model: PropensityModel | None = None, offers: pd.DataFrame | None = None
-    ) -> None:
-        self.model = model
-        self.offers = offers
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        from customer360.models.nbo import score_every_offer
-
-        has_offer = any(c in model_input.columns for c in OFFER_COLUMNS)
-        if has_offer or getattr(self, "offers", None) is None:
-            return pd.DataFrame({"p_accept": self.model.predict_proba(model_input)})
-        return score_every_offer(self.model, model_input, self.offers)
+    became_champion: bool = False
+    rows: dict[str, int] = field(default_factory=dict)
 
 
 def nbo_signature(example: pd.DataFrame, output: pd.DataFrame):
@@ -575,6 +558,24 @@ def nbo_signature(example: pd.DataFrame, output: pd.DataFrame):
     return typed, ModelSignature(inputs=inputs, outputs=inferred.outputs)
 
 
+def _training_config(config: NBOConfig):
+    """The shared job runner's settings for the propensity model."""
+    from customer360.training.common import ParamRange, TrainingConfig
+
+    cfg = config.propensity
+    return TrainingConfig(
+        experiment=EXPERIMENT,
+        model_name=MODEL_NAME,
+        trials=cfg.trials,
+        seed=cfg.seed,
+        n_jobs=1,
+        num_boost_round=cfg.num_boost_round,
+        early_stopping_rounds=cfg.early_stopping_rounds,
+        search_space={k: ParamRange(**v) for k, v in cfg.search_space.items()},
+        refit_on_all_rows=cfg.refit,
+    )
+
+
 def train_nbo(
     con: duckdb.DuckDBPyConnection,
     config: NBOConfig | None = None,
@@ -585,12 +586,18 @@ def train_nbo(
 ) -> NBOResult:
     """Train the propensity model on the warehouse's offer events and evaluate the policies.
 
-    One MLflow parent run (experiment ``nbo``) with Optuna trials as nested runs when
-    ``trials`` (default ``propensity.trials``) > 0; the calibrated model is logged as a
-    pyfunc (input: customer feature columns + offer columns, output ``p_accept``) and, when
-    ``register``, registered as ``nbo`` with alias ``challenger``. Metrics: held-out AUC /
-    log loss / Brier against an offer-rate baseline, and per policy the OPE estimates (and
-    true values on synthetic data): ``value_<policy>_<estimator>``.
+    Runs through the shared job runner (:func:`customer360.training.common.run_training_job`),
+    as churn and ML-CLV do: one MLflow parent run (experiment ``nbo``) with Optuna trials as
+    nested runs when ``trials`` (default ``propensity.trials``) > 0, the model evaluated on
+    the newest events it never saw, the current champion re-scored on the same events, then
+    (``propensity.refit``) refit on every logged event with the chosen settings, logged as a
+    pyfunc (customer feature columns + optional offer columns in, ``p_accept`` out) and, when
+    ``register``, registered as ``nbo`` @challenger (the first version also @champion) with a
+    description and tags. What is NBO's own: inverse-propensity weights, the pair features
+    and offer catalogue inside the model, and the evaluation: held-out AUC / log loss /
+    Brier against an offer-rate baseline, and per policy the OPE estimates (and true values
+    on synthetic data): ``value_<policy>_<estimator>``; the promotion gate compares the
+    learned policy's doubly robust value ``test_policy_value_dr``.
 
     Examples
     --------
@@ -601,17 +608,7 @@ def train_nbo(
     import mlflow
 
     from customer360.features.registry import FEATURE_SET_VERSION
-    from customer360.training.common import (
-        TAG_CHAMPION_EVALUATED,
-        TAG_GREATER_IS_BETTER,
-        TAG_PRIMARY_METRIC,
-        TAG_TEST_SNAPSHOT,
-        ParamRange,
-        evaluate_champion_with,
-        log_figures,
-        tune,
-    )
-    from customer360.training.tracking import run_tags, setup_mlflow
+    from customer360.training.common import Evaluation, run_training_job
 
     config = config or load_nbo_config()
     cfg = config.propensity
@@ -627,204 +624,148 @@ def train_nbo(
 
     data = prepare_offer_data(con, config)
     step()
-    setup_mlflow(EXPERIMENT)
-    notes: list[str] = []
-    tags = run_tags(
-        feature_set_version=FEATURE_SET_VERSION,
-        today=data.today,
-        snapshots=",".join(map(str, data.snapshots)),
-        n_train=len(data.train),
-        n_calib=len(data.calib),
-        n_test=len(data.test),
-        test_start=data.test["ts"].min(),
-    )
-    tags.update(
-        {
-            TAG_PRIMARY_METRIC: "policy_value_dr",
-            TAG_GREATER_IS_BETTER: "true",
-            TAG_TEST_SNAPSHOT: (
-                f"events {data.test['ts'].min()}..{data.test['ts'].max()};n={len(data.test)};"
-                f"today={data.today}"
-            ),
-        }
-    )
-    with mlflow.start_run(run_name="nbo-propensity", tags=tags) as run:
-        mlflow.log_params(
-            {
-                "weight_clip": cfg.weight_clip,
-                "holdout_fraction": cfg.holdout_fraction,
-                "as_of_step_months": cfg.as_of_step_months,
-                "history_days": cfg.history_days,
-                "n_features": len(data.feature_columns),
-                "trials": trials,
-                **{f"lgb_{k}": v for k, v in cfg.params.items()},
-            }
-        )
-        y_cal = data.calib["accepted"].astype(int).to_numpy()
-        w_cal = ipw_weights(data.calib["propensity"], cfg.weight_clip)
-        X_cal = model_input(data.calib, data.feature_columns)
+    X_test = model_input(data.test, data.feature_columns)
+    y_test, w_test = _labels(data.test, config)
+    fitted: dict[str, PropensityModel] = {}
+    evaluated: dict[str, object] = {}
 
-        def objective(params: dict, callbacks) -> float:
-            model = fit_propensity(data, config, params, refit=False)
-            return weighted_log_loss(y_cal, model.predict_proba(X_cal), w_cal)
+    def fit(params: dict, callbacks=(), final: bool = False) -> PropensityModel:
+        model = fit_propensity(data, config, params, callbacks=callbacks, calibrate=final)
+        if final:
+            fitted["model"] = model  # refit in place on all events by the runner
+            step()
+        return model
 
-        space = {k: ParamRange(**v) for k, v in cfg.search_space.items()}
-        best = tune(
-            objective, space, trials=trials, seed=cfg.seed, metric="log_loss", fixed_params={}
-        )
-        model = fit_propensity(data, config, best.best_params)
-        # what actually ran (the requested trials are the `trials` param)
-        mlflow.log_params({"trials_run": best.n_trials, "trials_pruned": best.n_pruned})
-        step()
-
-        X_test = model_input(data.test, data.feature_columns)
-        y_test = data.test["accepted"].astype(int).to_numpy()
-        w_test = ipw_weights(data.test["propensity"], cfg.weight_clip)
-        metrics = {
-            f"test_{k}": v
-            for k, v in classification_metrics(y_test, model.predict_proba(X_test), w_test).items()
-        }
+    def evaluate(model: PropensityModel) -> Evaluation:
+        p = model.predict_proba(X_test)
+        metrics = classification_metrics(y_test, p, w_test)
         rate = (
             pd.Series(data.train["accepted"].astype(float).to_numpy())
             .groupby(data.train["offer_id"].to_numpy())
             .mean()
         )
         base = rate.reindex(data.test["offer_id"].to_numpy()).fillna(rate.mean()).to_numpy()
-        metrics.update(
-            {f"baseline_{k}": v for k, v in classification_metrics(y_test, base, w_test).items()}
-        )
-
-        mats = decision_matrices(con, data.test, data, model, config)
-        table, ope = policy_values(mats, config)
+        baseline = classification_metrics(y_test, base, w_test)
+        table, ope = policy_values(decision_matrices(con, data.test, data, model, config), config)
         step()
+        extra: dict[str, float] = {}
         for _, row in table.iterrows():
-            for col in (
-                "ips",
-                "snips",
-                "dr",
-                "true_value",
-                "acceptance_rate",
-                "true_acceptance_rate",
-                "ess",
-            ):
+            for col in ("ips", "snips", "dr", "true_value", "acceptance_rate",
+                        "true_acceptance_rate", "ess"):
                 if col in row and pd.notna(row[col]):
-                    metrics[f"value_{row['policy']}_{col}"] = float(row[col])
+                    extra[f"value_{row['policy']}_{col}"] = float(row[col])
         truth = table.set_index("policy").get("true_value")
         if truth is not None and truth.notna().all():
-            metrics["learned_over_logging"] = float(truth["learned"] / truth["logging"])
-            metrics["learned_over_oracle"] = float(truth["learned"] / truth["oracle"])
+            extra["learned_over_logging"] = float(truth["learned"] / truth["logging"])
+            extra["learned_over_oracle"] = float(truth["learned"] / truth["oracle"])
         if "learned" in set(table["policy"]):
             # The promotion gate compares this: the learned policy's doubly robust value per
             # decision on the held-out logged events (greater is better).
-            metrics["test_policy_value_dr"] = float(
-                table.set_index("policy").loc["learned", "dr"]
-            )
-        metrics["events_without_features"] = float(data.n_without_features)
-        metrics["n_test_events"] = float(len(data.test))
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        for name, res in ope.items():
-            for w in res.warnings:
-                notes.append(f"{name}: {w}")
+            metrics["policy_value_dr"] = float(table.set_index("policy").loc["learned", "dr"])
+        extra["events_without_features"] = float(data.n_without_features)
+        extra["n_test_events"] = float(len(data.test))
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "policy_values.csv"
-            table.to_csv(path, index=False)
-            mlflow.log_artifact(str(path))
+            table.to_csv(Path(tmp) / "policy_values.csv", index=False)
             (Path(tmp) / "ope.json").write_text(
                 json.dumps({k: v.to_dict() for k, v in ope.items()}, indent=2)
             )
+            mlflow.log_artifact(str(Path(tmp) / "policy_values.csv"))
             mlflow.log_artifact(str(Path(tmp) / "ope.json"))
+        evaluated.update(table=table, ope=ope, baseline=baseline, extra=extra)
+        return Evaluation(
+            metrics=metrics,
+            baselines={"offer_rate": baseline},
+            figures=_figures(data, p, table, cfg),
+            notes=[f"{name}: {w}" for name, res in ope.items() for w in res.warnings],
+            extra_metrics={k: v for k, v in extra.items() if np.isfinite(v)},
+        )
 
-        catalogue = data.offers[list(OFFER_COLUMNS)].reset_index(drop=True)
-        champion = evaluate_champion_with(
-            MODEL_NAME,
-            lambda champ: {"policy_value_dr": _learned_dr(
-                con, data, champ.unwrap_python_model().model, config
-            )},
-        )
-        if champion is not None:
-            mlflow.set_tag(TAG_CHAMPION_EVALUATED, champion[0])
-            mlflow.log_metrics({f"champion_test_{k}": v for k, v in champion[1].items()})
-        log_figures(_figures(data, model, table, cfg))
-        example, signature = nbo_signature(
-            X_test.head(5), NBOPyfunc(model).predict(None, X_test.head(5))
-        )
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=NBOPyfunc(model, catalogue),
-            signature=signature,
-            input_example=example,
-            pip_requirements=["lightgbm", "scikit-learn", "pandas", "numpy", "customer360"],
-            registered_model_name=MODEL_NAME if register else None,
-        )
-        version = None
-        if register:
-            from customer360.training.common import describe_version, set_registration_aliases
-
-            version = str(info.registered_model_version)
-            describe_version(MODEL_NAME, version, *_version_description(data, cfg, best))
-            set_registration_aliases(MODEL_NAME, version)  # first version -> @champion too
-        step()
+    both = pd.concat([data.train, data.calib, data.test], ignore_index=True)
+    y_all, w_all = _labels(both, config)
+    refit = (model_input(both, data.feature_columns), y_all, w_all) if cfg.refit else None
+    result = run_training_job(
+        config=_training_config(config),
+        model_name=MODEL_NAME,
+        trials=trials,
+        register=register,
+        fit=fit,
+        tuning_metric="binary_logloss",
+        evaluate=evaluate,
+        champion_evaluate=lambda champion: {
+            "policy_value_dr": _learned_dr(con, data, champion.unwrap_python_model().model,
+                                           config)
+        },
+        primary_metric="policy_value_dr",
+        example=X_test.head(5),
+        signature=nbo_signature,
+        tags={
+            "feature_set_version": FEATURE_SET_VERSION,
+            "label": "accepted",
+            "label_definition": LABEL_DEFINITION,
+            "source": "warehouse",
+            "today": data.today,
+            "snapshots": ",".join(map(str, data.snapshots)),
+            "rows_train": len(data.train),
+            "rows_calibration": len(data.calib),
+            "rows_test": len(data.test),
+            "test_start": data.test["ts"].min(),
+        },
+        test_identity=(
+            f"events {data.test['ts'].min()}..{data.test['ts'].max()};n={len(data.test)};"
+            f"today={data.today}"
+        ),
+        refit_data=refit,
+    )
+    step()
+    metrics = {
+        **{f"test_{k}": v for k, v in result.metrics.items()},
+        **{f"baseline_{k}": v for k, v in evaluated["baseline"].items()},
+        **evaluated["extra"],
+    }
     return NBOResult(
-        run_id=run.info.run_id,
-        model_uri=info.model_uri,
-        version=version,
+        run_id=result.run_id,
+        model_uri=result.model_uri,
+        version=result.version,
         metrics=metrics,
-        policy_values=table,
-        model=model,
-        ope=ope,
-        notes=notes,
+        policy_values=evaluated["table"],
+        model=fitted["model"],
+        ope=evaluated["ope"],
+        notes=result.notes,
+        became_champion=result.became_champion,
+        rows=result.rows,
     )
 
 
-def _learned_dr(con, data: OfferData, model: PropensityModel, config: NBOConfig) -> float:
-    """Doubly robust value of the policy ``model`` induces on the held-out events."""
-    table, _ = policy_values(decision_matrices(con, data.test, data, model, config), config)
+LABEL_DEFINITION = (
+    "P(accept) of an offer made to a customer: offer_events.accepted, inverse-propensity "
+    "weighted by the logging policy"
+)
+
+
+def _learned_dr(con, data: OfferData, model, config: NBOConfig) -> float:
+    """Doubly robust value of the policy ``model`` (e.g. the champion, which may read other
+    features than this run's) induces on the held-out events."""
+    mats = decision_matrices(con, data.test, data, model, config, data.customer_columns)
+    table, _ = policy_values(mats, config)
     return float(table.set_index("policy").loc["learned", "dr"])
 
 
-def _figures(data: OfferData, model: PropensityModel, table: pd.DataFrame, cfg) -> dict:
-    """Calibration, acceptance by offer and policy values of one NBO run."""
+def _figures(data: OfferData, p: np.ndarray, table: pd.DataFrame, cfg) -> dict:
+    """Calibration, acceptance by offer and policy values of one NBO run (``p``: the
+    model's P(accept) of the test events)."""
     from customer360.models.nbo_plots import (
         plot_acceptance_by_offer,
         plot_policy_values,
         plot_weighted_calibration,
     )
 
-    X_test = model_input(data.test, data.feature_columns)
     y = data.test["accepted"].astype(float).to_numpy()
-    p = model.predict_proba(X_test)
     w = ipw_weights(data.test["propensity"], cfg.weight_clip)
     return {
         "calibration": plot_weighted_calibration(y, p, w),
         "acceptance_by_offer": plot_acceptance_by_offer(data.test["offer_id"].to_numpy(), y, p, w),
         "policy_values": plot_policy_values(table),
     }
-
-
-def _version_description(data: OfferData, cfg, best) -> tuple[str, dict[str, object]]:
-    """Description and tags of a registered NBO version (as churn and ML-CLV get them)."""
-    from customer360.features.registry import FEATURE_SET_VERSION
-
-    rows = len(data.train) + len(data.calib)
-    definition = (
-        "P(accept) of an offer made to a customer: offer_events.accepted, inverse-propensity "
-        "weighted by the logging policy"
-    )
-    tags: dict[str, object] = {
-        "label": "accepted",
-        "label_definition": definition,
-        "feature_set_version": FEATURE_SET_VERSION,
-        "source": "warehouse",
-        "rows_registered_model": rows,
-        "rows_test": len(data.test),
-        "trials_run": best.n_trials,
-    }
-    text = (
-        f"nbo: {definition}; feature set {FEATURE_SET_VERSION}. Fit on {rows:,} offer events "
-        f"(training + calibration), tested on {len(data.test):,} later events. Without offer "
-        "columns, predict scores every offer of the catalogue for each feature row."
-    )
-    return text, tags
 
 
 def load_propensity_model(name: str = MODEL_NAME, alias: str = "challenger") -> PropensityModel:
