@@ -192,7 +192,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, monkeypatch, capsys):
     cases = {
         "missing_id.csv": (good.rename(columns={"id": "key"}), "has no id column 'id'"),
         "dup_ids.csv": (good.assign(id=["1", "1"]), "id '1' in column 'id' appears more"),
-        "header_only.csv": (good.head(0), "has a header but no rows"),
+        "header_only.csv": (good.head(0), "has no data rows"),
     }
     for name, (frame, _) in cases.items():
         frame.to_csv(tmp_path / name, index=False)
@@ -217,3 +217,16 @@ def test_bad_input_gives_one_clear_line(tmp_path, monkeypatch, capsys):
                           "--id-col", "id", "--settings", str(tmp_path / "s.json"),
                           "--output", str(tmp_path / "o"))
     assert code == 2 and "has no 'comparisons'" in text.replace("\n", "")
+
+
+def test_records_are_read_as_text_and_only_blanks_are_missing(tmp_path):
+    """The one file reader (data/files.py) reads source records: "NA" and "null" are a
+    surname and a code, not missing; an empty field is missing; ids keep leading zeros."""
+    (tmp_path / "r.csv").write_text("id,surname,code\n007,NA,null\n008,,x\n")
+    frame = read_records(tmp_path / "r.csv", "id")
+    assert frame["id"].tolist() == ["007", "008"]
+    assert frame["surname"].iloc[0] == "NA" and pd.isna(frame["surname"].iloc[1])
+    assert frame["code"].tolist() == ["null", "x"]
+    (tmp_path / "r.pq").write_bytes(b"not parquet")
+    with pytest.raises(IdentityError, match="Cannot read records file"):
+        read_records(tmp_path / "r.pq", "id")

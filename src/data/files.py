@@ -58,6 +58,7 @@ def read_file(
     what: str = "Table file",
     error: type[Customer360Error] = ConfigError,
     dtype: str | None = None,
+    blanks_only: bool = False,
 ) -> pd.DataFrame:
     """Read a CSV, TSV or Parquet file into a frame with at least one row.
 
@@ -69,6 +70,9 @@ def read_file(
         How messages name the file (``"Log file"``) and the exception raised.
     dtype
         Read every column as this type (e.g. ``"string"``); ``None`` lets pandas type them.
+    blanks_only
+        CSV / TSV: only an empty field is missing; text such as ``NA`` or ``null`` stays text
+        (names and codes of source records can be exactly that).
 
     Examples
     --------
@@ -84,7 +88,8 @@ def read_file(
             frame = pd.read_parquet(path)
             frame = frame.astype(dtype) if dtype else frame
         else:
-            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=dtype)
+            blanks = {"keep_default_na": False, "na_values": [""]} if blanks_only else {}
+            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=dtype, **blanks)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         # pyarrow's ArrowInvalid and pandas' EmptyDataError / ParserError are ValueErrors.
         reason = " ".join(str(exc).split())[:300]

@@ -76,27 +76,16 @@ def load_identity_config(path: str | Path | None = None) -> IdentityConfig:
 
 
 def read_records(path: Path, id_col: str) -> pd.DataFrame:
-    """Read one CSV or Parquet file of source records, every column as text.
+    """Read one CSV, TSV or Parquet file of source records, every column as text (only an
+    empty field is missing), through :func:`customer360.data.files.read_file`.
 
     Raises :class:`IdentityError` when the file is missing, empty, lacks ``id_col`` or repeats an
     id.
     """
-    if not path.is_file():
-        raise IdentityError(f"Records file {path} does not exist; pass an existing CSV or Parquet.")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path).astype("string")
-        elif suffix in (".csv", ".txt", ".gz"):
-            frame = pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
-        else:
-            raise IdentityError(
-                f"Records file {path}: unknown format {suffix!r}; use .csv or .parquet."
-            )
-    except pd.errors.EmptyDataError as exc:
-        raise IdentityError(f"Records file {path} is empty; it needs a header and rows.") from exc
-    if frame.empty:
-        raise IdentityError(f"Records file {path} has a header but no rows; add records.")
+    from customer360.data.files import read_file
+
+    frame = read_file(path, what="Records file", error=IdentityError, dtype="string",
+                      blanks_only=True)
     if id_col not in frame.columns:
         raise IdentityError(
             f"Records file {path} has no id column {id_col!r} (columns: "
