@@ -138,3 +138,19 @@ def test_grade_table_orders_grades():
     table = grade_table(y, p, {"A": 45, "B": 25, "C": 10})
     assert table["grade"].tolist() == ["A", "B", "C", "D"]
     assert table["leads"].tolist() == [2, 1, 1, 2]
+
+
+def test_open_lead_snapshot_equals_the_full_reader(small_warehouse):
+    """Scoring reads only status changes and the open leads' activity before the date
+    (issue 15 benchmark); the features are exactly those of the reader of every event."""
+    from customer360.training.leads import open_lead_snapshot
+
+    with connect(small_warehouse) as con:
+        leads, events = read_sales_tables(con)
+        for days in (0, 120):
+            as_of = (pd.Timestamp(warehouse_today(con)) - pd.Timedelta(days=days)).date()
+            open_a, feats_a = lead_snapshot(con, leads, events, as_of)
+            open_b, feats_b = open_lead_snapshot(con, as_of)
+            assert len(feats_a) > 50
+            pd.testing.assert_frame_equal(open_a, open_b)
+            pd.testing.assert_frame_equal(feats_a, feats_b)

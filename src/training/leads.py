@@ -21,6 +21,7 @@ from customer360.config import StrictModel, load_config
 from customer360.data.warehouse import registered, require_tables, table_exists
 from customer360.errors import ModelError
 from customer360.models.leads import (
+    ACTIVITY_KINDS,
     LEAD_FEATURE_DESCRIPTIONS,
     LEAD_FEATURES,
     conversion_label,
@@ -119,6 +120,31 @@ def lead_snapshot(con, leads, events, as_of: dt.date) -> tuple[pd.DataFrame, pd.
     """``(open leads as of the date, their features)``, both in the same row order."""
     ts = pd.Timestamp(as_of)
     open_ = open_leads_as_of(leads, events, ts)
+    features = lead_features(open_, events, customer_engagement(con, open_, as_of), ts)
+    return open_, features
+
+
+def open_lead_snapshot(con, as_of: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`lead_snapshot` as of one date, reading only the events it uses: status changes
+    before ``as_of`` (which leads are open), then the activity events before ``as_of`` of the
+    open leads only (joined in DuckDB), instead of every event of every lead. Same frames as
+    ``lead_snapshot(con, *read_sales_tables(con), as_of)``, at a fraction of the memory."""
+    require_tables(con, "leads", "lead_events")
+    ts = pd.Timestamp(as_of)
+    leads = con.execute("SELECT * FROM leads").df()
+    if leads.empty:
+        read_sales_tables(con)  # the same error as the full reader
+    changes = con.execute(
+        "SELECT lead_id, ts, kind, status FROM lead_events WHERE kind = 'status_change' "
+        "AND ts < ?::TIMESTAMP", [ts]).df()
+    open_ = open_leads_as_of(leads, changes, ts)
+    kinds = ", ".join(f"'{k}'" for k in ACTIVITY_KINDS)
+    cur = con.cursor()  # DuckDB 2: a result left open on ``con`` would block the register
+    with registered(cur, open_[["lead_id"]], "_c360_open_leads") as view:
+        events = cur.execute(
+            f"SELECT e.lead_id, e.ts, e.kind, e.status FROM lead_events e "
+            f"JOIN {view} o USING (lead_id) WHERE e.kind IN ({kinds}) AND e.ts < ?::TIMESTAMP",
+            [ts]).df()
     features = lead_features(open_, events, customer_engagement(con, open_, as_of), ts)
     return open_, features
 
@@ -287,9 +313,8 @@ def score_open_leads(
     ``as_of``, probability, score, grade, trend and reasons. ``previous`` holds an earlier
     scoring (``lead_id``, ``score``); without it every trend is ``new``. ``attribution``: see
     :func:`~customer360.models.leads.score_leads`."""
-    leads, events = read_sales_tables(con)
     as_of = as_of or warehouse_today(con)
-    _, feats = lead_snapshot(con, leads, events, as_of)
+    _, feats = open_lead_snapshot(con, as_of)
     scored = score_leads(model, feats[list(LEAD_FEATURES)], config.grades.model_dump(),
                          k=config.reasons, attribution=attribution)
     before = (feats[["lead_id"]].merge(previous[["lead_id", "score"]], on="lead_id", how="left")

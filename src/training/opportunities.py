@@ -48,14 +48,18 @@ class SalesTables:
 
 
 def read_opportunity_tables(con) -> SalesTables:
-    """``opportunities``, ``opportunity_stages`` and (when present) ``leads`` as frames."""
+    """``opportunities``, ``opportunity_stages`` and (when present) the ``leads`` they came
+    from, as frames."""
     require_tables(con, "opportunities", "opportunity_stages")
     opps = con.execute("SELECT * FROM opportunities").df()
     if opps.empty:
         raise ModelError("The warehouse has no opportunities; ingest an opportunities file "
                          "(`customer360 ingest opportunities FILE`) or generate a warehouse.")
     stages = con.execute("SELECT * FROM opportunity_stages").df()
-    leads = con.execute("SELECT * FROM leads").df() if table_exists(con, "leads") else None
+    # only the leads an opportunity came from: the stage rows join nothing else
+    leads = con.execute(
+        "SELECT * FROM leads WHERE lead_id IN (SELECT lead_id FROM opportunities)"
+    ).df() if table_exists(con, "leads") else None
     return SalesTables(opps, stages, leads)
 
 
