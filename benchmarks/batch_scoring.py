@@ -50,7 +50,7 @@ def bare_calls(db: Path, as_of: str, rows: int) -> dict[str, float]:
     n_o = len(offers)
     cust = np.repeat(np.arange(len(features)), n_o)
     pairs = pair_frame(features, offers, cust, np.tile(np.arange(n_o), len(features)))
-    nbo_m = direct.nbo_model._encode(pairs)
+    nbo_m = direct.nbo_model.matrix(pairs)
     out = {}
     for name, call in (
         ("churn_raw", lambda: direct.churn_model.booster_.predict(churn_m, raw_score=True)),
