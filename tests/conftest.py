@@ -48,3 +48,18 @@ def env(tmp_path_factory, small_warehouse_master):
     from serving_env import build_env
 
     return build_env(tmp_path_factory.getbasetemp() / "serving_env", small_warehouse_master)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """A local[2] Spark session for one module, its Python workers on this interpreter (the
+    batch-on-Spark tests; modules that need other settings define their own)."""
+    import sys
+
+    from customer360.features.engine import local_spark
+
+    session = local_spark(
+        cores=2, **{"spark.sql.shuffle.partitions": "2", "spark.pyspark.python": sys.executable}
+    )
+    yield session
+    session.stop()

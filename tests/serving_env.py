@@ -281,3 +281,15 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+def signed_in(browser, url: str, token: str):
+    """A new 1280 x 900 tab of ``browser`` that opened ``url``, was sent to the login page,
+    gave ``token`` and is back on ``url`` with the session cookie."""
+    tab = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    tab.goto(url)
+    assert "/app/login" in tab.url, tab.url
+    tab.fill("#token", token)
+    tab.click("button[type=submit]")
+    tab.wait_for_url(url)
+    return tab

@@ -6,8 +6,6 @@ computed as Spark aggregations, equal numpy's on tiny data with ties, zeros and 
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,17 +15,6 @@ from customer360.models import segments
 pytestmark = pytest.mark.spark
 
 SPEND = [0.0, 5.0, 5.0, 12.5, None, 40.0, 40.0, 40.0, 3.0, 250.0, 0.0, 7.25, 99.0, 1.0]
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from customer360.features.engine import local_spark
-
-    session = local_spark(
-        cores=2, **{"spark.sql.shuffle.partitions": "2", "spark.pyspark.python": sys.executable}
-    )
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -34,17 +34,6 @@ def test_score_refuses_an_unknown_engine(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def spark():
-    from customer360.features.engine import local_spark
-
-    session = local_spark(
-        cores=2, **{"spark.sql.shuffle.partitions": "2", "spark.pyspark.python": sys.executable}
-    )
-    yield session
-    session.stop()
-
-
-@pytest.fixture(scope="module")
 def outputs(env, spark, tmp_path_factory):
     from customer360.serving.batch import score_customers
     from customer360.serving.batch_spark import score_customers_spark

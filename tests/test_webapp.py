@@ -17,7 +17,7 @@ import duckdb
 import httpx
 import numpy as np
 import pytest
-from serving_env import Server, add_identities, chromium
+from serving_env import Server, add_identities, chromium, signed_in
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -56,15 +56,9 @@ def browser():
 @pytest.fixture(scope="module")
 def page(browser, server):
     """A signed-in tab."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.goto(f"{server.url}/app/")
-    assert "/app/login" in tab.url
-    tab.fill("#token", TOKEN)
-    tab.click("button[type=submit]")
-    tab.wait_for_url(f"{server.url}/app/")
+    tab = signed_in(browser, f"{server.url}/app/", TOKEN)
     yield tab
-    context.close()
+    tab.context.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from serving_env import Server, chromium
+from serving_env import Server, chromium, signed_in
 
 from customer360.serving.webapp.app import money
 
@@ -49,12 +49,7 @@ def server(env, db):
 @pytest.fixture(scope="module")
 def page(server):
     with chromium() as browser:
-        tab = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        tab.goto(f"{server.url}/app/campaigns")
-        tab.fill("#token", TOKEN)
-        tab.click("button[type=submit]")
-        tab.wait_for_url(f"{server.url}/app/campaigns")
-        yield tab
+        yield signed_in(browser, f"{server.url}/app/campaigns", TOKEN)
 
 
 def rows_of(db: Path) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from serving_env import Server, _environ, chromium
+from serving_env import Server, _environ, chromium, signed_in
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -46,12 +46,7 @@ def server(env, scored):
 @pytest.fixture(scope="module")
 def page(server):
     with chromium() as browser:
-        tab = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        tab.goto(f"{server.url}/app/departments/sales")
-        tab.fill("#token", TOKEN)
-        tab.click("button[type=submit]")
-        tab.wait_for_url(f"{server.url}/app/departments/sales")
-        yield tab
+        yield signed_in(browser, f"{server.url}/app/departments/sales", TOKEN)
 
 
 def test_leads_by_grade_list_and_csv(page, server, scored):
