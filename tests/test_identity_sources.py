@@ -221,3 +221,16 @@ def test_household_members_sharing_contact_data_are_not_merged_zero_config():
     result = unify_frames(frames, id_col="source_record_id")
     ids = result["clusters"].set_index("record_id")["customer_id"]
     assert ids["H1"] != ids["H2"]
+
+
+def test_generated_households_hold_no_two_people_with_one_given_name():
+    # A household is one surname, address and landline; relatives there get their own names.
+    from customer360.data.synthetic_identity import SourceRecordsConfig, _entities
+
+    people = _entities(3_000, np.random.default_rng(3), SourceRecordsConfig(), None)
+    people = people[~people["is_b2b"]]
+    home = ["surname", "number", "street_name", "street_type", "city", "district", "sector",
+            "unit", "landline"]
+    sizes = people.groupby(home)["entity"].size()
+    assert (sizes > 2).sum() >= 20  # households of three or more are there to clash
+    assert people.groupby(home)["given"].nunique().eq(sizes).all()
