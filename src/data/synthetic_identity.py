@@ -153,6 +153,29 @@ def _cat(*parts) -> np.ndarray:
     return out.to_numpy(dtype=object)
 
 
+def _distinct_given_names(given: np.ndarray, head: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """Given names with no two alike in one household: a relative whose drawn name is taken
+    gets the next free name of the list.
+
+    A household holds no two people with the same full name (a junior named after a parent is
+    the rare exception, and not even a person can tell those two apart without the date of
+    birth). The next name of the list, not a new random draw, so every other draw of the
+    generator stays as it was.
+    """
+    names = list(GIVEN_NAMES)
+    out = np.asarray(given, dtype=object).copy()
+    taken: dict[int, set[str]] = {}
+    for i in range(len(out)):
+        household = taken.setdefault(int(head[i]), set())
+        if member[i] and len(household) < len(names):
+            k = names.index(out[i])
+            while out[i] in household:
+                k = (k + 1) % len(names)
+                out[i] = names[k]
+        household.add(out[i])
+    return out
+
+
 def _entities(
     n: int, rng: np.random.Generator, cfg: SourceRecordsConfig, is_b2b: np.ndarray | None
 ) -> pd.DataFrame:
@@ -184,6 +207,7 @@ def _entities(
     for arr in (surnames, number, street_name, street_type, city, district, sector, unit,
                 landline):
         arr[:] = arr[h]
+    given = _distinct_given_names(given, h, same)
     twin = same & (rng.random(n) < cfg.twin_share)
     dob = np.where(twin, dob[h], dob)
     # A relative's date of birth is in another generation or a few years apart.

@@ -235,6 +235,95 @@ def _location_comparison(street: str, postcode: str, city: str | None):
     )
 
 
+def _short_form_sql(left: str, right: str) -> str:
+    """SQL true when one given name can be a short form of the other.
+
+    Short forms mostly keep the start of the name (Ed, Pat, Steve, Dave) or a part of it (Liz,
+    Beth, Tori): one name starts with the other (two letters or more), holds it (three or
+    more), or both start with the same three letters. Short forms that keep neither (Bill,
+    Ted, Peggy) would need a nickname list, which this is not; and names that merely share a
+    start (Mary, Maria) pass too, so the level is scored by EM like any other.
+    Written in functions DuckDB and Spark share (``instr``, ``substr``, ``length``).
+    """
+    def holds(a: str, b: str) -> str:
+        return (f"((length({b}) >= 3 AND instr({a}, {b}) > 0)"
+                f" OR (length({b}) = 2 AND instr({a}, {b}) = 1))")
+
+    same_start = (f"(length({left}) >= 3 AND length({right}) >= 3"
+                  f" AND substr({left}, 1, 3) = substr({right}, 1, 3))")
+    return f"({holds(left, right)} OR {holds(right, left)} OR {same_start})"
+
+
+def _given_name_comparison(given: str, surname: str):
+    """The given name: exact, one edit, near (Jaro-Winkler), written the other way round
+    (swapped with the surname), a short form of the other, or unrelated ("else").
+
+    There is no weak-similarity level (Jaro-Winkler 0.7): it gave relatives such as Maria and
+    Amelia a positive weight. "Else" means the names are unrelated, which
+    :func:`person_conflict_sql` reads as two people unless something personal agrees.
+    """
+    import splink.comparison_level_library as cll
+    from splink.comparison_library import CustomComparison
+
+    return CustomComparison(
+        output_column_name=given,
+        comparison_description=f"given name ({given}; reversed with {surname})",
+        comparison_levels=[
+            cll.NullLevel(given),
+            cll.ExactMatchLevel(given, term_frequency_adjustments=True),
+            cll.DamerauLevenshteinLevel(given, 1),
+            cll.JaroWinklerLevel(given, 0.92),
+            cll.JaroWinklerLevel(given, 0.88),
+            cll.ColumnsReversedLevel(given, surname),
+            cll.CustomLevel(_short_form_sql(f"{given}_l", f"{given}_r"),
+                            label_for_charts="One is a short form of the other"),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def person_conflict_sql(roles: dict[str, str], model: dict[str, Any]) -> str | None:
+    """SQL (on Splink's predictions) true for a pair that must not merge: its given names are
+    unrelated (the given-name comparison's "else" level) and nothing else about the person
+    agrees exactly (no date of birth, no id).
+
+    Shared contact data (a family email, the landline, the address, the surname) is evidence
+    about a household, not about a person: relatives score high on it although they are
+    different people, so a merge needs some agreement about the person themself. The rule is
+    the same for every data set; it holds back true pairs whose given names are a nickname
+    that is no short form (Bill and William) or a heavy typo, unless the date of birth or an id
+    agrees. Dates of birth years apart are not a conflict: typing slips move the year (FEBRL).
+
+    ``model`` is the Splink settings dict (``save_model_to_json``), which gives each
+    comparison's levels. ``None`` when the records have no single given-name column or its
+    comparison has no "else" level (an expert's settings).
+
+    Examples
+    --------
+    >>> model = {"comparisons": [
+    ...     {"output_column_name": "std_fn", "comparison_levels": [
+    ...         {"is_null_level": True}, {"sql_condition": "x"}, {"sql_condition": "ELSE"}]},
+    ...     {"output_column_name": "std_dob", "comparison_levels": [
+    ...         {"is_null_level": True}, {"sql_condition": "y"}, {"sql_condition": "ELSE"}]}]}
+    >>> person_conflict_sql({"fn": "given_name", "dob": "dob"}, model)
+    '(gamma_std_fn = 0 AND coalesce(gamma_std_dob, -1) <> 1)'
+    """
+    given = [c for c, r in roles.items() if r == "given_name"]
+    levels = {c["output_column_name"]: [lv for lv in c["comparison_levels"]
+                                        if not lv.get("is_null_level")]
+              for c in model["comparisons"]}
+    if len(given) != 1 or f"std_{given[0]}" not in levels:
+        return None
+    if levels[f"std_{given[0]}"][-1].get("sql_condition", "").upper() != "ELSE":
+        return None
+    # gamma counts the non-null levels from "else" (0) up; the first level is the exact one.
+    checks = [f"gamma_std_{given[0]} = 0"] + [
+        f"coalesce(gamma_std_{c}, -1) <> {len(levels[f'std_{c}']) - 1}"
+        for c, r in roles.items() if r in ("dob", "id") and f"std_{c}" in levels
+    ]
+    return "(" + " AND ".join(checks) + ")"
+
+
 def _comparisons(roles: dict[str, str], dialect: str = "duckdb") -> list:
     """One comparison per role column, except the address group.
 
@@ -245,9 +334,12 @@ def _comparisons(roles: dict[str, str], dialect: str = "duckdb") -> list:
     group: list[str] = []
     if columns.get("postcode") and columns.get("address"):
         group = [columns["address"][0], columns["postcode"][0], *columns.get("city", [])[:1]]
+    given, surname = columns.get("given_name", []), columns.get("surname", [])
     out = []
     for column, role in roles.items():
-        if group and column == group[0]:
+        if len(given) == 1 and len(surname) == 1 and column == given[0]:
+            out.append(_given_name_comparison(f"std_{column}", f"std_{surname[0]}"))
+        elif group and column == group[0]:
             out.append(_location_comparison(
                 *(f"std_{c}" for c in group[:2]), f"std_{group[2]}" if len(group) > 2 else None))
         elif column not in group:

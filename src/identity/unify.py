@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from customer360.identity.roles import (
     blocking_columns,
     build_settings,
     infer_roles,
+    person_conflict_sql,
     standardise_frame,
     training_blocks,
 )
@@ -226,8 +228,18 @@ def unify_frames(
     pairs = scored.as_pandas_dataframe()
     seconds["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    conflict = person_conflict_sql(roles, linker.misc.save_model_to_json())
+    if conflict and not all(g in pairs.columns for g in re.findall(r"gamma_\w+", conflict)):
+        conflict = None  # an expert's settings without retained intermediate columns
+    if conflict:
+        # One query, so each pair's flag stays on its own row.
+        pairs = linker.misc.query_sql(
+            f"select *, coalesce({conflict}, false) as person_conflict "
+            f"from {scored.physical_name}", output_type="pandas")
+    else:
+        pairs["person_conflict"] = False
     clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
-        scored, threshold_match_probability=threshold
+        _without_conflicts(linker, scored, conflict), threshold_match_probability=threshold
     ).as_pandas_dataframe()
     seconds["cluster"] = time.perf_counter() - t0
     candidates = _count_candidates(linker)
@@ -249,6 +261,7 @@ def unify_frames(
         "record_id_r": pairs["record_id_r"].astype("string"),
         "match_probability": pairs["match_probability"].astype("float64"),
         "match_weight": pairs["match_weight"].astype("float64"),
+        "person_conflict": pairs["person_conflict"].astype(bool),
     })
     compared = [c.removeprefix("mw_std_") for c in pairs.columns if c.startswith("mw_std_")]
     for column in compared:
@@ -278,7 +291,9 @@ def unify_frames(
         "link_type": link_type,
         "candidate_pairs": candidates,
         "scored_pairs_at_review_threshold": int(len(out_pairs)),
-        "matched_pairs": int((out_pairs["match_probability"] >= threshold).sum()),
+        "matched_pairs": int(_matched(out_pairs, threshold).sum()),
+        "person_conflicts_not_merged": int(
+            (out_pairs["person_conflict"] & (out_pairs["match_probability"] >= threshold)).sum()),
         "clusters": int(len(sizes)),
         "largest_cluster": int(sizes.max()),
         "thresholds": {"match": threshold, "review": review},
@@ -297,12 +312,25 @@ def unify_frames(
             ignore_index=True,
         )
         t0 = time.perf_counter()
-        edges = out_pairs[out_pairs["match_probability"] >= threshold]
+        edges = out_pairs[_matched(out_pairs, threshold)]
         report["quality"] = evaluate(clusters, edges, truth, link_only=link_only)
         seconds["evaluate"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     report["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return {"clusters": clusters, "pairs": out_pairs, "settings": model, "report": report}
+
+
+def _matched(pairs: pd.DataFrame, threshold: float) -> pd.Series:
+    """Pairs that merge: at or above the threshold and without a person conflict."""
+    return (pairs["match_probability"] >= threshold) & ~pairs["person_conflict"]
+
+
+def _without_conflicts(linker: Any, scored: Any, conflict: str | None) -> Any:
+    """Splink's predictions without the pairs :func:`person_conflict_sql` forbids to merge."""
+    if conflict is None:
+        return scored
+    return linker.misc.query_sql(
+        f"select * from {scored.physical_name} where not coalesce({conflict}, false)")
 
 
 def _standardised_tables(
@@ -385,8 +413,10 @@ def spark_clusters(
     linker = Linker(dfs, trained, log_level=None)
     scored = linker.inference.predict(
         threshold_match_probability=min(config.review_threshold, threshold))
+    conflict = person_conflict_sql(roles, trained)
     clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
-        scored, threshold_match_probability=threshold).as_pandas_dataframe()
+        _without_conflicts(linker, scored, conflict),
+        threshold_match_probability=threshold).as_pandas_dataframe()
     if trained["link_type"] == "dedupe_only":
         (only,) = frames
         clustered = clustered.assign(source=only)
