@@ -1201,7 +1201,7 @@ class ProfileTable:
             base["value_segment"].to_numpy(dtype=object), use_na_sentinel=False
         )
         return cls(
-            {c: _compact(base[c].to_numpy()) for c in base.columns},
+            {c: _compact(base[c]) for c in base.columns},
             {name: np.concatenate([t[name] for t in tops]) for name in tops[0]},
             np.concatenate(codes),
             pop.offers,
@@ -1273,12 +1273,13 @@ class ProfileTable:
         return [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
 
 
-def _compact(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """A column as (values, None), or, for text / objects, (the smallest integer codes,
-    the distinct values with a trailing None that code -1 picks)."""
-    if values.dtype != object:
-        return np.ascontiguousarray(values), None
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+def _compact(column: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column as (values, None) when numpy holds it as numbers, else (the smallest integer
+    codes, the distinct values as ``to_dict`` gives them, with a trailing None that code -1,
+    a missing value, picks)."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biuf":
+        return np.ascontiguousarray(column.to_numpy()), None
+    codes, uniques = pd.factorize(column.astype(object).to_numpy(), use_na_sentinel=True)
     dtype = np.int8 if len(uniques) < 2**7 else np.int16 if len(uniques) < 2**15 else np.int32
     return codes.astype(dtype), np.append(np.asarray(uniques, dtype=object), None)
 
