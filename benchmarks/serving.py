@@ -279,15 +279,16 @@ def latency_benchmark(
     if "mlflow" in endpoints:
         bodies["mlflow"] = mlflow_bodies(db, as_of, ids)
     logs = open(Path(db).parent / "bench_servers.log", "ab")  # noqa: SIM115
-    if url is None:
+    started_here = url is None  # (only these are stopped at the end)
+    if started_here:
         servers = start_servers(db, pin, logs, mlflow="mlflow" in endpoints)
     else:
         servers = {"ours": (_Running(url), url, "/readyz")}
     mine = os.sched_getaffinity(0)
     results = []
     try:
-        for name, (proc, url, ready) in servers.items():
-            wait_ready(url, proc, ready)
+        for name, (proc, address, ready) in servers.items():
+            wait_ready(address, proc, ready)
             tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
             rss = sum(p.memory_info().rss for p in tree) / 2**20
             print(f"{name} server ready: {rss:.0f} MiB RSS (all its processes)", flush=True)
@@ -311,7 +312,7 @@ def latency_benchmark(
     finally:
         os.sched_setaffinity(0, mine)
         for proc, _, _ in servers.values():
-            if url is None and proc.poll() is None:
+            if started_here and proc.poll() is None:
                 os.killpg(proc.pid, 15)
                 proc.wait(timeout=60)
         logs.close()
