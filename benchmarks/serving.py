@@ -220,9 +220,11 @@ def _pinned_to(cpu: int | None):
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def start_servers(db: Path, pin: bool, logs) -> dict[str, tuple[subprocess.Popen, str, str]]:
-    """Our service and MLflow's scoring server on free loopback ports; with ``pin`` both run
-    on CPU ``SERVER_CPU`` (the load generator then takes ``CLIENT_CPU``)."""
+def start_servers(
+    db: Path, pin: bool, logs, mlflow: bool = True
+) -> dict[str, tuple[subprocess.Popen, str, str]]:
+    """Our service and (``mlflow``) MLflow's scoring server on free loopback ports; with
+    ``pin`` both run on CPU ``SERVER_CPU`` (the load generator then takes ``CLIENT_CPU``)."""
     from customer360.serving.service import serve_command
 
     port_ours, port_mlflow = free_port(), free_port()
@@ -231,6 +233,8 @@ def start_servers(db: Path, pin: bool, logs) -> dict[str, tuple[subprocess.Popen
     preexec = _pinned_to(SERVER_CPU if pin else None)
     ours = subprocess.Popen(cmd, env=env, stdout=logs, stderr=subprocess.STDOUT,
                             start_new_session=True, preexec_fn=preexec)
+    if not mlflow:
+        return {"ours": (ours, f"http://127.0.0.1:{port_ours}", "/readyz")}
     mlflow_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
                   "models:/churn@champion", "--env-manager", "local", "-h", "127.0.0.1",
                   "-p", str(port_mlflow)]
@@ -246,59 +250,93 @@ def start_servers(db: Path, pin: bool, logs) -> dict[str, tuple[subprocess.Popen
 
 SERVERS = {
     "ours": ("customer360 (BentoML), id", "/churn"),
+    "profile": ("customer360 (BentoML), /customer360 by id", "/customer360"),
     "mlflow": ("MLflow scoring server, feature row", "/invocations"),
 }
+SERVER_OF = {"ours": "ours", "profile": "ours", "mlflow": "mlflow"}  # endpoint -> process
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far."""
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
 def latency_benchmark(
-    db: Path, as_of: str, per_level: dict[int, int], *, pin: bool, repeats: int
+    db: Path, as_of: str, per_level: dict[int, int], *, pin: bool, repeats: int,
+    endpoints: tuple[str, ...] = ("ours", "mlflow"), url: str | None = None,
 ) -> list[dict]:
-    """Every concurrency level ``repeats`` times, the two servers interleaved (so both see
-    the same background load); one row per server, level and repeat."""
+    """Every concurrency level ``repeats`` times, the ``endpoints`` (keys of ``SERVERS``)
+    interleaved (so all see the same background load); one row per endpoint, level and
+    repeat, with the serving process's CPU per request. ``url``: load our service already
+    running there (started on ``db``; its CPU is then the process listening on the port)."""
     with __import__("duckdb").connect(str(db), read_only=True) as con:
         ids = [r[0] for r in con.execute(
             "SELECT customer_id FROM feature_snapshots ORDER BY hash(customer_id) LIMIT 500"
         ).fetchall()]
-    bodies = {
-        "ours": [json.dumps({"customer_id": c}).encode() for c in ids],
-        "mlflow": mlflow_bodies(db, as_of, ids),
-    }
+    by_id = [json.dumps({"customer_id": c}).encode() for c in ids]
+    bodies = {"ours": by_id, "profile": by_id}
+    if "mlflow" in endpoints:
+        bodies["mlflow"] = mlflow_bodies(db, as_of, ids)
     logs = open(Path(db).parent / "bench_servers.log", "ab")  # noqa: SIM115
-    servers = start_servers(db, pin, logs)
+    started_here = url is None  # (only these are stopped at the end)
+    if started_here:
+        servers = start_servers(db, pin, logs, mlflow="mlflow" in endpoints)
+    else:
+        servers = {"ours": (_Running(url), url, "/readyz")}
     mine = os.sched_getaffinity(0)
     results = []
     try:
-        for name, (proc, url, ready) in servers.items():
-            wait_ready(url, proc, ready)
+        for name, (proc, address, ready) in servers.items():
+            wait_ready(address, proc, ready)
             tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
             rss = sum(p.memory_info().rss for p in tree) / 2**20
             print(f"{name} server ready: {rss:.0f} MiB RSS (all its processes)", flush=True)
         if pin:
             os.sched_setaffinity(0, {CLIENT_CPU})
-        urls = {key: servers[key][1] + SERVERS[key][1] for key in SERVERS}
-        for key in SERVERS:
+        urls = {key: servers[SERVER_OF[key]][1] + SERVERS[key][1] for key in endpoints}
+        for key in endpoints:
             load(urls[key], bodies[key], 4, 10)  # warm-up
         for repeat in range(repeats):
             for clients, per_client in per_level.items():
-                for key, (name, _) in SERVERS.items():
+                for key in endpoints:
+                    pid = servers[SERVER_OF[key]][0].pid
+                    cpu = tree_cpu_s(pid)
                     row = load(urls[key], bodies[key], clients, per_client)
-                    row.update(server=name, key=key, pinned=pin, repeat=repeat)
+                    row["server_cpu_ms_per_request"] = (
+                        (tree_cpu_s(pid) - cpu) * 1000 / max(row["requests"], 1)
+                    )
+                    row.update(server=SERVERS[key][0], key=key, pinned=pin, repeat=repeat)
                     results.append(row)
                     print(json.dumps(row), flush=True)
     finally:
         os.sched_setaffinity(0, mine)
         for proc, _, _ in servers.values():
-            if proc.poll() is None:
+            if started_here and proc.poll() is None:
                 os.killpg(proc.pid, 15)
                 proc.wait(timeout=60)
         logs.close()
     return results
 
 
+class _Running:
+    """A server started elsewhere, as far as :func:`latency_benchmark` needs a process: the
+    pid listening on the url's port, always running."""
+
+    def __init__(self, url: str) -> None:
+        port = urlsplit(url).port
+        self.pid = next(c.pid for c in psutil.net_connections("tcp")
+                        if c.laddr and c.laddr.port == port and c.status == "LISTEN" and c.pid)
+
+    def poll(self) -> None:
+        return None
+
+
 def latency_table(rows: list[dict]) -> str:
     """Medians over the repeats, per server, pinning and concurrency level, as Markdown."""
-    lines = ["| server | pinned | clients | runs x requests | p50 ms | p99 ms | req/s | load avg |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| server | pinned | clients | runs x requests | p50 ms | p99 ms | req/s | "
+             "server CPU ms/req | load avg |",
+             "|---|---|---|---|---|---|---|---|---|"]
     tail = [""]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -308,12 +346,13 @@ def latency_table(rows: list[dict]) -> str:
         groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.index(kv[0][2]))
     ):
         med = {m: float(np.median([r[m] for r in runs]))
-               for m in ("p50_ms", "p99_ms", "throughput_rps")}
+               for m in ("p50_ms", "p99_ms", "throughput_rps", "server_cpu_ms_per_request")}
         loads = [r["load_avg_1m"] for r in runs]
         lines.append(
             f"| {SERVERS[key][0]} | {'yes' if pinned else 'no'} | {clients} | "
             f"{len(runs)} x {runs[0]['requests']} | {med['p50_ms']:.1f} | {med['p99_ms']:.1f} | "
-            f"{med['throughput_rps']:.1f} | {min(loads):.1f}-{max(loads):.1f} |"
+            f"{med['throughput_rps']:.1f} | {med['server_cpu_ms_per_request']:.2f} | "
+            f"{min(loads):.1f}-{max(loads):.1f} |"
         )
     for pinned in sorted({r["pinned"] for r in rows}):
         for clients in sorted({r["clients"] for r in rows}):
@@ -326,8 +365,9 @@ def latency_table(rows: list[dict]) -> str:
                 and ours["clients"] == theirs["clients"] == clients
                 and ours["repeat"] == theirs["repeat"]
             ]
-            tail.append(f"throughput ours/MLflow, pinned={pinned}, {clients} clients: "
-                         f"median {np.median(ratios):.2f}x over {len(ratios)} runs")
+            if ratios:
+                tail.append(f"throughput ours/MLflow, pinned={pinned}, {clients} clients: "
+                            f"median {np.median(ratios):.2f}x over {len(ratios)} runs")
     return "\n".join(lines + tail)
 
 
@@ -578,6 +618,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0,
                         help="seconds of the --mixed-bad run")
     parser.add_argument("--clients", type=int, default=50, help="clients of the --mixed-bad run")
+    parser.add_argument("--endpoints", nargs="+", choices=list(SERVERS),
+                        default=["ours", "mlflow"],
+                        help="what the latency table loads: ours = /churn by id, profile = "
+                        "/customer360 by id, mlflow = MLflow's server (issue 17: ours profile)")
+    parser.add_argument("--url", default=None,
+                        help="load our service already running at this address (started on "
+                        "the same warehouse) instead of starting one")
     parser.add_argument("--max-per-client", type=int, default=100_000,
                         help="request cap per client of the --mixed-bad run")
     args = parser.parse_args()
@@ -597,7 +644,8 @@ def main() -> None:
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.pin]
         rows = []
         for pin in modes:
-            rows += latency_benchmark(db, as_of, levels, pin=pin, repeats=args.repeats)
+            rows += latency_benchmark(db, as_of, levels, pin=pin, repeats=args.repeats,
+                                      endpoints=tuple(args.endpoints), url=args.url)
         print()
         print(latency_table(rows))
     for n in args.batch_customers:

@@ -933,16 +933,9 @@ class ProfileScorer:
             classes = self.population.classifications.reindex(features["customer_id"].to_numpy())
         return classes.reset_index(drop=True)
 
-    def offers(
-        self,
-        features: pd.DataFrame,
-        scores: pd.DataFrame,
-        *,
-        payload: bool,
-        exclusions: bool,
-    ) -> pd.DataFrame:
-        """Top offers as wide columns ``offer_<rank>_<field>`` (and, when ``exclusions``, a
-        column ``excluded`` listing every excluded offer with its reason), same row order.
+    def ranking(self, features: pd.DataFrame, scores: pd.DataFrame, *, payload: bool) -> Any:
+        """The :class:`~customer360.models.nbo.OfferRanking` of every row's offers, decided
+        now (same row order).
 
         ``scores`` holds ``value_segment``, ``churn_probability`` and ``clv_ml`` per row (the
         segment rules and the optional retention term need them)."""
@@ -972,7 +965,7 @@ class ProfileScorer:
         use_bandit = pop.nbo_config.bandit.exploration > 0 or pop.bandit.total > 0
         # the estimator itself, or the pyfunc (which casts the pair frame to the signature)
         model = self.direct.nbo_model if self.direct else self.champions["nbo"]
-        ranking = rank_offers(
+        return rank_offers(
             frame,
             pop.offers,
             model,
@@ -983,10 +976,28 @@ class ProfileScorer:
             decided_at=now,
             num_threads=lightgbm_threads(len(frame) * len(pop.offers)),
         )
-        out = pd.DataFrame(offer_columns(ranking, pop.offers, len(frame), self.config.top_k_offers))
+
+    def offer_frame(self, ranking: Any, n: int, *, exclusions: bool) -> pd.DataFrame:
+        """Top offers of ``ranking`` (over ``n`` rows) as wide columns
+        ``offer_<rank>_<field>`` and, when ``exclusions``, a column ``excluded`` listing every
+        excluded offer with its reason."""
+        offers = self.population.offers
+        out = pd.DataFrame(
+            offer_columns(top_offers(ranking, n, self.config.top_k_offers), offers)
+        )
         if exclusions:
-            out["excluded"] = excluded_offers(ranking, pop.offers, len(frame))
+            out["excluded"] = excluded_offers(ranking.codes, offers, n)
         return out
+
+    def parts(
+        self, features: pd.DataFrame, *, payload: bool = False
+    ) -> tuple[pd.DataFrame, Any]:
+        """:meth:`score`'s two halves: :meth:`base` and the :meth:`ranking` of the offers."""
+        features = features.reset_index(drop=True)
+        if not payload:
+            features = self.enrich(features)
+        flat = self.base(features, payload=payload)
+        return flat, self.ranking(features, flat, payload=payload)
 
     def score(
         self, features: pd.DataFrame, *, payload: bool = False, exclusions: bool = True
@@ -998,17 +1009,13 @@ class ProfileScorer:
         ``offer_<rank>_{id,p_accept,expected_value,score,reason}`` and, with ``exclusions``,
         ``excluded`` (a list per row).
         """
-        features = features.reset_index(drop=True)
-        if not payload:
-            features = self.enrich(features)
-        flat = self.base(features, payload=payload)
-        offers = self.offers(features, flat, payload=payload, exclusions=exclusions)
+        flat, ranking = self.parts(features, payload=payload)
+        offers = self.offer_frame(ranking, len(flat), exclusions=exclusions)
         return pd.concat([flat, offers], axis=1)
 
     def base(self, features: pd.DataFrame, *, payload: bool = False) -> pd.DataFrame:
-        """The profile frame without the offers: what depends only on the snapshot, so the
-        service computes it once per snapshot for every customer (issue 17). ``features``
-        are enriched rows (or payloads), index 0..n-1."""
+        """The profile frame without the offers: what depends only on the snapshot.
+        ``features`` are enriched rows (or payloads), index 0..n-1."""
         classes = self.classifications(features, payload=payload)
         return pd.concat(
             [
@@ -1106,20 +1113,196 @@ class ProfileScorer:
         return set(self.population.offers["channel"].dropna().astype(str))
 
 
-def precompute_profile_base(
-    scorer: ProfileScorer, snapshot: pd.DataFrame, chunk_size: int | None = None
-) -> pd.DataFrame | None:
-    """:meth:`ProfileScorer.base` of every row of the (enriched) served snapshot, in
-    chunks of ``chunk_size`` (default the serving config's) as batch scoring runs it; None when
-    the champions are not our estimators (the profile then scores each request in full)."""
-    if scorer.direct is None:
-        return None
-    size = chunk_size or scorer.config.chunk_size
-    parts = [
-        scorer.base(snapshot.iloc[start : start + size].reset_index(drop=True))
-        for start in range(0, len(snapshot), size)
-    ]
-    return pd.concat(parts, ignore_index=True) if parts else None
+class ProfileTable:
+    """Every served customer's flat profile row, computed at start-up (issue 17): what
+    ``/customer360`` and ``/next_best_offer`` by id answer, looked up instead of scored.
+
+    :meth:`build` runs :meth:`ProfileScorer.parts` over the served snapshot in batch scoring's
+    chunks and keeps, as numpy arrays, the profile without offers (:meth:`ProfileScorer.base`;
+    text columns as small integer codes into their distinct values), the top offers'
+    numbers (:func:`top_offers`) and every customer x offer exclusion code. The offers depend
+    on the request only through time (the decision period of the bandit's draw, the held /
+    rejected / contact-cap windows) and through feedback recorded since, so a stored row stays
+    the answer while
+
+    - the decision period (``bandit.decision_period``) is the one of the build (only when the
+      bandit takes part in the ranking),
+    - no history event of the customer has crossed a window edge since the build (each row
+      keeps the first instant one does: ``valid_until``),
+    - no feedback was recorded for the customer, nor (the bandit's posterior moved) for its
+      value segment, since the build (:meth:`touched`).
+
+    :meth:`fresh` says which rows hold; :meth:`rows` answers them, spelled out by the same
+    helpers as the full path (:func:`offer_columns`, :func:`excluded_offers`); the service
+    scores the others in full (:meth:`ProfileScorer.score`). An answer is therefore always
+    the one the full path would give.
+
+    Examples
+    --------
+    >>> table = ProfileTable.build(scorer, snapshot)  # doctest: +SKIP
+    >>> ok = table.fresh(np.array([0, 5]))  # doctest: +SKIP
+    >>> answers = table.rows(np.array([0, 5])[ok])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        columns: dict[str, tuple[np.ndarray, np.ndarray | None]],
+        top: dict[str, np.ndarray],
+        excluded: np.ndarray,
+        offers: pd.DataFrame,
+        segments: tuple[np.ndarray, np.ndarray],
+        valid_until: np.ndarray,
+        period: str | None,
+        period_name: str,
+        use_bandit: bool,
+    ) -> None:
+        self.columns = columns
+        self.top = top
+        self.excluded = excluded
+        self.offers = offers
+        self.segment_codes, self.segment_levels = segments
+        self.valid_until = valid_until
+        self.period = period  # None: the period rolled over during the build
+        self.period_name = period_name
+        self.use_bandit = use_bandit
+        self.stale = np.zeros(len(valid_until), dtype=bool)
+        self.stale_segments = np.zeros(len(self.segment_levels), dtype=bool)
+        self.all_stale = False
+
+    @classmethod
+    def build(
+        cls, scorer: ProfileScorer, snapshot: pd.DataFrame, chunk_size: int | None = None
+    ) -> ProfileTable | None:
+        """The table over the rows of the (enriched, conformed) served snapshot; None when the
+        champions are not our estimators or there is no row (the service then scores each
+        request in full)."""
+        from customer360.models.bandit import decision_period_key
+
+        if scorer.direct is None or not len(snapshot):
+            return None
+        pop = scorer.population
+        period_name = pop.nbo_config.bandit.decision_period
+        size = chunk_size or scorer.config.chunk_size
+        k = scorer.config.top_k_offers
+        use_bandit = pop.nbo_config.bandit.exploration > 0 or pop.bandit.total > 0
+        started = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        bases, tops, codes = [], [], []
+        for start in range(0, len(snapshot), size):
+            base, ranking = scorer.parts(snapshot.iloc[start : start + size])
+            bases.append(base)
+            tops.append(top_offers(ranking, len(base), k))
+            codes.append(ranking.codes.reshape(len(base), len(pop.offers)))
+        finished = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        base = pd.concat(bases, ignore_index=True)
+        period = decision_period_key(started, period_name)
+        if decision_period_key(finished, period_name) != period:
+            period = None
+        segment_codes, segment_levels = pd.factorize(
+            base["value_segment"].to_numpy(dtype=object), use_na_sentinel=False
+        )
+        return cls(
+            {c: _compact(base[c]) for c in base.columns},
+            {name: np.concatenate([t[name] for t in tops]) for name in tops[0]},
+            np.concatenate(codes),
+            pop.offers,
+            (segment_codes.astype(np.int32), np.asarray(segment_levels, dtype=object)),
+            _valid_until(pop, snapshot["customer_id"].astype(str), started),
+            period,
+            period_name,
+            use_bandit,
+        )
+
+    def __len__(self) -> int:
+        return len(self.valid_until)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the table: its arrays plus the distinct text values (each counted, even
+        where the snapshot holds the same string, as the customer ids)."""
+        import sys
+
+        arrays = [self.excluded, self.valid_until, self.stale, self.segment_codes,
+                  *self.top.values(), *(a for c in self.columns.values() for a in c
+                                        if a is not None)]
+        texts = [v for _, uniques in self.columns.values() if uniques is not None
+                 for v in uniques]
+        return int(sum(a.nbytes for a in arrays) + sum(sys.getsizeof(v) for v in texts))
+
+    @property
+    def segment(self) -> np.ndarray:
+        """Each row's value segment."""
+        return self.segment_levels[self.segment_codes]
+
+    def touched(self, row: int) -> None:
+        """Feedback is being recorded for snapshot row ``row``: its history changes, and so
+        does the bandit's posterior of its value segment's offers."""
+        self.stale[row] = True
+        if self.use_bandit:
+            self.stale_segments[self.segment_codes[row]] = True
+        else:  # the bandit starts ranking everyone (its posterior replaces P(accept))
+            self.all_stale = True
+
+    def fresh(self, rows: np.ndarray, now: pd.Timestamp | None = None) -> np.ndarray:
+        """Which of the snapshot rows ``rows`` the table still answers at ``now`` (default:
+        now, UTC; see the class)."""
+        from customer360.models.bandit import decision_period_key
+
+        rows = np.asarray(rows, dtype=np.intp)
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None) if now is None else now
+        if self.all_stale or (
+            self.use_bandit and decision_period_key(now, self.period_name) != self.period
+        ):
+            return np.zeros(len(rows), dtype=bool)
+        return (
+            (self.valid_until[rows] > np.int64(now.value))
+            & ~self.stale[rows]
+            & ~self.stale_segments[self.segment_codes[rows]]
+        )
+
+    def rows(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """The flat profile rows (as :meth:`ProfileScorer.score`'s ``to_dict('records')``,
+        ``excluded`` included) of the snapshot rows ``rows``."""
+        rows = np.asarray(rows, dtype=np.intp)
+        values = {
+            name: (codes[rows] if uniques is None else uniques[codes[rows]]).tolist()
+            for name, (codes, uniques) in self.columns.items()
+        }
+        offers = offer_columns({n: a[rows] for n, a in self.top.items()}, self.offers)
+        values.update((name, col.tolist()) for name, col in offers.items())
+        values["excluded"] = excluded_offers(self.excluded[rows], self.offers, len(rows))
+        return [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
+
+
+def _compact(column: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column as (values, None) when numpy holds it as numbers, else (the smallest integer
+    codes, the distinct values as ``to_dict`` gives them, with a trailing None that code -1,
+    a missing value, picks)."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biuf":
+        return np.ascontiguousarray(column.to_numpy()), None
+    codes, uniques = pd.factorize(column.astype(object).to_numpy(), use_na_sentinel=True)
+    dtype = np.int8 if len(uniques) < 2**7 else np.int16 if len(uniques) < 2**15 else np.int32
+    return codes.astype(dtype), np.append(np.asarray(uniques, dtype=object), None)
+
+
+def _valid_until(population: Population, ids: pd.Series, started: pd.Timestamp) -> np.ndarray:
+    """Per snapshot row, the first instant (epoch ns) at or after ``started`` when one of the
+    customer's history events enters the decision (``ts``) or leaves a window of the
+    eligibility rules (``ts`` + rejected / contact window); int64 max when none does."""
+    rules = population.nbo_config.eligibility
+    until = np.full(len(ids), np.iinfo(np.int64).max, dtype=np.int64)
+    history = population.history
+    if not len(history):
+        return until
+    row = pd.Index(ids).get_indexer(history["customer_id"].astype(str))
+    ts = pd.to_datetime(history["ts"]).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    day = np.int64(86_400 * 10**9)
+    edges = np.concatenate(
+        [ts, ts + rules.rejected_window_days * day, ts + rules.contact_window_days * day]
+    )
+    rows = np.tile(row, 3)
+    keep = (rows >= 0) & (edges >= np.int64(started.value))
+    np.minimum.at(until, rows[keep], edges[keep])
+    return until
 
 
 class FeedbackConflict(Customer360Error):
@@ -1139,39 +1322,58 @@ def id_columns(features: pd.DataFrame) -> pd.DataFrame:
 
 
 
-def offer_columns(ranking: Any, offers: pd.DataFrame, n: int, k: int) -> dict[str, np.ndarray]:
-    """Top-k offers of an :class:`~customer360.models.nbo.OfferRanking` over ``n`` customer
-    rows as wide columns ``offer_<rank>_<field>`` (null where a customer has fewer eligible
-    offers), straight from the ranking's arrays."""
+def top_offers(ranking: Any, n: int, k: int) -> dict[str, np.ndarray]:
+    """The top ``k`` offers of an :class:`~customer360.models.nbo.OfferRanking` over ``n``
+    customer rows as ``(n, k)`` arrays, column ``j`` rank ``j + 1``: ``offer`` (catalogue
+    position, -1 where a customer has fewer eligible offers), ``p``, ``retention``, ``ev`` and
+    ``score`` (NaN there)."""
     keep = ranking.keep
-    row = ranking.cust_idx[keep]
-    rank = ranking.rank
-    offer_ids = offers["offer_id"].astype(object).to_numpy()
-    sources = {
-        "id": offer_ids[ranking.offer_idx[keep]],
-        "p_accept": ranking.p[keep],
-        "expected_value": ranking.ev[keep],
-        "score": ranking.score[keep],
-        "reason": ranking.reasons(),
-    }
-    out: dict[str, np.ndarray] = {}
-    for j in range(1, k + 1):
-        hit = rank == j
-        for name, values in sources.items():
-            col = np.full(n, None if values.dtype == object else np.nan, dtype=values.dtype)
-            col[row[hit]] = values[hit]
-            out[f"offer_{j}_{name}"] = col
+    at = (ranking.cust_idx[keep], ranking.rank - 1)
+    offer = np.full((n, k), -1, dtype=np.int32)
+    offer[at] = ranking.offer_idx[keep]
+    out = {"offer": offer}
+    for name in ("p", "retention", "ev", "score"):
+        values = getattr(ranking, name)
+        col = np.full((n, k), np.nan, dtype=values.dtype)
+        col[at] = values[keep]
+        out[name] = col
     return out
 
 
-def excluded_offers(ranking: Any, offers: pd.DataFrame, n: int) -> list[list[dict[str, str]]]:
-    """Excluded offers and their reasons per customer row, in catalogue order (service
-    answers only: a few rows)."""
+def offer_columns(top: Mapping[str, np.ndarray], offers: pd.DataFrame) -> dict[str, np.ndarray]:
+    """:func:`top_offers` arrays as wide columns ``offer_<rank>_<field>`` (null where a
+    customer has fewer eligible offers), the reason spelled out by
+    :func:`~customer360.models.nbo.recommendation_reasons` as the ranking's own."""
+    from customer360.models.nbo import recommendation_reasons
+
+    offer = top["offer"]
+    hit = offer >= 0
+    ids = np.full(offer.shape, None, dtype=object)
+    ids[hit] = offers["offer_id"].astype(object).to_numpy()[offer[hit]]
+    reasons = np.full(offer.shape, None, dtype=object)
+    margin = offers["margin"].to_numpy(dtype=float)[offer[hit]]
+    reasons[hit] = recommendation_reasons(
+        top["p"][hit], margin, top["retention"][hit], top["ev"][hit]
+    )
+    sources = {"id": ids, "p_accept": top["p"], "expected_value": top["ev"],
+               "score": top["score"], "reason": reasons}
+    return {
+        f"offer_{j + 1}_{name}": values[:, j]
+        for j in range(offer.shape[1])
+        for name, values in sources.items()
+    }
+
+
+def excluded_offers(codes: np.ndarray, offers: pd.DataFrame, n: int) -> list[list[dict[str, str]]]:
+    """Excluded offers and their reasons per customer row, in catalogue order, from the
+    exclusion ``codes`` of the ``n`` rows x the catalogue (customer-major, as
+    :func:`~customer360.models.nbo.exclusion_codes`; service answers only: a few rows)."""
     from customer360.models.nbo import exclusion_text
 
     n_o = len(offers)
-    pos = np.flatnonzero(ranking.codes)
-    reasons = exclusion_text(ranking.codes[pos])
+    codes = np.asarray(codes).ravel()
+    pos = np.flatnonzero(codes)
+    reasons = exclusion_text(codes[pos])
     offer_ids = offers["offer_id"].to_numpy()[pos % n_o]
     out: list[list[dict[str, str]]] = [[] for _ in range(n)]
     for row, offer_id, reason in zip(pos // n_o, offer_ids, reasons, strict=True):

@@ -26,6 +26,7 @@ import hmac
 import logging
 import os
 import re
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,7 @@ from customer360.serving.profile import (
     PayloadError,
     Population,
     ProfileScorer,
+    ProfileTable,
     champion_versions,
     churn_from_row,
     clv_from_row,
@@ -64,7 +66,6 @@ from customer360.serving.profile import (
     load_champions,
     load_snapshot,
     offers_from_row,
-    precompute_profile_base,
     prob_horizons,
     profile_from_row,
     typed_payload_frame,
@@ -478,10 +479,13 @@ class Customer360:
         self.churn_lookup = ChurnLookup.build(
             self.scorer.champions["churn"], self.snapshot, direct.attribution if direct else None
         )
-        # /customer360 and /next_best_offer by id: everything but the offers is a function of
-        # the snapshot, computed once here in batch scoring's chunks (issue 17); a request
-        # slices it and ranks only its offers, which depend on now (feedback, bandit).
-        self.profile_base = precompute_profile_base(self.scorer, self.snapshot)
+        # /customer360 and /next_best_offer by id: every customer's profile, offers included,
+        # scored once here in batch scoring's chunks (issue 17); a request looks its row up
+        # while the row holds (same decision period, no window edge or feedback since), else
+        # scores it in full.
+        started = time.perf_counter()
+        self.profiles = ProfileTable.build(self.scorer, self.snapshot)
+        table_s = time.perf_counter() - started
         # The web app's kept-open read-only connection and the write lock that closes it
         # (DuckDB: no read-only and read-write handle on one file in one process at once).
         self.reader, self.write_lock = serialised_reader(self.db_path)
@@ -495,6 +499,15 @@ class Customer360:
                 ("full", self._full_part, None),
             )
         }
+        if self.profiles is not None:
+            log.info(
+                "profiles of %d customers scored in %.1f s, held as arrays (%.1f MiB, %.0f "
+                "bytes a customer)",
+                len(self.profiles),
+                table_s,
+                self.profiles.nbytes / 2**20,
+                self.profiles.nbytes / max(len(self.profiles), 1),
+            )
         if self.churn_lookup is not None:
             log.info(
                 "churn inputs held as a %d x %d float64 matrix (%.1f MiB)",
@@ -649,7 +662,8 @@ class Customer360:
 
     def _by_rows(self, rows: np.ndarray, part: Callable) -> list[dict[str, Any]]:
         """Flat result rows of the snapshot rows ``rows``: churn from the lookup when there
-        is one, everything else through ``part`` on the snapshot's rows."""
+        is one, the full profile from the profile table for the rows it still holds (issue
+        17), everything else through ``part`` on the snapshot's rows."""
         if part == self._churn_part and self.churn_lookup is not None:
             probability, reasons = self.churn_lookup.predict(rows)
             ids = self.ids[rows]
@@ -662,11 +676,23 @@ class Customer360:
                 }
                 for j in range(len(rows))
             ]
-        if part == self._full_part and self.profile_base is not None:
-            base = self.profile_base.iloc[rows].reset_index(drop=True)
-            features = self.snapshot.iloc[rows].reset_index(drop=True)
-            offers = self.scorer.offers(features, base, payload=False, exclusions=True)
-            return pd.concat([base, offers], axis=1).to_dict("records")
+        if part == self._full_part and self.profiles is not None:
+            fresh = self.profiles.fresh(rows)
+            if fresh.all():
+                return self.profiles.rows(rows)
+            out: list[dict[str, Any]] = [{}] * len(rows)
+            stale = np.flatnonzero(~fresh)
+            # once per customer: a wave may ask for one twice, and ranking wants it once
+            once, again = np.unique(rows[stale], return_inverse=True)
+            records = part(self.snapshot.iloc[once], False).to_dict("records")
+            scored = [records[i] for i in again]
+            if fresh.any():
+                looked_up = self.profiles.rows(rows[fresh])
+                for j, row in zip(np.flatnonzero(fresh), looked_up, strict=True):
+                    out[j] = row
+            for j, row in zip(stale, scored, strict=True):
+                out[j] = row
+            return out
         return part(self.snapshot.iloc[rows], False).to_dict("records")
 
     # The scoring parts: each takes the feature rows and whether they came as payloads.
@@ -822,6 +848,8 @@ class Customer360:
         segment = self.scorer.population.classifications.at[customer_id, "value_segment"]
         try:
             with self.write_lock:
+                if self.profiles is not None:  # before the bandit moves: no stale answer
+                    self.profiles.touched(self.row_of.get_loc(customer_id))
                 event_id, replayed = self.scorer.record_feedback(
                     self.db_path, customer_id, offer_id, accepted, str(segment), event_id
                 )
