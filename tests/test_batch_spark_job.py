@@ -10,12 +10,14 @@ identity JSON compared parsed (Spark and DuckDB print the same object differentl
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from serving_env import add_identities
 
 FLOAT_RTOL = 1e-9
@@ -40,9 +42,14 @@ def outputs(env, spark, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("spark_job")
     db = env.copy_db(base / "w.duckdb")
+    # chunks smaller than a bucket (3,000 customers in 2 buckets): each bucket concatenates
+    # several scored chunks, as at scale (a 200k run failed on the chunked Arrow strings)
+    configs = shutil.copytree(env.config_dir, base / "configs")
+    serving = yaml.safe_load((configs / "serving.yaml").read_text())
+    (configs / "serving.yaml").write_text(yaml.safe_dump({**serving, "chunk_size": 700}))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", env.tracking_uri)
-        mp.setenv("CUSTOMER360_CONFIG_DIR", str(env.config_dir))
+        mp.setenv("CUSTOMER360_CONFIG_DIR", str(configs))
         with duckdb.connect(str(db)) as con:
             add_identities(con)
         score_customers(env.as_of, base / "duck.parquet", db=db)

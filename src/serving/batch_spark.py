@@ -301,7 +301,22 @@ def score_bucket(
                                        exclusions=False))
         for i in range(0, len(features), size)
     ]
-    return pd.concat(parts, ignore_index=True)
+    return contiguous_columns(pd.concat(parts, ignore_index=True))
+
+
+def contiguous_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its Arrow-backed columns (pandas 3's strings) as object columns.
+
+    Concatenating chunks leaves such a column as several Arrow chunks, and PySpark's pandas ->
+    Arrow conversion of a UDF's result takes one contiguous array per column (it fails with
+    "Cannot convert pyarrow.lib.ChunkedArray to pyarrow.lib.Array" once a bucket holds more
+    customers than ``chunk_size``)."""
+    arrow = [c for c, t in frame.dtypes.items()
+             if isinstance(t, pd.ArrowDtype)
+             or (isinstance(t, pd.StringDtype) and t.storage == "pyarrow")]
+    if not arrow:
+        return frame
+    return frame.astype({c: object for c in arrow})
 
 
 def score_spark_job(
