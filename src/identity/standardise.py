@@ -7,10 +7,13 @@ The library calls that have no vectorised form (``phonenumbers``, ``anyascii``) 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 # Free text longer than this is cut before it is compared: a pasted document is not an identity.
 MAX_CHARS = 512
@@ -54,6 +57,43 @@ def standardise_name(values: pd.Series) -> pd.Series:
     ['jose o brien', <NA>, 'asa']
     """
     return _fold(values)
+
+
+@functools.cache
+def _canonical_given_names() -> dict[str, frozenset[str]]:
+    """Nickname -> the full names it is short for, from the ``nicknames`` data set."""
+    from nicknames import NickNamer
+
+    return {nick: frozenset(full) for nick, full in NickNamer().canonical_lookup.items()}
+
+
+# The type of a name-forms column: a list of strings, typed even when every value is missing,
+# so DuckDB and Spark read it as an array and not as an untyped null column.
+NAME_FORMS_TYPE = pd.ArrowDtype(pa.list_(pa.string()))
+
+
+def given_name_forms(values: pd.Series) -> pd.Series:
+    """A standardised given name and the full names it can be short for, as a sorted list.
+
+    The list holds the name itself and, when the ``nicknames`` data set knows it as a
+    nickname, its full names. Two given names are forms of one name when their lists share a
+    value: Bill and William (both hold ``william``), Bill and Will (both nicknames of William),
+    Peggy and Margaret. The lookup runs once per distinct name; missing stays missing.
+
+    Examples
+    --------
+    >>> forms = given_name_forms(pd.Series(["ted", "edward", None]))
+    >>> forms.tolist()
+    [['edmund', 'edward', 'ted', 'theodore'], ['edward'], <NA>]
+    """
+    text = values.astype("string")
+    codes, uniques = pd.factorize(text)
+    canonical = _canonical_given_names()
+    forms = [sorted({u, *canonical.get(u, ())}) for u in uniques]
+    # One slot past the distinct names stands for a missing name (factorize codes it -1).
+    table = pa.array([*forms, None], type=pa.list_(pa.string()))
+    picked = table.take(pa.array(np.where(codes < 0, len(forms), codes)))
+    return pd.Series(picked, index=values.index, dtype=NAME_FORMS_TYPE)
 
 
 def standardise_address(values: pd.Series) -> pd.Series:

@@ -22,6 +22,7 @@ from customer360.errors import IdentityError
 from customer360.identity.roles import (
     blocking_columns,
     build_settings,
+    forms_column,
     infer_roles,
     person_conflict_sql,
     standardise_frame,
@@ -346,6 +347,7 @@ def _standardised_tables(
         )
     roles = infer_roles(combined, exclude=exclude, overrides=mapping)
     std_cols = [f"std_{c}" for c in roles]
+    forms = [forms_column(c) for c, r in roles.items() if r == "given_name"]
     tables = {}
     for source, frame in frames.items():
         # A column only some files have is missing in the others (Splink treats nulls as such).
@@ -355,8 +357,21 @@ def _standardised_tables(
         tables[source] = pd.DataFrame(
             {"record_id": frame[id_col].astype("string").to_numpy(), "source": source}
             | {c: clean[c].to_numpy() for c in std_cols}
+            # The array keeps its list type (a numpy copy would hold untyped objects).
+            | {c: clean[c].array for c in forms}
         )
     return roles, tables
+
+
+def _for_spark(table: pd.DataFrame) -> pd.DataFrame:
+    """Plain Python values Spark infers its types from: ``None`` for missing, a list for a
+    name-forms array (its numpy form is no type Spark knows)."""
+    out = table.astype(object).where(table.notna(), None)
+    for column in table.columns:
+        if isinstance(table[column].dtype, pd.ArrowDtype):
+            out[column] = pd.Series(table[column].tolist(), index=table.index,
+                                    dtype=object).where(table[column].notna(), None)
+    return out
 
 
 def spark_clusters(
@@ -390,7 +405,7 @@ def spark_clusters(
     roles, tables = _standardised_tables(frames, id_col, None, mapping, config)
     api = SparkAPI(spark_session=spark)
     dfs = [
-        api.register(spark.createDataFrame(t.astype(object).where(t.notna(), None)),
+        api.register(spark.createDataFrame(_for_spark(t)),
                      dataset_display_name=s, table_name=f"c360_records_{i}")
         for i, (s, t) in enumerate(tables.items())
     ]
