@@ -259,6 +259,10 @@ def test_given_name_forms_relate_nicknames_and_nothing_else():
               for a, b in zip(left.tolist(), right.tolist(), strict=True)]
     assert shared == [True, True, True, True, False, None]
     assert right.isna().tolist() == [False] * 5 + [True]
+    # A typo of a listed name takes its forms only when one listed name alone is one edit
+    # away: Dcebbie is Debbie (so Deborah); Dve could be Dave or Eve, so it stays itself.
+    typos = given_name_forms(pd.Series(["dcebbie", "dve"])).tolist()
+    assert "deborah" in typos[0] and typos[1] == ["dve"]
 
 
 def test_a_nickname_of_one_person_merges_while_relatives_stay_apart():

@@ -60,11 +60,38 @@ def standardise_name(values: pd.Series) -> pd.Series:
 
 
 @functools.cache
-def _canonical_given_names() -> dict[str, frozenset[str]]:
-    """Nickname -> the full names it is short for, from the ``nicknames`` data set."""
+def _canonical_given_names() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
+    """Nickname -> the full names it is short for, from the ``nicknames`` data set, and every
+    name the data set holds."""
     from nicknames import NickNamer
 
-    return {nick: frozenset(full) for nick, full in NickNamer().canonical_lookup.items()}
+    canonical = {nick: frozenset(full) for nick, full in NickNamer().canonical_lookup.items()}
+    return canonical, frozenset(canonical).union(*canonical.values())
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _one_edit(name: str) -> set[str]:
+    """Every string one deletion, transposition, substitution or insertion from ``name``."""
+    splits = [(name[:i], name[i:]) for i in range(len(name) + 1)]
+    return ({a + b[1:] for a, b in splits if b}
+            | {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+            | {a + c + b[1:] for a, b in splits if b for c in _LETTERS}
+            | {a + c + b for a, b in splits for c in _LETTERS}) - {name}
+
+
+def _forms_of(name: str) -> list[str]:
+    canonical, known = _canonical_given_names()
+    forms = {name, *canonical.get(name, ())}
+    if name not in known and len(name) >= 3:
+        # A typo of a listed name (Bll, Dcebbie) takes that name's forms, but only when one
+        # listed name alone is one edit away: Dve could be Dave or Eve, so it takes none.
+        near = _one_edit(name) & known
+        if len(near) == 1:
+            (listed,) = near
+            forms |= {listed, *canonical.get(listed, ())}
+    return sorted(forms)
 
 
 # The type of a name-forms column: a list of strings, typed even when every value is missing,
@@ -78,18 +105,21 @@ def given_name_forms(values: pd.Series) -> pd.Series:
     The list holds the name itself and, when the ``nicknames`` data set knows it as a
     nickname, its full names. Two given names are forms of one name when their lists share a
     value: Bill and William (both hold ``william``), Bill and Will (both nicknames of William),
-    Peggy and Margaret. The lookup runs once per distinct name; missing stays missing.
+    Peggy and Margaret. A name the data set does not hold, one edit from exactly one name it
+    does, is read as a typo of that name (Dcebbie: Debbie, so Deborah). The lookup runs once
+    per distinct name; missing stays missing.
 
     Examples
     --------
-    >>> forms = given_name_forms(pd.Series(["ted", "edward", None]))
-    >>> forms.tolist()
+    >>> forms = given_name_forms(pd.Series(["ted", "edward", None, "dcebbie"]))
+    >>> forms.tolist()[:3]
     [['edmund', 'edward', 'ted', 'theodore'], ['edward'], <NA>]
+    >>> "deborah" in forms[3]
+    True
     """
     text = values.astype("string")
     codes, uniques = pd.factorize(text)
-    canonical = _canonical_given_names()
-    forms = [sorted({u, *canonical.get(u, ())}) for u in uniques]
+    forms = [_forms_of(u) for u in uniques]
     # One slot past the distinct names stands for a missing name (factorize codes it -1).
     table = pa.array([*forms, None], type=pa.list_(pa.string()))
     picked = table.take(pa.array(np.where(codes < 0, len(forms), codes)))
