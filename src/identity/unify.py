@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -404,9 +405,12 @@ def spark_clusters(
     threshold = config.match_threshold if threshold is None else threshold
     roles, tables = _standardised_tables(frames, id_col, None, mapping, config)
     api = SparkAPI(spark_session=spark)
+    # Names of this call's own: a Spark session keeps registered views, and a second call in
+    # it must not collide with the first's.
+    run = uuid.uuid4().hex[:12]
     dfs = [
         api.register(spark.createDataFrame(_for_spark(t)),
-                     dataset_display_name=s, table_name=f"c360_records_{i}")
+                     dataset_display_name=s, table_name=f"c360_records_{run}_{i}")
         for i, (s, t) in enumerate(tables.items())
     ]
     trained = json.loads(json.dumps(settings))
@@ -414,10 +418,12 @@ def spark_clusters(
     # parameters are kept (comparisons and levels come in the same order from the roles).
     spark_sql = Linker(dfs, build_settings(roles, trained["link_type"], dialect="spark"),
                        log_level=None).misc.save_model_to_json()
-    if len(spark_sql["comparisons"]) != len(trained["comparisons"]):
+    if [len(c["comparison_levels"]) for c in spark_sql["comparisons"]] != [
+            len(c["comparison_levels"]) for c in trained["comparisons"]]:
         raise IdentityError(
-            "The settings were not generated from these records' roles (comparisons differ); "
-            "pass the settings.json of a run over the same columns.")
+            "The settings were not generated from these records' roles by this version "
+            "(comparisons or their levels differ, e.g. a model trained before the nickname "
+            "level); pass the settings.json of a run over the same columns, or retrain.")
     for mine, theirs in zip(trained["comparisons"], spark_sql["comparisons"], strict=True):
         for level, spark_level in zip(mine["comparison_levels"], theirs["comparison_levels"],
                                       strict=True):
