@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
 from customer360.data.synthetic_identity import generate_source_records
+from customer360.errors import IdentityError
 
 pytestmark = pytest.mark.spark
 
@@ -55,3 +58,11 @@ def test_duckdb_and_spark_give_the_same_clusters_on_a_small_set(spark):
                               settings=duck["settings"])
     assert len(on_spark) == len(duck["clusters"]) == len(records)
     assert _partition(on_spark) == _partition(duck["clusters"])
+    # A model whose given-name comparison lacks a level (one trained before the nickname
+    # level) is refused with a message, not zipped level by level against the wrong SQL.
+    old = json.loads(json.dumps(duck["settings"]))
+    given = next(c for c in old["comparisons"] if c["output_column_name"] == "std_given_name")
+    given["comparison_levels"] = [lv for lv in given["comparison_levels"]
+                                  if lv.get("label_for_charts") != "Nicknames of the same name"]
+    with pytest.raises(IdentityError, match="retrain"):
+        spark_clusters(spark, frames, id_col="source_record_id", settings=old)

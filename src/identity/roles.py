@@ -141,10 +141,34 @@ def infer_roles(
     return roles
 
 
+def forms_column(column: str) -> str:
+    """The column holding a given-name column's forms (:func:`standardise.given_name_forms`)."""
+    return f"forms_{column}"
+
+
+def name_forms(standardised: pd.DataFrame, roles: dict[str, str]) -> dict[str, pd.Series]:
+    """``forms_<column>`` for every given-name column, from its ``std_<column>``.
+
+    Derived data, not a standardised value: the warehouse stores ``std_<column>`` only and
+    derives the forms again when it builds Splink's input.
+    """
+    return {forms_column(c): std.given_name_forms(standardised[f"std_{c}"])
+            for c, r in roles.items() if r == "given_name"}
+
+
 def standardise_frame(
     frame: pd.DataFrame, roles: dict[str, str], default_region: str = "GB"
 ) -> pd.DataFrame:
-    """Add ``std_<column>`` next to every role column; the raw columns are kept unchanged."""
+    """Add ``std_<column>`` next to every role column and ``forms_<column>`` (the name and the
+    full names it is a nickname of) next to every given-name column; the raw columns are kept
+    unchanged.
+
+    Examples
+    --------
+    >>> out = standardise_frame(pd.DataFrame({"fn": ["Bill "]}), {"fn": "given_name"})
+    >>> out["std_fn"].tolist(), out["forms_fn"].tolist()
+    (['bill'], [['bill', 'robert', 'will', 'william', 'willis']])
+    """
     out = frame.copy()
     for column, role in roles.items():
         fn = ROLE_SPECS[role].standardise
@@ -152,7 +176,7 @@ def standardise_frame(
         out[f"std_{column}"] = (
             fn(values, default_region) if role == "phone" else fn(values)
         )
-    return out
+    return out.assign(**name_forms(out, roles))
 
 
 # Dates of birth are standardised to ISO text; each engine spells that format its own way.
@@ -254,9 +278,11 @@ def _short_form_sql(left: str, right: str) -> str:
     return f"({holds(left, right)} OR {holds(right, left)} OR {same_start})"
 
 
-def _given_name_comparison(given: str, surname: str):
-    """The given name: exact, one edit, near (Jaro-Winkler), written the other way round
-    (swapped with the surname), a short form of the other, or unrelated ("else").
+def _given_name_comparison(given: str, surname: str, forms: str):
+    """The given name: exact, one edit, near (Jaro-Winkler), a nickname of the same name
+    (``forms``: the name and its full names share one, e.g. Bill and William, Ted and Edward),
+    written the other way round (swapped with the surname), a short form of the other, or
+    unrelated ("else").
 
     There is no weak-similarity level (Jaro-Winkler 0.7): it gave relatives such as Maria and
     Amelia a positive weight. "Else" means the names are unrelated, which
@@ -274,6 +300,8 @@ def _given_name_comparison(given: str, surname: str):
             cll.DamerauLevenshteinLevel(given, 1),
             cll.JaroWinklerLevel(given, 0.92),
             cll.JaroWinklerLevel(given, 0.88),
+            cll.ArrayIntersectLevel(forms, 1).configure(
+                label_for_charts="Nicknames of the same name"),
             cll.ColumnsReversedLevel(given, surname),
             cll.CustomLevel(_short_form_sql(f"{given}_l", f"{given}_r"),
                             label_for_charts="One is a short form of the other"),
@@ -338,7 +366,8 @@ def _comparisons(roles: dict[str, str], dialect: str = "duckdb") -> list:
     out = []
     for column, role in roles.items():
         if len(given) == 1 and len(surname) == 1 and column == given[0]:
-            out.append(_given_name_comparison(f"std_{column}", f"std_{surname[0]}"))
+            out.append(_given_name_comparison(f"std_{column}", f"std_{surname[0]}",
+                                              forms_column(column)))
         elif group and column == group[0]:
             out.append(_location_comparison(
                 *(f"std_{c}" for c in group[:2]), f"std_{group[2]}" if len(group) > 2 else None))

@@ -7,10 +7,13 @@ The library calls that have no vectorised form (``phonenumbers``, ``anyascii``) 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 # Free text longer than this is cut before it is compared: a pasted document is not an identity.
 MAX_CHARS = 512
@@ -54,6 +57,73 @@ def standardise_name(values: pd.Series) -> pd.Series:
     ['jose o brien', <NA>, 'asa']
     """
     return _fold(values)
+
+
+@functools.cache
+def _canonical_given_names() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
+    """Nickname -> the full names it is short for, from the ``nicknames`` data set, and every
+    name the data set holds."""
+    from nicknames import NickNamer
+
+    canonical = {nick: frozenset(full) for nick, full in NickNamer().canonical_lookup.items()}
+    return canonical, frozenset(canonical).union(*canonical.values())
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _one_edit(name: str) -> set[str]:
+    """Every string one deletion, transposition, substitution or insertion from ``name``."""
+    splits = [(name[:i], name[i:]) for i in range(len(name) + 1)]
+    return ({a + b[1:] for a, b in splits if b}
+            | {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+            | {a + c + b[1:] for a, b in splits if b for c in _LETTERS}
+            | {a + c + b for a, b in splits for c in _LETTERS}) - {name}
+
+
+def _forms_of(name: str) -> list[str]:
+    canonical, known = _canonical_given_names()
+    forms = {name, *canonical.get(name, ())}
+    if name not in known and len(name) >= 3:
+        # A typo of a listed name (Bll, Dcebbie) takes that name's forms, but only when one
+        # listed name alone is one edit away: Dve could be Dave or Eve, so it takes none.
+        near = _one_edit(name) & known
+        if len(near) == 1:
+            (listed,) = near
+            forms |= {listed, *canonical.get(listed, ())}
+    return sorted(forms)
+
+
+# The type of a name-forms column: a list of strings, typed even when every value is missing,
+# so DuckDB and Spark read it as an array and not as an untyped null column.
+NAME_FORMS_TYPE = pd.ArrowDtype(pa.list_(pa.string()))
+
+
+def given_name_forms(values: pd.Series) -> pd.Series:
+    """A standardised given name and the full names it can be short for, as a sorted list.
+
+    The list holds the name itself and, when the ``nicknames`` data set knows it as a
+    nickname, its full names. Two given names are forms of one name when their lists share a
+    value: Bill and William (both hold ``william``), Bill and Will (both nicknames of William),
+    Peggy and Margaret. A name the data set does not hold, one edit from exactly one name it
+    does, is read as a typo of that name (Dcebbie: Debbie, so Deborah). The lookup runs once
+    per distinct name; missing stays missing.
+
+    Examples
+    --------
+    >>> forms = given_name_forms(pd.Series(["ted", "edward", None, "dcebbie"]))
+    >>> forms.tolist()[:3]
+    [['edmund', 'edward', 'ted', 'theodore'], ['edward'], <NA>]
+    >>> "deborah" in forms[3]
+    True
+    """
+    text = values.astype("string")
+    codes, uniques = pd.factorize(text)
+    forms = [_forms_of(u) for u in uniques]
+    # One slot past the distinct names stands for a missing name (factorize codes it -1).
+    table = pa.array([*forms, None], type=pa.list_(pa.string()))
+    picked = table.take(pa.array(np.where(codes < 0, len(forms), codes)))
+    return pd.Series(picked, index=values.index, dtype=NAME_FORMS_TYPE)
 
 
 def standardise_address(values: pd.Series) -> pd.Series:

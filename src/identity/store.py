@@ -41,7 +41,12 @@ from scipy.sparse.csgraph import connected_components
 
 from customer360.data.warehouse import registered, table_exists, transaction
 from customer360.errors import IdentityError
-from customer360.identity.roles import build_settings, standardise_frame
+from customer360.identity.roles import (
+    build_settings,
+    forms_column,
+    name_forms,
+    standardise_frame,
+)
 from customer360.identity.unify import IdentityConfig, load_identity_config, train_linker
 
 log = logging.getLogger(__name__)
@@ -130,6 +135,8 @@ def _standardise_new(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> 
     if raw.empty:
         return raw
     clean = standardise_frame(raw, ROLES, config.default_phone_region)
+    # The name forms are derived again for Splink (``_splink_frame``), not stored.
+    clean = clean.drop(columns=[forms_column(c) for c, r in ROLES.items() if r == "given_name"])
     clean = clean.astype({c: "string" for c in clean.columns if c.startswith("std_")})
     with registered(con, clean) as view:
         if seen:
@@ -141,7 +148,8 @@ def _standardise_new(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> 
 
 def _splink_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"record_id": frame["record_key"].astype(str).to_numpy()}
-                        | {f"std_{c}": frame[f"std_{c}"].to_numpy() for c in ROLES})
+                        | {f"std_{c}": frame[f"std_{c}"].to_numpy() for c in ROLES}
+                        | {c: v.array for c, v in name_forms(frame, ROLES).items()})
 
 
 def _pairs_frame(scored: pd.DataFrame, run_id: str) -> pd.DataFrame:

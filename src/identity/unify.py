@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from customer360.errors import IdentityError
 from customer360.identity.roles import (
     blocking_columns,
     build_settings,
+    forms_column,
     infer_roles,
     person_conflict_sql,
     standardise_frame,
@@ -346,6 +348,7 @@ def _standardised_tables(
         )
     roles = infer_roles(combined, exclude=exclude, overrides=mapping)
     std_cols = [f"std_{c}" for c in roles]
+    forms = [forms_column(c) for c, r in roles.items() if r == "given_name"]
     tables = {}
     for source, frame in frames.items():
         # A column only some files have is missing in the others (Splink treats nulls as such).
@@ -355,8 +358,21 @@ def _standardised_tables(
         tables[source] = pd.DataFrame(
             {"record_id": frame[id_col].astype("string").to_numpy(), "source": source}
             | {c: clean[c].to_numpy() for c in std_cols}
+            # The array keeps its list type (a numpy copy would hold untyped objects).
+            | {c: clean[c].array for c in forms}
         )
     return roles, tables
+
+
+def _for_spark(table: pd.DataFrame) -> pd.DataFrame:
+    """Plain Python values Spark infers its types from: ``None`` for missing, a list for a
+    name-forms array (its numpy form is no type Spark knows)."""
+    out = table.astype(object).where(table.notna(), None)
+    for column in table.columns:
+        if isinstance(table[column].dtype, pd.ArrowDtype):
+            out[column] = pd.Series(table[column].tolist(), index=table.index,
+                                    dtype=object).where(table[column].notna(), None)
+    return out
 
 
 def spark_clusters(
@@ -389,9 +405,12 @@ def spark_clusters(
     threshold = config.match_threshold if threshold is None else threshold
     roles, tables = _standardised_tables(frames, id_col, None, mapping, config)
     api = SparkAPI(spark_session=spark)
+    # Names of this call's own: a Spark session keeps registered views, and a second call in
+    # it must not collide with the first's.
+    run = uuid.uuid4().hex[:12]
     dfs = [
-        api.register(spark.createDataFrame(t.astype(object).where(t.notna(), None)),
-                     dataset_display_name=s, table_name=f"c360_records_{i}")
+        api.register(spark.createDataFrame(_for_spark(t)),
+                     dataset_display_name=s, table_name=f"c360_records_{run}_{i}")
         for i, (s, t) in enumerate(tables.items())
     ]
     trained = json.loads(json.dumps(settings))
@@ -399,10 +418,12 @@ def spark_clusters(
     # parameters are kept (comparisons and levels come in the same order from the roles).
     spark_sql = Linker(dfs, build_settings(roles, trained["link_type"], dialect="spark"),
                        log_level=None).misc.save_model_to_json()
-    if len(spark_sql["comparisons"]) != len(trained["comparisons"]):
+    if [len(c["comparison_levels"]) for c in spark_sql["comparisons"]] != [
+            len(c["comparison_levels"]) for c in trained["comparisons"]]:
         raise IdentityError(
-            "The settings were not generated from these records' roles (comparisons differ); "
-            "pass the settings.json of a run over the same columns.")
+            "The settings were not generated from these records' roles by this version "
+            "(comparisons or their levels differ, e.g. a model trained before the nickname "
+            "level); pass the settings.json of a run over the same columns, or retrain.")
     for mine, theirs in zip(trained["comparisons"], spark_sql["comparisons"], strict=True):
         for level, spark_level in zip(mine["comparison_levels"], theirs["comparison_levels"],
                                       strict=True):
