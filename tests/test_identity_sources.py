@@ -197,23 +197,32 @@ def test_identity_cli_runs_reviews_and_refuses_bad_decisions(resolved, monkeypat
     assert code == 2 and "both must be resolved source records" in text
 
 
+HOUSEHOLD_COLUMNS = ["source_record_id", "given_name", "surname", "company_name", "email",
+                     "phone", "street", "postcode", "city", "date_of_birth", "company_id"]
+
+
+def _with_household(people: list[dict]) -> dict[str, pd.DataFrame]:
+    """600 generated source records plus ``people`` (source_record_id, given_name,
+    date_of_birth each) of one household: one surname, street, postcode, city, landline and
+    family email, as a one-source frame for ``unify_frames``."""
+    records, _ = generate_source_records(600, seed=13)
+    home = {"surname": "Hollingshead", "email": "the.hollingsheads@example.org",
+            "phone": "+44 20 7946 0321", "street": "17 Larkspur Road", "postcode": "SW19 4QT",
+            "city": "London", "company_name": pd.NA, "company_id": pd.NA}
+    family = pd.DataFrame([home | person for person in people])[HOUSEHOLD_COLUMNS]
+    return {"crm": pd.concat([records[HOUSEHOLD_COLUMNS].astype("string"),
+                              family.astype("string")], ignore_index=True)}
+
+
 def test_household_members_sharing_contact_data_are_not_merged_zero_config():
     # Issue 14: two people of one household (same surname, street, postcode, city, landline and
     # family email; different given name and date of birth) among generated source records.
     from customer360.identity.unify import unify_frames
 
-    columns = ["source_record_id", "given_name", "surname", "company_name", "email", "phone",
-               "street", "postcode", "city", "date_of_birth", "company_id"]
-    records, _ = generate_source_records(600, seed=13)
-    records = records[columns].astype("string")
-    home = {"surname": "Hollingshead", "email": "the.hollingsheads@example.org",
-            "phone": "+44 20 7946 0321", "street": "17 Larkspur Road", "postcode": "SW19 4QT",
-            "city": "London", "company_name": pd.NA, "company_id": pd.NA}
-    pair = pd.DataFrame([
-        home | {"source_record_id": "H1", "given_name": "Margaret", "date_of_birth": "1961-03-14"},
-        home | {"source_record_id": "H2", "given_name": "Thomas", "date_of_birth": "1993-08-02"},
-    ])[columns].astype("string")
-    frames = {"crm": pd.concat([records, pair], ignore_index=True)}
+    frames = _with_household([
+        {"source_record_id": "H1", "given_name": "Margaret", "date_of_birth": "1961-03-14"},
+        {"source_record_id": "H2", "given_name": "Thomas", "date_of_birth": "1993-08-02"},
+    ])
     result = unify_frames(frames, id_col="source_record_id")
     ids = result["clusters"].set_index("record_id")["customer_id"]
     assert ids["H1"] != ids["H2"]
@@ -272,20 +281,11 @@ def test_a_nickname_of_one_person_merges_while_relatives_stay_apart():
     # keeps him apart although every contact detail agrees.
     from customer360.identity.unify import unify_frames
 
-    columns = ["source_record_id", "given_name", "surname", "company_name", "email", "phone",
-               "street", "postcode", "city", "date_of_birth", "company_id"]
-    records, _ = generate_source_records(600, seed=13)
-    records = records[columns].astype("string")
-    home = {"surname": "Hollingshead", "email": "the.hollingsheads@example.org",
-            "phone": "+44 20 7946 0321", "street": "17 Larkspur Road", "postcode": "SW19 4QT",
-            "city": "London", "company_name": pd.NA, "company_id": pd.NA}
-    family = pd.DataFrame([
-        home | {"source_record_id": "H1", "given_name": "William", "date_of_birth": "1961-03-14"},
-        home | {"source_record_id": "H2", "given_name": "Bill", "date_of_birth": "1961-03-15"},
-        home | {"source_record_id": "H3", "given_name": "Thomas", "date_of_birth": "1993-08-02"},
-    ])[columns].astype("string")
-    result = unify_frames({"crm": pd.concat([records, family], ignore_index=True)},
-                          id_col="source_record_id")
+    result = unify_frames(_with_household([
+        {"source_record_id": "H1", "given_name": "William", "date_of_birth": "1961-03-14"},
+        {"source_record_id": "H2", "given_name": "Bill", "date_of_birth": "1961-03-15"},
+        {"source_record_id": "H3", "given_name": "Thomas", "date_of_birth": "1993-08-02"},
+    ]), id_col="source_record_id")
     ids = result["clusters"].set_index("record_id")["customer_id"]
     assert ids["H1"] == ids["H2"]
     assert ids["H3"] not in {ids["H1"], ids["H2"]}
@@ -302,21 +302,12 @@ def test_relatives_at_one_address_stay_apart_while_a_typo_of_one_merges():
     # "Chris" without a date of birth is still Christopher.
     from customer360.identity.unify import unify_frames
 
-    columns = ["source_record_id", "given_name", "surname", "company_name", "email", "phone",
-               "street", "postcode", "city", "date_of_birth", "company_id"]
-    records, _ = generate_source_records(600, seed=13)
-    records = records[columns].astype("string")
-    home = {"surname": "Hollingshead", "email": "the.hollingsheads@example.org",
-            "phone": "+44 20 7946 0321", "street": "17 Larkspur Road", "postcode": "SW19 4QT",
-            "city": "London", "company_name": pd.NA, "company_id": pd.NA}
-    family = pd.DataFrame([
-        home | {"source_record_id": "H1", "given_name": "Margaret", "date_of_birth": "1961-03-14"},
-        home | {"source_record_id": "H2", "given_name": "Christopher",
-                "date_of_birth": "1993-08-02"},
-        home | {"source_record_id": "H3", "given_name": "Margret", "date_of_birth": pd.NA},
-        home | {"source_record_id": "H4", "given_name": "Chris", "date_of_birth": pd.NA},
-    ])[columns].astype("string")
-    frames = {"crm": pd.concat([records, family], ignore_index=True)}
+    frames = _with_household([
+        {"source_record_id": "H1", "given_name": "Margaret", "date_of_birth": "1961-03-14"},
+        {"source_record_id": "H2", "given_name": "Christopher", "date_of_birth": "1993-08-02"},
+        {"source_record_id": "H3", "given_name": "Margret", "date_of_birth": pd.NA},
+        {"source_record_id": "H4", "given_name": "Chris", "date_of_birth": pd.NA},
+    ])
     result = unify_frames(frames, id_col="source_record_id")
     ids = result["clusters"].set_index("record_id")["customer_id"]
     assert ids["H1"] != ids["H2"]
