@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--action", default="retention")
     ap.add_argument("--n-estimators", type=int, default=200)
     ap.add_argument("--method", default="x")
+    ap.add_argument("--n-jobs", type=int, default=1,
+                    help="LightGBM threads (configs/campaigns.yaml n_jobs; 1 on a loaded machine)")
     args = ap.parse_args()
     db = args.db
     if db is None:
@@ -50,7 +52,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     big = small.iloc[rng.integers(0, len(small), args.rows)].reset_index(drop=True)
     big["customer_id"] = [f"R{i:08d}" for i in range(len(big))]
-    cfg = UpliftConfig(n_estimators=args.n_estimators, method=args.method)
+    cfg = UpliftConfig(n_estimators=args.n_estimators, method=args.method, n_jobs=args.n_jobs)
     load = os.getloadavg()
     t0 = time.perf_counter()
     fit = fit_frame(big, args.action, cfg)
