@@ -80,14 +80,20 @@ def load_leads_config(path: str | Path | None = None) -> LeadsConfig:
 def read_sales_tables(con) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``leads`` and ``lead_events`` tables as frames."""
     require_tables(con, "leads", "lead_events")
-    leads = con.execute("SELECT * FROM leads").df()
+    leads = _read_leads(con)
     events = con.execute("SELECT lead_id, ts, kind, status FROM lead_events").df()
+    return leads, events
+
+
+def _read_leads(con) -> pd.DataFrame:
+    """The ``leads`` table; raises when it is empty (nothing to train or score)."""
+    leads = con.execute("SELECT * FROM leads").df()
     if leads.empty:
         raise ModelError(
             "The warehouse has no leads; ingest a leads file (`customer360 ingest leads FILE`) "
             "or generate a warehouse."
         )
-    return leads, events
+    return leads
 
 
 def customer_engagement(con, open_leads: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
@@ -131,9 +137,7 @@ def open_lead_snapshot(con, as_of: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]
     ``lead_snapshot(con, *read_sales_tables(con), as_of)``, at a fraction of the memory."""
     require_tables(con, "leads", "lead_events")
     ts = pd.Timestamp(as_of)
-    leads = con.execute("SELECT * FROM leads").df()
-    if leads.empty:
-        read_sales_tables(con)  # the same error as the full reader
+    leads = _read_leads(con)
     changes = con.execute(
         "SELECT lead_id, ts, kind, status FROM lead_events WHERE kind = 'status_change' "
         "AND ts < ?::TIMESTAMP", [ts]).df()
