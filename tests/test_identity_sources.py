@@ -323,3 +323,50 @@ def test_relatives_at_one_address_stay_apart_while_a_typo_of_one_merges():
     assert report["matched_pairs"] == int(
         ((result["pairs"]["match_probability"] >= report["thresholds"]["match"])
          & ~result["pairs"]["person_conflict"]).sum())
+
+
+def test_the_warehouse_path_holds_relatives_apart_and_respects_an_accept(tmp_path):
+    # identity.store.resolve applies unify's person rule: relatives sharing every contact
+    # detail stay two customers on the first run and when one more arrives incrementally; the
+    # held-back pair is stored with its flag, and a steward's accept still links it.
+    from customer360.data.warehouse import connect, create_schema, insert_frame
+    from customer360.identity.store import record_decision, resolve
+
+    records, _ = generate_source_records(300, seed=11)
+    home = {"source_system": "crm", "surname": "HOLLINGSHEAD", "company_name": pd.NA,
+            "email": "the.hollingsheads@example.org", "phone": "+44 20 7946 0321",
+            "street": "17 Larkspur Road", "postcode": "SW19 4QT", "city": "London",
+            "country": "GB", "company_id": pd.NA,
+            "created_at": pd.Timestamp("2025-01-02"), "updated_at": pd.Timestamp("2025-06-01")}
+    family = pd.DataFrame([home | {"source_record_id": i, "record_key": f"crm:{i}",
+                                   "given_name": g, "date_of_birth": d}
+                           for i, g, d in (("H1", "MARGARET", "1961-03-14"),
+                                           ("H2", "CHRISTOPHER", "1993-08-02"),
+                                           ("H3", "MARGRET", pd.NA),
+                                           ("H4", "THOMAS", "1996-11-20"))])[records.columns]
+    con = connect(tmp_path / "w.duckdb", create=True)
+    try:
+        create_schema(con)
+        insert_frame(con, "source_records", pd.concat([records, family.iloc[:3]],
+                                                      ignore_index=True))
+        first = resolve(con, run_id="r1")
+        insert_frame(con, "source_records", family.iloc[3:])
+        second = resolve(con, run_id="r2")
+        ids = dict(con.execute("SELECT record_key, customer_id FROM identity_crosswalk")
+                   .fetchall())
+        assert ids["crm:H1"] == ids["crm:H3"]  # Margret is a typo of Margaret
+        assert len({ids["crm:H1"], ids["crm:H2"], ids["crm:H4"]}) == 3
+        flags = dict(con.execute(
+            "SELECT record_key_l || '|' || record_key_r, person_conflict FROM identity_pairs "
+            "WHERE record_key_l LIKE 'crm:H%' AND record_key_r LIKE 'crm:H%'").fetchall())
+        assert flags["crm:H1|crm:H2"] and not flags["crm:H1|crm:H3"]
+        assert flags["crm:H2|crm:H4"]  # scored incrementally, flagged all the same
+        assert first["person_conflicts_not_merged"] >= 1
+        assert second["person_conflicts_not_merged"] >= 1
+        record_decision(con, "crm:H2", "crm:H4", "accept", steward="ann", note="same man")
+        resolve(con, run_id="r3")
+        ids = dict(con.execute("SELECT record_key, customer_id FROM identity_crosswalk")
+                   .fetchall())
+        assert ids["crm:H2"] == ids["crm:H4"] != ids["crm:H1"]
+    finally:
+        con.close()

@@ -8,8 +8,11 @@ One :func:`resolve` run over the ``source_records`` table:
    the new records: against the existing ones (``predict_between``) and among themselves
    (``predict_within``); scored pairs at or above the review threshold go to
    ``identity_pairs``;
-3. clusters every stored pair at the match threshold, with the steward's decisions
-   (``identity_decisions``) applied: an accepted pair is a link, a rejected pair never is;
+3. clusters every stored pair at the match threshold, except a pair flagged
+   ``person_conflict`` (unrelated given names and no date of birth or id agreeing:
+   :func:`~customer360.identity.roles.person_conflict_sql`, the rule ``unify`` applies), with
+   the steward's decisions (``identity_decisions``) applied: an accepted pair is a link (a
+   person conflict included), a rejected pair never is;
 4. assigns stable ids (:func:`assign_ids`) and writes ``identity_crosswalk``,
    ``identity_aliases``, ``identity_splits``, ``identity_review`` and ``identity_golden``.
 
@@ -45,6 +48,7 @@ from customer360.identity.roles import (
     build_settings,
     forms_column,
     name_forms,
+    person_conflict_sql,
     standardise_frame,
 )
 from customer360.identity.unify import IdentityConfig, load_identity_config, train_linker
@@ -65,7 +69,8 @@ DDL = {
     "identity_records": None,  # created from the first standardised frame
     "identity_pairs": """CREATE TABLE IF NOT EXISTS identity_pairs (
   record_key_l VARCHAR, record_key_r VARCHAR, match_probability DOUBLE, match_weight DOUBLE,
-  match_weights VARCHAR, run_id VARCHAR, PRIMARY KEY (record_key_l, record_key_r))""",
+  match_weights VARCHAR, run_id VARCHAR, person_conflict BOOLEAN,
+  PRIMARY KEY (record_key_l, record_key_r))""",
     "identity_decisions": """CREATE TABLE IF NOT EXISTS identity_decisions (
   record_key_l VARCHAR, record_key_r VARCHAR, decision VARCHAR NOT NULL,
   steward VARCHAR NOT NULL, decided_at TIMESTAMP NOT NULL, note VARCHAR,
@@ -88,6 +93,9 @@ def _create(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in DDL.values():
         if ddl:
             con.execute(ddl)
+    # Warehouses resolved before the person-conflict rule: their stored pairs have no flag
+    # (NULL, read as no conflict); pairs scored from now on carry it.
+    con.execute("ALTER TABLE identity_pairs ADD COLUMN IF NOT EXISTS person_conflict BOOLEAN")
 
 
 def _ordered(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +176,20 @@ def _pairs_frame(scored: pd.DataFrame, run_id: str) -> pd.DataFrame:
         "match_weight": scored["match_weight"].astype("float64").to_numpy(),
         "match_weights": [json.dumps(r) for r in weights.to_dict("records")],
         "run_id": run_id,
+        "person_conflict": scored["person_conflict"].astype(bool).to_numpy(),
     })
+
+
+def _with_conflicts(linker: Any, scored: Any) -> pd.DataFrame:
+    """Splink's scored pairs as pandas with ``person_conflict`` (:func:`person_conflict_sql`:
+    unrelated given names and nothing personal agreeing), in one query so each flag stays on
+    its own pair."""
+    conflict = person_conflict_sql(ROLES, linker.misc.save_model_to_json())
+    if conflict is None:
+        return scored.as_pandas_dataframe().assign(person_conflict=False)
+    return linker.misc.query_sql(
+        f"select *, coalesce({conflict}, false) as person_conflict from {scored.physical_name}",
+        output_type="pandas")
 
 
 def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[str, Any]:
@@ -207,16 +228,20 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
         within = linker.inference.predict_within(
             new_df, threshold_match_probability=config.review_threshold)
         scored = [between, within]
-    frames = [s.as_pandas_dataframe() for s in (scored if isinstance(scored, list) else [scored])]
+    frames = [_with_conflicts(linker, s)
+              for s in (scored if isinstance(scored, list) else [scored])]
     frames = [f for f in frames if len(f)]
     stored = 0
     if frames:
         pairs = pd.concat([_pairs_frame(f, run_id) for f in frames], ignore_index=True)
         pairs = pairs.drop_duplicates(["record_key_l", "record_key_r"])
         with registered(con, pairs) as view:
-            con.execute(f"INSERT OR IGNORE INTO identity_pairs SELECT * FROM {view}")
+            con.execute(f"INSERT OR IGNORE INTO identity_pairs BY NAME SELECT * FROM {view}")
         stored = len(pairs)
-    return {"trained": first, "em_blocks_skipped": skipped, "pairs_scored": stored}
+        held = int((pairs["person_conflict"]
+                    & (pairs["match_probability"] >= config.match_threshold)).sum())
+    return {"trained": first, "em_blocks_skipped": skipped, "pairs_scored": stored,
+            "person_conflicts_not_merged": held if frames else 0}
 
 
 def assign_ids(
@@ -327,7 +352,7 @@ def resolve(
     new = _standardise_new(con, config)
     summary: dict[str, Any] = {"run_id": run_id, "new_records": int(len(new))}
     if new.empty and con.execute("SELECT count(*) FROM identity_crosswalk").fetchone()[0]:
-        summary |= {"pairs_scored": 0, "trained": False}
+        summary |= {"pairs_scored": 0, "trained": False, "person_conflicts_not_merged": 0}
     elif con.execute("SELECT count(*) FROM identity_records").fetchone()[0] == 0:
         raise IdentityError("source_records is empty: ingest source records first.")
     else:
@@ -344,7 +369,8 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
     edges = con.execute("""
         SELECT p.record_key_l, p.record_key_r, p.match_probability
         FROM identity_pairs p LEFT JOIN identity_decisions d USING (record_key_l, record_key_r)
-        WHERE (p.match_probability >= ? AND d.decision IS NULL) OR d.decision = 'accept'
+        WHERE (p.match_probability >= ? AND NOT coalesce(p.person_conflict, false)
+               AND d.decision IS NULL) OR d.decision = 'accept'
         UNION ALL
         SELECT d.record_key_l, d.record_key_r, 1.0 FROM identity_decisions d
         LEFT JOIN identity_pairs p USING (record_key_l, record_key_r)
