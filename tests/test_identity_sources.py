@@ -370,3 +370,40 @@ def test_the_warehouse_path_holds_relatives_apart_and_respects_an_accept(tmp_pat
         assert ids["crm:H2"] == ids["crm:H4"] != ids["crm:H1"]
     finally:
         con.close()
+
+
+def test_em_narrows_the_name_block_when_namesakes_crowd_it():
+    # Namesakes grow with the square of the population: here 1,500 people share 96 given name
+    # and surname pairs, so the name block holds many more pairs than there are records. EM
+    # then trains on names + postcode (a date-of-birth match must keep its weight); on the
+    # generator's own names (few namesakes) it trains on the names alone.
+    from customer360.identity.unify import unify_frames
+
+    def frame(records, truth):
+        out = records[HOUSEHOLD_COLUMNS].astype("string").assign(
+            source_record_id=records["record_key"].astype("string"))
+        return {"crm": out.assign(truth=records["record_key"].map(
+            truth.set_index("record_key")["entity_id"]).astype("string"))}
+
+    records, truth = generate_source_records(1500, seed=5)
+    entity = pd.factorize(records["record_key"].map(truth.set_index("record_key")["entity_id"]))[0]
+    given = np.array(["ANNA", "JOHN", "MARY", "PETER", "SARAH", "DAVID", "EMMA", "JAMES",
+                      "LUCY", "MARK", "ALICE", "PAUL"])
+    surnames = np.array(["SMITH", "JONES", "TAYLOR", "BROWN", "WILSON", "EVANS", "KHAN", "PATEL"])
+    person = records["company_name"].isna().to_numpy()
+    records.loc[person, "given_name"] = given[entity[person] % len(given)]
+    records.loc[person, "surname"] = surnames[(entity[person] // len(given)) % len(surnames)]
+    crowded = unify_frames(frame(records, truth), id_col="source_record_id", truth_col="truth")
+    report = crowded["report"]
+    assert report["name_block_pairs_per_record"] > 1
+    assert report["em_blocks"][0] == "std_given_name & std_surname & std_postcode"
+    dob = next(c for c in crowded["settings"]["comparisons"]
+               if c["output_column_name"] == "std_date_of_birth")
+    exact = next(lv for lv in dob["comparison_levels"] if not lv.get("is_null_level"))
+    assert exact["m_probability"] > 0.9
+    assert report["quality"]["pairwise"]["precision"] >= 0.99
+
+    plain = unify_frames(frame(*generate_source_records(400, seed=5)),
+                         id_col="source_record_id", truth_col="truth")
+    assert plain["report"]["name_block_pairs_per_record"] < 1
+    assert "std_given_name & std_surname & std_postcode" not in plain["report"]["em_blocks"]

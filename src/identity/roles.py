@@ -402,15 +402,24 @@ def build_settings(
     )
 
 
-def training_blocks(roles: dict[str, str]) -> list[list[str]]:
-    """Blocks for EM: one on the names (trains the rest), one on the rest (trains the names)."""
+def training_blocks(roles: dict[str, str], *, narrow_names: bool = False) -> list[list[str]]:
+    """Blocks for EM: one on the names (trains the rest), one on the rest (trains the names).
+
+    ``narrow_names``: the name block also agrees on the postcode (when there is one), for
+    populations where namesakes crowd the name block (:func:`~customer360.identity.unify.
+    train_linker` decides from the block's pair count); the location comparison is then
+    trained in the second block.
+    """
     # Person names when there are any: a company-name column is empty on every person's
     # record, so an exact rule that needs it too would find no pairs to train on.
     names = [f"std_{c}" for c, r in roles.items() if r in ("given_name", "surname")] or [
         f"std_{c}" for c, r in roles.items() if r == "full_name"]
+    postcode = [f"std_{c}" for c, r in roles.items() if r == "postcode"][:1]
+    if names and narrow_names:
+        names = names + postcode
     others = [
         f"std_{c}" for r in ("dob", "postcode", "email", "phone", "id")
-        for c, role in roles.items() if role == r
+        for c, role in roles.items() if role == r and f"std_{c}" not in names
     ]
     blocks = []
     if names:

@@ -208,12 +208,12 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
     if first:
         frame = db_api.register(_splink_frame(everything), table_name="c360_identity_all")
         linker = Linker(frame, settings, log_level=None)
-        skipped = train_linker(linker, {f"{c}": r for c, r in ROLES.items()}, config)
+        training = train_linker(linker, {f"{c}": r for c, r in ROLES.items()}, config)
         scored = linker.inference.predict(threshold_match_probability=config.review_threshold)
         saved = json.dumps(linker.misc.save_model_to_json(), default=str)
         con.execute("INSERT INTO identity_model VALUES (?, ?)", [run_id, saved])
     else:
-        skipped = []
+        training = {"em_blocks": [], "em_blocks_skipped": [], "name_block_pairs_per_record": None}
         new_keys = set(new["record_key"])
         old = everything[~everything["record_key"].isin(new_keys)]
         new_df = db_api.register(_splink_frame(new), table_name="c360_identity_new")
@@ -240,7 +240,7 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
         stored = len(pairs)
         held = int((pairs["person_conflict"]
                     & (pairs["match_probability"] >= config.match_threshold)).sum())
-    return {"trained": first, "em_blocks_skipped": skipped, "pairs_scored": stored,
+    return {"trained": first, **training, "pairs_scored": stored,
             "person_conflicts_not_merged": held if frames else 0}
 
 

@@ -221,8 +221,10 @@ def unify_frames(
         settings = build_settings(roles, link_type, max_iterations=config.em_max_iterations)
         trained = False
     linker = Linker(dfs, settings, log_level=None)
+    # An expert's trained settings: nothing trained here.
+    training = {"em_blocks": [], "em_blocks_skipped": [], "name_block_pairs_per_record": None}
     if not trained:
-        train_linker(linker, roles, config)
+        training = train_linker(linker, roles, config)
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -304,6 +306,7 @@ def unify_frames(
             b["blocking_rule"] for b in model["blocking_rules_to_generate_predictions"]
         ],
         "probability_two_random_records_match": model["probability_two_random_records_match"],
+        **training,
         "settings_source": str(settings_path) if settings_path else "generated from roles",
         "splink_version": splink.__version__,
     }
@@ -448,16 +451,33 @@ def spark_clusters(
     })
 
 
-def train_linker(linker: Any, roles: dict[str, str], config: IdentityConfig) -> list[str]:
+def train_linker(
+    linker: Any, roles: dict[str, str], config: IdentityConfig
+) -> dict[str, list[str]]:
     """Train a fresh linker: prior from an exact rule, u by random sampling, m by EM per block.
 
     An EM block whose run drives a level's m to exactly 0 (Splink refuses it) is retried on the
-    next candidate block; the blocks that could not be used are returned (and logged), never
-    hidden.
+    next candidate block. Returns ``em_blocks`` (the blocks EM trained on),
+    ``em_blocks_skipped`` (those that could not be used, also logged, never hidden) and
+    ``name_block_pairs_per_record`` (what decided whether the name block is narrowed by the
+    postcode; ``None`` when there is nothing to narrow by).
     """
     from splink import block_on
 
     blocks = training_blocks(roles)
+    narrow = training_blocks(roles, narrow_names=True)
+    crowding = None
+    if narrow != blocks:
+        # Namesakes (one given name and surname, two people) grow with the square of the
+        # population, true pairs with it. Once the name block holds more pairs than there are
+        # records, namesakes dominate it and EM puts every pair in the "match" class (148k
+        # generated records: 8 pairs a record, 96 % namesakes, and a date-of-birth match
+        # then weighed nothing); agreeing on the postcode too leaves few namesakes.
+        (counted,) = linker.blocking_analysis.count_comparisons_from_blocking_rules(
+            [block_on(*blocks[0])], record_sample_proportion=1.0)
+        crowding = counted["marginal_comparison_count"] / max(_record_count(linker), 1)
+        if crowding > 1:
+            blocks = narrow
     deterministic = [block_on(*sum(blocks, []))]
     linker.training.estimate_probability_two_random_records_match(
         deterministic, recall=config.deterministic_recall
@@ -465,7 +485,7 @@ def train_linker(linker: Any, roles: dict[str, str], config: IdentityConfig) -> 
     linker.training.estimate_u_using_random_sampling(
         max_pairs=config.u_max_pairs, seed=config.seed
     )
-    skipped = []
+    skipped, used = [], []
     # Company-name and id columns are empty on every person's record: a fallback block on
     # them trains on the few company records only, so those blocks come last.
     sparse = {f"std_{c}" for c, r in roles.items() if r in ("full_name", "id")}
@@ -482,12 +502,22 @@ def train_linker(linker: Any, roles: dict[str, str], config: IdentityConfig) -> 
                 linker.training.estimate_parameters_using_expectation_maximisation(
                     block_on(*candidate)
                 )
+                used.append(" & ".join(candidate))
                 break
             except ValueError as exc:
                 linker._settings_obj.core_model_settings = saved
                 log.warning("EM on block %s failed (%s); trying the next block", candidate, exc)
                 skipped.append(" & ".join(candidate))
-    return skipped
+    return {"em_blocks": used, "em_blocks_skipped": skipped,
+            "name_block_pairs_per_record": None if crowding is None else round(crowding, 3)}
+
+
+def _record_count(linker: Any) -> int:
+    """Records in the linker's input tables."""
+    tables = linker._input_tables_dict.values()  # Splink keeps no public count of its inputs
+    union = " union all ".join(f"select count(*) as n from {t.physical_name}" for t in tables)
+    return int(linker.misc.query_sql(f"select sum(n) as n from ({union})",
+                                     output_type="pandas")["n"].iloc[0])
 
 
 def _fallback_order(block: list[str], fallbacks: list[list[str]]) -> list[list[str]]:
