@@ -407,3 +407,31 @@ def test_em_narrows_the_name_block_when_namesakes_crowd_it():
                          id_col="source_record_id", truth_col="truth")
     assert plain["report"]["name_block_pairs_per_record"] < 1
     assert "std_given_name & std_surname & std_postcode" not in plain["report"]["em_blocks"]
+
+
+def test_blocking_rules_that_compare_too_many_pairs_a_record_are_dropped():
+    # A rule on a low-cardinality pair (a name and a city) compares pairs in proportion to the
+    # square of the population; over max_pairs_per_record it is dropped, reported, and not
+    # part of the trained model (so Spark, which takes the model's rules, drops it too).
+    from customer360.identity.roles import affordable_blocking
+    from customer360.identity.unify import IdentityConfig, unify_frames
+
+    records, _ = generate_source_records(400, seed=5)
+    frame = records[HOUSEHOLD_COLUMNS].astype("string").assign(
+        source_record_id=records["record_key"].astype("string"), city="LONDON")
+    result = unify_frames({"crm": frame}, id_col="source_record_id",
+                          config=IdentityConfig(max_pairs_per_record=1.5))
+    dropped = result["report"]["blocking_rules_dropped"]
+    assert {tuple(d["columns"]) for d in dropped} == {("std_given_name", "std_city"),
+                                                       ("std_surname", "std_city")}
+    assert all(d["pairs"] > 1.5 * len(frame) for d in dropped)
+    rules = result["report"]["blocking_rules"]
+    assert len(rules) == 17  # the 19 generated for these columns, less the two
+    assert not any("std_given_name" in r and "std_city" in r for r in rules)
+    assert not any("std_surname" in r and "std_city" in r for r in rules)
+    # Nothing over the budget: nothing dropped; all over it: the cheapest rule is kept.
+    std = pd.DataFrame({"std_a": ["x"] * 6, "std_b": ["p", "p", "q", "q", "r", "s"]})
+    assert affordable_blocking(std, [["std_a"], ["std_b"]], 3.0) == (
+        [["std_a"], ["std_b"]], [])
+    assert affordable_blocking(std, [["std_a"], ["std_b"]], 0.1) == (
+        [["std_b"]], [{"columns": ["std_a"], "pairs": 15}])

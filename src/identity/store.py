@@ -45,6 +45,8 @@ from scipy.sparse.csgraph import connected_components
 from customer360.data.warehouse import registered, table_exists, transaction
 from customer360.errors import IdentityError
 from customer360.identity.roles import (
+    affordable_blocking,
+    blocking_columns,
     build_settings,
     forms_column,
     name_forms,
@@ -201,18 +203,22 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
     rows = con.execute("SELECT settings FROM identity_model").fetchall()
     model = rows[0] if rows else None
     first = model is None
-    settings: Any = (build_settings(ROLES, "dedupe_only", max_iterations=config.em_max_iterations)
-                     if first else json.loads(model[0]))
-    if not first:
-        settings["source_dataset_column_name"] = None
+    dropped: list[dict[str, Any]] = []
     if first:
-        frame = db_api.register(_splink_frame(everything), table_name="c360_identity_all")
+        records = _splink_frame(everything)
+        blocking, dropped = affordable_blocking(
+            records, blocking_columns(ROLES), config.max_pairs_per_record)
+        settings: Any = build_settings(ROLES, "dedupe_only", blocking=blocking,
+                                       max_iterations=config.em_max_iterations)
+        frame = db_api.register(records, table_name="c360_identity_all")
         linker = Linker(frame, settings, log_level=None)
         training = train_linker(linker, {f"{c}": r for c, r in ROLES.items()}, config)
         scored = linker.inference.predict(threshold_match_probability=config.review_threshold)
         saved = json.dumps(linker.misc.save_model_to_json(), default=str)
         con.execute("INSERT INTO identity_model VALUES (?, ?)", [run_id, saved])
     else:
+        settings = json.loads(model[0])
+        settings["source_dataset_column_name"] = None
         training = {"em_blocks": [], "em_blocks_skipped": [], "name_block_pairs_per_record": None}
         new_keys = set(new["record_key"])
         old = everything[~everything["record_key"].isin(new_keys)]
@@ -240,7 +246,8 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
         stored = len(pairs)
         held = int((pairs["person_conflict"]
                     & (pairs["match_probability"] >= config.match_threshold)).sum())
-    return {"trained": first, **training, "pairs_scored": stored,
+    return {"trained": first, **training, "blocking_rules_dropped": dropped,
+            "pairs_scored": stored,
             "person_conflicts_not_merged": held if frames else 0}
 
 

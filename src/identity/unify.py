@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from customer360.config import StrictModel, load_config
 from customer360.errors import IdentityError
 from customer360.identity.roles import (
+    affordable_blocking,
     blocking_columns,
     build_settings,
     forms_column,
@@ -43,6 +44,9 @@ class IdentityConfig(StrictModel):
     em_max_iterations: int = Field(25, gt=0)
     deterministic_recall: float = Field(0.7, gt=0, le=1)
     seed: int = 42
+    # Generated blocking rules that would compare more pairs a record than this are dropped
+    # (roles.affordable_blocking); not applied to an expert's settings file.
+    max_pairs_per_record: float = Field(20.0, gt=0)
 
     # Golden records (issue 14 item 3): one rule per attribute; attributes not named use
     # default_rule. Rules: source_priority, most_recent, most_complete, most_frequent.
@@ -202,6 +206,7 @@ def unify_frames(
         db_api.register(t, dataset_display_name=s, table_name=f"c360_records_{i}")
         for i, (s, t) in enumerate(tables.items())
     ]
+    dropped: list[dict[str, Any]] = []
     if settings_path is not None:
         try:
             settings: Any = json.loads(Path(settings_path).read_text())
@@ -218,7 +223,11 @@ def unify_frames(
         settings["link_type"] = link_type
         trained = "m_probability" in json.dumps(settings)
     else:
-        settings = build_settings(roles, link_type, max_iterations=config.em_max_iterations)
+        blocking, dropped = affordable_blocking(
+            pd.concat(tables.values(), ignore_index=True), blocking_columns(roles),
+            config.max_pairs_per_record)
+        settings = build_settings(roles, link_type, max_iterations=config.em_max_iterations,
+                                  blocking=blocking)
         trained = False
     linker = Linker(dfs, settings, log_level=None)
     # An expert's trained settings: nothing trained here.
@@ -305,6 +314,8 @@ def unify_frames(
         "blocking_rules": [
             b["blocking_rule"] for b in model["blocking_rules_to_generate_predictions"]
         ],
+        "blocking_rules_dropped": dropped,
+        "max_pairs_per_record": config.max_pairs_per_record,
         "probability_two_random_records_match": model["probability_two_random_records_match"],
         **training,
         "settings_source": str(settings_path) if settings_path else "generated from roles",
@@ -431,8 +442,13 @@ def spark_clusters(
         for level, spark_level in zip(mine["comparison_levels"], theirs["comparison_levels"],
                                       strict=True):
             level["sql_condition"] = spark_level["sql_condition"]
-    trained["blocking_rules_to_generate_predictions"] = spark_sql[
-        "blocking_rules_to_generate_predictions"]
+    # The rules the model was trained with (some generated rules may have been dropped as too
+    # coarse for its records), in Spark's dialect.
+    kept = {frozenset(re.findall(r"std_\w+", b["blocking_rule"]))
+            for b in trained["blocking_rules_to_generate_predictions"]}
+    trained["blocking_rules_to_generate_predictions"] = [
+        b for b in spark_sql["blocking_rules_to_generate_predictions"]
+        if frozenset(re.findall(r"std_\w+", b["blocking_rule"])) in kept]
     trained["sql_dialect"] = "spark"
     linker = Linker(dfs, trained, log_level=None)
     scored = linker.inference.predict(
