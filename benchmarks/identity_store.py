@@ -5,9 +5,16 @@ The generator's source records of ``--entities`` true customers are split: all b
 the incremental run and by the rerun (0 expected), and the crosswalk's pairwise precision,
 recall and F1 against the truth table (pairs inside one ``customer_id``).
 
+``--by-hand`` then runs Splink as a user would write it by hand on the same standardised
+records (``identity_records``), with the same comparisons, blocking rules and training steps
+(prior from an exact rule, u by random sampling, EM on the same two blocks, predict at the
+review threshold, cluster at the match threshold), so the overhead of ``resolve`` over plain
+Splink is reported side by side. Peak RSS is the process's (DuckDB runs in it).
+
 Run::
 
     .venv/bin/python benchmarks/identity_store.py --entities 20000 --new 2000
+    .venv/bin/python benchmarks/identity_store.py --entities 675000 --new 10000 --by-hand
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -25,14 +33,60 @@ from customer360.identity.store import resolve
 from customer360.identity.unify import evaluate
 
 
+def splink_by_hand(con, first_run: dict) -> dict:
+    """Plain Splink on the first run's standardised records with its comparisons, blocking
+    rules and EM blocks; seconds per step."""
+    from splink import DuckDBAPI, Linker, block_on
+
+    from customer360.identity.roles import blocking_columns, build_settings
+    from customer360.identity.store import ROLES, _splink_frame
+    from customer360.identity.unify import load_identity_config
+
+    config = load_identity_config()
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    records = _splink_frame(con.execute(
+        "SELECT * FROM identity_records WHERE record_key IN (SELECT record_key FROM "
+        "identity_crosswalk WHERE first_seen_run = 'first') ORDER BY record_key").df())
+    dropped = [d["columns"] for d in first_run["blocking_rules_dropped"]]
+    blocking = [g for g in blocking_columns(ROLES) if g not in dropped]
+    linker = Linker(DuckDBAPI().register(records, table_name="by_hand"),
+                    build_settings(ROLES, "dedupe_only", blocking=blocking,
+                                   max_iterations=config.em_max_iterations), log_level=None)
+    seconds["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    blocks = [b.split(" & ") for b in first_run["em_blocks"]]
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on(*sum(blocks, []))], recall=config.deterministic_recall)
+    linker.training.estimate_u_using_random_sampling(max_pairs=config.u_max_pairs,
+                                                     seed=config.seed)
+    for block in blocks:
+        linker.training.estimate_parameters_using_expectation_maximisation(block_on(*block))
+    seconds["train"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scored = linker.inference.predict(threshold_match_probability=config.review_threshold)
+    seconds["predict"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+        scored, threshold_match_probability=config.match_threshold).as_pandas_dataframe()
+    seconds["cluster"] = time.perf_counter() - t0
+    seconds["total"] = sum(seconds.values())
+    return {"records": len(records), "clusters": int(clusters["cluster_id"].nunique()),
+            "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=20_000)
     parser.add_argument("--new", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--by-hand", action="store_true",
+                        help="also time plain Splink written by hand on the same records")
     args = parser.parse_args()
     logging.getLogger("splink").setLevel(logging.ERROR)
+    t0 = time.perf_counter()
     records, truth = generate_source_records(args.entities, seed=args.seed)
+    print(f"generated {len(records):,} records in {time.perf_counter() - t0:.1f} s", flush=True)
     cut = len(records) - args.new
     out: dict = {"records": len(records), "entities": args.entities, "new": args.new}
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,8 +98,16 @@ def main() -> None:
                 insert_frame(con, "source_records", part)
             t0 = time.perf_counter()
             summary = resolve(con, run_id=name)
-            out[name] = summary | {"seconds": round(time.perf_counter() - t0, 2)}
+            out[name] = summary | {"wall_seconds": round(time.perf_counter() - t0, 2)}
             print(name, json.dumps(out[name]), flush=True)
+        out["peak_rss_mib_after_resolve"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print("peak RSS MiB", out["peak_rss_mib_after_resolve"], flush=True)
+        if args.by_hand:
+            out["by_hand"] = splink_by_hand(con, out["first"])
+            ratio = out["first"]["seconds"]["total"] / out["by_hand"]["seconds"]["total"]
+            print("by hand", json.dumps(out["by_hand"]),
+                  f"resolve first run / by hand = {ratio:.2f}x", flush=True)
         crosswalk = con.execute(
             "SELECT source_system AS source, record_key AS record_id, customer_id "
             "FROM identity_crosswalk").df()

@@ -34,6 +34,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 import duckdb
@@ -194,10 +195,14 @@ def _with_conflicts(linker: Any, scored: Any) -> pd.DataFrame:
         output_type="pandas")
 
 
-def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[str, Any]:
-    """Score the new records (all of them on the first run) and store the pairs."""
+def _score(
+    con, config: IdentityConfig, new: pd.DataFrame, run_id: str, seconds: dict[str, float]
+) -> dict[str, Any]:
+    """Score the new records (all of them on the first run) and store the pairs; the stages'
+    seconds go to ``seconds``."""
     from splink import DuckDBAPI, Linker
 
+    t0 = time.perf_counter()
     everything = con.execute("SELECT * FROM identity_records").df()
     db_api = DuckDBAPI()
     rows = con.execute("SELECT settings FROM identity_model").fetchall()
@@ -213,6 +218,8 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
         frame = db_api.register(records, table_name="c360_identity_all")
         linker = Linker(frame, settings, log_level=None)
         training = train_linker(linker, {f"{c}": r for c, r in ROLES.items()}, config)
+        seconds["train"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         scored = linker.inference.predict(threshold_match_probability=config.review_threshold)
         saved = json.dumps(linker.misc.save_model_to_json(), default=str)
         con.execute("INSERT INTO identity_model VALUES (?, ?)", [run_id, saved])
@@ -234,6 +241,8 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
         within = linker.inference.predict_within(
             new_df, threshold_match_probability=config.review_threshold)
         scored = [between, within]
+    seconds["predict"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     frames = [_with_conflicts(linker, s)
               for s in (scored if isinstance(scored, list) else [scored])]
     frames = [f for f in frames if len(f)]
@@ -244,6 +253,7 @@ def _score(con, config: IdentityConfig, new: pd.DataFrame, run_id: str) -> dict[
         with registered(con, pairs) as view:
             con.execute(f"INSERT OR IGNORE INTO identity_pairs BY NAME SELECT * FROM {view}")
         stored = len(pairs)
+        seconds["store_pairs"] = time.perf_counter() - t0
         held = int((pairs["person_conflict"]
                     & (pairs["match_probability"] >= config.match_threshold)).sum())
     return {"trained": first, **training, "blocking_rules_dropped": dropped,
@@ -356,17 +366,22 @@ def resolve(
         raise IdentityError("source_records is empty: nothing to resolve; ingest source records "
                             "first (`customer360 ingest source_records FILE`).")
     _create(con)
+    started = time.perf_counter()
     new = _standardise_new(con, config)
+    seconds = {"standardise": time.perf_counter() - started}
     summary: dict[str, Any] = {"run_id": run_id, "new_records": int(len(new))}
     if new.empty and con.execute("SELECT count(*) FROM identity_crosswalk").fetchone()[0]:
         summary |= {"pairs_scored": 0, "trained": False, "person_conflicts_not_merged": 0}
     elif con.execute("SELECT count(*) FROM identity_records").fetchone()[0] == 0:
         raise IdentityError("source_records is empty: ingest source records first.")
     else:
-        summary |= _score(con, config, new, run_id)
+        summary |= _score(con, config, new, run_id, seconds)
+    t0 = time.perf_counter()
     with transaction(con):
         summary |= _cluster_and_write(con, config, run_id)
-    return summary
+    seconds["cluster_and_write"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
+    return summary | {"seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
 
 def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, Any]:
