@@ -403,8 +403,7 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
     n = len(keys)
     graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
-    previous = con.execute(
-        "SELECT record_key, customer_id, first_seen_run FROM identity_crosswalk").df()
+    previous = con.execute("SELECT * FROM identity_crosswalk").df()
     master = (keys["source_record_id"].where(keys["source_system"] == config.master_system)
               if config.master_system else None)
     ids, aliases, splits = assign_ids(keys["record_key"], labels, previous, run_id, master)
@@ -424,8 +423,14 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
         .fillna(run_id).to_numpy(),
     )
     changed = _changes(previous, crosswalk)
-    con.execute("DELETE FROM identity_crosswalk")
-    with registered(con, crosswalk) as view:
+    # Only the rows that differ from the stored crosswalk are written (a 1M-record rewrite
+    # cost most of an incremental run); the customers they touch get new golden records.
+    written = _differing_rows(previous, crosswalk)
+    touched = sorted(set(written["customer_id"]) | set(
+        previous.loc[previous["record_key"].isin(set(written["record_key"])), "customer_id"]))
+    with registered(con, written) as view:
+        con.execute(f"DELETE FROM identity_crosswalk WHERE record_key IN "
+                    f"(SELECT record_key FROM {view})")
         con.execute(f"INSERT INTO identity_crosswalk SELECT * FROM {view}")
     if len(aliases):
         with registered(con, aliases) as view:
@@ -438,7 +443,7 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
             con.execute("INSERT OR REPLACE INTO identity_splits "
                         f"SELECT customer_id, run_id, parts, records FROM {view}")
     _write_review(con, config)
-    _write_golden(con, config)
+    _write_golden(con, config, None if previous.empty else touched)
     created = _create_customers(con, config)
     return {
         "records": int(n), "customers": int(ids.nunique()), "merges": int(len(aliases)),
@@ -446,6 +451,20 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
         "suspected_splits": int(len(splits)), "records_rekeyed": changed,
         "review_queue": con.execute("SELECT count(*) FROM identity_review").fetchone()[0],
     }
+
+
+def _differing_rows(previous: pd.DataFrame, crosswalk: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``crosswalk`` that are new or differ from ``previous`` in any column."""
+    if previous.empty:
+        return crosswalk
+    old = previous.set_index("record_key").reindex(crosswalk["record_key"])
+    new = crosswalk.set_index("record_key")
+    differs = np.zeros(len(crosswalk), dtype=bool)
+    for column in new.columns:
+        a, b = old[column], new[column]
+        same = a.eq(b).to_numpy(dtype=bool, na_value=False) | (a.isna() & b.isna()).to_numpy()
+        differs |= ~same
+    return crosswalk[differs]
 
 
 def _changes(previous: pd.DataFrame, crosswalk: pd.DataFrame) -> int:
@@ -469,9 +488,10 @@ def _write_review(con, config: IdentityConfig) -> None:
          config.match_threshold])
 
 
-def _write_golden(con, config: IdentityConfig) -> None:
+def _write_golden(con, config: IdentityConfig, customers: list[str] | None = None) -> None:
     """One row per customer: each attribute by its survivorship rule, with the record it came
-    from (``<attribute>_source`` = record key)."""
+    from (``<attribute>_source`` = record key). With ``customers``, only their rows are
+    replaced (a customer no longer in the crosswalk, merged away, loses its row)."""
     rules = config.survivorship
     priority = config.source_priority
     rank = "CASE r.source_system " + " ".join(
@@ -496,13 +516,26 @@ def _write_golden(con, config: IdentityConfig) -> None:
         f"arg_max(r.record_key, r.k_{a}) FILTER (WHERE r.{a} IS NOT NULL) AS {a}_source"
         for a, _ in parts)
     keys = ", ".join(f"{k} AS k_{a}" for a, k in parts)
-    con.execute(f"""CREATE OR REPLACE TABLE identity_golden AS
+    only = "" if customers is None else (
+        "WHERE c.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))")
+    query = f"""
         WITH ranked AS (
           SELECT c.customer_id, r.*, {keys}
-          FROM identity_crosswalk c JOIN identity_records r USING (record_key)
+          FROM identity_crosswalk c JOIN identity_records r USING (record_key) {only}
         )
         SELECT r.customer_id, count(*) AS source_records, {selects}
-        FROM ranked r GROUP BY r.customer_id ORDER BY r.customer_id""")
+        FROM ranked r GROUP BY r.customer_id ORDER BY r.customer_id"""
+    if customers is None or not table_exists(con, "identity_golden"):
+        if customers is not None:  # no golden table yet: every customer's row
+            _write_golden(con, config, None)
+            return
+        con.execute(f"CREATE OR REPLACE TABLE identity_golden AS {query}")
+        return
+    if not customers:
+        return
+    con.execute("DELETE FROM identity_golden WHERE customer_id IN "
+                "(SELECT unnest(CAST($ids AS VARCHAR[])))", {"ids": customers})
+    con.execute(f"INSERT INTO identity_golden {query}", {"ids": customers})
 
 
 def _create_customers(con, config: IdentityConfig) -> int:
