@@ -203,7 +203,10 @@ def _score(
     from splink import DuckDBAPI, Linker
 
     t0 = time.perf_counter()
-    everything = con.execute("SELECT * FROM identity_records").df()
+    # Only the key and the standardised columns: Splink compares nothing else.
+    everything = con.execute(
+        "SELECT record_key, " + ", ".join(f"std_{c}" for c in ROLES)
+        + " FROM identity_records ORDER BY record_key").df()
     db_api = DuckDBAPI()
     rows = con.execute("SELECT settings FROM identity_model").fetchall()
     model = rows[0] if rows else None
@@ -227,11 +230,13 @@ def _score(
         settings = json.loads(model[0])
         settings["source_dataset_column_name"] = None
         training = {"em_blocks": [], "em_blocks_skipped": [], "name_block_pairs_per_record": None}
-        new_keys = set(new["record_key"])
-        old = everything[~everything["record_key"].isin(new_keys)]
-        new_df = db_api.register(_splink_frame(new), table_name="c360_identity_new")
-        old_df = db_api.register(_splink_frame(old), table_name="c360_identity_old")
-        all_df = db_api.register(_splink_frame(everything), table_name="c360_identity_all")
+        records = _splink_frame(everything)  # the name forms derived once for all
+        is_new = everything["record_key"].isin(set(new["record_key"])).to_numpy()
+        new_df = db_api.register(records[is_new].reset_index(drop=True),
+                                 table_name="c360_identity_new")
+        old_df = db_api.register(records[~is_new].reset_index(drop=True),
+                                 table_name="c360_identity_old")
+        all_df = db_api.register(records, table_name="c360_identity_all")
         linker = Linker(all_df, settings, log_level=None)
         for comp in settings["comparisons"]:
             if any(lv.get("tf_adjustment_column") for lv in comp["comparison_levels"]):
