@@ -177,10 +177,23 @@ def _pairs_frame(scored: pd.DataFrame, run_id: str) -> pd.DataFrame:
         "record_key_l": left, "record_key_r": right,
         "match_probability": scored["match_probability"].astype("float64").to_numpy(),
         "match_weight": scored["match_weight"].astype("float64").to_numpy(),
-        "match_weights": [json.dumps(r) for r in weights.to_dict("records")],
+        "match_weights": _json_rows(weights),
         "run_id": run_id,
         "person_conflict": scored["person_conflict"].astype(bool).to_numpy(),
     })
+
+
+def _json_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Each row of a numeric frame as a JSON object (column -> value), built by DuckDB in one
+    query instead of one ``json.dumps`` a row (600k pairs at 1M records: ~10 s)."""
+    if frame.empty or not len(frame.columns):
+        return np.array(["{}"] * len(frame), dtype=object)
+    fields = ", ".join(f'"{c}" := "{c}"' for c in frame.columns)
+    with duckdb.connect() as local:
+        local.register("weights", frame.reset_index(drop=True))
+        out = local.execute(
+            f"SELECT CAST(to_json(struct_pack({fields})) AS VARCHAR) FROM weights").fetchnumpy()
+    return next(iter(out.values())).astype(object)
 
 
 def _with_conflicts(linker: Any, scored: Any) -> pd.DataFrame:
