@@ -1394,11 +1394,17 @@ def campaign_plan(
         "--output", help="Write contacts.csv, strategies.csv and the plots here.")] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="Uplift config (default configs/campaigns.yaml).")] = None,
+    strategy: Annotated[str, typer.Option(
+        "--strategy", help="Whom the contact list follows: top_uplift (the uplift model's "
+        "ranking, as /campaign_plan), best_backtest (the strategy with the highest DR estimate "
+        "on the held-out campaign), mass_D, focused_BC, top_churn_risk or top_propensity.")
+    ] = "top_uplift",
     db: DbOption = None,
 ) -> None:
     """Fit uplift on the logged campaigns, check the strategies on the latest (held-out)
-    campaign, and list who to contact today within the budget; logged to MLflow and kept in
-    table campaign_scores for the service's /campaign_plan."""
+    campaign, and list who to contact today within the budget (by the uplift model unless
+    --strategy says otherwise; the output names the strategy the backtest favours); logged to
+    MLflow and kept in table campaign_scores for the service's /campaign_plan."""
     from rich.progress import Progress
 
     from customer360.data.warehouse import connect
@@ -1416,7 +1422,7 @@ def campaign_plan(
         report = run_campaign_plan(
             con, action=action, budget=budget, cost=cost_per_contact, segments=segments,
             output=str(output) if output else None, config=cfg, store=True,
-            on_progress=lambda d, t: bar.update(task, completed=d, total=t),
+            on_progress=lambda d, t: bar.update(task, completed=d, total=t), strategy=strategy,
         )
     t = report.strategies
     rows = []
@@ -1438,11 +1444,26 @@ def campaign_plan(
         f"propensity {m['qini__propensity']:.3f}", soft_wrap=True, markup=False,
     )
     c = report.contacts
+    used = t.loc[t["chosen"]].iloc[0]
+    best = t.loc[t["best_backtest"]].iloc[0]
     console.print(
-        f"Contact today: {len(c)} customers, expected incremental margin net of cost "
+        f"Contact today: {len(c)} customers as {report.strategy} would (DR backtest "
+        f"{used['backtest_incremental_margin']:,.0f}, interval {used['ci_low']:,.0f}.."
+        f"{used['ci_high']:,.0f}); expected incremental margin net of cost "
         f"{c['expected_net_margin'].sum():,.0f} (model); MLflow run {report.run_id}",
         soft_wrap=True, markup=False,
     )
+    if best["strategy"] != report.strategy:
+        console.print(
+            f"The backtest favours {best['strategy']} "
+            f"(DR {best['backtest_incremental_margin']:,.0f}, interval "
+            f"{best['ci_low']:,.0f}..{best['ci_high']:,.0f}): rerun with --strategy "
+            f"{best['strategy']} (or best_backtest) to contact as it would.",
+            soft_wrap=True, markup=False)
+    if best["ci_high"] < 0:
+        console.print(
+            "Warning: no strategy is shown to pay at this cost per contact (even the best "
+            "backtest's whole interval is below 0).", soft_wrap=True, markup=False)
     for f in report.files:
         console.print(f"wrote {f}", markup=False)
 # --- issue 14: identity resolution inside the warehouse -------------------------------------

@@ -45,7 +45,8 @@ def planned(tmp_path_factory):
         run = mlflow.search_runs(experiment_names=["campaign_plan"], output_format="list")[0]
         artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id,
                                                                           "plots")]
-    return {"db": db, "out": out, "output": result.output, "run": run, "artifacts": artifacts}
+    return {"db": db, "out": out, "output": result.output, "run": run, "artifacts": artifacts,
+            "config": cfg}
 
 
 def test_generator_writes_a_randomised_holdout_and_the_truth(planned):
@@ -100,12 +101,44 @@ def test_plan_writes_contacts_plots_and_mlflow_run(planned):
     assert contacts["customer_id"].is_unique
     assert (contacts["expected_net_margin"] > 0).all()
     assert contacts["expected_net_margin"].is_monotonic_decreasing
+    # The list follows the uplift ranking by default; the strategy the backtest favours is
+    # marked and, when it is another, named with the option that follows it.
+    strategies = pd.read_csv(planned["out"] / "strategies.csv")
+    best = strategies.loc[strategies["backtest_incremental_margin"].idxmax(), "strategy"]
+    assert strategies.loc[strategies["best_backtest"], "strategy"].tolist() == [best]
+    assert strategies.loc[strategies["chosen"], "strategy"].tolist() == ["top_uplift"]
+    assert planned["run"].data.params["strategy"] == "top_uplift"
+    output = " ".join(planned["output"].split())
+    assert "as top_uplift would" in output
+    assert (f"rerun with --strategy {best}" in output) == (best != "top_uplift")
     for name in ("qini_curve", "incremental_margin_by_decile", "incremental_margin_by_segment"):
         assert (planned["out"] / f"{name}.png").stat().st_size > 1000
         assert f"plots/{name}.png" in planned["artifacts"]
     assert planned["run"].data.params["action"] == "retention"
     assert "true_qini_purchase__uplift" in planned["run"].data.metrics
     assert "Incremental margin net of cost" in planned["output"]
+
+
+def test_plan_follows_the_strategy_asked_for_and_refuses_an_unknown_one(planned, tmp_path):
+    out = tmp_path / "plan"
+    args = ["campaign", "plan", "--db", str(planned["db"]), "--budget", str(BUDGET),
+            "--cost-per-contact", str(COST), "--action", "retention",
+            "--config", str(planned["config"])]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        bad = CliRunner().invoke(app, args + ["--strategy", "everyone"])
+        assert bad.exit_code != 0 and isinstance(bad.exception, CampaignError)
+        assert "strategy 'everyone' is unknown; use best_backtest or one of" in str(
+            bad.exception)
+        result = CliRunner().invoke(app, args + ["--strategy", "top_churn_risk",
+                                                 "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    contacts = pd.read_csv(out / "contacts.csv")
+    assert 0 < len(contacts) <= BUDGET / COST
+    assert contacts["churn_probability"].is_monotonic_decreasing
+    strategies = pd.read_csv(out / "strategies.csv")
+    assert strategies.loc[strategies["chosen"], "strategy"].tolist() == ["top_churn_risk"]
+    assert "as top_churn_risk would" in " ".join(result.output.split())
 
 
 def test_a_log_without_control_is_refused(small_warehouse):

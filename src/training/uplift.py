@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 SCORES_TABLE = "campaign_scores"
 BACKTESTS_TABLE = "campaign_backtests"
 STRATEGIES = ("mass_D", "focused_BC", "top_uplift", "top_churn_risk", "top_propensity")
+BEST_BACKTEST = "best_backtest"
+"""A plan's strategy rule: contact whom the strategy with the highest DR backtest would."""
 FATIGUE_FEATURES = ("camp__offers_received__90d", "camp__contacted__120d")
 
 
@@ -552,6 +554,30 @@ class PlanReport:
     metrics: dict[str, float]
     run_id: str
     files: list[str]
+    strategy: str = "top_uplift"
+    """The strategy the contact list follows."""
+
+
+def choose_strategy(results: list[StrategyResult], rule: str) -> str:
+    """The strategy a plan follows: ``rule`` itself, or with :data:`BEST_BACKTEST` the one
+    whose doubly robust estimate on the held-out randomised campaign is highest.
+
+    The chosen strategy's own estimate is then optimistic (it won on that campaign); its
+    interval says how far to trust it.
+
+    Examples
+    --------
+    >>> r = [StrategyResult("top_uplift", 9, 9.0, 5.0, 1.0, -2, 4),
+    ...      StrategyResult("top_propensity", 9, 9.0, 2.0, 3.0, 1, 5)]
+    >>> choose_strategy(r, "best_backtest"), choose_strategy(r, "top_uplift")
+    ('top_propensity', 'top_uplift')
+    """
+    if rule == BEST_BACKTEST:
+        return max(results, key=lambda r: r.backtest_incremental_margin).strategy
+    if rule not in STRATEGIES:
+        raise CampaignError(
+            f"strategy {rule!r} is unknown; use {BEST_BACKTEST} or one of {list(STRATEGIES)}.")
+    return rule
 
 
 def run_campaign_plan(
@@ -565,12 +591,16 @@ def run_campaign_plan(
     config: UpliftConfig | None = None,
     on_progress=None,
     store: bool = False,
+    strategy: str = "top_uplift",
 ) -> PlanReport:
     """Fit, evaluate, compare the strategies and plan who to contact today; log it to MLflow
     (experiment ``campaign_plan``) with the Qini and incremental-margin plots and, when
     ``output`` is given, write the contact list, the strategy table and the plots there.
     ``store`` keeps today's scores and the backtest in the warehouse for ``/campaign_plan``
-    (needs a writable ``con``)."""
+    (needs a writable ``con``). The contact list follows ``strategy`` (:func:`choose_strategy`;
+    the default, ranking by the uplift model, is the one ``/campaign_plan`` re-cuts); the
+    strategies table marks it (``chosen``) and the one with the best DR backtest
+    (``best_backtest``)."""
     from pathlib import Path
 
     import mlflow
@@ -579,6 +609,9 @@ def run_campaign_plan(
     from customer360.training.tracking import run_tags, setup_mlflow
 
     check_plan_inputs(action=action, budget=budget, cost=cost, segments=segments)
+    if strategy != BEST_BACKTEST and strategy not in STRATEGIES:
+        raise CampaignError(f"strategy {strategy!r} is unknown; use {BEST_BACKTEST} or one "
+                            f"of {list(STRATEGIES)}.")
     cfg = config or load_uplift_config()
     step = on_progress or (lambda done, total: None)
     step(0, 4)
@@ -589,12 +622,15 @@ def run_campaign_plan(
     for name in ("ips", "snips", "dr"):
         table[f"ope_{name}_per_customer"] = [r.ope[name]["value"] if r.ope else np.nan
                                              for r in results]
+    chosen = choose_strategy(results, strategy)
+    table["chosen"] = table["strategy"] == chosen
+    table["best_backtest"] = table["strategy"] == choose_strategy(results, BEST_BACKTEST)
     step(2, 4)
     today = warehouse_today(con)
     now = customer_frame(con, [today])
     now = now[now["value_segment"].astype(str).isin(["A", "B", "C", "D"])]
     contacts = contact_list(fit, now, budget=budget, cost=cost, segments=segments,
-                            seed=cfg.seed)
+                            strategy=chosen, seed=cfg.seed)
     if store:
         from customer360.data.warehouse import transaction
 
@@ -628,7 +664,8 @@ def run_campaign_plan(
                                         train_campaigns=",".join(fit.train_campaigns),
                                         rows_holdout=len(fit.holdout))) as run:
         mlflow.log_params({"budget": budget, "cost_per_contact": cost, "action": action,
-                           "segments": ",".join(segments or []), "method": cfg.method})
+                           "segments": ",".join(segments or []), "method": cfg.method,
+                           "strategy": chosen, "strategy_rule": strategy})
         mlflow.log_metrics({k: float(v) for k, v in fit.metrics.items() if np.isfinite(v)})
         mlflow.log_table(table.drop(columns=[c for c in table if table[c].isna().all()]),
                          "strategies.json")
@@ -636,4 +673,4 @@ def run_campaign_plan(
         mlflow.log_table(by_segment, "incremental_by_segment.json")
         log_figures(figures)
     step(4, 4)
-    return PlanReport(action, table, contacts, fit.metrics, run.info.run_id, files)
+    return PlanReport(action, table, contacts, fit.metrics, run.info.run_id, files, chosen)
