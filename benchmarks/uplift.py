@@ -40,8 +40,9 @@ def main() -> None:
     ap.add_argument("--action", default="retention")
     ap.add_argument("--n-estimators", type=int, default=200)
     ap.add_argument("--method", default="x")
-    ap.add_argument("--n-jobs", type=int, default=1,
-                    help="LightGBM threads (configs/campaigns.yaml n_jobs; 1 on a loaded machine)")
+    ap.add_argument("--n-jobs", type=int, default=None,
+                    help="LightGBM threads (default: configs/campaigns.yaml's rule, every core "
+                    "for 100k training rows or more)")
     args = ap.parse_args()
     db = args.db
     if db is None:

@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 import duckdb
@@ -64,12 +65,31 @@ class UpliftConfig(StrictModel):
     learning_rate: float = Field(0.05, gt=0)
     num_leaves: int = Field(15, ge=2)
     min_child_samples: int = Field(50, ge=1)
-    n_jobs: int = Field(1, ge=1)
+    n_jobs: int | None = Field(None, ge=1)
+    """LightGBM threads; ``None``: every core for :data:`PARALLEL_FIT_ROWS` training rows or
+    more, one below (small fits lose to thread start-up and, on a shared machine, to
+    oversubscription)."""
     k: float = Field(0.3, gt=0, le=1)
     """Share targeted for uplift@k."""
     n_boot: int = Field(300, ge=50)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int = 0
+
+
+PARALLEL_FIT_ROWS = 100_000
+
+
+def fit_threads(config: UpliftConfig, rows: int) -> int:
+    """LightGBM threads for a fit on ``rows`` training rows (``config.n_jobs`` when set).
+
+    Examples
+    --------
+    >>> fit_threads(UpliftConfig(n_jobs=3), 10), fit_threads(UpliftConfig(), 10)
+    (3, 1)
+    """
+    if config.n_jobs is not None:
+        return config.n_jobs
+    return max(1, os.cpu_count() or 1) if rows >= PARALLEL_FIT_ROWS else 1
 
 
 def load_uplift_config(path=None) -> UpliftConfig:
@@ -245,9 +265,10 @@ def fit_frame(frame: pd.DataFrame, action: str, config: UpliftConfig | None = No
     columns = _feature_columns(frame)
     train = frame[frame["as_of"] < starts[-1]]
     hold = frame[frame["as_of"] == starts[-1]].reset_index(drop=True)
+    threads = fit_threads(cfg, len(train))
     kw = dict(method=cfg.method, n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
               num_leaves=cfg.num_leaves, min_child_samples=cfg.min_child_samples,
-              n_jobs=cfg.n_jobs, random_state=cfg.seed)
+              n_jobs=threads, random_state=cfg.seed)
     levels = category_levels(train, columns)
     X = feature_matrix(train, columns, levels)
     t = (train["arm"] == "treatment").to_numpy()
@@ -257,7 +278,7 @@ def fit_frame(frame: pd.DataFrame, action: str, config: UpliftConfig | None = No
     margin = UpliftLearner(binary=False, **kw).fit(X, train["margin"], t, propensity=e)
     bought = train["purchased"].to_numpy(bool)
     value = fit_value_model(X[bought], train["margin"].to_numpy()[bought], seed=cfg.seed,
-                            n_jobs=cfg.n_jobs, n_estimators=cfg.n_estimators)
+                            n_jobs=threads, n_estimators=cfg.n_estimators)
     fit = UpliftFit(action, columns, purchase, margin, levels, value, hold,
                     train_campaigns=sorted(train["campaign_id"].unique()),
                     holdout_campaign=str(hold["campaign_id"].iloc[0]))
