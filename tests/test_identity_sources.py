@@ -196,6 +196,34 @@ def test_incremental_writes_equal_a_full_rewrite(resolved):
         golden, con.execute("SELECT * FROM identity_golden ORDER BY customer_id").df())
 
 
+def test_changed_survivorship_rules_rebuild_every_golden_record(tmp_path):
+    # Later runs rewrite only the golden records of touched customers, but a change of the
+    # rules in configs/identity.yaml must reach every customer on the next run.
+    from customer360.data.warehouse import connect, create_schema, insert_frame
+    from customer360.identity.store import _write_golden, resolve
+    from customer360.identity.unify import IdentityConfig
+
+    records, _ = generate_source_records(300, seed=11)
+    con = connect(tmp_path / "w.duckdb", create=True)
+    try:
+        create_schema(con)
+        insert_frame(con, "source_records", records)
+        resolve(con, run_id="r1")
+        before = con.execute("SELECT * FROM identity_golden ORDER BY customer_id").df()
+        reversed_priority = IdentityConfig(
+            survivorship={a: "source_priority" for a in ("email", "phone", "street", "city")},
+            source_priority=["pos", "callcentre", "webshop", "b2b", "crm"])
+        again = resolve(con, config=reversed_priority, run_id="r2")
+        assert again["new_records"] == 0 and again["records_rekeyed"] == 0
+        after = con.execute("SELECT * FROM identity_golden ORDER BY customer_id").df()
+        assert not after["email_source"].equals(before["email_source"])
+        _write_golden(con, reversed_priority, None)
+        pd.testing.assert_frame_equal(
+            after, con.execute("SELECT * FROM identity_golden ORDER BY customer_id").df())
+    finally:
+        con.close()
+
+
 def test_identity_cli_runs_reviews_and_refuses_bad_decisions(resolved, monkeypatch, capsys):
     from test_identity import run_main
 

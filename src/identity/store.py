@@ -43,7 +43,13 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from customer360.data.warehouse import registered, table_exists, transaction
+from customer360.data.warehouse import (
+    get_meta,
+    registered,
+    set_meta,
+    table_exists,
+    transaction,
+)
 from customer360.errors import IdentityError
 from customer360.identity.roles import (
     affordable_blocking,
@@ -562,10 +568,19 @@ def _write_review(con, config: IdentityConfig) -> None:
          config.match_threshold])
 
 
+GOLDEN_RULES_META = "identity_golden_rules"
+
+
 def _write_golden(con, config: IdentityConfig, customers: list[str] | None = None) -> None:
     """One row per customer: each attribute by its survivorship rule, with the record it came
     from (``<attribute>_source`` = record key). With ``customers``, only their rows are
-    replaced (a customer no longer in the crosswalk, merged away, loses its row)."""
+    replaced (a customer no longer in the crosswalk, merged away, loses its row), unless the
+    survivorship rules differ from those the table was built with: then every row is."""
+    signature = json.dumps({"survivorship": config.survivorship,
+                            "default_rule": config.default_rule,
+                            "source_priority": config.source_priority}, sort_keys=True)
+    full = (customers is None or not table_exists(con, "identity_golden")
+            or get_meta(con, GOLDEN_RULES_META) != signature)
     rules = config.survivorship
     priority = config.source_priority
     rank = "CASE r.source_system " + " ".join(
@@ -590,8 +605,7 @@ def _write_golden(con, config: IdentityConfig, customers: list[str] | None = Non
         f"arg_max(r.record_key, r.k_{a}) FILTER (WHERE r.{a} IS NOT NULL) AS {a}_source"
         for a, _ in parts)
     keys = ", ".join(f"{k} AS k_{a}" for a, k in parts)
-    only = "" if customers is None else (
-        "WHERE c.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))")
+    only = "" if full else "WHERE c.customer_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))"
     query = f"""
         WITH ranked AS (
           SELECT c.customer_id, r.*, {keys}
@@ -599,17 +613,13 @@ def _write_golden(con, config: IdentityConfig, customers: list[str] | None = Non
         )
         SELECT r.customer_id, count(*) AS source_records, {selects}
         FROM ranked r GROUP BY r.customer_id ORDER BY r.customer_id"""
-    if customers is None or not table_exists(con, "identity_golden"):
-        if customers is not None:  # no golden table yet: every customer's row
-            _write_golden(con, config, None)
-            return
+    if full:
         con.execute(f"CREATE OR REPLACE TABLE identity_golden AS {query}")
-        return
-    if not customers:
-        return
-    con.execute("DELETE FROM identity_golden WHERE customer_id IN "
-                "(SELECT unnest(CAST($ids AS VARCHAR[])))", {"ids": customers})
-    con.execute(f"INSERT INTO identity_golden {query}", {"ids": customers})
+        set_meta(con, GOLDEN_RULES_META, signature)
+    elif customers:
+        con.execute("DELETE FROM identity_golden WHERE customer_id IN "
+                    "(SELECT unnest(CAST($ids AS VARCHAR[])))", {"ids": customers})
+        con.execute(f"INSERT INTO identity_golden {query}", {"ids": customers})
 
 
 def _create_customers(con, config: IdentityConfig) -> int:
