@@ -228,6 +228,29 @@ def blocking_columns(roles: dict[str, str]) -> list[list[str]]:
     return groups
 
 
+def exact_pair_counts(frame: pd.DataFrame, groups: list[list[str]]) -> list[int]:
+    """Per column group, the record pairs of ``frame`` that agree exactly on all its columns
+    (nulls never agree), counted by a group-by, not by forming the pairs.
+
+    Examples
+    --------
+    >>> exact_pair_counts(pd.DataFrame({"a": ["x", "x", "x", None]}), [["a"]])
+    [3]
+    """
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.register("records", frame[sorted({c for g in groups for c in g})])
+        counts = []
+        for group in groups:
+            cols = ", ".join(f'"{c}"' for c in group)
+            nonnull = " AND ".join(f'"{c}" IS NOT NULL' for c in group)
+            counts.append(int(con.execute(
+                f"SELECT coalesce(sum(n * (n - 1) // 2), 0) FROM (SELECT count(*) AS n "
+                f"FROM records WHERE {nonnull} GROUP BY {cols})").fetchone()[0]))
+    return counts
+
+
 def affordable_blocking(
     frame: pd.DataFrame, groups: list[list[str]], max_pairs_per_record: float
 ) -> tuple[list[list[str]], list[dict[str, Any]]]:
@@ -246,18 +269,7 @@ def affordable_blocking(
     >>> affordable_blocking(f, [["std_email"], ["std_city"]], 1.0)
     ([['std_email']], [{'columns': ['std_city'], 'pairs': 6}])
     """
-    import duckdb
-
-    con = duckdb.connect()
-    con.register("records", frame[sorted({c for g in groups for c in g})])
-    counts = []
-    for group in groups:
-        cols = ", ".join(f'"{c}"' for c in group)
-        nonnull = " AND ".join(f'"{c}" IS NOT NULL' for c in group)
-        counts.append(int(con.execute(
-            f"SELECT coalesce(sum(n * (n - 1) // 2), 0) FROM (SELECT count(*) AS n FROM records "
-            f"WHERE {nonnull} GROUP BY {cols})").fetchone()[0]))
-    con.close()
+    counts = exact_pair_counts(frame, groups)
     budget = max_pairs_per_record * len(frame)
     kept = [g for g, n in zip(groups, counts, strict=True) if n <= budget]
     if not kept:

@@ -57,10 +57,14 @@ from customer360.identity.roles import (
     build_settings,
     forms_column,
     name_forms,
-    person_conflict_sql,
     standardise_frame,
 )
-from customer360.identity.unify import IdentityConfig, load_identity_config, train_linker
+from customer360.identity.unify import (
+    IdentityConfig,
+    flagged_pairs,
+    load_identity_config,
+    train_linker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,18 +207,6 @@ def _json_rows(frame: pd.DataFrame) -> np.ndarray:
     return next(iter(out.values())).astype(object)
 
 
-def _with_conflicts(linker: Any, scored: Any) -> pd.DataFrame:
-    """Splink's scored pairs as pandas with ``person_conflict`` (:func:`person_conflict_sql`:
-    unrelated given names and nothing personal agreeing), in one query so each flag stays on
-    its own pair."""
-    conflict = person_conflict_sql(ROLES, linker.misc.save_model_to_json())
-    if conflict is None:
-        return scored.as_pandas_dataframe().assign(person_conflict=False)
-    return linker.misc.query_sql(
-        f"select *, coalesce({conflict}, false) as person_conflict from {scored.physical_name}",
-        output_type="pandas")
-
-
 def _score(
     con, config: IdentityConfig, new: pd.DataFrame, run_id: str, seconds: dict[str, float]
 ) -> dict[str, Any]:
@@ -244,7 +236,7 @@ def _score(
                                        max_iterations=config.em_max_iterations)
         frame = db_api.register(records, table_name="c360_identity_all")
         linker = Linker(frame, settings, log_level=None)
-        training = train_linker(linker, {f"{c}": r for c, r in ROLES.items()}, config)
+        training = train_linker(linker, ROLES, config, records)
         seconds["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         scored = linker.inference.predict(threshold_match_probability=config.review_threshold)
@@ -272,10 +264,10 @@ def _score(
         scored = [between, within]
     seconds["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    frames = [_with_conflicts(linker, s)
+    frames = [flagged_pairs(linker, s, ROLES)[0]
               for s in (scored if isinstance(scored, list) else [scored])]
     frames = [f for f in frames if len(f)]
-    stored = 0
+    stored = held = 0
     if frames:
         pairs = pd.concat([_pairs_frame(f, run_id) for f in frames], ignore_index=True)
         pairs = pairs.drop_duplicates(["record_key_l", "record_key_r"])
@@ -287,7 +279,7 @@ def _score(
                     & (pairs["match_probability"] >= config.match_threshold)).sum())
     return {"trained": first, **training, "blocking_rules_dropped": dropped,
             "pairs_scored": stored,
-            "person_conflicts_not_merged": held if frames else 0}
+            "person_conflicts_not_merged": held}
 
 
 def assign_ids(

@@ -24,6 +24,7 @@ from customer360.identity.roles import (
     affordable_blocking,
     blocking_columns,
     build_settings,
+    exact_pair_counts,
     forms_column,
     infer_roles,
     person_conflict_sql,
@@ -207,6 +208,7 @@ def unify_frames(
         for i, (s, t) in enumerate(tables.items())
     ]
     dropped: list[dict[str, Any]] = []
+    combined_std = pd.concat(tables.values(), ignore_index=True)
     if settings_path is not None:
         try:
             settings: Any = json.loads(Path(settings_path).read_text())
@@ -223,9 +225,8 @@ def unify_frames(
         settings["link_type"] = link_type
         trained = "m_probability" in json.dumps(settings)
     else:
-        blocking, dropped = affordable_blocking(
-            pd.concat(tables.values(), ignore_index=True), blocking_columns(roles),
-            config.max_pairs_per_record)
+        blocking, dropped = affordable_blocking(combined_std, blocking_columns(roles),
+                                                config.max_pairs_per_record)
         settings = build_settings(roles, link_type, max_iterations=config.em_max_iterations,
                                   blocking=blocking)
         trained = False
@@ -233,24 +234,14 @@ def unify_frames(
     # An expert's trained settings: nothing trained here.
     training = {"em_blocks": [], "em_blocks_skipped": [], "name_block_pairs_per_record": None}
     if not trained:
-        training = train_linker(linker, roles, config)
+        training = train_linker(linker, roles, config, combined_std)
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     scored = linker.inference.predict(threshold_match_probability=review)
-    pairs = scored.as_pandas_dataframe()
     seconds["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    conflict = person_conflict_sql(roles, linker.misc.save_model_to_json())
-    if conflict and not all(g in pairs.columns for g in re.findall(r"gamma_\w+", conflict)):
-        conflict = None  # an expert's settings without retained intermediate columns
-    if conflict:
-        # One query, so each pair's flag stays on its own row.
-        pairs = linker.misc.query_sql(
-            f"select *, coalesce({conflict}, false) as person_conflict "
-            f"from {scored.physical_name}", output_type="pandas")
-    else:
-        pairs["person_conflict"] = False
+    pairs, conflict = flagged_pairs(linker, scored, roles)
     clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
         _without_conflicts(linker, scored, conflict), threshold_match_probability=threshold
     ).as_pandas_dataframe()
@@ -334,6 +325,26 @@ def unify_frames(
     seconds["total"] = time.perf_counter() - started
     report["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return {"clusters": clusters, "pairs": out_pairs, "settings": model, "report": report}
+
+
+def flagged_pairs(
+    linker: Any, scored: Any, roles: dict[str, str]
+) -> tuple[pd.DataFrame, str | None]:
+    """Splink's scored pairs as pandas with ``person_conflict`` (:func:`person_conflict_sql`),
+    read in one query so each flag stays on its own pair, and the rule's SQL (``None`` when it
+    does not apply: no single given-name column, or an expert's settings without the retained
+    gamma columns)."""
+    conflict = person_conflict_sql(roles, linker.misc.save_model_to_json())
+    if conflict:
+        columns = linker.misc.query_sql(f"select * from {scored.physical_name} limit 0",
+                                        output_type="pandas").columns
+        if not all(g in columns for g in re.findall(r"gamma_\w+", conflict)):
+            conflict = None
+    if conflict is None:
+        return scored.as_pandas_dataframe().assign(person_conflict=False), None
+    return linker.misc.query_sql(
+        f"select *, coalesce({conflict}, false) as person_conflict from {scored.physical_name}",
+        output_type="pandas"), conflict
 
 
 def _matched(pairs: pd.DataFrame, threshold: float) -> pd.Series:
@@ -468,12 +479,13 @@ def spark_clusters(
 
 
 def train_linker(
-    linker: Any, roles: dict[str, str], config: IdentityConfig
-) -> dict[str, list[str]]:
+    linker: Any, roles: dict[str, str], config: IdentityConfig, records: pd.DataFrame
+) -> dict[str, Any]:
     """Train a fresh linker: prior from an exact rule, u by random sampling, m by EM per block.
 
     An EM block whose run drives a level's m to exactly 0 (Splink refuses it) is retried on the
-    next candidate block. Returns ``em_blocks`` (the blocks EM trained on),
+    next candidate block. ``records``: the linker's standardised input as one frame (the
+    name block's pairs are counted there). Returns ``em_blocks`` (the blocks EM trained on),
     ``em_blocks_skipped`` (those that could not be used, also logged, never hidden) and
     ``name_block_pairs_per_record`` (what decided whether the name block is narrowed by the
     postcode; ``None`` when there is nothing to narrow by).
@@ -489,9 +501,8 @@ def train_linker(
         # records, namesakes dominate it and EM puts every pair in the "match" class (148k
         # generated records: 8 pairs a record, 96 % namesakes, and a date-of-birth match
         # then weighed nothing); agreeing on the postcode too leaves few namesakes.
-        (counted,) = linker.blocking_analysis.count_comparisons_from_blocking_rules(
-            [block_on(*blocks[0])], record_sample_proportion=1.0)
-        crowding = counted["marginal_comparison_count"] / max(_record_count(linker), 1)
+        # Counted within all records: for links across sources an upper bound.
+        crowding = exact_pair_counts(records, [blocks[0]])[0] / max(len(records), 1)
         if crowding > 1:
             blocks = narrow
     deterministic = [block_on(*sum(blocks, []))]
@@ -526,14 +537,6 @@ def train_linker(
                 skipped.append(" & ".join(candidate))
     return {"em_blocks": used, "em_blocks_skipped": skipped,
             "name_block_pairs_per_record": None if crowding is None else round(crowding, 3)}
-
-
-def _record_count(linker: Any) -> int:
-    """Records in the linker's input tables."""
-    tables = linker._input_tables_dict.values()  # Splink keeps no public count of its inputs
-    union = " union all ".join(f"select count(*) as n from {t.physical_name}" for t in tables)
-    return int(linker.misc.query_sql(f"select sum(n) as n from ({union})",
-                                     output_type="pandas")["n"].iloc[0])
 
 
 def _fallback_order(block: list[str], fallbacks: list[list[str]]) -> list[list[str]]:
