@@ -178,6 +178,22 @@ def infer_schema(frame: pd.DataFrame, *, exclude: Sequence[str] = ()) -> TableSc
     return TableSchema(tuple(columns), categories, tuple(notes))
 
 
+def threads_for(rows: int, parallel_from: int) -> int:
+    """LightGBM threads for work on ``rows`` rows: one below ``parallel_from`` (handing a few
+    rows to OpenMP costs more than it saves, and small jobs on a shared machine oversubscribe
+    it), every core this process may run on from there.
+
+    Examples
+    --------
+    >>> threads_for(10, parallel_from=100)
+    1
+    """
+    if rows < parallel_from:
+        return 1
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(cores) if cores else (os.cpu_count() or 1))
+
+
 def _threads(num_threads: int | None) -> dict[str, int]:
     return {} if num_threads is None else {"num_threads": num_threads}
 

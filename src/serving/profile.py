@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from customer360.errors import Customer360Error, ModelError, NotFoundError, WarehouseError
+from customer360.models.tabular import threads_for
 from customer360.serving.schemas import ServingConfig
 
 log = logging.getLogger(__name__)
@@ -1384,7 +1385,7 @@ def excluded_offers(codes: np.ndarray, offers: pd.DataFrame, n: int) -> list[lis
 def lightgbm_threads(rows: int) -> int:
     """LightGBM threads for a prediction on ``rows`` rows: one for a few rows (handing them to
     OpenMP costs more than it saves), every core for a batch chunk."""
-    return 1 if rows < BATCH_THREAD_ROWS else max(1, os.cpu_count() or 1)
+    return threads_for(rows, BATCH_THREAD_ROWS)
 
 
 BATCH_THREAD_ROWS = 2_000
