@@ -1410,12 +1410,14 @@ def campaign_plan(
     from customer360.data.warehouse import connect
     from customer360.training.uplift import (
         check_plan_inputs,
+        check_strategy,
         load_uplift_config,
         run_campaign_plan,
     )
 
     # fail fast (review 10): nothing is read or fitted for inputs that cannot be planned
     check_plan_inputs(action=action, budget=budget, cost=cost_per_contact, segments=segments)
+    check_strategy(strategy)
     cfg = load_uplift_config(str(config) if config else None)
     with connect(db) as con, Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"campaign plan ({action})", total=4)

@@ -23,7 +23,6 @@ import functools
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 
 import duckdb
@@ -37,6 +36,7 @@ from customer360.data.warehouse import table_exists
 from customer360.errors import CampaignError
 from customer360.figures import new_figure
 from customer360.models.ope import evaluate_policy
+from customer360.models.tabular import threads_for
 from customer360.models.uplift import (
     UpliftLearner,
     fit_value_model,
@@ -89,7 +89,7 @@ def fit_threads(config: UpliftConfig, rows: int) -> int:
     """
     if config.n_jobs is not None:
         return config.n_jobs
-    return max(1, os.cpu_count() or 1) if rows >= PARALLEL_FIT_ROWS else 1
+    return threads_for(rows, PARALLEL_FIT_ROWS)
 
 
 def load_uplift_config(path=None) -> UpliftConfig:
@@ -593,12 +593,18 @@ def choose_strategy(results: list[StrategyResult], rule: str) -> str:
     >>> choose_strategy(r, "best_backtest"), choose_strategy(r, "top_uplift")
     ('top_propensity', 'top_uplift')
     """
+    check_strategy(rule)
     if rule == BEST_BACKTEST:
         return max(results, key=lambda r: r.backtest_incremental_margin).strategy
-    if rule not in STRATEGIES:
+    return rule
+
+
+def check_strategy(rule: str) -> None:
+    """Refuse a strategy rule that is neither :data:`BEST_BACKTEST` nor one of
+    :data:`STRATEGIES`."""
+    if rule != BEST_BACKTEST and rule not in STRATEGIES:
         raise CampaignError(
             f"strategy {rule!r} is unknown; use {BEST_BACKTEST} or one of {list(STRATEGIES)}.")
-    return rule
 
 
 def run_campaign_plan(
@@ -630,9 +636,7 @@ def run_campaign_plan(
     from customer360.training.tracking import run_tags, setup_mlflow
 
     check_plan_inputs(action=action, budget=budget, cost=cost, segments=segments)
-    if strategy != BEST_BACKTEST and strategy not in STRATEGIES:
-        raise CampaignError(f"strategy {strategy!r} is unknown; use {BEST_BACKTEST} or one "
-                            f"of {list(STRATEGIES)}.")
+    check_strategy(strategy)
     cfg = config or load_uplift_config()
     step = on_progress or (lambda done, total: None)
     step(0, 4)
