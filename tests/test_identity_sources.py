@@ -480,3 +480,16 @@ def test_blocking_rules_that_compare_too_many_pairs_a_record_are_dropped():
         [["std_a"], ["std_b"]], [])
     assert affordable_blocking(std, [["std_a"], ["std_b"]], 0.1) == (
         [["std_b"]], [{"columns": ["std_a"], "pairs": 15}])
+
+
+def test_records_with_nothing_to_train_on_get_a_clear_error():
+    # Every identity value blank: no block has a pair for Splink's EM (it raised its own
+    # exception, a traceback for the user); the blocks are tried in turn and, when none
+    # trains, the error says what to check.
+    from customer360.identity.unify import unify_frames
+
+    blank = pd.DataFrame({"id": ["1", "2", "3"], "first_name": [None] * 3,
+                          "surname": [None] * 3, "email": [None] * 3}).astype("string")
+    with pytest.raises(IdentityError, match="No training block of these records has pairs"):
+        unify_frames({"crm": blank}, id_col="id")
+

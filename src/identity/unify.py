@@ -491,6 +491,7 @@ def train_linker(
     postcode; ``None`` when there is nothing to narrow by).
     """
     from splink import block_on
+    from splink.internals.exceptions import EMTrainingException  # no public import path
 
     blocks = training_blocks(roles)
     narrow = training_blocks(roles, narrow_names=True)
@@ -531,10 +532,19 @@ def train_linker(
                 )
                 used.append(" & ".join(candidate))
                 break
-            except ValueError as exc:
+            except (ValueError, EMTrainingException) as exc:
+                # ValueError: a level's m driven to 0; EMTrainingException: no pairs agree on
+                # the block (e.g. a column that is empty on every record).
                 linker._settings_obj.core_model_settings = saved
-                log.warning("EM on block %s failed (%s); trying the next block", candidate, exc)
+                log.warning("EM on block %s failed (%s); trying the next block", candidate,
+                            str(exc).splitlines()[0])
                 skipped.append(" & ".join(candidate))
+    if not used:
+        raise IdentityError(
+            "No training block of these records has pairs to learn from (tried: "
+            f"{'; '.join(skipped)}): too few records agree on any name, date, postcode, email, "
+            "phone or id. Check that the columns hold values (see --map ROLE=COLUMN), or pass "
+            "the settings.json of a run trained on similar records (--settings).")
     return {"em_blocks": used, "em_blocks_skipped": skipped,
             "name_block_pairs_per_record": None if crowding is None else round(crowding, 3)}
 
