@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from customer360.errors import Customer360Error, ModelError, NotFoundError, WarehouseError
-from customer360.models.tabular import threads_for
 from customer360.serving.schemas import ServingConfig
 
 log = logging.getLogger(__name__)
@@ -1385,6 +1384,11 @@ def excluded_offers(codes: np.ndarray, offers: pd.DataFrame, n: int) -> list[lis
 def lightgbm_threads(rows: int) -> int:
     """LightGBM threads for a prediction on ``rows`` rows: one for a few rows (handing them to
     OpenMP costs more than it saves), every core for a batch chunk."""
+    # Imported here, not at the top: models.tabular imports MLflow, and batch_spark imports
+    # this module before it takes its own folder off sys.path under spark-submit, where this
+    # file would shadow the standard library's ``profile`` that MLflow's import chain needs.
+    from customer360.models.tabular import threads_for
+
     return threads_for(rows, BATCH_THREAD_ROWS)
 
 
