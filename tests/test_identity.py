@@ -55,6 +55,28 @@ def test_standardisers_never_raise_and_keep_length(values):
         assert len(fn(series)) == len(series)
 
 
+def test_large_frames_standardise_in_parallel_to_the_same_values(monkeypatch):
+    # Forked workers while a DuckDB connection with its threads is open, as in ``resolve``;
+    # three chunks on any machine, so the chunk boundaries are crossed.
+    import duckdb
+
+    from customer360.data.synthetic_identity import generate_source_records
+    from customer360.identity.roles import standardise_frame
+    from customer360.identity.store import ROLES
+
+    records, _ = generate_source_records(400, seed=3)
+    records = pd.concat([records, pd.DataFrame({c: HOSTILE for c in ROLES})], ignore_index=True)
+    records.index = records.index * 2 + 1  # not a range: rows must stay in place
+    serial = standardise_frame(records, ROLES)
+    monkeypatch.setattr(std, "PARALLEL_ROWS_FROM", 60)
+    monkeypatch.setattr(std, "_cores", lambda: 3)
+    with duckdb.connect() as con:
+        con.execute("SELECT sum(range) FROM range(1000000)").fetchall()
+        parallel = standardise_frame(records, ROLES)
+    pd.testing.assert_frame_equal(parallel, serial)
+    assert parallel["std_phone"].notna().sum() > 300
+
+
 def test_role_inference_on_differently_named_columns():
     frame = pd.DataFrame({
         "Cust Ref": ["a1", "a2", "a3"],

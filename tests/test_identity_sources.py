@@ -158,6 +158,21 @@ def test_review_decisions_survive_a_rerun(resolved):
         assert reject["record_key_l"] + reject["record_key_r"] not in left
 
 
+def test_stored_pairs_explain_their_match_weight(resolved):
+    # Per pair: the prior's weight + the per-comparison weights (term frequency included) =
+    # the match weight; so the difference is one constant over every stored pair.
+    con, *_ = resolved
+    pairs = con.execute("SELECT record_key_l, record_key_r, match_weight, match_weights "
+                        "FROM identity_pairs").df()
+    assert len(pairs) > 50
+    assert (pairs["record_key_l"] < pairs["record_key_r"]).all()
+    parts = pairs["match_weights"].map(lambda text: sum(json.loads(text).values()))
+    prior = pairs["match_weight"] - parts
+    assert prior.max() - prior.min() < 1e-3 * 12
+    assert {"given_name", "surname", "date_of_birth", "email", "phone"} <= set(
+        json.loads(pairs["match_weights"].iloc[0]))
+
+
 def test_golden_records_name_the_record_each_attribute_came_from(resolved):
     con, *_ = resolved
     golden = con.execute("SELECT * FROM identity_golden").df()

@@ -111,9 +111,9 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return (
-        con.execute(
+        con.execute(  # fetchall: the result is finished, so a relation can run next
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         > 0
     )
 

@@ -156,12 +156,22 @@ def name_forms(standardised: pd.DataFrame, roles: dict[str, str]) -> dict[str, p
             for c, r in roles.items() if r == "given_name"}
 
 
+def _standardised(frame: pd.DataFrame, roles: dict[str, str], default_region: str
+                  ) -> pd.DataFrame:
+    return pd.DataFrame({
+        f"std_{column}": (ROLE_SPECS[role].standardise(frame[column], default_region)
+                          if role == "phone" else ROLE_SPECS[role].standardise(frame[column]))
+        for column, role in roles.items()}, index=frame.index)
+
+
 def standardise_frame(
-    frame: pd.DataFrame, roles: dict[str, str], default_region: str = "GB"
+    frame: pd.DataFrame, roles: dict[str, str], default_region: str = "GB", *,
+    forms: bool = True,
 ) -> pd.DataFrame:
-    """Add ``std_<column>`` next to every role column and ``forms_<column>`` (the name and the
-    full names it is a nickname of) next to every given-name column; the raw columns are kept
-    unchanged.
+    """Add ``std_<column>`` next to every role column and (``forms``) ``forms_<column>`` (the
+    name and the full names it is a nickname of) next to every given-name column; the raw
+    columns are kept unchanged. Large frames are standardised on every core
+    (:func:`standardise.in_row_chunks`).
 
     Examples
     --------
@@ -170,13 +180,9 @@ def standardise_frame(
     (['bill'], [['bill', 'robert', 'will', 'william', 'willis']])
     """
     out = frame.copy()
-    for column, role in roles.items():
-        fn = ROLE_SPECS[role].standardise
-        values = out[column]
-        out[f"std_{column}"] = (
-            fn(values, default_region) if role == "phone" else fn(values)
-        )
-    return out.assign(**name_forms(out, roles))
+    clean = std.in_row_chunks(_standardised, frame[list(roles)], roles, default_region)
+    out = out.assign(**{c: clean[c].array for c in clean.columns})  # rows in order
+    return out.assign(**name_forms(out, roles)) if forms else out
 
 
 # Dates of birth are standardised to ISO text; each engine spells that format its own way.

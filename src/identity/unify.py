@@ -327,19 +327,26 @@ def unify_frames(
     return {"clusters": clusters, "pairs": out_pairs, "settings": model, "report": report}
 
 
-def flagged_pairs(
-    linker: Any, scored: Any, roles: dict[str, str]
-) -> tuple[pd.DataFrame, str | None]:
-    """Splink's scored pairs as pandas with ``person_conflict`` (:func:`person_conflict_sql`),
-    read in one query so each flag stays on its own pair, and the rule's SQL (``None`` when it
-    does not apply: no single given-name column, or an expert's settings without the retained
-    gamma columns)."""
+def conflict_rule(linker: Any, scored: Any, roles: dict[str, str]) -> str | None:
+    """:func:`person_conflict_sql` for these predictions, or ``None`` when it does not apply
+    (no single given-name column, or an expert's settings without the retained gamma columns).
+    """
     conflict = person_conflict_sql(roles, linker.misc.save_model_to_json())
     if conflict:
         columns = linker.misc.query_sql(f"select * from {scored.physical_name} limit 0",
                                         output_type="pandas").columns
         if not all(g in columns for g in re.findall(r"gamma_\w+", conflict)):
             conflict = None
+    return conflict
+
+
+def flagged_pairs(
+    linker: Any, scored: Any, roles: dict[str, str]
+) -> tuple[pd.DataFrame, str | None]:
+    """Splink's scored pairs as pandas with ``person_conflict`` (:func:`person_conflict_sql`),
+    read in one query so each flag stays on its own pair, and the rule's SQL
+    (:func:`conflict_rule`)."""
+    conflict = conflict_rule(linker, scored, roles)
     if conflict is None:
         return scored.as_pandas_dataframe().assign(person_conflict=False), None
     return linker.misc.query_sql(
