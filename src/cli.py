@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -102,6 +103,18 @@ def generate(
     print_table(f"Generated {path}", [{"table": t, "rows": n} for t, n in counts.items()])
 
 
+def _standardise_source_records(warehouse: Path) -> None:
+    """Standardise newly ingested source records at the point of entry (issue 14 item 1)."""
+    from customer360.data.warehouse import connect
+    from customer360.identity.store import standardise_new
+
+    with connect(warehouse) as con, console.status("standardising the new source records"):
+        started = time.perf_counter()
+        done = standardise_new(con)
+    console.print(f"Standardised {len(done):,} new source records into identity_records in "
+                  f"{time.perf_counter() - started:.1f} s (`customer360 identity run` matches "
+                  "them).", soft_wrap=True, markup=False)
+
 
 # ingest, quarantine (contract-checked loading of real data; owner: INGEST)
 @app.command()
@@ -169,6 +182,8 @@ def ingest(
         f"{report.rows_read:,} = loaded "
         f"{report.rows_loaded:,} + quarantined {report.rows_quarantined:,}", soft_wrap=True,
     )
+    if table == "source_records" and report.rows_loaded:
+        _standardise_source_records(warehouse)
     if report.ignored_columns:
         console.print(f"Ignored file columns not in {table}: {', '.join(report.ignored_columns)}",
                       soft_wrap=True, markup=False)

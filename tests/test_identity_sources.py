@@ -67,6 +67,34 @@ def test_generator_writes_source_records_that_pass_their_own_contract(tmp_path):
         fresh.close()
 
 
+def test_ingest_standardises_source_records_at_entry_and_resolve_matches_them(
+        tmp_path, monkeypatch, capsys):
+    from test_identity import run_main
+
+    from customer360.data.warehouse import connect
+    from customer360.identity.store import resolve
+
+    records, _ = generate_source_records(80, seed=5)
+    path = tmp_path / "sources.csv"
+    records.to_csv(path, index=False)
+    db = tmp_path / "w.duckdb"
+    code, text = run_main(monkeypatch, capsys, "ingest", "source_records", str(path),
+                          "--db", str(db))
+    assert code == 0 and f"Standardised {len(records)} new source records" in text, text
+    con = connect(db)
+    try:
+        rows, phones = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE std_phone LIKE '+%') FROM identity_records"
+        ).fetchone()
+        assert rows == len(records) and phones > len(records) // 2
+        first = resolve(con, run_id="r1")
+        assert first["new_records"] == len(records) and first["trained"]
+        assert con.execute("SELECT count(*) FROM identity_crosswalk").fetchone()[0] == rows
+        assert resolve(con, run_id="r2")["new_records"] == 0
+    finally:
+        con.close()
+
+
 @pytest.fixture(scope="module")
 def resolved(tmp_path_factory):
     """A warehouse whose source records arrive in two batches, resolved after each."""

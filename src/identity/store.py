@@ -148,8 +148,20 @@ def record_decision(
     )
 
 
-def _standardise_new(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> pd.DataFrame:
-    """Standardise the source records not in ``identity_records`` yet; returns them."""
+def standardise_new(
+    con: duckdb.DuckDBPyConnection, config: IdentityConfig | None = None
+) -> pd.DataFrame:
+    """Standardise the source records not in ``identity_records`` yet (issue 14 item 1: at the
+    point of entry, the raw value kept next to the standardised one); returns them.
+
+    ``customer360 ingest source_records FILE`` calls it after the file is loaded, so a run of
+    :func:`resolve` only matches; :func:`resolve` calls it too, for records that arrived any
+    other way. Running it again standardises nothing twice.
+    """
+    config = config or load_identity_config()
+    if not table_exists(con, "source_records"):
+        return pd.DataFrame()
+    _create(con)
     seen = table_exists(con, "identity_records")
     where = ("WHERE record_key NOT IN (SELECT record_key FROM identity_records)" if seen
              else "")
@@ -425,8 +437,12 @@ def resolve(
                             "first (`customer360 ingest source_records FILE`).")
     _create(con)
     started = time.perf_counter()
-    new = _standardise_new(con, config)
+    standardise_new(con, config)
     seconds = {"standardise": time.perf_counter() - started}
+    # New = standardised (at ingest or just now) but not in the crosswalk yet.
+    new = con.sql("SELECT record_key FROM identity_records WHERE record_key NOT IN "
+                  "(SELECT record_key FROM identity_crosswalk) ORDER BY record_key"
+                  ).to_arrow_table().to_pandas(types_mapper=pd.ArrowDtype)
     summary: dict[str, Any] = {"run_id": run_id, "new_records": int(len(new))}
     if new.empty and con.execute("SELECT count(*) FROM identity_crosswalk").fetchone()[0]:
         summary |= {"pairs_scored": 0, "trained": False, "person_conflicts_not_merged": 0}
