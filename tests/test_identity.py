@@ -77,6 +77,24 @@ def test_large_frames_standardise_in_parallel_to_the_same_values(monkeypatch):
     assert parallel["std_phone"].notna().sum() > 300
 
 
+def test_a_standardising_worker_that_dies_costs_time_not_rows(monkeypatch, caplog):
+    import os
+
+    parent = os.getpid()
+
+    def dies_in_a_worker(frame, factor):
+        if os.getpid() != parent:
+            os._exit(9)  # as a kill -9 or the OOM killer would end it
+        return frame * factor
+
+    monkeypatch.setattr(std, "PARALLEL_ROWS_FROM", 10)
+    monkeypatch.setattr(std, "_cores", lambda: 3)
+    frame = pd.DataFrame({"a": range(30)})
+    out = std.in_row_chunks(dies_in_a_worker, frame, 2)
+    assert out["a"].tolist() == [2 * i for i in range(30)]
+    assert "worker died" in caplog.text
+
+
 def test_role_inference_on_differently_named_columns():
     frame = pd.DataFrame({
         "Cust Ref": ["a1", "a2", "a3"],

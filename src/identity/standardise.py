@@ -8,14 +8,19 @@ The library calls that have no vectorised form (``phonenumbers``, ``anyascii``) 
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing as mp
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+logger = logging.getLogger(__name__)
 
 # Free text longer than this is cut before it is compared: a pasted document is not an identity.
 MAX_CHARS = 512
@@ -245,7 +250,9 @@ def in_row_chunks(fn: Callable[..., pd.DataFrame], frame: pd.DataFrame, *args) -
     caller's process takes the first, forked workers the others. Forked, not spawned: a spawned
     worker imports the caller's ``__main__`` again (a script without a main guard would run
     twice). The fork is safe although DuckDB's threads may be running: the child runs only
-    ``fn`` on its chunk (no DuckDB, no locks of those threads) and leaves by ``os._exit``.
+    ``fn`` on its chunk (no DuckDB, no locks of those threads) and leaves by ``os._exit``. A
+    worker that dies (killed, out of memory) costs time, not rows: its chunk is done in the
+    calling process.
 
     Examples
     --------
@@ -263,9 +270,17 @@ def in_row_chunks(fn: Callable[..., pd.DataFrame], frame: pd.DataFrame, *args) -
     token = object()
     _JOBS[id(token)] = (fn, chunks, args)
     try:
-        with mp.get_context("fork").Pool(workers - 1) as pool:
-            rest = pool.map_async(_run_chunk, [(id(token), i) for i in range(1, workers)])
-            parts = [fn(chunks[0], *args), *rest.get()]
+        with ProcessPoolExecutor(workers - 1, mp_context=mp.get_context("fork")) as pool:
+            rest = [pool.submit(_run_chunk, (id(token), i)) for i in range(1, workers)]
+            parts = [fn(chunks[0], *args)]
+            for i, future in enumerate(rest, start=1):
+                try:
+                    parts.append(future.result())
+                except BrokenProcessPool:
+                    # A worker died (killed, out of memory): its chunk is done here instead.
+                    logger.warning("a standardising worker died; chunk %d of %d done in the "
+                                   "calling process", i + 1, workers)
+                    parts.append(fn(chunks[i], *args))
     finally:
         del _JOBS[id(token)]
     return pd.concat(parts)
