@@ -203,16 +203,17 @@ def _stored_pairs(linker: Any, scored: Any, run_id: str) -> pa.Table:
         + (f" + coalesce(mw_tf_adj_{c}, 0)" if f"mw_tf_adj_{c}" in columns else "") + ", 4)"
         for c in compared)
     conflict = conflict_rule(linker, scored, ROLES)
-    return linker.misc.query_sql(f"""
+    table = linker.misc.query_sql(f"""
         SELECT least(record_id_l, record_id_r) AS record_key_l,
                greatest(record_id_l, record_id_r) AS record_key_r,
                CAST(match_probability AS DOUBLE) AS match_probability,
                CAST(match_weight AS DOUBLE) AS match_weight,
                {f"CAST(to_json(struct_pack({weights})) AS VARCHAR)" if compared else "'{}'"}
                    AS match_weights,
-               '{run_id}' AS run_id,
                {f"coalesce({conflict}, false)" if conflict else "false"} AS person_conflict
         FROM {scored.physical_name}""").as_pyarrow_table()
+    # The run id is data, not SQL text (it may come from a caller).
+    return table.add_column(5, "run_id", pa.array([run_id] * table.num_rows, pa.string()))
 
 
 def _score(
