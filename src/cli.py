@@ -103,14 +103,24 @@ def generate(
     print_table(f"Generated {path}", [{"table": t, "rows": n} for t, n in counts.items()])
 
 
-def _standardise_source_records(warehouse: Path) -> None:
-    """Standardise newly ingested source records at the point of entry (issue 14 item 1)."""
+def _standardise_source_records(warehouse: Path, config) -> None:
+    """Standardise newly ingested source records at the point of entry (issue 14 item 1).
+
+    The load is committed by then: a failure here is a warning, not a failed ingest, since
+    `identity run` standardises whatever is left."""
     from customer360.data.warehouse import connect
     from customer360.identity.store import standardise_new
 
-    with connect(warehouse) as con, console.status("standardising the new source records"):
-        started = time.perf_counter()
-        done = standardise_new(con)
+    console.print("Standardising the new source records ...", markup=False)
+    started = time.perf_counter()
+    try:
+        with connect(warehouse) as con:
+            done = standardise_new(con, config)
+    except Exception as exc:  # noqa: BLE001 - the ingest itself succeeded
+        console.print(f"Warning: the source records are loaded but not standardised yet "
+                      f"({type(exc).__name__}: {exc}); `customer360 identity run` standardises "
+                      "them.", soft_wrap=True, markup=False)
+        return
     console.print(f"Standardised {len(done):,} new source records into identity_records in "
                   f"{time.perf_counter() - started:.1f} s (`customer360 identity run` matches "
                   "them).", soft_wrap=True, markup=False)
@@ -135,6 +145,13 @@ def ingest(
             "map them to the unified customer_id through identity_crosswalk.",
         ),
     ] = None,
+    identity_config: Annotated[
+        Path | None,
+        typer.Option("--identity-config",
+                     help="source_records only: the identity config to standardise the new "
+                          "records with (default configs/identity.yaml; use the one `identity "
+                          "run --config` uses)."),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Load FILE into TABLE; rows breaking the table's contract go to the quarantine table.
@@ -150,6 +167,11 @@ def ingest(
     from customer360.data.warehouse import connect, resolve_db_path
 
     column_map = parse_column_map(map_)
+    identity = None
+    if table == "source_records":  # a bad identity config fails before anything is loaded
+        from customer360.identity.unify import load_identity_config
+
+        identity = load_identity_config(identity_config)
     warehouse = resolve_db_path(db)
     created = not warehouse.exists()
     if created:
@@ -183,7 +205,7 @@ def ingest(
         f"{report.rows_loaded:,} + quarantined {report.rows_quarantined:,}", soft_wrap=True,
     )
     if table == "source_records" and report.rows_loaded:
-        _standardise_source_records(warehouse)
+        _standardise_source_records(warehouse, identity)
     if report.ignored_columns:
         console.print(f"Ignored file columns not in {table}: {', '.join(report.ignored_columns)}",
                       soft_wrap=True, markup=False)

@@ -77,22 +77,40 @@ def test_large_frames_standardise_in_parallel_to_the_same_values(monkeypatch):
     assert parallel["std_phone"].notna().sum() > 300
 
 
-def test_a_standardising_worker_that_dies_costs_time_not_rows(monkeypatch, caplog):
+@pytest.mark.parametrize("fate", ["killed", "hung", "fails"])
+def test_a_standardising_worker_that_dies_hangs_or_fails_costs_time_not_rows(
+        fate, monkeypatch, caplog):
     import os
+    import time
 
     parent = os.getpid()
 
-    def dies_in_a_worker(frame, factor):
+    def unlucky_in_a_worker(frame, factor):
         if os.getpid() != parent:
-            os._exit(9)  # as a kill -9 or the OOM killer would end it
+            if fate == "killed":
+                os._exit(9)  # as a kill -9 or the OOM killer would end it
+            if fate == "hung":
+                time.sleep(60)
+            raise ValueError("a bug that only bites in the worker")
         return frame * factor
 
     monkeypatch.setattr(std, "PARALLEL_ROWS_FROM", 10)
     monkeypatch.setattr(std, "_cores", lambda: 3)
-    frame = pd.DataFrame({"a": range(30)})
-    out = std.in_row_chunks(dies_in_a_worker, frame, 2)
-    assert out["a"].tolist() == [2 * i for i in range(30)]
-    assert "worker died" in caplog.text
+    monkeypatch.setattr(std, "WORKER_GRACE_SECONDS", 1.0)
+    frame = pd.DataFrame({"a": range(30)}, index=range(100, 130))
+    started = time.monotonic()
+    out = std.in_row_chunks(unlucky_in_a_worker, frame, 2)
+    assert time.monotonic() - started < 20
+    assert out["a"].tolist() == [2 * i for i in range(30)] and out.index.equals(frame.index)
+    assert caplog.text.count("gave no result") == 2
+
+
+def test_an_error_in_the_callers_own_chunk_is_raised():
+    def broken(frame):
+        raise ValueError("broken standardiser")
+
+    with pytest.raises(ValueError, match="broken standardiser"):
+        std.in_row_chunks(broken, pd.DataFrame({"a": range(300_000)}))
 
 
 def test_role_inference_on_differently_named_columns():

@@ -8,13 +8,16 @@ The library calls that have no vectorised form (``phonenumbers``, ``anyascii``) 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
+import math
 import multiprocessing as mp
 import os
 import re
+import sys
+import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -235,24 +238,43 @@ def standardise_text(values: pd.Series) -> pd.Series:
 # library calls above are pure Python on one core (1M source records: 16 s of phones, 8 s of
 # the rest); below this a worker's start and the copy back cost more than they save.
 PARALLEL_ROWS_FROM = 200_000
+# A worker not done this long after the caller finished its own, equal chunk (or after
+# WORKER_GRACE_SECONDS, whichever is later) is taken for hung: killed, its chunk done here.
+WORKER_SLOWDOWN = 4.0
+WORKER_GRACE_SECONDS = 60.0
 
 
 def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    container limited to 2 CPUs on a 64-core host sees 64 in its affinity)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def in_row_chunks(fn: Callable[..., pd.DataFrame], frame: pd.DataFrame, *args) -> pd.DataFrame:
     """``fn(frame, *args)``, computed on row chunks in parallel when ``frame`` is large.
 
     ``fn`` must be row-wise (each output row depends on its input row only) and return a frame
-    with ``frame``'s index. From :data:`PARALLEL_ROWS_FROM` rows, one chunk per core: the
-    caller's process takes the first, forked workers the others. Forked, not spawned: a spawned
-    worker imports the caller's ``__main__`` again (a script without a main guard would run
-    twice). The fork is safe although DuckDB's threads may be running: the child runs only
-    ``fn`` on its chunk (no DuckDB, no locks of those threads) and leaves by ``os._exit``. A
-    worker that dies (killed, out of memory) costs time, not rows: its chunk is done in the
-    calling process.
+    with ``frame``'s index. From :data:`PARALLEL_ROWS_FROM` rows, up to one chunk per core (at
+    least half that many rows a chunk): the caller's process takes the first, forked workers
+    the others, each sending its result back through a pipe. Only on Linux: a spawned worker
+    imports the caller's ``__main__`` again (a script without a main guard would run twice),
+    and macOS's system libraries are not safe to fork; elsewhere the work stays serial.
+
+    The fork is safe although DuckDB's (or a progress display's) threads may be running: the
+    garbage collector's objects are frozen first (the child never finalises the caller's
+    objects, e.g. a DuckDB connection), the child writes to the process's own stdout / stderr
+    rather than to any replacement a console installed (whose lock a thread may hold), runs
+    only ``fn`` on its chunk and leaves by ``os._exit``. A worker that dies (killed, out of
+    memory), fails or hangs (see :data:`WORKER_SLOWDOWN`) costs time, not rows: its chunk is
+    done in the calling process, where an error in ``fn`` is raised as usual.
 
     Examples
     --------
@@ -260,35 +282,62 @@ def in_row_chunks(fn: Callable[..., pd.DataFrame], frame: pd.DataFrame, *args) -
     [3, 6]
     """
     workers = min(_cores(), len(frame) // (PARALLEL_ROWS_FROM // 2))
-    if len(frame) < PARALLEL_ROWS_FROM or workers <= 1 or (
-            "fork" not in mp.get_all_start_methods()):
+    if len(frame) < PARALLEL_ROWS_FROM or workers <= 1 or sys.platform != "linux":
         return fn(frame, *args)
     bounds = np.linspace(0, len(frame), workers + 1).astype(int)
     chunks = [frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    # The workers inherit the job by the fork (only its key and a chunk number are sent), so
-    # neither ``fn`` nor the chunks are pickled; only the results come back.
-    token = object()
-    _JOBS[id(token)] = (fn, chunks, args)
+    fork = mp.get_context("fork")
+    # The workers inherit the job by the fork, so neither ``fn`` nor the chunks are pickled;
+    # only the results come back.
+    key = id(chunks)
+    _JOBS[key] = (fn, chunks, args)
+    started: list[tuple[int, Any, Any]] = []
+    gc.collect()
+    gc.freeze()
     try:
-        with ProcessPoolExecutor(workers - 1, mp_context=mp.get_context("fork")) as pool:
-            rest = [pool.submit(_run_chunk, (id(token), i)) for i in range(1, workers)]
-            parts = [fn(chunks[0], *args)]
-            for i, future in enumerate(rest, start=1):
-                try:
-                    parts.append(future.result())
-                except BrokenProcessPool:
-                    # A worker died (killed, out of memory): its chunk is done here instead.
-                    logger.warning("a standardising worker died; chunk %d of %d done in the "
-                                   "calling process", i + 1, workers)
-                    parts.append(fn(chunks[i], *args))
+        for i in range(1, workers):
+            receive, send = fork.Pipe(duplex=False)
+            worker = fork.Process(target=_run_chunk, args=(key, i, send), daemon=True)
+            worker.start()
+            send.close()
+            started.append((i, worker, receive))
     finally:
-        del _JOBS[id(token)]
-    return pd.concat(parts)
+        gc.unfreeze()
+        del _JOBS[key]
+    try:
+        t0 = time.monotonic()
+        parts = {0: fn(chunks[0], *args)}
+        deadline = time.monotonic() + max(WORKER_GRACE_SECONDS,
+                                          WORKER_SLOWDOWN * (time.monotonic() - t0))
+        for i, _, receive in started:
+            try:
+                if not receive.poll(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError("no result in time")
+                parts[i] = receive.recv()
+            except Exception as exc:  # noqa: BLE001 - any failure of a worker is redone here
+                # Died (EOF: the pipe closed without a result), failed, hung or sent a torn
+                # result.
+                logger.warning("standardising worker %d of %d gave no result (%s); its chunk "
+                               "is done in the calling process", i, workers - 1,
+                               type(exc).__name__)
+                parts[i] = fn(chunks[i], *args)
+    finally:
+        for _, worker, receive in started:
+            if worker.is_alive():
+                worker.kill()
+            worker.join()
+            receive.close()
+    return pd.concat([parts[i] for i in range(workers)])
 
 
 _JOBS: dict[int, tuple[Callable[..., pd.DataFrame], list[pd.DataFrame], tuple]] = {}
 
 
-def _run_chunk(job: tuple[int, int]) -> pd.DataFrame:
-    fn, chunks, args = _JOBS[job[0]]
-    return fn(chunks[job[1]], *args)
+def _run_chunk(key: int, index: int, send: Any) -> None:
+    """A forked worker: ``fn`` on chunk ``index`` of job ``key``, the result sent back."""
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    fn, chunks, args = _JOBS[key]
+    try:
+        send.send(fn(chunks[index], *args))
+    finally:
+        send.close()
