@@ -95,6 +95,42 @@ def test_ingest_standardises_source_records_at_entry_and_resolve_matches_them(
         con.close()
 
 
+def test_records_standardised_two_ways_are_refused_and_a_bad_config_loads_nothing(
+        tmp_path, monkeypatch, capsys):
+    from test_identity import run_main
+
+    from customer360.data.warehouse import connect, create_schema, insert_frame
+    from customer360.identity.store import standardise_new
+    from customer360.identity.unify import IdentityConfig
+
+    records, _ = generate_source_records(40, seed=6)
+    db = tmp_path / "w.duckdb"
+    con = connect(db, create=True)
+    try:
+        create_schema(con)
+        insert_frame(con, "source_records", records.iloc[:30])
+        assert len(standardise_new(con)) == 30
+        insert_frame(con, "source_records", records.iloc[30:])
+        with pytest.raises(IdentityError, match="default_phone_region.*US"):
+            standardise_new(con, IdentityConfig(default_phone_region="US"))
+        assert len(standardise_new(con)) == len(records) - 30  # the same settings: fine
+    finally:
+        con.close()
+    path = tmp_path / "more.csv"
+    records.iloc[:5].assign(source_record_id=lambda f: f["source_record_id"] + "x",
+                            record_key=lambda f: f["record_key"] + "x").to_csv(path, index=False)
+    bad = tmp_path / "identity.yaml"
+    bad.write_text("match_threshold: 2\n")
+    code, text = run_main(monkeypatch, capsys, "ingest", "source_records", str(path),
+                          "--identity-config", str(bad), "--db", str(db))
+    assert code == 2 and "match_threshold" in text, text
+    con = connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM source_records").fetchone()[0] == len(records)
+    finally:
+        con.close()
+
+
 @pytest.fixture(scope="module")
 def resolved(tmp_path_factory):
     """A warehouse whose source records arrive in two batches, resolved after each."""
