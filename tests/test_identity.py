@@ -113,6 +113,24 @@ def test_an_error_in_the_callers_own_chunk_is_raised():
         std.in_row_chunks(broken, pd.DataFrame({"a": range(300_000)}))
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=30),
+                          st.sampled_from(["Zoë", "李小龍", "STRASSE", "Ørsted 12", ""])),
+                max_size=25))
+def test_folding_transliterates_only_what_is_not_ascii(values):
+    # The fast path leaves ASCII values to the string methods; the result must equal
+    # transliterating every distinct value.
+    from anyascii import anyascii
+
+    series = pd.Series(values, dtype="object", index=[3 * i for i in range(len(values))])
+    text = series.astype("string").str.slice(0, std.MAX_CHARS)
+    reference = std._per_unique(text, anyascii).str.casefold()
+    reference = reference.str.replace(r"[^0-9a-z]+", " ", regex=True).str.strip()
+    reference = reference.mask(reference == "")
+    pd.testing.assert_series_equal(std.standardise_name(series), reference,
+                                   check_dtype=False)
+
+
 def test_role_inference_on_differently_named_columns():
     frame = pd.DataFrame({
         "Cust Ref": ["a1", "a2", "a3"],

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,14 @@ def _fold(values: pd.Series) -> pd.Series:
     from anyascii import anyascii
 
     text = values.astype("string").str.slice(0, MAX_CHARS)
-    text = _per_unique(text, anyascii).str.casefold()
+    # Only values with a non-ASCII character are transliterated (ASCII is its own
+    # transliteration): a column of 600k distinct ASCII postcodes took 2.7 s through anyascii.
+    ascii_ = pc.string_is_ascii(pa.array(text.array, type=pa.string()))
+    foreign = np.flatnonzero(~np.asarray(ascii_.fill_null(True), dtype=bool))
+    if len(foreign):
+        text = text.copy()
+        text.iloc[foreign] = _per_unique(text.iloc[foreign], anyascii).to_numpy()
+    text = text.str.casefold()
     text = text.str.replace(r"[^0-9a-z]+", " ", regex=True).str.strip()
     return text.mask(text == "")
 
