@@ -10,13 +10,16 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from customer360.errors import Customer360Error
+
+if TYPE_CHECKING:
+    from customer360.identity.unify import IdentityConfig
 
 app = typer.Typer(
     help="customer360: one integrated view of every customer; churn, CLV and next best offer.",
@@ -103,7 +106,7 @@ def generate(
     print_table(f"Generated {path}", [{"table": t, "rows": n} for t, n in counts.items()])
 
 
-def _standardise_source_records(warehouse: Path, config) -> None:
+def _standardise_source_records(warehouse: Path, config: IdentityConfig) -> None:
     """Standardise newly ingested source records at the point of entry (issue 14 item 1).
 
     The load is committed by then: a failure here is a warning, not a failed ingest, since

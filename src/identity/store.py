@@ -3,7 +3,8 @@
 One :func:`resolve` run over the ``source_records`` table:
 
 1. standardises the records not seen before into ``identity_records`` (raw value kept next to
-   ``std_<column>``);
+   ``std_<column>``): :func:`standardise_new`, which ``customer360 ingest source_records``
+   runs at the point of entry, so here it only catches up on records that arrived otherwise;
 2. trains the Splink model once (saved in ``identity_model``) and, on later runs, scores only
    the new records: against the existing ones (``predict_between``) and among themselves
    (``predict_within``); scored pairs at or above the review threshold go to
@@ -64,6 +65,7 @@ from customer360.identity.unify import (
     IdentityConfig,
     conflict_rule,
     load_identity_config,
+    prediction_columns,
     train_linker,
 )
 
@@ -175,20 +177,21 @@ def standardise_new(
             "standardised two ways would not compare. Use the same identity config for "
             "`customer360 ingest source_records --identity-config` and `customer360 identity "
             "run --config`.")
+    if not waiting:
+        return pd.DataFrame()
     # Through Arrow: DuckDB's pandas conversion of 1M x 16 columns took 6.4 s, Arrow 0.5 s.
     raw = con.sql(f"SELECT * FROM source_records {where} ORDER BY record_key"
                   ).to_arrow_table().to_pandas(types_mapper=pd.ArrowDtype)
-    if raw.empty:
-        return raw
     # The name forms are derived for Splink (``_splink_frame``), not stored.
     clean = standardise_frame(raw, ROLES, config.default_phone_region, forms=False)
     clean = clean.astype({c: "string" for c in clean.columns if c.startswith("std_")})
-    with registered(con, clean) as view:
+    # The rows and the settings they were standardised with land together or not at all.
+    with registered(con, clean) as view, transaction(con):
         if seen:
             con.execute(f"INSERT INTO identity_records BY NAME SELECT * FROM {view}")
         else:
             con.execute(f"CREATE TABLE identity_records AS SELECT * FROM {view}")
-    set_meta(con, STANDARDISED_WITH_META, standardised_with)
+        set_meta(con, STANDARDISED_WITH_META, standardised_with)
     return clean
 
 
@@ -208,15 +211,14 @@ def _stored_pairs(linker: Any, scored: Any, run_id: str) -> pa.Table:
     per-comparison weights (term-frequency adjustment included) as one JSON object, the
     person-conflict flag. Selecting only these columns matters: the predictions hold both
     records' values and name-form lists, and their pandas copy cost seconds at 1M records."""
-    columns = linker.misc.query_sql(f"select * from {scored.physical_name} limit 0",
-                                    output_type="pandas").columns
+    columns = prediction_columns(linker, scored)
     # Every compared column, including a combined one (``location``: street, postcode, city).
     compared = [c.removeprefix("mw_") for c in columns if c.startswith("mw_std_")]
     weights = ", ".join(
         f"\"{c.removeprefix('std_')}\" := round(mw_{c}"
         + (f" + coalesce(mw_tf_adj_{c}, 0)" if f"mw_tf_adj_{c}" in columns else "") + ", 4)"
         for c in compared)
-    conflict = conflict_rule(linker, scored, ROLES)
+    conflict = conflict_rule(linker, scored, ROLES, columns)
     table = linker.misc.query_sql(f"""
         SELECT least(record_id_l, record_id_r) AS record_key_l,
                greatest(record_id_l, record_id_r) AS record_key_r,

@@ -327,14 +327,21 @@ def unify_frames(
     return {"clusters": clusters, "pairs": out_pairs, "settings": model, "report": report}
 
 
-def conflict_rule(linker: Any, scored: Any, roles: dict[str, str]) -> str | None:
+def prediction_columns(linker: Any, scored: Any) -> list[str]:
+    """The column names of Splink's predictions ``scored`` (no rows read)."""
+    return list(linker.misc.query_sql(f"select * from {scored.physical_name} limit 0",
+                                      output_type="pandas").columns)
+
+
+def conflict_rule(
+    linker: Any, scored: Any, roles: dict[str, str], columns: list[str] | None = None
+) -> str | None:
     """:func:`person_conflict_sql` for these predictions, or ``None`` when it does not apply
     (no single given-name column, or an expert's settings without the retained gamma columns).
-    """
+    ``columns``: the predictions' columns when the caller has them already."""
     conflict = person_conflict_sql(roles, linker.misc.save_model_to_json())
     if conflict:
-        columns = linker.misc.query_sql(f"select * from {scored.physical_name} limit 0",
-                                        output_type="pandas").columns
+        columns = columns if columns is not None else prediction_columns(linker, scored)
         if not all(g in columns for g in re.findall(r"gamma_\w+", conflict)):
             conflict = None
     return conflict
