@@ -42,11 +42,15 @@ _TOKEN_RE = re.compile(r"\b(" + "|".join(sorted(ADDRESS_TOKENS, key=len, reverse
 
 
 def _per_unique(values: pd.Series, fn: Callable[[str], str | None]) -> pd.Series:
-    """Apply ``fn`` once per distinct non-missing value and map the results back."""
-    text = values.astype("string")
-    uniques = text.dropna().unique()
-    lookup = {u: fn(u) for u in uniques}
-    return text.map(lookup).astype("string")
+    """Apply ``fn`` once per distinct non-missing value and put the results back by the
+    values' codes (an Arrow ``take``, not a dict lookup per row)."""
+    codes, uniques = pd.factorize(values.astype("string"))
+    results = [fn(str(u)) for u in uniques]
+    # One slot past the distinct values stands for a missing one (factorize codes it -1).
+    table = pa.array([*results, None], type=pa.string())
+    picked = table.take(pa.array(np.where(codes < 0, len(results), codes)))
+    return pd.Series(picked.to_pandas(types_mapper=pd.ArrowDtype).array, index=values.index,
+                     dtype="string")
 
 
 def _fold(values: pd.Series) -> pd.Series:
@@ -169,20 +173,17 @@ def standardise_email(values: pd.Series) -> pd.Series:
     return text.where(valid, pd.NA).astype("string")
 
 
-def _e164_list(raws: list[str], region: str) -> list[str | None]:
-    """E.164 text per raw phone (``None`` when unparseable or impossible)."""
+def _e164(raw: str, region: str) -> str | None:
+    """E.164 text of one raw phone (``None`` when unparseable or impossible)."""
     import phonenumbers
 
-    out: list[str | None] = []
-    for raw in raws:
-        try:
-            number = phonenumbers.parse(raw[:64], region)
-        except phonenumbers.NumberParseException:
-            out.append(None)
-            continue
-        out.append(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-                   if phonenumbers.is_possible_number(number) else None)
-    return out
+    try:
+        number = phonenumbers.parse(raw[:64], region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def standardise_phone(values: pd.Series, default_region: str = "GB") -> pd.Series:
@@ -195,13 +196,7 @@ def standardise_phone(values: pd.Series, default_region: str = "GB") -> pd.Serie
     >>> standardise_phone(pd.Series(["01632 960961", "+1 (201) 555-0123", "n/a"])).tolist()
     ['+441632960961', '+12015550123', <NA>]
     """
-    codes, uniques = pd.factorize(values.astype("string"))
-    parsed = _e164_list([str(u) for u in uniques], default_region)
-    # One slot past the distinct values stands for a missing one (factorize codes it -1).
-    table = pa.array([*parsed, None], type=pa.string())
-    picked = table.take(pa.array(np.where(codes < 0, len(parsed), codes)))
-    return pd.Series(picked.to_pandas(types_mapper=pd.ArrowDtype).array, index=values.index,
-                     dtype="string")
+    return _per_unique(values, functools.partial(_e164, region=default_region))
 
 
 def standardise_code(values: pd.Series) -> pd.Series:
