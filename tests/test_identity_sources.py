@@ -572,3 +572,60 @@ def test_records_with_nothing_to_train_on_get_a_clear_error():
     with pytest.raises(IdentityError, match="No training block of these records has pairs"):
         unify_frames({"crm": blank}, id_col="id")
 
+
+
+def test_a_record_standardised_during_a_run_is_scored_by_the_next_one(tmp_path):
+    """Records another connection standardises after a run read its new records (here: C,
+    standardised beside B, while the run scores only B) get no crosswalk row from that run;
+    they are still new to the next run, which scores and clusters them."""
+    from customer360.data.warehouse import connect, create_schema, insert_frame, transaction
+    from customer360.identity.store import (
+        _cluster_and_write,
+        _score,
+        load_identity_config,
+        resolve,
+        standardise_new,
+    )
+
+    records, truth = generate_source_records(400, seed=12)
+    entity = truth.set_index("record_key")["entity_id"]
+    first = records.iloc[: len(records) // 2]
+    rest = records.iloc[len(records) // 2:]
+    # C: later records of entities that already have a record in the first batch
+    known = set(entity[first["record_key"]])
+    is_c = entity[rest["record_key"]].isin(known).to_numpy()
+    batch_b, batch_c = rest[~is_c], rest[is_c]
+    assert len(batch_c) >= 20
+    con = connect(tmp_path / "w.duckdb", create=True)
+    try:
+        create_schema(con)
+        insert_frame(con, "source_records", first)
+        resolve(con, run_id="r1")
+        insert_frame(con, "source_records", rest)
+        config = load_identity_config()
+        standardise_new(con, config)
+        new_b = batch_b[["record_key"]].sort_values("record_key").reset_index(drop=True)
+        _score(con, config, new_b, "r2", {})
+        with transaction(con):
+            _cluster_and_write(con, config, "r2", new_b)
+        in_crosswalk = set(con.execute("SELECT record_key FROM identity_crosswalk").df()
+                           .iloc[:, 0])
+        assert set(batch_b["record_key"]) <= in_crosswalk
+        assert not set(batch_c["record_key"]) & in_crosswalk
+        again = resolve(con, run_id="r3")
+        assert again["new_records"] == len(batch_c)
+        scored = con.execute(
+            "SELECT count(*) FROM identity_pairs WHERE run_id = 'r3' AND (record_key_l IN "
+            "(SELECT unnest(?)) OR record_key_r IN (SELECT unnest(?)))",
+            [batch_c["record_key"].tolist()] * 2).fetchone()[0]
+        assert scored > 0
+        crosswalk = con.execute("SELECT record_key, customer_id FROM identity_crosswalk").df()
+        assert len(crosswalk) == len(records) == crosswalk["record_key"].nunique()
+        # C's records joined the customers of their entity's first-batch records
+        keyed = crosswalk.assign(entity=entity[crosswalk["record_key"]].to_numpy())
+        first_ids = keyed[keyed["record_key"].isin(first["record_key"])]
+        c_rows = keyed[keyed["record_key"].isin(batch_c["record_key"])]
+        joined = c_rows.merge(first_ids, on="entity", suffixes=("", "_first"))
+        assert (joined["customer_id"] == joined["customer_id_first"]).mean() > 0.8
+    finally:
+        con.close()

@@ -469,20 +469,41 @@ def resolve(
         summary |= _score(con, config, new, run_id, seconds)
     t0 = time.perf_counter()
     with transaction(con):
-        summary |= _cluster_and_write(con, config, run_id)
+        summary |= _cluster_and_write(con, config, run_id, new)
     seconds["cluster_and_write"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     return summary | {"seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
 
-def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, Any]:
-    keys = con.sql(
-        "SELECT record_key, source_system, source_record_id FROM identity_records "
-        "ORDER BY record_key").to_arrow_table().to_pandas(types_mapper=pd.ArrowDtype)
+def _cluster_and_write(
+    con, config: IdentityConfig, run_id: str, new: pd.DataFrame
+) -> dict[str, Any]:
+    """Cluster the records already in the crosswalk and the ``new`` ones this run scored,
+    and write the crosswalk, aliases, splits, review queue, golden records and customers.
+    A record standardised by another connection after ``new`` was read is left out: it is
+    still new to the next run, which scores it (clustering it now would give it a crosswalk
+    row, and so mark it as seen, without a score)."""
+    with registered(con, new[["record_key"]]) as fresh:
+        return _cluster_and_write_scoped(
+            con, config, run_id,
+            "(SELECT * FROM identity_records WHERE record_key IN (SELECT record_key FROM "
+            f"identity_crosswalk) OR record_key IN (SELECT record_key FROM {fresh}))",
+        )
+
+
+def _cluster_and_write_scoped(
+    con, config: IdentityConfig, run_id: str, records: str
+) -> dict[str, Any]:
     # Records as row positions (in record-key order), computed by DuckDB: edges and the last
-    # crosswalk come as positions, so the Python side works on integers.
-    positions = ("(SELECT record_key, row_number() OVER (ORDER BY record_key) - 1 AS pos "
-                 "FROM identity_records)")
+    # crosswalk come as positions, so the Python side works on integers. Materialised once,
+    # so every read below sees the same records (the crosswalk the scope reads is rewritten).
+    positions = "c360_identity_positions"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {positions} AS SELECT record_key, source_system, "
+                f"source_record_id, row_number() OVER (ORDER BY record_key) - 1 AS pos "
+                f"FROM {records}")
+    keys = con.sql(
+        f"SELECT record_key, source_system, source_record_id FROM {positions} "
+        "ORDER BY pos").to_arrow_table().to_pandas(types_mapper=pd.ArrowDtype)
     edges = con.execute(f"""
         WITH e AS (
           SELECT p.record_key_l, p.record_key_r, p.match_probability
@@ -550,6 +571,7 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
         with registered(con, splits.assign(run_id=run_id)) as view:
             con.execute("INSERT OR REPLACE INTO identity_splits "
                         f"SELECT customer_id, run_id, parts, records FROM {view}")
+    con.execute(f"DROP TABLE {positions}")
     _write_review(con, config)
     _write_golden(con, config, touched)
     created = _create_customers(con, config)
@@ -557,7 +579,8 @@ def _cluster_and_write(con, config: IdentityConfig, run_id: str) -> dict[str, An
         "records": int(n), "customers": int(id_codes.max() + 1 if n else 0),
         "merges": int(len(aliases)), "customers_created": created,
         "suspected_splits": int(len(splits)), "records_rekeyed": changed,
-        "review_queue": con.execute("SELECT count(*) FROM identity_review").fetchone()[0],
+        # fetchall: fetchone would leave the result open, and the caller unregisters a view
+        "review_queue": con.execute("SELECT count(*) FROM identity_review").fetchall()[0][0],
     }
 
 
