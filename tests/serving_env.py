@@ -93,7 +93,10 @@ def _configs(dest: Path) -> Path:
             continue
         cfg = yaml.safe_load(path.read_text())
         small = {"num_boost_round": 40, "early_stopping_rounds": 5, "n_jobs": 1,
-                 "untuned_rounds": 20, "trials": 1}
+                 "untuned_rounds": 20, "trials": 1,
+                 # one straight-line linear candidate: the family choice is tested in
+                 # test_churn.py; serving takes whichever family wins
+                 "linear_c": [1.0], "linear_knots": [0], "linear_top": 1}
         cfg.update({k: v for k, v in small.items() if k in cfg})
         if "snapshots" in cfg and "count" in cfg["snapshots"]:
             # fewest snapshots that still leave a training date after purging overlaps

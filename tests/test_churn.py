@@ -218,3 +218,99 @@ def test_champion_pyfunc_predicts_probabilities_and_reason_codes(churn_store):
     # the same rows through the in-process model give the same probabilities
     inner = model.unwrap_python_model().model
     np.testing.assert_allclose(inner.predict_proba(rows), p)
+
+
+# --- family choice on the validation snapshot (issue 13 item 2, warehouse path) -----------------
+
+
+def test_warehouse_job_chooses_the_family_on_the_validation_snapshot(churn_store):
+    result = churn_store["result"]
+    run = mlflow.get_run(result.run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["family_selected_on"] == "validation rows"
+    aucs = {k: v for k, v in metrics.items() if k.startswith("val_roc_auc_")}
+    assert {"val_roc_auc_lightgbm", "val_roc_auc_linear", "val_roc_auc_blend_w0.5"} <= set(aucs)
+    best = max(aucs.values())
+    family = tags["model_family"]
+    chosen = "val_roc_auc_" + family + (
+        f"_w{float(tags['blend_lightgbm_weight']):g}" if family == "blend" else ""
+    )
+    assert aucs[chosen] == best, aucs
+    # the registered model (refit on every labelled row) is the family the run names
+    loaded = mlflow.pyfunc.load_model(f"models:/churn/{result.version}")
+    assert loaded.unwrap_python_model().model.family() == family
+
+
+def test_warehouse_family_choice_never_reads_the_test_snapshot(churn_store):
+    """Scrambling the test snapshot's features and labels changes nothing the validation
+    choice decides: family, blend weight, linear settings, calibration."""
+    import dataclasses
+
+    from customer360.models.churn import ChurnClassifier, choose_calibrator
+    from customer360.models.tabular import to_matrix
+    from customer360.training.churn import choose_family_on_validation
+
+    data = churn_store["data"]
+    # two linear settings (one spline) keep this quick; the job's own choice is tested above
+    cfg = churn_store["config"].model_copy(
+        update={"linear_c": [0.5], "linear_knots": [0, 5], "linear_top": 1}
+    )
+    rng = np.random.default_rng(3)
+    scrambled = dataclasses.replace(
+        data,
+        X_test=data.X_test.sample(frac=1.0, random_state=3).set_axis(data.X_test.index),
+        y_test=rng.permutation(data.y_test),
+    )
+    train_m, val_m = (to_matrix(x, data.schema) for x in (data.X_train, data.X_val))
+    decided = []
+    experiment = mlflow.MlflowClient().create_experiment("family-choice")
+    for d in (data, scrambled):
+        model = ChurnClassifier(num_boost_round=60, n_jobs=1).fit(
+            train_m, d.y_train, X_val=val_m, y_val=d.y_val, schema=d.schema
+        )
+        with mlflow.start_run(experiment_id=experiment):
+            choose_family_on_validation(model, d, cfg, train_m, val_m)
+        # whichever family won, the calibrator is the one chosen on its validation scores
+        expected, _ = choose_calibrator(model.predict_raw(val_m), d.y_val, cfg.calibration,
+                                        seed=cfg.seed)
+        assert model.calibrator_ == expected
+        decided.append(
+            (model.family(), getattr(model, "blend_weight_", 1.0), model.calibrator_.method,
+             np.round(model.predict_proba(val_m[:50]), 12).tolist())
+        )
+    assert decided[0] == decided[1]
+
+
+def test_the_linear_part_is_refit_on_a_capped_sample_and_keeps_the_cap_when_saved(tmp_path):
+    from sklearn.base import clone
+
+    from customer360.models.churn import ChurnClassifier
+    from customer360.models.tabular import (
+        AveragedLinear,
+        TableSchema,
+        sample_rows,
+        spline_logistic,
+    )
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(1000, 3))
+    y = (rng.uniform(size=1000) < 1 / (1 + np.exp(-X[:, 0]))).astype(int)
+    schema = TableSchema(columns=("a", "b", "c"))
+    model = ChurnClassifier(num_boost_round=10, n_jobs=1, seed=3).fit(
+        X[:600], y[:600], X_val=X[600:], y_val=y[600:], schema=schema
+    )
+    linear = AveragedLinear(estimators=(spline_logistic(schema, c=1.0, knots=0),))
+    model.linear_, model.blend_weight_, model.linear_rows_ = linear.fit(X, y), 0.5, 200
+    model.refit_all(X, y, rounds=10)
+    rows = sample_rows(1000, 200, seed=3)
+    expected = clone(linear).fit(X[rows], y[rows])
+    np.testing.assert_allclose(
+        model.linear_.decision_function(X), expected.decision_function(X), rtol=1e-10
+    )
+    # uncapped it would differ: the cap is what made them equal
+    everything = clone(linear).fit(X, y).decision_function(X)
+    assert not np.allclose(model.linear_.decision_function(X), everything)
+    model.save(tmp_path / "m")
+    loaded = ChurnClassifier.load(tmp_path / "m")
+    assert loaded.linear_rows_ == 200 and loaded.family() == "blend"
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-12)

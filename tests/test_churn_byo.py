@@ -285,17 +285,32 @@ def _family_table(n: int, *, linear: bool, seed: int = 0) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(("linear", "family"), [(True, "linear"), (False, "lightgbm")])
-def test_family_chosen_by_cv_linear_table_goes_linear_interactions_go_lightgbm(linear, family):
+@pytest.mark.parametrize(
+    ("folds", "selected_on"), [(3, "cross-validation"), (0, "validation rows")]
+)
+def test_family_chosen_by_cv_linear_table_goes_linear_interactions_go_lightgbm(
+    linear, family, folds, selected_on
+):
+    """Both selection paths: CV folds, and the single later validation part the warehouse's
+    snapshots use (``cv_folds: 0``)."""
     from customer360.training.churn import load_churn_config
 
     cfg = load_churn_config()
     cfg = cfg.model_copy(
-        update={"n_jobs": 1, "blend_weights": [], "byo": cfg.byo.model_copy(update={"cv_folds": 3})}
+        update={
+            "n_jobs": 1,
+            "blend_weights": [],
+            "byo": cfg.byo.model_copy(update={"cv_folds": folds}),
+        }
     )
-    frame = _family_table(900, linear=linear)
+    frame = _family_table(900 if folds else 1500, linear=linear)
     result = train_churn_table(frame, "churn", model_name="fam", trials=0, config=cfg)
     run = mlflow.MlflowClient().get_run(result.run_id)
     assert run.data.tags["model_family"] == family, run.data.metrics
+    assert run.data.tags["family_selected_on"] == selected_on
+    prefix = "cv" if folds else "val"
+    aucs = {k: v for k, v in run.data.metrics.items() if k.startswith(f"{prefix}_roc_auc_")}
+    assert max(aucs, key=aucs.get) == f"{prefix}_roc_auc_{family}", aucs
     if linear:
         assert any("is the linear one" in n for n in result.notes)
     # the registered model (refit on all rows, linear part included) loads and scores

@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from customer360.errors import ModelError
-from customer360.models.tabular import BoostedTabularModel, TableSchema, reason_phrases
+from customer360.models.tabular import (
+    BoostedTabularModel,
+    TableSchema,
+    reason_phrases,
+    sample_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +202,10 @@ class ChurnClassifier(BoostedTabularModel):
 
     # --- family: LightGBM alone, the spline logistic regression alone, or a blend ---------------
     # ``linear_`` (a fitted sklearn pipeline on the model matrix) and ``blend_weight_`` (weight
-    # of the LightGBM log-odds; 1 = LightGBM only, 0 = linear only) are set by training when a
-    # cross-validated family choice picked them; reason codes always come from the booster.
+    # of the LightGBM log-odds; 1 = LightGBM only, 0 = linear only) are set by training when
+    # its family choice (cross-validated, or on the validation rows) picked them;
+    # ``linear_rows_`` caps the rows the linear part is refit on. Reason codes always come
+    # from the booster.
 
     def family(self) -> str:
         """``lightgbm``, ``linear`` or ``blend``: which scores the probability is built on."""
@@ -219,20 +226,28 @@ class ChurnClassifier(BoostedTabularModel):
         return weight * raw + (1.0 - weight) * self.linear_.decision_function(m)
 
     def refit_all(self, X, y, *, rounds: int, schema=None, descriptions=None):
-        """Refit the booster and, when used, the linear part on all rows ``X``, ``y``."""
+        """Refit the booster and, when used, the linear part on all rows ``X``, ``y`` (the
+        linear part on a seeded sample of at most ``linear_rows_`` of them when that is set:
+        its few hundred coefficients are settled long before millions of rows)."""
         super().refit_all(X, y, rounds=rounds, schema=schema, descriptions=descriptions)
         if getattr(self, "linear_", None) is not None:
             from sklearn.base import clone
 
             m = X if isinstance(X, np.ndarray) else self.matrix(X)
-            self.linear_ = clone(self.linear_).fit(m, np.asarray(y, dtype=int))
+            y = np.asarray(y, dtype=int)
+            cap = getattr(self, "linear_rows_", None)
+            if cap is not None:
+                rows = sample_rows(len(y), cap, self.seed)
+                m, y = m[rows], y[rows]
+            self.linear_ = clone(self.linear_).fit(m, y)
         return self
 
     def _save_artifacts(self, folder) -> None:
         if self.family() != "lightgbm":
             import joblib
 
-            state = {"linear": self.linear_, "weight": self.blend_weight_}
+            state = {"linear": self.linear_, "weight": self.blend_weight_,
+                     "rows": getattr(self, "linear_rows_", None)}
             joblib.dump(state, Path(folder) / "linear.joblib")
 
     def _load_artifacts(self, folder) -> None:
@@ -242,6 +257,7 @@ class ChurnClassifier(BoostedTabularModel):
 
             state = joblib.load(path)
             self.linear_, self.blend_weight_ = state["linear"], float(state["weight"])
+            self.linear_rows_ = state.get("rows")
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated churn probability per row."""

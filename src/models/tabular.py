@@ -675,9 +675,10 @@ def _estimator_base():
 
 
 class AveragedLinear(_estimator_base()):
-    """The mean log-odds of several unfitted linear pipelines (e.g. the best few
-    :func:`spline_logistic` settings by cross-validation): averaging them, instead of keeping
-    the single best, makes the result less sensitive to the noise in the CV ranking (issue 13).
+    """The mean log-odds of several linear pipelines, given unfitted (or already fitted, via
+    :meth:`from_fitted`), e.g. the best few :func:`spline_logistic` settings by
+    cross-validation: averaging them, instead of keeping the single best, makes the result
+    less sensitive to the noise in the ranking (issue 13).
 
     Examples
     --------
@@ -698,11 +699,46 @@ class AveragedLinear(_estimator_base()):
         self.estimators_ = [clone(e).fit(X, y) for e in self.estimators]
         return self
 
+    @classmethod
+    def from_fitted(cls, fitted: Sequence) -> AveragedLinear:
+        """The average of pipelines already fitted (e.g. while choosing them on a validation
+        part), without fitting them again."""
+        from sklearn.base import clone
+
+        model = cls(estimators=tuple(clone(e) for e in fitted))
+        model.estimators_ = list(fitted)
+        return model
+
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "estimators_")
-        return np.mean([e.decision_function(X) for e in self.estimators_], axis=0)
+        return np.mean([decision_in_chunks(e, X) for e in self.estimators_], axis=0)
+
+
+def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random sample of at most ``limit`` of ``n`` rows.
+
+    Examples
+    --------
+    >>> sample_rows(3, 5, seed=0).tolist()
+    [0, 1, 2]
+    >>> len(sample_rows(1000, 10, seed=0))
+    10
+    """
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def decision_in_chunks(estimator, X: np.ndarray, rows: int = 65_536) -> np.ndarray:
+    """``estimator.decision_function(X)`` a block of ``rows`` at a time: a spline expansion
+    of a million rows would otherwise be a dense matrix of several GB."""
+    if len(X) <= rows:
+        return estimator.decision_function(X)
+    return np.concatenate(
+        [estimator.decision_function(X[i : i + rows]) for i in range(0, len(X), rows)]
+    )
 
 
 class BoostedTabularModel(_estimator_base()):

@@ -13,6 +13,7 @@ Two entry points share one job (:func:`run_churn_job`):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,14 +82,19 @@ class ChurnConfig(TrainingConfig):
     # sample): ~150 coefficients are well determined long before that, and lbfgs on millions
     # of rows would dominate the job's time
     baseline_max_rows: int = 100_000
-    # BYO CV: inverse L2 strengths of the spline logistic regression competing with (and
-    # blended with) LightGBM, and the LightGBM weights of the blends tried; [] = LightGBM only
+    # inverse L2 strengths of the spline logistic regression competing with (and blended
+    # with) LightGBM, chosen by CV (BYO) or on the validation snapshot (warehouse), and the
+    # LightGBM weights of the blends tried; [] = LightGBM only
     linear_c: list[float] = [0.05, 0.5, 5.0, 50.0]
     linear_knots: list[int] = [0, 5]  # 0: straight-line numerics; n: cubic splines, n knots
     blend_weights: list[float] = [0.25, 0.5, 0.75]
     # issue 13: the linear candidate averages the log-odds of this many best (C, knots)
-    # settings by out-of-fold ROC-AUC (1: the single best)
+    # settings by out-of-fold (or validation) ROC-AUC (1: the single best)
     linear_top: int = Field(3, ge=1)
+    # the linear candidates (and the registered linear part, refit included) are fitted on at
+    # most this many rows (seeded sample): spline inputs of millions of rows would take GBs
+    # and minutes per setting for coefficients settled long before
+    linear_max_rows: int = Field(100_000, ge=100)
     byo: ByoConfig = ByoConfig()
 
 
@@ -553,7 +559,7 @@ def run_churn_job(
             seed=config.seed,
             n_jobs=config.n_jobs,
         )
-        return model.fit(
+        model.fit(
             train_m,
             data.y_train,
             X_val=val_m,
@@ -563,6 +569,9 @@ def run_churn_job(
             callbacks=callbacks,
             calibrate=final,
         )
+        if final and rounds is None:
+            choose_family_on_validation(model, data, config, train_m, val_m)
+        return model
 
     return run_training_job(
         config=config,
@@ -750,63 +759,111 @@ def choose_family(
     data: ChurnData,
     config: ChurnConfig,
     train_m: np.ndarray,
-    lightgbm_oof: np.ndarray,
+    lightgbm_scores: np.ndarray,
+    *,
+    val_m: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Pick LightGBM, the spline logistic regression or a blend of their log-odds by
-    out-of-fold ROC-AUC on the training rows (same folds as tuning; rows no fold holds out
-    are left out), fit the linear part on every training row when chosen, and return the
-    chosen family's out-of-fold scores (what the calibrator is then chosen and fitted on).
-    Ties keep LightGBM."""
+    """Pick LightGBM, the spline logistic regression or a blend of their log-odds by ROC-AUC
+    on rows no candidate was fitted on, give ``model`` the linear part when chosen, and
+    return the chosen family's scores on those rows (what the calibrator is then chosen and
+    fitted on). Ties keep LightGBM.
+
+    Without ``val_m``: out of fold on the training rows (the tuning folds; rows no fold holds
+    out are left out), the linear part then fitted on every training row. With ``val_m``
+    (the warehouse's later validation snapshot): the linear candidates are fitted on the
+    training rows and scored on the validation rows, the same rows ``lightgbm_scores`` are
+    on. Linear fits use at most ``config.linear_max_rows`` seeded-sample rows.
+    """
     import mlflow
     from sklearn.metrics import roc_auc_score
 
-    from customer360.models.tabular import AveragedLinear, spline_logistic
+    from customer360.models.tabular import AveragedLinear, decision_in_chunks, spline_logistic
 
-    y = data.y_train
-    held = ~np.isnan(lightgbm_oof)
-    scores = {("lightgbm", 1.0, None): lightgbm_oof}
+    started = time.perf_counter()
+    on_validation = val_m is not None
+    y = data.y_val if on_validation else data.y_train
+    held = np.ones(len(y), dtype=bool) if on_validation else ~np.isnan(lightgbm_scores)
+    cap = config.linear_max_rows
+
+    def capped(idx: np.ndarray) -> np.ndarray:
+        return idx[sample_rows(len(idx), cap, config.seed)]
+
+    scores = {("lightgbm", 1.0, None): lightgbm_scores}
+    fitted: dict[tuple[float, int], object] = {}
     if config.linear_c:
-        splits = cv_splits(data, config)
+        splits = [(np.arange(len(train_m)), None)] if on_validation else cv_splits(data, config)
         linear = {}
         for c in config.linear_c:
             for knots in config.linear_knots:
-                oof = np.full(len(y), np.nan)
+                out = np.full(len(y), np.nan)
                 for fit_idx, held_idx in splits:
+                    rows = capped(fit_idx)
                     pipe = spline_logistic(data.schema, c=c, seed=config.seed, knots=knots)
-                    oof[held_idx] = pipe.fit(train_m[fit_idx], y[fit_idx]).decision_function(
-                        train_m[held_idx]
-                    )
-                linear[(c, knots)] = oof
+                    pipe.fit(train_m[rows], data.y_train[rows])
+                    if on_validation:
+                        out = decision_in_chunks(pipe, val_m)
+                        fitted[(c, knots)] = pipe
+                    else:
+                        out[held_idx] = decision_in_chunks(pipe, train_m[held_idx])
+                linear[(c, knots)] = out
         ranked = sorted(linear, key=lambda c: -roc_auc_score(y[held], linear[c][held]))
         best_c = tuple(ranked[: config.linear_top])
-        averaged = np.mean([linear[c] for c in best_c], axis=0)  # same folds: exact OOF
+        averaged = np.mean([linear[c] for c in best_c], axis=0)  # same rows: exact average
         scores[("linear", 0.0, best_c)] = averaged
         for w in config.blend_weights:
-            scores[("blend", w, best_c)] = w * lightgbm_oof + (1 - w) * averaged
+            scores[("blend", w, best_c)] = w * lightgbm_scores + (1 - w) * averaged
     aucs = {key: float(roc_auc_score(y[held], s[held])) for key, s in scores.items()}
     chosen = max(aucs, key=aucs.get)  # first maximum: LightGBM on ties
     family, weight, c = chosen
     if family != "lightgbm":
-        model.linear_ = AveragedLinear(
-            estimators=tuple(
-                spline_logistic(data.schema, c=ci, seed=config.seed, knots=k) for ci, k in c
-            )
-        ).fit(train_m, y)
+        if on_validation:
+            model.linear_ = AveragedLinear.from_fitted([fitted[ci] for ci in c])
+        else:
+            rows = capped(np.arange(len(train_m)))
+            model.linear_ = AveragedLinear(
+                estimators=tuple(
+                    spline_logistic(data.schema, c=ci, seed=config.seed, knots=k) for ci, k in c
+                )
+            ).fit(train_m[rows], data.y_train[rows])
         model.blend_weight_ = weight
-    mlflow.set_tags({"model_family": family, "blend_lightgbm_weight": weight})
+        model.linear_rows_ = cap
+    where = "validation rows" if on_validation else "cross-validation"
+    mlflow.set_tags(
+        {"model_family": family, "blend_lightgbm_weight": weight, "family_selected_on": where}
+    )
     if c is not None:
         mlflow.set_tags({
             "linear_c": ",".join(f"{ci:g}" for ci, _ in c),
             "linear_spline_knots": ",".join(str(k) for _, k in c),
         })
+    prefix = "val" if on_validation else "cv"
     mlflow.log_metrics(
         {
-            f"cv_roc_auc_{f}" + (f"_w{w:g}" if f == "blend" else ""): v
+            f"{prefix}_roc_auc_{f}" + (f"_w{w:g}" if f == "blend" else ""): v
             for (f, w, _), v in aucs.items()
         }
+        | {"family_choice_seconds": time.perf_counter() - started}
     )
-    log.info("family choice by out-of-fold ROC-AUC %s -> %s", aucs, chosen)
+    log.info("family choice by %s ROC-AUC %s -> %s", where, aucs, chosen)
     return scores[chosen]
+
+
+def choose_family_on_validation(
+    model: ChurnClassifier,
+    data: ChurnData,
+    config: ChurnConfig,
+    train_m: np.ndarray,
+    val_m: np.ndarray,
+) -> ChurnClassifier:
+    """The single-validation-part counterpart of the CV family choice (warehouse snapshots,
+    BYO with ``byo.cv_folds`` < 2): candidates scored on the validation rows and, when the
+    linear model or a blend wins, the calibrator chosen again on the winner's scores there."""
+    chosen = choose_family(model, data, config, train_m, model.predict_raw(val_m), val_m=val_m)
+    if model.family() != "lightgbm":
+        model.calibrator_, model.calibration_report_ = choose_calibrator(
+            chosen, data.y_val, config.calibration, seed=config.seed
+        )
+    return model
 
 
 def evaluate_churn(model: ChurnClassifier, data: ChurnData, config: ChurnConfig, fit) -> Evaluation:
@@ -838,16 +895,17 @@ def evaluate_churn(model: ChurnClassifier, data: ChurnData, config: ChurnConfig,
         }
     )
     family = model.family()
+    where = "in cross-validation" if data.cv_folds >= 2 else "on the validation rows"
     if family == "linear":
         notes.append(
             "The registered model is the linear one (logistic regression with one-hot "
-            "categoricals and spline numerics): it beat LightGBM in cross-validation; reason "
+            f"categoricals and spline numerics): it beat LightGBM {where}; reason "
             "codes still come from the LightGBM fitted beside it."
         )
     elif family == "blend":
         notes.append(
             f"The registered model blends LightGBM (weight {model.blend_weight_:g}) with the "
-            "spline logistic regression: the blend won in cross-validation."
+            f"spline logistic regression: the blend won {where}."
         )
     import mlflow
 

@@ -29,6 +29,7 @@ from pydantic import model_validator
 
 from customer360.config import StrictModel
 from customer360.errors import ConfigError, ModelError
+from customer360.models.tabular import sample_rows  # noqa: F401 - re-exported for jobs
 
 log = logging.getLogger(__name__)
 
@@ -371,13 +372,6 @@ class TrainResult:
     became_champion: bool = False
     rows: dict[str, int] = field(default_factory=dict)
     model_name: str = ""
-
-
-def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded random sample of at most ``limit`` of ``n`` rows."""
-    if n <= limit:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def shap_figure(model, X: np.ndarray, names: Sequence[str], seed: int, rows: int = 2000):
