@@ -100,6 +100,19 @@ def main() -> None:
             result.metrics.get("roc_auc", result.metrics.get("normalized_gini", float("nan"))), 4
         ),
         "cpu_count": os.cpu_count(),
+        # issue 13: the family chosen on the validation snapshot and the candidates' figures
+        "model_family": run.data.tags.get("model_family"),
+        "family_selected_on": run.data.tags.get("family_selected_on"),
+        **{
+            k: round(v, 4)
+            for k, v in run.data.metrics.items()
+            if k.startswith(("val_roc_auc_", "cv_roc_auc_", "family_choice_"))
+        },
+        **{
+            f"baseline_{name}_auc": round(values["roc_auc"], 4)
+            for name, values in result.baselines.items()
+            if "roc_auc" in values
+        },
     }
     print(json.dumps(out))
 
