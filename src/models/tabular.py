@@ -14,6 +14,8 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import pandas as pd
@@ -732,13 +734,214 @@ def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
 
 
 def decision_in_chunks(estimator, X: np.ndarray, rows: int = 65_536) -> np.ndarray:
-    """``estimator.decision_function(X)`` a block of ``rows`` at a time: a spline expansion
-    of a million rows would otherwise be a dense matrix of several GB."""
+    """``estimator.decision_function(X)``: column by column (:class:`ColumnwiseLinear`) when
+    the estimator is a :func:`spline_logistic` pipeline, otherwise a block of ``rows`` at a
+    time (a spline expansion of a million rows would be a dense matrix of several GB)."""
+    fast = columnwise_linear(estimator)
+    if fast is not None:
+        return fast.decision_function(X)
     if len(X) <= rows:
         return estimator.decision_function(X)
     return np.concatenate(
         [estimator.decision_function(X[i : i + rows]) for i in range(0, len(X), rows)]
     )
+
+
+# How far the column-by-column decision may differ from the pipeline's on the probe rows
+# (relative to max(1, |value|)) before it is not used: float rounding is ~1e-15.
+COLUMNWISE_TOLERANCE = 1e-9
+
+
+@dataclass
+class _SplineColumn:
+    column: int
+    fill: float
+    spline: Any  # scipy BSpline: the fitted basis combined with the coefficients
+    low: float
+    high: float
+    below: tuple[float, float]  # value and slope at ``low``, continued linearly below it
+    above: tuple[float, float]
+
+
+@dataclass
+class _ScaledColumn:
+    column: int
+    fill: float
+    mean: float
+    weight: float  # coefficient / scale
+
+
+@dataclass
+class _CategoryColumn:
+    column: int
+    fill: float
+    levels: np.ndarray  # sorted codes seen in fitting
+    weights: np.ndarray
+
+
+@dataclass
+class ColumnwiseLinear:
+    """A fitted :func:`spline_logistic` pipeline's decision function, evaluated one column at
+    a time: each numeric column's spline basis combined with its coefficients into one
+    spline (or one line), each categorical column a lookup of its levels' coefficients. The
+    same function as the pipeline (equal to float rounding: checked when it is built), with
+    no expanded basis matrix: ~10-30x faster on batch-sized matrices (issue 17)."""
+
+    intercept: float
+    columns: list
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        out = np.full(len(X), self.intercept)
+        for c in self.columns:
+            x = X[:, c.column]
+            x = np.where(np.isnan(x), c.fill, x)
+            if isinstance(c, _SplineColumn):
+                inside = (x >= c.low) & (x <= c.high)
+                value = np.empty_like(x)
+                value[inside] = c.spline(x[inside])
+                lo, hi = x < c.low, x > c.high
+                value[lo] = c.below[0] + (x[lo] - c.low) * c.below[1]
+                value[hi] = c.above[0] + (x[hi] - c.high) * c.above[1]
+                out += value
+            elif isinstance(c, _ScaledColumn):
+                out += (x - c.mean) * c.weight
+            else:
+                at = np.clip(np.searchsorted(c.levels, x), 0, max(len(c.levels) - 1, 0))
+                known = c.levels[at] == x if len(c.levels) else np.zeros(len(x), bool)
+                out += np.where(known, c.weights[at] if len(c.levels) else 0.0, 0.0)
+        return out
+
+
+def columnwise_linear(pipeline) -> ColumnwiseLinear | None:
+    """The :class:`ColumnwiseLinear` form of a fitted :func:`spline_logistic` pipeline (kept
+    on the pipeline, built once), or ``None`` when the pipeline is not of that shape or the
+    column-by-column values differ from the pipeline's on probe rows (then the pipeline
+    itself is used)."""
+    try:
+        return _COLUMNWISE[pipeline]
+    except (KeyError, TypeError):
+        pass
+    try:
+        fast = _build_columnwise(pipeline)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        fast = None
+    if fast is not None and not _columnwise_agrees(fast, pipeline):
+        log.warning("column-by-column linear scores differ from the pipeline's; using the "
+                    "pipeline (slower)")
+        fast = None
+    try:
+        _COLUMNWISE[pipeline] = fast
+    except TypeError:  # not weakly referable: built again next time
+        pass
+    return fast
+
+
+# fitted pipeline -> its ColumnwiseLinear (or None); weak, so nothing of it is pickled with
+# a model and a pipeline that is gone takes its entry along (pipelines are never refit in
+# place here: every fit is on a clone)
+_COLUMNWISE: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def _build_columnwise(pipeline) -> ColumnwiseLinear | None:
+    from scipy.interpolate import BSpline
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
+
+    steps = getattr(pipeline, "steps", None)
+    if not steps or len(steps) != 2:
+        return None
+    ct, lr = steps[0][1], steps[1][1]
+    if not isinstance(ct, ColumnTransformer) or not isinstance(lr, LogisticRegression):
+        return None
+    if lr.coef_.shape[0] != 1:
+        return None
+    coef, offset, columns = lr.coef_[0], 0, []
+    for name, part, cols in ct.transformers_:
+        if name == "remainder" or len(cols) == 0:
+            if name == "remainder" and part != "drop" and len(cols):
+                return None
+            continue
+        cols = np.asarray(cols, dtype=int)
+        if name == "num":
+            imputer, threshold, last = (s for _, s in part.steps)
+            kept = np.flatnonzero(threshold.get_support())
+            fills = imputer.statistics_
+            if isinstance(last, SplineTransformer):
+                if last.extrapolation != "linear" or last.degree < 2:
+                    return None
+                width = last.n_features_out_ // len(kept)
+                for i, k in enumerate(kept):
+                    basis = last.bsplines_[i]
+                    w = coef[offset + i * width : offset + (i + 1) * width]
+                    degree = basis.k
+                    low, high = basis.t[degree], basis.t[-degree - 1]
+                    f_low, f_high = basis(low), basis(high)
+                    d_low, d_high = basis(low, nu=1), basis(high, nu=1)
+                    first, last_ = np.arange(degree), width - 1 - np.arange(degree)
+                    columns.append(_SplineColumn(
+                        column=int(cols[k]), fill=float(fills[k]),
+                        spline=BSpline(basis.t, basis.c @ w, degree, extrapolate=False),
+                        low=float(low), high=float(high),
+                        below=(float(w[first] @ f_low[first]), float(w[first] @ d_low[first])),
+                        above=(float(w[last_] @ f_high[last_]),
+                               float(w[last_] @ d_high[last_])),
+                    ))
+                offset += width * len(kept)
+            elif isinstance(last, StandardScaler):
+                scale = last.scale_ if last.scale_ is not None else np.ones(len(kept))
+                mean = last.mean_ if last.mean_ is not None else np.zeros(len(kept))
+                for i, k in enumerate(kept):
+                    columns.append(_ScaledColumn(
+                        column=int(cols[k]), fill=float(fills[k]), mean=float(mean[i]),
+                        weight=float(coef[offset + i] / scale[i]),
+                    ))
+                offset += len(kept)
+            else:
+                return None
+        elif name == "cat":
+            imputer, encoder = (s for _, s in part.steps)
+            if not isinstance(encoder, OneHotEncoder) or encoder.drop is not None:
+                return None
+            for i, levels in enumerate(encoder.categories_):
+                levels = np.asarray(levels, dtype=float)
+                order = np.argsort(levels, kind="stable")
+                w = coef[offset : offset + len(levels)]
+                columns.append(_CategoryColumn(
+                    column=int(cols[i]), fill=float(imputer.statistics_[i]),
+                    levels=levels[order], weights=np.asarray(w, dtype=float)[order],
+                ))
+                offset += len(levels)
+        else:
+            return None
+    if offset != len(coef):
+        return None
+    return ColumnwiseLinear(intercept=float(lr.intercept_[0]), columns=columns)
+
+
+def _columnwise_agrees(fast: ColumnwiseLinear, pipeline, rows: int = 256) -> bool:
+    """Probe rows from the pipeline's own fitted ranges (inside, at and beyond the spline
+    ends, blanks, unseen levels): the two decision functions must agree."""
+    n = pipeline.steps[0][1].n_features_in_
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, n))
+    for c in fast.columns:
+        if isinstance(c, _SplineColumn):
+            span = max(c.high - c.low, 1.0)
+            choices = np.array([c.low - span, c.low, c.high, c.high + span, np.nan])
+            inside = c.low + span * rng.uniform(size=rows)
+            X[:, c.column] = np.where(rng.uniform(size=rows) < 0.3,
+                                      choices[rng.integers(0, len(choices), rows)], inside)
+        elif isinstance(c, _ScaledColumn):
+            X[rng.uniform(size=rows) < 0.1, c.column] = np.nan
+        else:
+            pool = np.concatenate([c.levels, [np.nan, 1e9]])
+            X[:, c.column] = pool[rng.integers(0, len(pool), rows)]
+    expected = pipeline.decision_function(X)
+    got = fast.decision_function(X)
+    return bool(np.all(np.abs(got - expected) <= COLUMNWISE_TOLERANCE
+                       * np.maximum(1.0, np.abs(expected))))
 
 
 class BoostedTabularModel(_estimator_base()):
