@@ -968,7 +968,7 @@ def _print_training_result(title: str, result, metrics: list[str]) -> None:
              "normalized_gini": "gini", "decile_mape": "dec.MAPE", "total_error": "tot.err"}
     for metric in metrics:
         table.add_column(short.get(metric, metric), justify="right", no_wrap=True)
-    for name, values in [("lightgbm_tuned", result.metrics), *result.baselines.items()]:
+    for name, values in [(result.model_label, result.metrics), *result.baselines.items()]:
         table.add_row(name, *(_fmt(values.get(m)) for m in metrics))
     console.print(table)
     for name in ("roc_auc_vs_oracle", "gini_vs_oracle"):

@@ -236,6 +236,7 @@ def test_warehouse_job_chooses_the_family_on_the_validation_snapshot(churn_store
         f"_w{float(tags['blend_lightgbm_weight']):g}" if family == "blend" else ""
     )
     assert aucs[chosen] == best, aucs
+    assert result.model_label == f"{family}_tuned"  # the results table names what won
     # the registered model (refit on every labelled row) is the family the run names
     loaded = mlflow.pyfunc.load_model(f"models:/churn/{result.version}")
     assert loaded.unwrap_python_model().model.family() == family

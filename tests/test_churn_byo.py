@@ -308,6 +308,7 @@ def test_family_chosen_by_cv_linear_table_goes_linear_interactions_go_lightgbm(
     run = mlflow.MlflowClient().get_run(result.run_id)
     assert run.data.tags["model_family"] == family, run.data.metrics
     assert run.data.tags["family_selected_on"] == selected_on
+    assert result.model_label == f"{family}_tuned"
     prefix = "cv" if folds else "val"
     aucs = {k: v for k, v in run.data.metrics.items() if k.startswith(f"{prefix}_roc_auc_")}
     assert max(aucs, key=aucs.get) == f"{prefix}_roc_auc_{family}", aucs

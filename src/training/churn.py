@@ -45,6 +45,7 @@ from customer360.training.common import (
     TrainResult,
     data_fingerprint,
     feature_descriptions,
+    model_label,
     oracle_values,
     random_split,
     run_training_job,
@@ -56,7 +57,6 @@ from customer360.training.common import (
 log = logging.getLogger(__name__)
 
 PRIMARY_METRIC = "roc_auc"
-MODEL_LABEL = "lightgbm_tuned"
 
 
 class ByoConfig(StrictModel):
@@ -153,7 +153,8 @@ def prepare_warehouse_data(con, config: ChurnConfig) -> ChurnData:
     )
     rows_note = (
         f"Rows: trials fit on {tags['rows_train']:,} rows (as-of {tags['as_of_train']}); "
-        f"settings and calibration chosen on {tags['rows_validation']:,} later rows (as-of "
+        f"settings, model family and calibration chosen on {tags['rows_validation']:,} later "
+        f"rows (as-of "
         f"{tags['as_of_validation']}); test figures on {tags['rows_test']:,} rows (as-of "
         f"{tags['as_of_test']}), which no selection saw."
     )
@@ -886,7 +887,7 @@ def evaluate_churn(model: ChurnClassifier, data: ChurnData, config: ChurnConfig,
             )
     if "oracle" in baselines:
         metrics["roc_auc_vs_oracle"] = metrics["roc_auc"] / baselines["oracle"]["roc_auc"]
-    curves = {MODEL_LABEL: p_test}
+    curves = {model_label(model): p_test}
     curves.update(
         {
             k: v

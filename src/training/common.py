@@ -372,6 +372,8 @@ class TrainResult:
     became_champion: bool = False
     rows: dict[str, int] = field(default_factory=dict)
     model_name: str = ""
+    # how the registered model scores, for tables and plots (churn: the chosen family)
+    model_label: str = "lightgbm_tuned"
 
 
 def shap_figure(model, X: np.ndarray, names: Sequence[str], seed: int, rows: int = 2000):
@@ -952,7 +954,16 @@ def run_training_job(
         became_champion=became_champion,
         rows=rows,
         model_name=model_name,
+        model_label=model_label(model),
     )
+
+
+def model_label(model: Any) -> str:
+    """``lightgbm_tuned``, or for a churn model whose family choice picked the linear model or
+    a blend, ``linear_tuned`` / ``blend_tuned`` (the row name in result tables and plots)."""
+    family = getattr(model, "family", None)
+    name = family() if callable(family) else "lightgbm"
+    return f"{name}_tuned"
 
 
 def what_ran(
