@@ -318,3 +318,22 @@ def test_family_chosen_by_cv_linear_table_goes_linear_interactions_go_lightgbm(
     scored = predict_table("fam", frame)
     assert scored["churn_probability"].between(0, 1).all()
     assert result.metrics["roc_auc"] >= result.baselines["lightgbm_untuned"]["roc_auc"] - 0.01
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [("linear_c", [0.5, -1.0], "linear_c"), ("linear_knots", [0, 1], "at least 2 knots"),
+     ("blend_weights", [1.5], "blend_weights"), ("linear_max_rows", 10, "linear_max_rows")],
+)
+def test_bad_family_settings_are_refused_when_the_config_is_read(tmp_path, setting, value,
+                                                                  says):
+    """Not after the trials, as a scikit-learn traceback: the config error names the key."""
+    import yaml
+
+    from customer360.errors import ConfigError
+    from customer360.training.churn import load_churn_config
+
+    path = tmp_path / "churn.yaml"
+    path.write_text(yaml.safe_dump({setting: value}))
+    with pytest.raises(ConfigError, match=says):
+        load_churn_config(path)

@@ -67,7 +67,7 @@ def test_columnwise_linear_scores_equal_the_pipeline(seed, knots, c):
     from customer360.models.tabular import (
         TableSchema,
         columnwise_linear,
-        decision_in_chunks,
+        linear_decision,
         spline_logistic,
     )
 
@@ -90,17 +90,17 @@ def test_columnwise_linear_scores_equal_the_pipeline(seed, knots, c):
     Z[:, 3] = rng.integers(-1, 7, 300)  # unseen levels and the blank code
     Z[rng.uniform(size=Z.shape) < 0.15] = np.nan
     expected = pipe.decision_function(Z)
-    np.testing.assert_allclose(decision_in_chunks(pipe, Z), expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(linear_decision(pipe, Z), expected, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(fast.decision_function(Z), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_pipelines_of_another_shape_are_scored_by_themselves():
     from sklearn.linear_model import LogisticRegression
 
-    from customer360.models.tabular import columnwise_linear, decision_in_chunks
+    from customer360.models.tabular import columnwise_linear, linear_decision
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(200, 3)), rng.integers(0, 2, 200)
     plain = LogisticRegression().fit(X, y)
     assert columnwise_linear(plain) is None
-    np.testing.assert_array_equal(decision_in_chunks(plain, X), plain.decision_function(X))
+    np.testing.assert_array_equal(linear_decision(plain, X), plain.decision_function(X))

@@ -715,7 +715,7 @@ class AveragedLinear(_estimator_base()):
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "estimators_")
-        return np.mean([decision_in_chunks(e, X) for e in self.estimators_], axis=0)
+        return np.mean([linear_decision(e, X) for e in self.estimators_], axis=0)
 
 
 def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
@@ -733,10 +733,11 @@ def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
-def decision_in_chunks(estimator, X: np.ndarray, rows: int = 65_536) -> np.ndarray:
-    """``estimator.decision_function(X)``: column by column (:class:`ColumnwiseLinear`) when
-    the estimator is a :func:`spline_logistic` pipeline, otherwise a block of ``rows`` at a
-    time (a spline expansion of a million rows would be a dense matrix of several GB)."""
+def linear_decision(estimator, X: np.ndarray, rows: int = 65_536) -> np.ndarray:
+    """A fitted linear estimator's ``decision_function(X)``: column by column
+    (:class:`ColumnwiseLinear`) when the estimator is a :func:`spline_logistic` pipeline,
+    otherwise a block of ``rows`` at a time (a spline expansion of a million rows would be a
+    dense matrix of several GB)."""
     fast = columnwise_linear(estimator)
     if fast is not None:
         return fast.decision_function(X)
@@ -806,10 +807,9 @@ class ColumnwiseLinear:
                 out += value
             elif isinstance(c, _ScaledColumn):
                 out += (x - c.mean) * c.weight
-            else:
-                at = np.clip(np.searchsorted(c.levels, x), 0, max(len(c.levels) - 1, 0))
-                known = c.levels[at] == x if len(c.levels) else np.zeros(len(x), bool)
-                out += np.where(known, c.weights[at] if len(c.levels) else 0.0, 0.0)
+            else:  # unseen levels add nothing, as the encoder's handle_unknown="ignore"
+                at = np.minimum(np.searchsorted(c.levels, x), len(c.levels) - 1)
+                out += np.where(c.levels[at] == x, c.weights[at], 0.0)
         return out
 
 
@@ -906,6 +906,8 @@ def _build_columnwise(pipeline) -> ColumnwiseLinear | None:
                 return None
             for i, levels in enumerate(encoder.categories_):
                 levels = np.asarray(levels, dtype=float)
+                if not len(levels):
+                    return None
                 order = np.argsort(levels, kind="stable")
                 w = coef[offset : offset + len(levels)]
                 columns.append(_CategoryColumn(

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from customer360.config import StrictModel, load_config
 from customer360.errors import ConfigError
@@ -37,6 +37,7 @@ from customer360.models.tabular import (
     plot_importance,
     plot_pr,
     plot_roc,
+    sample_rows,
     to_matrix,
 )
 from customer360.training.common import (
@@ -49,7 +50,6 @@ from customer360.training.common import (
     oracle_values,
     random_split,
     run_training_job,
-    sample_rows,
     shap_figure,
     warehouse_split,
 )
@@ -85,9 +85,10 @@ class ChurnConfig(TrainingConfig):
     # inverse L2 strengths of the spline logistic regression competing with (and blended
     # with) LightGBM, chosen by CV (BYO) or on the validation snapshot (warehouse), and the
     # LightGBM weights of the blends tried; [] = LightGBM only
-    linear_c: list[float] = [0.05, 0.5, 5.0, 50.0]
-    linear_knots: list[int] = [0, 5]  # 0: straight-line numerics; n: cubic splines, n knots
-    blend_weights: list[float] = [0.25, 0.5, 0.75]
+    linear_c: list[Annotated[float, Field(gt=0)]] = [0.05, 0.5, 5.0, 50.0]
+    # 0: straight-line numerics; n >= 2: cubic splines with n knots
+    linear_knots: list[Annotated[int, Field(ge=0)]] = [0, 5]
+    blend_weights: list[Annotated[float, Field(gt=0, lt=1)]] = [0.25, 0.5, 0.75]
     # issue 13: the linear candidate averages the log-odds of this many best (C, knots)
     # settings by out-of-fold (or validation) ROC-AUC (1: the single best)
     linear_top: int = Field(3, ge=1)
@@ -96,6 +97,14 @@ class ChurnConfig(TrainingConfig):
     # and minutes per setting for coefficients settled long before
     linear_max_rows: int = Field(100_000, ge=100)
     byo: ByoConfig = ByoConfig()
+
+    @field_validator("linear_knots")
+    @classmethod
+    def _spline_knots(cls, knots: list[int]) -> list[int]:
+        if 1 in knots:
+            raise ValueError("a cubic spline needs at least 2 knots: use 0 for straight-line "
+                             "numerics or 2 or more")
+        return knots
 
 
 def load_churn_config(path: str | Path | None = None) -> ChurnConfig:
@@ -778,7 +787,7 @@ def choose_family(
     import mlflow
     from sklearn.metrics import roc_auc_score
 
-    from customer360.models.tabular import AveragedLinear, decision_in_chunks, spline_logistic
+    from customer360.models.tabular import AveragedLinear, linear_decision, spline_logistic
 
     started = time.perf_counter()
     on_validation = val_m is not None
@@ -789,24 +798,25 @@ def choose_family(
     def capped(idx: np.ndarray) -> np.ndarray:
         return idx[sample_rows(len(idx), cap, config.seed)]
 
+    def fit_linear(c: float, knots: int, idx: np.ndarray):
+        rows = capped(idx)
+        pipe = spline_logistic(data.schema, c=c, seed=config.seed, knots=knots)
+        return pipe.fit(train_m[rows], data.y_train[rows])
+
     scores = {("lightgbm", 1.0, None): lightgbm_scores}
-    fitted: dict[tuple[float, int], object] = {}
+    fitted: dict[tuple[float, int], object] = {}  # validation mode: reused if chosen
     if config.linear_c:
-        splits = [(np.arange(len(train_m)), None)] if on_validation else cv_splits(data, config)
+        splits = None if on_validation else cv_splits(data, config)
         linear = {}
-        for c in config.linear_c:
-            for knots in config.linear_knots:
-                out = np.full(len(y), np.nan)
-                for fit_idx, held_idx in splits:
-                    rows = capped(fit_idx)
-                    pipe = spline_logistic(data.schema, c=c, seed=config.seed, knots=knots)
-                    pipe.fit(train_m[rows], data.y_train[rows])
-                    if on_validation:
-                        out = decision_in_chunks(pipe, val_m)
-                        fitted[(c, knots)] = pipe
-                    else:
-                        out[held_idx] = decision_in_chunks(pipe, train_m[held_idx])
-                linear[(c, knots)] = out
+        for setting in ((c, k) for c in config.linear_c for k in config.linear_knots):
+            if on_validation:
+                fitted[setting] = fit_linear(*setting, np.arange(len(train_m)))
+                linear[setting] = linear_decision(fitted[setting], val_m)
+                continue
+            out = np.full(len(y), np.nan)
+            for fit_idx, held_idx in splits:
+                out[held_idx] = linear_decision(fit_linear(*setting, fit_idx), train_m[held_idx])
+            linear[setting] = out
         ranked = sorted(linear, key=lambda c: -roc_auc_score(y[held], linear[c][held]))
         best_c = tuple(ranked[: config.linear_top])
         averaged = np.mean([linear[c] for c in best_c], axis=0)  # same rows: exact average
@@ -817,15 +827,12 @@ def choose_family(
     chosen = max(aucs, key=aucs.get)  # first maximum: LightGBM on ties
     family, weight, c = chosen
     if family != "lightgbm":
-        if on_validation:
-            model.linear_ = AveragedLinear.from_fitted([fitted[ci] for ci in c])
-        else:
-            rows = capped(np.arange(len(train_m)))
-            model.linear_ = AveragedLinear(
-                estimators=tuple(
-                    spline_logistic(data.schema, c=ci, seed=config.seed, knots=k) for ci, k in c
-                )
-            ).fit(train_m[rows], data.y_train[rows])
+        # the settings' pipelines on (at most ``cap`` of) every training row: in validation
+        # mode those the choice scored, out of fold fitted once more on all of them
+        every = np.arange(len(train_m))
+        model.linear_ = AveragedLinear.from_fitted(
+            [fitted[s] if s in fitted else fit_linear(*s, every) for s in c]
+        )
         model.blend_weight_ = weight
         model.linear_rows_ = cap
     where = "validation rows" if on_validation else "cross-validation"

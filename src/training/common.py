@@ -29,7 +29,7 @@ from pydantic import model_validator
 
 from customer360.config import StrictModel
 from customer360.errors import ConfigError, ModelError
-from customer360.models.tabular import sample_rows  # noqa: F401 - re-exported for jobs
+from customer360.models.tabular import sample_rows
 
 log = logging.getLogger(__name__)
 
