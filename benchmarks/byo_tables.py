@@ -10,6 +10,7 @@ throwaway store.
 
     nice .venv/bin/python benchmarks/byo_tables.py --trials 10
     nice .venv/bin/python benchmarks/byo_tables.py --tables Treatment Mroz --trials 10
+    nice .venv/bin/python benchmarks/byo_tables.py --trials 10 --cv-folds 0   # validation part
 
 Results go to docs/benchmarks.md ("BYO churn on public response tables").
 """
@@ -40,6 +41,11 @@ def main() -> None:
     parser.add_argument("--tables", nargs="*", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--cv-folds", type=int, default=None,
+        help="byo.cv_folds (default: the config's; 0 = one validation part of "
+        "byo.validation_fraction, the selection path warehouse snapshots use)",
+    )
     args = parser.parse_args()
 
     import logging
@@ -52,6 +58,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="c360-bench-byo-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     config = load_churn_config()
+    if args.cv_folds is not None:
+        config = config.model_copy(
+            update={"byo": config.byo.model_copy(update={"cv_folds": args.cv_folds})}
+        )
     rows = []
     print("| table (rows, label) | ours | logistic regression | untuned LightGBM | family | "
           "vs better baseline | seconds |")
